@@ -1,0 +1,23 @@
+"""Background jobs for Django.
+
+    from jobs import job
+
+    @job
+    def add(x, y):
+        return x + y
+
+    add.delay(2, 3).get(timeout=10)
+"""
+
+from jobs.job import Job, job
+
+__all__ = ["Job", "JobResult", "job"]
+
+
+def __getattr__(name):
+    # JobResult reads the ORM, so it is imported only once Django's apps are ready.
+    if name == "JobResult":
+        from jobs.results import JobResult
+
+        return JobResult
+    raise AttributeError(f"module 'jobs' has no attribute {name!r}")

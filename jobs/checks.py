@@ -1,0 +1,173 @@
+"""System checks for the JOBS setting: ``manage.py check`` explains a bad value."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from django.core.checks import Error, Tags, Warning, register
+
+from jobs.conf import ALIASES, DEFAULTS, settings
+
+KNOWN_SCHEMES = {
+    "django": None,
+    "redis": "redis",
+    "rediss": "redis",
+    "sentinel": "redis",
+    "amqp": "amqp",
+    "amqps": "amqp",
+    "pyamqp": "amqp",
+    "memory": None,
+}
+POOLS = ("prefork", "threads", "solo")
+
+
+def _error(msg: str, hint: str, id: str) -> Error:
+    return Error(msg, hint=hint, obj="settings.JOBS", id=id)
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs=None, **kwargs):
+    user = settings.user_settings
+    if not isinstance(user, dict):
+        return [_error("JOBS must be a dict.", "Write JOBS = {'BROKER_URL': ...}.", "jobs.E001")]
+    errors = []
+    for key in user:
+        if key not in DEFAULTS and key not in ALIASES:
+            close = [k for k in DEFAULTS if key.replace("CELERY_", "") == k]
+            hint = f"Did you mean {close[0]!r}?" if close else "Known keys: " + ", ".join(DEFAULTS)
+            errors.append(_error(f"JOBS has an unknown key {key!r}.", hint, "jobs.E002"))
+    errors += _check_broker(settings.BROKER_URL)
+    errors += _check_serializers()
+    errors += _check_routes(settings.TASK_ROUTES)
+    errors += _check_numbers()
+    return errors
+
+
+def _check_broker(url) -> list:
+    if not isinstance(url, str) or "://" not in url:
+        return [_error(
+            f"JOBS['BROKER_URL'] = {url!r} is not a broker URL.",
+            "Use 'django://' (the database), 'redis://host:6379/0' or 'amqp://user:pw@host//'.",
+            "jobs.E003",
+        )]
+    scheme = urlsplit(url).scheme
+    if scheme not in KNOWN_SCHEMES:
+        return [_error(
+            f"JOBS['BROKER_URL'] uses the unknown transport {scheme!r}.",
+            "Known transports: " + ", ".join(sorted(KNOWN_SCHEMES)) + ".",
+            "jobs.E004",
+        )]
+    extra = KNOWN_SCHEMES[scheme]
+    module = {"redis": "redis", "amqp": "amqp"}.get(extra)
+    if module:
+        try:
+            __import__(module)
+        except ImportError:
+            return [_error(
+                f"JOBS['BROKER_URL'] needs the {module!r} package, which is not installed.",
+                f"pip install 'django-jobs[{extra}]'",
+                "jobs.E005",
+            )]
+    return []
+
+
+def _check_serializers() -> list:
+    from kombu.serialization import registry as serializers
+
+    errors = []
+    name = settings.TASK_SERIALIZER
+    if name not in serializers._encoders:
+        errors.append(_error(
+            f"JOBS['TASK_SERIALIZER'] = {name!r} is not a known serializer.",
+            "Use 'json' (the default) or 'msgpack' (pip install 'django-jobs[msgpack]').",
+            "jobs.E006",
+        ))
+    accept = settings.ACCEPT_CONTENT
+    if not isinstance(accept, (list, tuple)) or not accept:
+        errors.append(_error(
+            "JOBS['ACCEPT_CONTENT'] must be a non-empty list of serializer names.",
+            "For example ['json'].",
+            "jobs.E007",
+        ))
+        return errors
+    for item in accept:
+        if item not in serializers._encoders and item not in serializers._decoders:
+            errors.append(_error(
+                f"JOBS['ACCEPT_CONTENT'] lists {item!r}, which is not a known serializer.",
+                "Use serializer names such as 'json' or 'msgpack'.",
+                "jobs.E007",
+            ))
+    if name in serializers._encoders and name not in accept:
+        errors.append(_error(
+            f"JOBS['TASK_SERIALIZER'] = {name!r} is not in ACCEPT_CONTENT, so workers would "
+            "refuse every message this project sends.",
+            f"Add {name!r} to JOBS['ACCEPT_CONTENT'].",
+            "jobs.E008",
+        ))
+    if "pickle" in accept or "application/x-python-serialize" in accept:
+        errors.append(Warning(
+            "JOBS['ACCEPT_CONTENT'] accepts pickle: anyone who can write to the broker can "
+            "run code in your workers.",
+            hint="Use json unless every producer and the broker itself are fully trusted.",
+            obj="settings.JOBS",
+            id="jobs.W001",
+        ))
+    return errors
+
+
+def _check_routes(routes) -> list:
+    if not isinstance(routes, dict):
+        return [_error(
+            "JOBS['TASK_ROUTES'] must be a dict of job name or glob pattern to queue.",
+            "For example {'billing.jobs.*': 'billing'}.",
+            "jobs.E009",
+        )]
+    errors = []
+    for pattern, route in routes.items():
+        queue = route.get("queue") if isinstance(route, dict) else route
+        if not isinstance(queue, str) or not queue:
+            errors.append(_error(
+                f"JOBS['TASK_ROUTES'][{pattern!r}] = {route!r} names no queue.",
+                "Give a queue name, or {'queue': 'name'}.",
+                "jobs.E009",
+            ))
+    return errors
+
+
+def _check_numbers() -> list:
+    errors = []
+    positive = {
+        "WORKER_PREFETCH_MULTIPLIER": int,
+        "WORKER_HEARTBEAT_INTERVAL": (int, float),
+        "WORKER_SHUTDOWN_TIMEOUT": (int, float),
+    }
+    for key, kind in positive.items():
+        value = getattr(settings, key)
+        if isinstance(value, bool) or not isinstance(value, kind) or value < 0:
+            errors.append(_error(
+                f"JOBS[{key!r}] = {value!r} must be a non-negative number.", "", "jobs.E010"
+            ))
+    for key in ("TASK_TIME_LIMIT", "TASK_SOFT_TIME_LIMIT", "WORKER_CONCURRENCY",
+                "WORKER_MAX_TASKS_PER_CHILD"):
+        value = getattr(settings, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or value <= 0):
+            errors.append(_error(
+                f"JOBS[{key!r}] = {value!r} must be a positive number or None.", "", "jobs.E010"
+            ))
+    if settings.WORKER_POOL not in POOLS:
+        errors.append(_error(
+            f"JOBS['WORKER_POOL'] = {settings.WORKER_POOL!r} is not a pool.",
+            "Use one of: " + ", ".join(POOLS) + ".",
+            "jobs.E011",
+        ))
+    if not isinstance(settings.RESULT_EXPIRES, (timedelta, int, float, type(None))):
+        errors.append(_error(
+            "JOBS['RESULT_EXPIRES'] must be a timedelta, a number of seconds, or None.",
+            "", "jobs.E010",
+        ))
+    queue = settings.TASK_DEFAULT_QUEUE
+    if not isinstance(queue, str) or not queue:
+        errors.append(_error("JOBS['TASK_DEFAULT_QUEUE'] must be a queue name.", "", "jobs.E012"))
+    return errors

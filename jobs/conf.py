@@ -1,0 +1,110 @@
+"""The JOBS setting: defaults, typed access, reset when tests override settings.
+
+``JOBS`` is one dict, like CACHES or STORAGES. Key names follow Celery's where the meaning is
+the same, so ``CELERY_BROKER_URL`` becomes ``JOBS["BROKER_URL"]``. Validation lives in
+:mod:`jobs.checks`, so ``manage.py check`` explains a bad value.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+DEFAULTS: dict[str, Any] = {
+    # Broker
+    "BROKER_URL": "django://",
+    "BROKER_TRANSPORT_OPTIONS": {},
+    "BROKER_POOL_LIMIT": 10,
+    "BROKER_CONNECTION_TIMEOUT": 4.0,
+    # Publishing
+    "TASK_DEFAULT_QUEUE": "default",
+    "TASK_ROUTES": {},
+    "TASK_SERIALIZER": "json",
+    "TASK_COMPRESSION": None,
+    "ACCEPT_CONTENT": ["json"],
+    "TASK_PUBLISH_RETRY": True,
+    "TASK_PUBLISH_RETRY_POLICY": {
+        "max_retries": 3,
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 1.0,
+    },
+    "TASK_ENQUEUE_ON_COMMIT": True,
+    "ALWAYS_EAGER": False,
+    "EAGER_PROPAGATES": True,
+    # Execution
+    "ACKS_LATE": True,
+    "TASK_REJECT_ON_WORKER_LOST": True,
+    "TASK_TIME_LIMIT": None,
+    "TASK_SOFT_TIME_LIMIT": None,
+    "TASK_TRACK_STARTED": True,
+    "TASK_IGNORE_RESULT": False,
+    "TASK_DEFAULT_MAX_RETRIES": 3,
+    "TASK_DEFAULT_RETRY_DELAY": 180,
+    # Worker
+    "WORKER_CONCURRENCY": None,
+    "WORKER_POOL": "prefork",
+    "WORKER_PREFETCH_MULTIPLIER": 4,
+    "WORKER_HEARTBEAT_INTERVAL": 5.0,
+    "WORKER_SHUTDOWN_TIMEOUT": 30.0,
+    "WORKER_MAX_TASKS_PER_CHILD": None,
+    # Results
+    "RESULT_EXPIRES": timedelta(days=1),
+    # Extension points
+    "MIDDLEWARE": [],
+}
+
+# Celery spells this one without the TASK_/WORKER_ prefix; accept both.
+ALIASES = {"PREFETCH_MULTIPLIER": "WORKER_PREFETCH_MULTIPLIER"}
+
+
+class Settings:
+    """Typed, cached read access to ``settings.JOBS`` merged over :data:`DEFAULTS`."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] | None = None
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        return getattr(django_settings, "JOBS", None) or {}
+
+    def _merged(self) -> dict[str, Any]:
+        if self._cache is None:
+            merged = dict(DEFAULTS)
+            for key, value in self.user_settings.items():
+                merged[ALIASES.get(key, key)] = value
+            self._cache = merged
+        return self._cache
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._merged()[name]
+        except KeyError:
+            raise AttributeError(f"JOBS has no setting {name!r}") from None
+
+    def reset(self) -> None:
+        self._cache = None
+
+
+settings = Settings()
+_reset_hooks: list = []
+
+
+def on_reset(func):
+    """Register ``func`` to run when JOBS changes (tests overriding settings)."""
+    _reset_hooks.append(func)
+    return func
+
+
+@receiver(setting_changed)
+def _reload(*, setting, **kwargs):
+    if setting == "JOBS":
+        settings.reset()
+        for hook in _reset_hooks:
+            hook()

@@ -1,0 +1,328 @@
+"""``@job``: a function that can run now, or later in a worker."""
+
+from __future__ import annotations
+
+import inspect
+import random
+import re
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from django.utils import timezone
+
+from jobs import broker, context, signals
+from jobs.conf import settings
+from jobs.exceptions import ConfigurationError, Retry
+from jobs.messages import JobMessage, encode
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Options ``@job`` accepts, with their defaults (None: take the JOBS setting).
+OPTIONS: dict[str, Any] = {
+    "name": None,
+    "bind": False,
+    "queue": None,
+    "priority": None,
+    "serializer": None,
+    "compression": None,
+    "max_retries": None,
+    "default_retry_delay": None,
+    "autoretry_for": (),
+    "dont_autoretry_for": (),
+    "retry_kwargs": None,
+    "retry_backoff": False,
+    "retry_backoff_max": 600,
+    "retry_jitter": True,
+    "time_limit": None,
+    "soft_time_limit": None,
+    "acks_late": None,
+    "reject_on_worker_lost": None,
+    "ignore_result": None,
+    "track_started": None,
+    "expires": None,
+    "rate_limit": None,
+    "typing": True,
+}
+
+APPLY_OPTIONS = frozenset({
+    "countdown", "eta", "expires", "queue", "priority", "headers", "task_id", "job_id",
+    "time_limit", "soft_time_limit", "serializer", "compression", "on_commit", "retry",
+    "retry_policy", "ignore_result", "retries", "parent_id", "root_id", "group_id",
+})
+
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
+RATE_LIMIT = re.compile(r"^\d+(\.\d+)?(/[smh])?$")
+
+
+class Job(Generic[P, R]):
+    """What ``@job`` makes of a function. Call it to run inline; ``delay()`` to enqueue."""
+
+    def __init__(self, func: Callable[..., R], **options: Any) -> None:
+        unknown = set(options) - set(OPTIONS)
+        if unknown:
+            raise ConfigurationError(
+                f"@job on {func.__module__}.{func.__qualname__}: unknown option(s) "
+                f"{', '.join(sorted(unknown))}. Known options: {', '.join(sorted(OPTIONS))}."
+            )
+        values = {**OPTIONS, **options}
+        self.func = func
+        self.name: str = values["name"] or f"{func.__module__}.{func.__qualname__}"
+        self.__name__ = func.__name__
+        self.__qualname__ = func.__qualname__
+        self.__module__ = func.__module__
+        self.__doc__ = func.__doc__
+        self.__wrapped__ = func
+        for key, value in values.items():
+            if key != "name":
+                setattr(self, key, value)
+        self._validate()
+        self.signature = inspect.signature(func)
+
+    def _validate(self) -> None:
+        where = f"@job {self.name!r}"
+        if self.queue is not None and not (isinstance(self.queue, str) and QUEUE_NAME.match(self.queue)):
+            raise ConfigurationError(f"{where}: queue={self.queue!r} is not a valid queue name.")
+        for option in ("autoretry_for", "dont_autoretry_for"):
+            value = getattr(self, option)
+            if isinstance(value, type):
+                value = (value,)
+            if not all(isinstance(t, type) and issubclass(t, BaseException) for t in value):
+                raise ConfigurationError(f"{where}: {option} must be a tuple of exception classes.")
+            setattr(self, option, tuple(value))
+        for option in ("time_limit", "soft_time_limit", "max_retries", "default_retry_delay"):
+            value = getattr(self, option)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or value < 0):
+                raise ConfigurationError(f"{where}: {option}={value!r} must be a positive number.")
+        if self.rate_limit is not None and not RATE_LIMIT.match(str(self.rate_limit)):
+            raise ConfigurationError(
+                f"{where}: rate_limit={self.rate_limit!r}; write it as '10/s', '100/m' or '1000/h'."
+            )
+        if self.priority is not None and not (isinstance(self.priority, int) and 0 <= self.priority <= 255):
+            raise ConfigurationError(f"{where}: priority={self.priority!r} must be 0..255.")
+
+    def __repr__(self) -> str:
+        return f"<@job {self.name}>"
+
+    # Running inline ---------------------------------------------------------------------
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        if self.bind:
+            return self.func(self, *args, **kwargs)
+        return self.func(*args, **kwargs)
+
+    @property
+    def request(self) -> context.Request:
+        """The request being run (inside a worker or ``apply()``); empty otherwise."""
+        return context.current.get()
+
+    # Enqueueing --------------------------------------------------------------------------
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs):
+        """Enqueue with default options; returns a :class:`jobs.JobResult`."""
+        return self.apply_async(args, kwargs)
+
+    def apply_async(self, args=None, kwargs=None, **options):
+        """Enqueue with options: countdown, eta, expires, queue, priority, headers, ...
+
+        Arguments are checked against the function's signature and serialized here, so a
+        call that can't work fails now, in the caller, with a clear error.
+        """
+        unknown = set(options) - APPLY_OPTIONS
+        if unknown:
+            raise TypeError(f"{self.name}.apply_async() got unknown option(s): "
+                            f"{', '.join(sorted(unknown))}")
+        args = tuple(args or ())
+        kwargs = dict(kwargs or {})
+        if self.typing:
+            self._check_arguments(args, kwargs)
+        if settings.ALWAYS_EAGER:
+            return self.apply(args, kwargs, **options)
+        message = self.build_message(args, kwargs, options)
+        envelope = encode(message, options.get("serializer") or self.serializer
+                          or settings.TASK_SERIALIZER, self.func)
+        broker.publish(
+            envelope,
+            on_commit=options.get("on_commit"),
+            compression=options.get("compression") or self.compression,
+            retry=options.get("retry"),
+            retry_policy=options.get("retry_policy"),
+        )
+        signals.job_enqueued.send(self, job_id=message.id, name=self.name, message=message)
+        from jobs.results import JobResult
+
+        return JobResult(message.id, name=self.name)
+
+    def _check_arguments(self, args: tuple, kwargs: dict) -> None:
+        try:
+            if self.bind:
+                self.signature.bind(self, *args, **kwargs)
+            else:
+                self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.name}(): {exc}") from None
+
+    def build_message(self, args: tuple, kwargs: dict, options: dict) -> JobMessage:
+        now = None
+        eta = options.get("eta")
+        countdown = options.get("countdown")
+        if countdown is not None:
+            now = timezone.now()
+            eta = now + timedelta(seconds=countdown)
+        elif eta is not None:
+            eta = _aware(eta, "eta")
+        expires = options.get("expires", self.expires)
+        if isinstance(expires, (int, float)):
+            expires = (now or timezone.now()) + timedelta(seconds=expires)
+        elif expires is not None:
+            expires = _aware(expires, "expires")
+        queue = options.get("queue") or broker.route(self.name, self.queue)
+        if not QUEUE_NAME.match(queue):
+            raise ValueError(f"{self.name}: queue={queue!r} is not a valid queue name")
+        parent = context.current.get()
+        job_id = options.get("task_id") or options.get("job_id") or str(uuid.uuid4())
+        return JobMessage(
+            id=job_id,
+            name=self.name,
+            args=args,
+            kwargs=kwargs,
+            queue=queue,
+            eta=eta,
+            expires=expires,
+            retries=options.get("retries", 0),
+            time_limit=options.get("time_limit", self.time_limit),
+            soft_time_limit=options.get("soft_time_limit", self.soft_time_limit),
+            root_id=options.get("root_id") or parent.root_id or parent.id,
+            parent_id=options.get("parent_id") or parent.id,
+            group_id=options.get("group_id"),
+            priority=options.get("priority", self.priority),
+            ignore_result=options.get("ignore_result", self.ignore_result) or False,
+            headers=options.get("headers") or {},
+        )
+
+    def apply(self, args=None, kwargs=None, **options):
+        """Run now, in this process, as a worker would; returns an EagerResult."""
+        from jobs.worker.eager import run_eagerly
+
+        return run_eagerly(self, tuple(args or ()), dict(kwargs or {}), options)
+
+    # Inside a running job ------------------------------------------------------------------
+
+    def retry(self, exc: BaseException | None = None, countdown: float | None = None,
+              eta: datetime | None = None, max_retries: int | None = None, **options) -> Retry:
+        """Schedule this job to run again; use as ``raise self.retry(exc=exc)``.
+
+        When the retries are used up, the original exception (or MaxRetriesExceeded) is
+        raised instead, so the job ends FAILURE.
+        """
+        request = self.request
+        if request.id is None:
+            raise RuntimeError(f"{self.name}.retry() called outside of a running job")
+        limit = self.effective_max_retries if max_retries is None else max_retries
+        if limit is not None and request.retries >= limit:
+            if exc is not None:
+                raise exc
+            from jobs.exceptions import MaxRetriesExceeded
+
+            raise MaxRetriesExceeded(
+                f"{self.name}[{request.id}] retried {request.retries} times, the maximum"
+            )
+        if eta is None:
+            delay = self.retry_delay(request.retries) if countdown is None else countdown
+            eta = timezone.now() + timedelta(seconds=delay)
+        if not request.is_eager:
+            message = self.build_message(request.args, request.kwargs, {
+                **options,
+                "eta": eta,
+                "task_id": request.id,
+                "retries": request.retries + 1,
+                "queue": options.get("queue") or request.queue,
+                "root_id": request.root_id,
+                "parent_id": request.parent_id,
+                "on_commit": False,
+            })
+            envelope = encode(message, self.serializer or settings.TASK_SERIALIZER, self.func)
+            broker.publish(envelope, on_commit=False)
+        return Retry(f"retry in {(eta - timezone.now()).total_seconds():.1f}s", exc=exc, when=eta)
+
+    @property
+    def effective_max_retries(self) -> int | None:
+        if self.max_retries is not None:
+            return self.max_retries
+        return settings.TASK_DEFAULT_MAX_RETRIES
+
+    def retry_delay(self, retries: int) -> float:
+        """Seconds before retry number ``retries + 1``: fixed, or exponential with jitter."""
+        if self.retry_backoff:
+            factor = 1 if self.retry_backoff is True else float(self.retry_backoff)
+            delay = min(factor * (2 ** retries), self.retry_backoff_max)
+            if self.retry_jitter:
+                delay = random.uniform(0, delay)
+            return delay
+        if self.retry_kwargs and "countdown" in self.retry_kwargs:
+            return self.retry_kwargs["countdown"]
+        if self.default_retry_delay is not None:
+            return self.default_retry_delay
+        return settings.TASK_DEFAULT_RETRY_DELAY
+
+    def update_state(self, state: str, meta: dict | None = None, job_id: str | None = None):
+        """Record a custom state (e.g. PROGRESS) with ``meta`` for the running job."""
+        from jobs.models import JobResult as Row
+
+        job_id = job_id or self.request.id
+        if job_id is None:
+            raise RuntimeError(f"{self.name}.update_state() needs a running job or a job_id")
+        Row.objects.update_or_create(
+            job_id=job_id, defaults={"state": state, "meta": meta, "name": self.name}
+        )
+
+    # Worker-side options with JOBS defaults --------------------------------------------------
+
+    def option(self, name: str):
+        value = getattr(self, name)
+        if value is None:
+            value = getattr(settings, _SETTING_FOR[name])
+        return value
+
+
+_SETTING_FOR = {
+    "acks_late": "ACKS_LATE",
+    "reject_on_worker_lost": "TASK_REJECT_ON_WORKER_LOST",
+    "ignore_result": "TASK_IGNORE_RESULT",
+    "track_started": "TASK_TRACK_STARTED",
+    "time_limit": "TASK_TIME_LIMIT",
+    "soft_time_limit": "TASK_SOFT_TIME_LIMIT",
+}
+
+
+def _aware(value, what: str) -> datetime:
+    if not isinstance(value, datetime):
+        raise TypeError(f"{what} must be a datetime, not {type(value).__name__}")
+    if timezone.is_naive(value):
+        raise ValueError(f"{what}={value!r} is naive; pass an aware datetime (USE_TZ)")
+    return value
+
+
+@overload
+def job(func: Callable[P, R], /) -> Job[P, R]: ...
+@overload
+def job(*, name: str | None = ..., **options: Any) -> Callable[[Callable[P, R]], Job[P, R]]: ...
+
+
+def job(func=None, /, **options):
+    """Make a function a job: ``@job`` or ``@job(queue="emails", max_retries=5, ...)``."""
+    from jobs.registry import registry
+
+    def decorate(f):
+        made = Job(f, **options)
+        registry.register(made)
+        return made
+
+    if func is not None:
+        if not callable(func):
+            raise ConfigurationError("@job takes options as keyword arguments: @job(queue='x')")
+        return decorate(func)
+    return decorate

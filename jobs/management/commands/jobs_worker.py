@@ -1,0 +1,61 @@
+import logging
+import sys
+
+from django.core.management.base import BaseCommand, CommandError
+
+from jobs.conf import settings
+from jobs.worker import Worker, banner
+from jobs.worker.pools import POOLS
+
+
+class Command(BaseCommand):
+    help = "Start a worker that runs jobs from the broker's queues."
+    requires_system_checks = "__all__"
+
+    def add_arguments(self, parser):
+        parser.add_argument("-Q", "--queues", default=None,
+                            help="Comma-separated queues to consume (default: the default queue).")
+        parser.add_argument("-c", "--concurrency", type=int, default=None,
+                            help="Jobs run at once (default: JOBS WORKER_CONCURRENCY or CPUs).")
+        parser.add_argument("-P", "--pool", choices=sorted(POOLS), default=None,
+                            help="Where jobs run: prefork (processes), threads, or solo.")
+        parser.add_argument("-n", "--hostname", default=None, help="This worker's name.")
+        parser.add_argument("-l", "--loglevel", default="INFO",
+                            help="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
+        parser.add_argument("--prefetch-multiplier", type=int, default=None,
+                            help="Messages reserved per pool slot (1 is fairest for long jobs).")
+        parser.add_argument("--shutdown-timeout", type=float, default=None,
+                            help="Seconds a warm shutdown waits for running jobs.")
+        parser.add_argument("--max-tasks-per-child", type=int, default=None,
+                            help="Replace a prefork child after this many jobs.")
+
+    def handle(self, *args, **options):
+        level = options["loglevel"].upper()
+        if level not in logging.getLevelNamesMapping():
+            raise CommandError(f"--loglevel: unknown level {options['loglevel']!r}")
+        _configure_logging(level)
+        if options["concurrency"] is not None and options["concurrency"] < 1:
+            raise CommandError("--concurrency must be at least 1")
+        queues = [q.strip() for q in (options["queues"] or "").split(",") if q.strip()]
+        worker = Worker(
+            queues=queues or None,
+            concurrency=options["concurrency"],
+            pool=options["pool"],
+            hostname=options["hostname"],
+            prefetch_multiplier=options["prefetch_multiplier"],
+            shutdown_timeout=options["shutdown_timeout"],
+            max_tasks_per_child=options["max_tasks_per_child"],
+        )
+        self.stdout.write(banner(worker))
+        self.stdout.flush()
+        sys.exit(worker.run())
+
+
+def _configure_logging(level: str) -> None:
+    logger = logging.getLogger("jobs")
+    logger.setLevel(level)
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(
+            "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"))
+        logger.addHandler(handler)

@@ -1,0 +1,198 @@
+"""The message envelope: Celery's protocol v2 layout, so Celery and jobs can share a queue.
+
+A message is headers (task name, id, eta, expires, retries, ...), properties
+(correlation_id, content type, priority) and a body ``[args, kwargs, embed]``.
+The body is serialized at the call site, so a value that can't be sent fails there.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timezone as dt_timezone
+from typing import Any
+
+from kombu.serialization import dumps, loads
+
+from jobs.exceptions import EncodeError, InvalidMessage
+
+EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
+_REPR_LIMIT = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class JobMessage:
+    """One call of a job, as it travels to a worker. Immutable."""
+
+    id: str
+    name: str
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    queue: str = "default"
+    eta: datetime | None = None
+    expires: datetime | None = None
+    retries: int = 0
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    root_id: str | None = None
+    parent_id: str | None = None
+    group_id: str | None = None
+    priority: int | None = None
+    ignore_result: bool = False
+    headers: dict = field(default_factory=dict)  # anything else a producer sent
+
+    def header_dict(self) -> dict[str, Any]:
+        headers = dict(self.headers)
+        headers.update(
+            lang="py",
+            task=self.name,
+            id=self.id,
+            shadow=None,
+            eta=_iso(self.eta),
+            expires=_iso(self.expires),
+            group=self.group_id,
+            group_index=None,
+            retries=self.retries,
+            timelimit=[self.time_limit, self.soft_time_limit],
+            root_id=self.root_id or self.id,
+            parent_id=self.parent_id,
+            argsrepr=_short_repr(self.args),
+            kwargsrepr=_short_repr(self.kwargs),
+            origin=ORIGIN,
+            ignore_result=self.ignore_result,
+        )
+        return headers
+
+    def body(self) -> tuple:
+        return (list(self.args), self.kwargs, EMBED)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A serialized message, ready for ``Producer.publish``."""
+
+    message: JobMessage
+    payload: bytes | str
+    content_type: str
+    content_encoding: str
+    headers: dict
+
+
+def encode(message: JobMessage, serializer: str, func=None) -> Envelope:
+    """Serialize ``message``; an argument the serializer can't carry is a TypeError here."""
+    try:
+        content_type, content_encoding, payload = dumps(message.body(), serializer=serializer)
+    except Exception as exc:
+        raise _explain_encode_error(message, serializer, func, exc) from exc
+    return Envelope(message, payload, content_type, content_encoding, message.header_dict())
+
+
+def _explain_encode_error(message: JobMessage, serializer: str, func, exc) -> EncodeError:
+    """Find the argument that can't be serialized and name it."""
+    names = _parameter_names(func)
+    suspects = [(names[i] if i < len(names) else f"#{i}", v) for i, v in enumerate(message.args)]
+    suspects += list(message.kwargs.items())
+    for name, value in suspects:
+        try:
+            dumps(value, serializer=serializer)
+        except Exception as inner:
+            hint = ""
+            if hasattr(value, "_meta") and hasattr(value, "pk"):
+                hint = f" Pass its primary key instead ({name}={type(value).__name__}.pk)."
+            return EncodeError(
+                f"{message.name}: argument {name!r} of type {type(value).__name__} can't be "
+                f"serialized with {serializer!r}: {inner}.{hint}"
+            )
+    return EncodeError(f"{message.name}: arguments can't be serialized with {serializer!r}: {exc}")
+
+
+def _parameter_names(func) -> list[str]:
+    if func is None:
+        return []
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def decode(headers: dict, body: bytes | str, content_type: str, content_encoding: str,
+           accept: set[str] | None, queue: str = "") -> JobMessage:
+    """Build a :class:`JobMessage` from what a broker delivered, or raise InvalidMessage."""
+    name, job_id = headers.get("task"), headers.get("id")
+    if not isinstance(name, str) or not name or not isinstance(job_id, str) or not job_id:
+        raise InvalidMessage("not a job message: the 'task' and 'id' headers are missing")
+    try:
+        decoded = loads(body, content_type, content_encoding, accept=accept)
+    except Exception as exc:
+        raise InvalidMessage(f"can't decode the body ({content_type}): {exc}") from exc
+    args, kwargs = _split_body(decoded)
+    limits = headers.get("timelimit") or (None, None)
+    try:
+        hard, soft = limits
+        return JobMessage(
+            id=job_id,
+            name=name,
+            args=tuple(args),
+            kwargs=kwargs,
+            queue=queue,
+            eta=parse_datetime(headers.get("eta")),
+            expires=parse_datetime(headers.get("expires")),
+            retries=int(headers.get("retries") or 0),
+            time_limit=_number(hard),
+            soft_time_limit=_number(soft),
+            root_id=headers.get("root_id"),
+            parent_id=headers.get("parent_id"),
+            group_id=headers.get("group"),
+            ignore_result=bool(headers.get("ignore_result")),
+            headers=headers,
+        )
+    except (TypeError, ValueError) as exc:
+        raise InvalidMessage(f"bad header: {exc}") from exc
+
+
+def _split_body(decoded) -> tuple[list, dict]:
+    if not isinstance(decoded, (list, tuple)) or len(decoded) != 3:
+        raise InvalidMessage("the body is not [args, kwargs, embed] (Celery protocol v2)")
+    args, kwargs, _embed = decoded
+    if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
+        raise InvalidMessage("the body's args must be a list and kwargs a dict")
+    if not all(isinstance(k, str) for k in kwargs):
+        raise InvalidMessage("the body's kwargs have a key that is not a string")
+    return list(args), kwargs
+
+
+def _number(value) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    if number != number or number < 0:  # NaN or negative
+        raise ValueError(f"time limit {value!r} is not a positive number")
+    return number
+
+
+def parse_datetime(value) -> datetime | None:
+    """An aware datetime from an ISO 8601 string (naive means UTC), or None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        parsed = datetime.fromisoformat(value)
+    else:
+        raise ValueError(f"{value!r} is not an ISO 8601 date-time")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt_timezone.utc)
+    return parsed
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _short_repr(value) -> str:
+    text = repr(value)
+    return text if len(text) <= _REPR_LIMIT else text[: _REPR_LIMIT - 3] + "..."

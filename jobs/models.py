@@ -1,0 +1,191 @@
+"""Tables: job results, dead letters, worker heartbeats, and the ``django://`` queue."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+from django.utils import timezone
+
+
+class States(models.TextChoices):
+    PENDING = "PENDING", "Pending"
+    RECEIVED = "RECEIVED", "Received"
+    STARTED = "STARTED", "Started"
+    RETRY = "RETRY", "Retry"
+    SUCCESS = "SUCCESS", "Success"
+    FAILURE = "FAILURE", "Failure"
+    REVOKED = "REVOKED", "Revoked"
+
+
+#: States after which a job will not change again.
+READY_STATES = frozenset({States.SUCCESS, States.FAILURE, States.REVOKED})
+#: Ready states that are not success.
+EXCEPTION_STATES = frozenset({States.FAILURE, States.REVOKED, States.RETRY})
+
+
+class JobResultQuerySet(models.QuerySet):
+    def ready(self):
+        return self.filter(state__in=READY_STATES)
+
+    def failed(self):
+        return self.filter(state=States.FAILURE)
+
+    def succeeded(self):
+        return self.filter(state=States.SUCCESS)
+
+    def running(self):
+        return self.filter(state=States.STARTED)
+
+    def older_than(self, age: timedelta):
+        return self.filter(date_done__lt=timezone.now() - age)
+
+    def expired(self, expires: timedelta):
+        """Finished results older than ``expires`` (what ``RESULT_EXPIRES`` removes)."""
+        return self.ready().older_than(expires)
+
+
+class JobResult(models.Model):
+    """The state and outcome of one job, written by workers, read from any process.
+
+    ``state`` is a free string so that jobs may set custom states with ``update_state``;
+    :class:`States` holds the built-in ones.
+    """
+
+    job_id = models.CharField("job id", max_length=255, unique=True)
+    name = models.CharField("job name", max_length=255, blank=True, db_index=True)
+    state = models.CharField(max_length=50, default=States.PENDING, db_index=True)
+    args = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
+    kwargs = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
+    result = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
+    traceback = models.TextField(blank=True)
+    meta = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
+    retries = models.PositiveIntegerField(default=0)
+    queue = models.CharField(max_length=200, blank=True, db_index=True)
+    worker = models.CharField(max_length=255, blank=True, db_index=True)
+    parent_id = models.CharField(max_length=255, blank=True)
+    root_id = models.CharField(max_length=255, blank=True)
+    date_created = models.DateTimeField(default=timezone.now, db_index=True)
+    date_started = models.DateTimeField(null=True, blank=True)
+    date_done = models.DateTimeField(null=True, blank=True, db_index=True)
+    runtime = models.FloatField(null=True, blank=True, help_text="Seconds spent running.")
+
+    objects = JobResultQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "job result"
+        ordering = ["-date_created"]
+        indexes = [
+            models.Index(fields=["state", "-date_done"], name="jobs_result_state_done"),
+            models.Index(fields=["name", "-date_created"], name="jobs_result_name_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name or 'job'} {self.job_id} [{self.state}]"
+
+    @property
+    def is_ready(self) -> bool:
+        return self.state in READY_STATES
+
+
+class DeadLetter(models.Model):
+    """A message no worker could run, kept whole with the reason, so nothing is lost."""
+
+    queue = models.CharField(max_length=200, blank=True, db_index=True)
+    job_id = models.CharField("job id", max_length=255, blank=True, db_index=True)
+    job_name = models.CharField(max_length=255, blank=True)
+    reason = models.TextField()
+    content_type = models.CharField(max_length=100, blank=True)
+    content_encoding = models.CharField(max_length=50, blank=True)
+    headers = models.JSONField(null=True, blank=True)
+    properties = models.JSONField(null=True, blank=True)
+    body = models.BinaryField()
+    worker = models.CharField(max_length=255, blank=True)
+    date_created = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = "dead letter"
+        ordering = ["-date_created"]
+
+    def __str__(self) -> str:
+        return f"{self.job_name or 'message'} {self.job_id}: {self.reason[:60]}"
+
+
+class WorkerQuerySet(models.QuerySet):
+    def online(self, now=None, grace: float = 30.0):
+        now = now or timezone.now()
+        return self.filter(stopped_at=None, last_seen__gte=now - timedelta(seconds=grace))
+
+
+class Worker(models.Model):
+    """A worker process, recorded at start and refreshed by its heartbeat."""
+
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    queues = models.JSONField(default=list)
+    pool = models.CharField(max_length=20)
+    concurrency = models.PositiveIntegerField()
+    broker = models.CharField(max_length=255, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(default=timezone.now, db_index=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    processed = models.PositiveBigIntegerField(default=0)
+    active = models.PositiveIntegerField(default=0)
+
+    objects = WorkerQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-last_seen"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hostname", "pid", "started_at"], name="jobs_worker_unique_process"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hostname} (pid {self.pid})"
+
+    @property
+    def is_online(self) -> bool:
+        return self.stopped_at is None and self.last_seen >= timezone.now() - timedelta(seconds=30)
+
+
+class MessageQuerySet(models.QuerySet):
+    def visible(self, now):
+        return self.filter(visible_at__lte=now).filter(
+            models.Q(lease_until__isnull=True) | models.Q(lease_until__lt=now)
+        )
+
+
+class Message(models.Model):
+    """A message of the ``django://`` transport: one row per message in a queue.
+
+    A consumer claims a row by setting a lease; ack deletes the row; a lease that runs out
+    (the worker died) makes the row visible again. ``visible_at`` in the future holds a
+    delayed message durably until it is due.
+    """
+
+    queue = models.CharField(max_length=200)
+    priority = models.PositiveSmallIntegerField(default=0)
+    payload = models.TextField()
+    visible_at = models.DateTimeField(default=timezone.now)
+    lease_owner = models.CharField(max_length=100, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    delivery_tag = models.CharField(max_length=64, blank=True, db_index=True)
+    delivery_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = MessageQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "queued message"
+        indexes = [
+            models.Index(
+                fields=["queue", "priority", "visible_at", "id"], name="jobs_message_claim"
+            ),
+            models.Index(fields=["lease_until"], name="jobs_message_lease"),
+        ]
+
+    def __str__(self) -> str:
+        return f"message {self.pk} in {self.queue}"

@@ -1,0 +1,235 @@
+"""``JobResult``: a handle on a job's state and outcome, usable from any process."""
+
+from __future__ import annotations
+
+import builtins
+import time
+from datetime import datetime
+from typing import Any
+
+from django.utils import timezone
+
+from jobs import exceptions
+from jobs.models import EXCEPTION_STATES, READY_STATES, JobResult as Row, States
+
+
+class JobResult:
+    """Look up a job by id: ``JobResult(job_id).get(timeout=10)``.
+
+    Reads the ``jobs.JobResult`` row; a job no worker has picked up yet is PENDING.
+    """
+
+    def __init__(self, id: str, name: str | None = None) -> None:
+        self.id = str(id)
+        self.name = name
+        self._row: Row | None = None
+
+    def __repr__(self) -> str:
+        return f"<JobResult {self.id} [{self.state}]>"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, JobResult) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    # Reading the row -------------------------------------------------------------------------
+
+    def _fetch(self) -> Row | None:
+        if self._row is not None and self._row.state in READY_STATES:
+            return self._row  # a finished job doesn't change again
+        self._row = Row.objects.filter(job_id=self.id).first()
+        return self._row
+
+    @property
+    def state(self) -> str:
+        row = self._fetch()
+        return row.state if row else States.PENDING
+
+    status = state
+
+    def ready(self) -> bool:
+        return self.state in READY_STATES
+
+    def successful(self) -> bool:
+        return self.state == States.SUCCESS
+
+    def failed(self) -> bool:
+        return self.state == States.FAILURE
+
+    @property
+    def result(self) -> Any:
+        """The return value, the exception for a failed job, or the meta of a custom state."""
+        row = self._fetch()
+        if row is None:
+            return None
+        if row.state in EXCEPTION_STATES:
+            return rebuild_exception(row.result)
+        if row.state == States.SUCCESS:
+            return row.result
+        return row.meta
+
+    info = result
+
+    @property
+    def traceback(self) -> str | None:
+        row = self._fetch()
+        return (row.traceback or None) if row else None
+
+    @property
+    def date_done(self) -> datetime | None:
+        row = self._fetch()
+        return row.date_done if row else None
+
+    @property
+    def retries(self) -> int:
+        row = self._fetch()
+        return row.retries if row else 0
+
+    # Waiting -------------------------------------------------------------------------------
+
+    def get(self, timeout: float | None = None, propagate: bool = True,
+            interval: float = 0.5) -> Any:
+        """Wait until the job is done and return its value.
+
+        Raises the job's exception when it failed (``propagate=False`` returns it instead),
+        and :class:`jobs.exceptions.TimeoutError` after ``timeout`` seconds. Polls the
+        database, starting fast and backing off up to ``interval`` seconds between reads.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = min(0.005, interval)
+        while True:
+            row = self._fetch()
+            if row is not None and row.state in READY_STATES:
+                return self._outcome(row, propagate)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise exceptions.TimeoutError(
+                    f"job {self.id} is still {row.state if row else States.PENDING} "
+                    f"after {timeout}s"
+                )
+            wait = pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
+            time.sleep(wait)
+            pause = min(pause * 2, interval)
+
+    wait = get
+
+    def _outcome(self, row: Row, propagate: bool) -> Any:
+        if row.state == States.SUCCESS:
+            return row.result
+        error = rebuild_exception(row.result)
+        if propagate:
+            raise error
+        return error
+
+    # Acting on the job ---------------------------------------------------------------------
+
+    def forget(self) -> None:
+        """Delete the stored result."""
+        Row.objects.filter(job_id=self.id).delete()
+        self._row = None
+
+    def revoke(self, reason: str = "revoked") -> None:
+        """Make sure the job doesn't run: a worker that receives it records REVOKED instead.
+
+        A job already running is not interrupted.
+        """
+        now = timezone.now()
+        revoked = {"exc_type": "JobRevoked", "exc_module": "jobs.exceptions",
+                   "exc_message": [reason]}
+        updated = Row.objects.filter(job_id=self.id).exclude(state__in=READY_STATES).exclude(
+            state=States.STARTED).update(state=States.REVOKED, result=revoked, date_done=now)
+        if not updated:
+            Row.objects.get_or_create(job_id=self.id, defaults={
+                "name": self.name or "", "state": States.REVOKED, "result": revoked,
+                "date_done": now,
+            })
+        self._row = None
+
+
+class EagerResult(JobResult):
+    """The outcome of a job run in this process with ``apply()`` (or ALWAYS_EAGER)."""
+
+    def __init__(self, id: str, name: str, state: str, value: Any, traceback: str = "",
+                 retries: int = 0) -> None:
+        super().__init__(id, name)
+        self._state, self._value, self._traceback, self._retries = state, value, traceback, retries
+        self._done = timezone.now()
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    status = state
+
+    @property
+    def result(self) -> Any:
+        return self._value
+
+    info = result
+
+    @property
+    def traceback(self) -> str | None:
+        return self._traceback or None
+
+    @property
+    def date_done(self) -> datetime:
+        return self._done
+
+    @property
+    def retries(self) -> int:
+        return self._retries
+
+    def get(self, timeout=None, propagate=True, interval=0.5):
+        if self._state == States.SUCCESS:
+            return self._value
+        if propagate:
+            raise self._value
+        return self._value
+
+    def forget(self) -> None:
+        pass
+
+    def revoke(self, reason: str = "revoked") -> None:
+        pass
+
+
+def exception_to_dict(exc: BaseException) -> dict:
+    """The JSON form of an exception stored in ``JobResult.result``."""
+    cls = type(exc)
+    try:
+        args = [a if isinstance(a, (str, int, float, bool, type(None))) else repr(a)
+                for a in exc.args]
+    except Exception:
+        args = [str(exc)]
+    return {"exc_type": cls.__name__, "exc_module": cls.__module__, "exc_message": args}
+
+
+def rebuild_exception(data) -> BaseException:
+    """Turn a stored exception back into one to raise; unknown classes become RemoteError."""
+    if not isinstance(data, dict) or "exc_type" not in data:
+        return exceptions.RemoteError("Error", repr(data))
+    name, module = data.get("exc_type"), data.get("exc_module") or "builtins"
+    args = data.get("exc_message") or []
+    if not isinstance(args, list):
+        args = [args]
+    cls = _exception_class(module, name)
+    if cls is not None:
+        try:
+            return cls(*args)
+        except Exception:
+            pass
+    return exceptions.RemoteError(f"{module}.{name}", " ".join(map(str, args)))
+
+
+def _exception_class(module: str, name: str):
+    if module == "builtins":
+        cls = getattr(builtins, name, None)
+    else:
+        import sys
+
+        # Only classes of modules this process has already imported: never import on behalf
+        # of a stored result.
+        cls = getattr(sys.modules.get(module), name, None)
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        return cls
+    return None

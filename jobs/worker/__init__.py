@@ -1,0 +1,29 @@
+"""The worker: consumer, pools, execution, shutdown."""
+
+from jobs.worker.worker import Worker
+
+
+def banner(worker: Worker) -> str:
+    """The start-up summary a worker prints."""
+    from django.conf import settings as django_settings
+
+    from jobs import __name__ as package
+    from jobs.broker import broker_url
+    from jobs.registry import registry
+    from kombu.utils.url import maybe_sanitize_url
+
+    db = django_settings.DATABASES["default"]
+    lines = [
+        f" -------------- {worker.hostname} ({package} worker)",
+        f" broker:       {maybe_sanitize_url(broker_url())}",
+        f" database:     {db['ENGINE'].rsplit('.', 1)[-1]} {db.get('NAME')}",
+        f" queues:       {', '.join(worker.queues)}",
+        f" pool:         {worker.pool_name} (concurrency {worker.concurrency}, "
+        f"prefetch {worker.prefetch or 'unlimited'})",
+        f" jobs ({len(registry)}):",
+    ]
+    lines += [f"   . {name}" for name in registry.names()] or ["   (none registered)"]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["Worker", "banner"]

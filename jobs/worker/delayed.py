@@ -1,0 +1,84 @@
+"""Delayed jobs on Redis and RabbitMQ: kept in the database until due, not in worker memory.
+
+A message whose eta is more than a moment away is parked as a row of the ``django://``
+transport (its ``visible_at`` is the eta), then acknowledged. When due, the worker that
+serves its queue moves it back to the broker. So a delayed job survives restarts of workers
+and brokers, shows in the admin with its due time, and a million of them cost no worker memory
+(the visibility-timeout duplicates Celery's in-memory ETA jobs suffer can't happen).
+With the ``django://`` broker none of this is needed: its rows carry the eta themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+from kombu import Connection
+
+from jobs.broker import queue_for
+
+logger = logging.getLogger("jobs.worker")
+
+PARK_HORIZON = timedelta(seconds=1)  # nearer than this, the worker just waits for it
+RELEASE_EVERY = 0.5  # seconds between looks for due jobs
+
+
+class Releaser:
+    def __init__(self, queues: list[str]) -> None:
+        self.queues = queues
+        self._store: Connection | None = None
+        self._next = 0.0
+
+    @property
+    def store(self) -> Connection:
+        if self._store is None:
+            from jobs.transport import register
+
+            register()
+            self._store = Connection("django://")
+        return self._store
+
+    def should_park(self, eta: datetime) -> bool:
+        return eta - timezone.now() > PARK_HORIZON
+
+    def park(self, message, delivery) -> None:
+        """Keep ``message`` in the database until its eta (the caller then acks it)."""
+        with self.store.Producer() as producer:
+            producer.publish(
+                message.body, exchange="", routing_key=delivery.queue,
+                headers=message.headers, content_type=message.content_type,
+                content_encoding=message.content_encoding,
+                priority=(message.properties or {}).get("priority"),
+                correlation_id=(message.properties or {}).get("correlation_id"),
+                retry=False,
+            )
+        logger.info("Job %s[%s] is delayed until %s", delivery.headers.get("task"),
+                    delivery.headers.get("id"), delivery.headers.get("eta"),
+                    extra={"job_id": delivery.headers.get("id")})
+
+    def maybe_release(self, broker: Connection) -> int:
+        if time.monotonic() < self._next:
+            return 0
+        self._next = time.monotonic() + RELEASE_EVERY
+        return self.release(broker)
+
+    def release(self, broker: Connection) -> int:
+        """Move due jobs of our queues to the broker; returns how many."""
+        moved = 0
+        channel = self.store.default_channel
+        with broker.Producer() as producer:
+            for name in self.queues:
+                while (message := channel.basic_get(name, no_ack=False)) is not None:
+                    producer.publish(
+                        message.body, exchange="", routing_key=name, declare=[queue_for(name)],
+                        headers=message.headers, content_type=message.content_type,
+                        content_encoding=message.content_encoding,
+                        priority=message.properties.get("priority"),
+                        correlation_id=message.properties.get("correlation_id"),
+                        delivery_mode=2,
+                    )
+                    message.ack()
+                    moved += 1
+        return moved

@@ -1,0 +1,174 @@
+"""Running one delivered job: a short pipeline ending in an explicit :class:`Outcome`.
+
+decode -> look up the job -> honour expiry and revocation -> record STARTED -> run ->
+record SUCCESS, RETRY or FAILURE. Runs wherever the pool runs jobs: a prefork child, a
+thread, or the worker process itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback as tb
+from dataclasses import dataclass, field
+
+from django.utils import timezone
+from kombu.compression import decompress
+
+from jobs import context, signals
+from jobs.exceptions import InvalidMessage, NotRegistered, Retry
+from jobs.job import Job
+from jobs.messages import JobMessage, decode
+from jobs.registry import registry
+from jobs.worker import connections, deadletters, recording
+from jobs.worker.outcome import Kind, Outcome
+
+logger = logging.getLogger("jobs.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A message as the broker delivered it, in a form that can cross to a child process."""
+
+    tag: object
+    headers: dict
+    body: bytes
+    content_type: str
+    content_encoding: str
+    queue: str
+    properties: dict = field(default_factory=dict)
+    delivery_info: dict = field(default_factory=dict)
+
+
+def execute(delivery: Delivery, hostname: str, accept: set[str]) -> Outcome:
+    """Run the job a delivery names and record what happened."""
+    connections.before_job()
+    try:
+        return _execute(delivery, hostname, accept)
+    finally:
+        connections.after_job()
+
+
+def _execute(delivery: Delivery, hostname: str, accept: set[str]) -> Outcome:
+    try:
+        message = decode(delivery.headers, _body(delivery), delivery.content_type,
+                         delivery.content_encoding, accept, delivery.queue)
+        job = registry.get(message.name)
+    except (InvalidMessage, NotRegistered) as exc:
+        deadletters.store(delivery, str(exc), hostname)
+        return Outcome(Kind.REJECTED, delivery.headers.get("id") or "", reason=str(exc))
+    if message.expires is not None and message.expires <= timezone.now():
+        reason = f"expired at {message.expires.isoformat()}"
+        return _revoke(job, message, reason, hostname)
+    track = job.option("track_started") and not _ignores_result(job, message)
+    if not recording.mark_started(message, hostname, track):
+        return _revoke(job, message, "revoked before it started", hostname)
+    request = _request(message, hostname, delivery)
+    return run(job, message, request, hostname)
+
+
+def _body(delivery: Delivery) -> bytes:
+    compression = delivery.headers.get("compression")
+    if not compression:
+        return delivery.body
+    try:
+        return decompress(delivery.body, compression)
+    except Exception as exc:
+        raise InvalidMessage(f"can't decompress the body ({compression}): {exc}") from exc
+
+
+def _ignores_result(job: Job, message: JobMessage) -> bool:
+    return message.ignore_result or job.option("ignore_result")
+
+
+def _revoke(job: Job, message: JobMessage, reason: str, hostname: str) -> Outcome:
+    recording.mark_revoked(message, reason, hostname)
+    logger.info("Job %s[%s] revoked: %s", message.name, message.id, reason,
+                extra={"job_id": message.id})
+    signals.job_revoked.send(job, job_id=message.id, name=message.name, reason=reason)
+    return Outcome(Kind.REVOKED, message.id, message.name, reason)
+
+
+def _request(message: JobMessage, hostname: str, delivery: Delivery | None) -> context.Request:
+    return context.Request(
+        id=message.id, name=message.name, args=message.args, kwargs=message.kwargs,
+        retries=message.retries, queue=message.queue, eta=message.eta, expires=message.expires,
+        root_id=message.root_id or message.id, parent_id=message.parent_id,
+        group_id=message.group_id, hostname=hostname, is_eager=delivery is None,
+        delivery_info=delivery.delivery_info if delivery else {},
+        headers=message.headers,
+    )
+
+
+def run(job: Job, message: JobMessage, request: context.Request, hostname: str) -> Outcome:
+    """Call the job's function for ``request`` and record the outcome."""
+    signals.job_started.send(job, job_id=message.id, name=message.name, request=request)
+    token = context.current.set(request)
+    started = time.perf_counter()
+    try:
+        value = job(*message.args, **message.kwargs)
+    except Retry as retry:
+        return _retried(job, message, request, retry, hostname)
+    except Exception as exc:
+        runtime = time.perf_counter() - started
+        return _handle_error(job, message, request, exc, runtime, hostname)
+    finally:
+        context.current.reset(token)
+    runtime = time.perf_counter() - started
+    return _succeeded(job, message, request, value, runtime, hostname)
+
+
+def _succeeded(job, message, request, value, runtime, hostname) -> Outcome:
+    if not _ignores_result(job, message):
+        try:
+            recording.mark_succeeded(message, value, runtime, hostname)
+        except TypeError as exc:
+            error = TypeError(f"{message.name} returned a value that can't be stored: {exc}")
+            return _failed(job, message, request, error, "", runtime, hostname)
+    logger.info("Job %s[%s] succeeded in %.4fs", message.name, message.id, runtime,
+                extra={"job_id": message.id})
+    signals.job_succeeded.send(job, job_id=message.id, name=message.name, request=request,
+                               result=value, runtime=runtime)
+    return Outcome(Kind.SUCCEEDED, message.id, message.name, runtime=runtime)
+
+
+def _handle_error(job, message, request, exc, runtime, hostname) -> Outcome:
+    trace = tb.format_exc()
+    if (job.autoretry_for and isinstance(exc, job.autoretry_for)
+            and not isinstance(exc, job.dont_autoretry_for)):
+        token = context.current.set(request)
+        try:
+            retry = job.retry(exc=exc, **_retry_options(job))
+        except Exception as final:  # retries used up: the job fails with its exception
+            return _failed(job, message, request, final, tb.format_exc(), runtime, hostname)
+        finally:
+            context.current.reset(token)
+        return _retried(job, message, request, retry, hostname, trace)
+    return _failed(job, message, request, exc, trace, runtime, hostname)
+
+
+def _retry_options(job: Job) -> dict:
+    options = dict(job.retry_kwargs or {})
+    options.pop("countdown", None)  # retry_delay() already honours it
+    return options
+
+
+def _retried(job, message, request, retry: Retry, hostname, trace: str = "") -> Outcome:
+    if not _ignores_result(job, message):
+        recording.mark_retry(message, retry.exc, trace, hostname)
+    logger.info("Job %s[%s] will retry: %s", message.name, message.id, retry,
+                extra={"job_id": message.id})
+    signals.job_retried.send(job, job_id=message.id, name=message.name, request=request,
+                             exception=retry.exc, eta=retry.when)
+    return Outcome(Kind.RETRIED, message.id, message.name, reason=str(retry))
+
+
+def _failed(job, message, request, exc, trace, runtime, hostname) -> Outcome:
+    if not _ignores_result(job, message):
+        recording.mark_failed(message, exc, trace, runtime, hostname)
+    logger.error("Job %s[%s] raised %s: %s", message.name, message.id, type(exc).__name__, exc,
+                 extra={"job_id": message.id})
+    signals.job_failed.send(job, job_id=message.id, name=message.name, request=request,
+                            exception=exc, traceback=trace, runtime=runtime)
+    return Outcome(Kind.FAILED, message.id, message.name, reason=f"{type(exc).__name__}: {exc}",
+                   runtime=runtime)

@@ -1,0 +1,99 @@
+"""The worker's heartbeat: its row in ``jobs.Worker``, and keeping in-flight messages leased."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from django.db import DatabaseError
+from django.utils import timezone
+
+from jobs.models import Worker as WorkerRow
+
+logger = logging.getLogger("jobs.worker")
+
+
+class Heart:
+    def __init__(self, worker) -> None:
+        self.worker = worker
+        self.interval = float(_setting("WORKER_HEARTBEAT_INTERVAL"))
+        self.row: WorkerRow | None = None
+        self._next = 0.0
+
+    def start(self) -> None:
+        w = self.worker
+        from jobs.broker import broker_url
+
+        try:
+            self.row = WorkerRow.objects.create(
+                hostname=w.hostname, pid=os.getpid(), queues=w.queues, pool=w.pool_name,
+                concurrency=w.concurrency, broker=_safe_url(broker_url()),
+            )
+        except DatabaseError as exc:
+            logger.warning("Could not record this worker: %s", exc)
+        self._next = time.monotonic() + self.interval
+
+    def maybe_beat(self) -> None:
+        if time.monotonic() < self._next:
+            return
+        self._next = time.monotonic() + self.interval
+        self.beat()
+
+    def beat(self) -> None:
+        self._renew_leases()
+        if self.row is None:
+            return
+        try:
+            WorkerRow.objects.filter(pk=self.row.pk).update(
+                last_seen=timezone.now(), processed=self.worker.processed,
+                active=self.worker.pool.running(),
+            )
+        except DatabaseError as exc:
+            logger.warning("Heartbeat not recorded: %s", exc)
+
+    def _renew_leases(self) -> None:
+        """Keep the broker from handing our running jobs to another worker.
+
+        kombu's Redis transport restores an unacknowledged message once its visibility
+        timeout passes; refreshing the time of our in-flight messages keeps a long job ours,
+        while a dead worker's messages come back after one timeout.
+        """
+        channel = getattr(self.worker, "channel", None)
+        if channel is None or not self.worker._inflight:
+            return
+        try:
+            if hasattr(channel, "unacked_index_key") and hasattr(channel, "client"):
+                now = time.time()
+                tags = {key[1]: now for key in self.worker._inflight
+                        if key[0] == self.worker._generation}
+                if tags:
+                    channel.client.zadd(channel.unacked_index_key, tags, xx=True)
+            elif hasattr(channel, "extend_leases"):
+                channel.extend_leases()
+        except Exception as exc:
+            logger.warning("Could not renew message leases: %s", exc)
+
+    def stop(self) -> None:
+        if self.row is None:
+            return
+        try:
+            WorkerRow.objects.filter(pk=self.row.pk).update(
+                stopped_at=timezone.now(), last_seen=timezone.now(),
+                processed=self.worker.processed, active=0,
+            )
+        except DatabaseError:
+            pass
+
+
+def _setting(name):
+    from jobs.conf import settings
+
+    return getattr(settings, name)
+
+
+def _safe_url(url: str) -> str:
+    """The broker URL without its password."""
+    from kombu.utils.url import maybe_sanitize_url
+
+    return maybe_sanitize_url(url)

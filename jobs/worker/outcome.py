@@ -1,0 +1,26 @@
+"""What became of one delivered message; the worker acknowledges by it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Kind(str, Enum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RETRIED = "retried"
+    REVOKED = "revoked"
+    REJECTED = "rejected"  # dead-lettered: no worker can run it
+    LOST = "lost"  # the process running it died
+    REQUEUE = "requeue"  # it could not run now (e.g. the database is down): deliver again
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    kind: Kind
+    job_id: str = ""
+    name: str = ""
+    reason: str = ""
+    runtime: float = 0.0
+

@@ -1,0 +1,319 @@
+"""Execution pools: where jobs run. ``prefork`` (child processes), ``threads``, ``solo``.
+
+A pool takes deliveries with :meth:`submit` and reports each :class:`Outcome` on its
+``completions`` queue, which the worker's main thread reads to acknowledge messages (kombu
+channels belong to that one thread). Deliveries beyond the pool's size wait in the pool's
+backlog and start the moment a slot frees, without waiting for the main thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import threading
+from collections import deque
+from multiprocessing import connection as mpc, get_context
+
+from jobs.worker import connections
+from jobs.worker.execute import Delivery, execute
+from jobs.worker.outcome import Kind, Outcome
+
+logger = logging.getLogger("jobs.worker")
+
+Completion = tuple[object, Outcome]  # (delivery tag, outcome)
+
+
+class Pool:
+    name = "base"
+
+    def __init__(self, concurrency: int, hostname: str, accept: set[str], **options) -> None:
+        self.concurrency = concurrency
+        self.hostname = hostname
+        self.accept = accept
+        self.options = options
+        self.completions: queue.SimpleQueue[Completion] = queue.SimpleQueue()
+
+    def start(self) -> None: ...
+
+    def submit(self, delivery: Delivery) -> None:
+        raise NotImplementedError
+
+    def maintain(self) -> None:
+        """Called often from the main thread: replace dead workers and the like."""
+
+    def stop(self, timeout: float) -> bool:
+        """Finish running jobs within ``timeout``; True if all finished."""
+        return True
+
+    def terminate(self) -> None:
+        """Stop at once; running jobs are abandoned (their messages will be redelivered)."""
+
+    def running(self) -> int:
+        return 0
+
+    def _run(self, delivery: Delivery) -> Outcome:
+        try:
+            return execute(delivery, self.hostname, self.accept)
+        except Exception as exc:  # a bug or the database down: don't lose the message
+            logger.exception("Could not run job %s", delivery.headers.get("id"))
+            return Outcome(Kind.REQUEUE, delivery.headers.get("id") or "",
+                           delivery.headers.get("task") or "", reason=f"{type(exc).__name__}: {exc}")
+
+
+class SoloPool(Pool):
+    """Runs each job in the worker's own thread: simplest, one job at a time."""
+
+    name = "solo"
+
+    def submit(self, delivery: Delivery) -> None:
+        self.completions.put((delivery.tag, self._run(delivery)))
+
+
+class ThreadPool(Pool):
+    """Jobs in threads of the worker process. Good for I/O-bound jobs; a hard time limit
+    can't stop a thread, so only soft limits... and none are enforced here."""
+
+    name = "threads"
+
+    def start(self) -> None:
+        self._inbox: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()
+        self._busy = 0
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"jobs-thread-{i}", daemon=True)
+            for i in range(self.concurrency)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _loop(self) -> None:
+        while (delivery := self._inbox.get()) is not None:
+            with self._lock:
+                self._busy += 1
+            try:
+                self.completions.put((delivery.tag, self._run(delivery)))
+            finally:
+                with self._lock:
+                    self._busy -= 1
+        connections.close_all()
+
+    def submit(self, delivery: Delivery) -> None:
+        self._inbox.put(delivery)
+
+    def running(self) -> int:
+        return self._busy
+
+    def stop(self, timeout: float) -> bool:
+        for _ in self._threads:
+            self._inbox.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+        return not any(t.is_alive() for t in self._threads)
+
+
+class _Child:
+    def __init__(self, process, conn) -> None:
+        self.process = process
+        self.conn = conn
+        self.delivery: Delivery | None = None
+        self.done = 0
+
+
+class PreforkPool(Pool):
+    """Jobs in forked child processes, one job per child at a time.
+
+    A collector thread waits on the children's pipes and their process sentinels: it reports
+    outcomes, hands the next waiting delivery to a child that finished, and notices a child
+    that died mid-job (reported as LOST, so the message is redelivered or failed per
+    ``reject_on_worker_lost``). The main thread forks replacements in :meth:`maintain`.
+    """
+
+    name = "prefork"
+
+    def start(self) -> None:
+        self._ctx = get_context("fork")
+        self._lock = threading.Lock()
+        self._children: list[_Child] = []
+        self._backlog: deque[Delivery] = deque()
+        self._stopping = False
+        self._wanted = 0
+        self.max_tasks_per_child = self.options.get("max_tasks_per_child")
+        connections.close_all()
+        for _ in range(self.concurrency):
+            self._children.append(self._fork())
+        self._collector = threading.Thread(target=self._collect, name="jobs-collector",
+                                           daemon=True)
+        self._collector.start()
+
+    def _fork(self) -> _Child:
+        parent_end, child_end = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(
+            target=_child_main, args=(child_end, self.hostname, self.accept), daemon=True,
+            name=f"jobs-child-{len(self._children) + 1}",
+        )
+        process.start()
+        child_end.close()
+        return _Child(process, parent_end)
+
+    # Main thread -------------------------------------------------------------------------
+
+    def submit(self, delivery: Delivery) -> None:
+        with self._lock:
+            child = next((c for c in self._children if c.delivery is None
+                          and c.process.is_alive()), None)
+            if child is None:
+                self._backlog.append(delivery)
+            else:
+                self._send(child, delivery)
+
+    def maintain(self) -> None:
+        with self._lock:
+            wanted, self._wanted = self._wanted, 0
+        if wanted and not self._stopping:
+            connections.close_all()
+            fresh = [self._fork() for _ in range(wanted)]
+            with self._lock:
+                self._children.extend(fresh)
+                for child in fresh:
+                    if self._backlog:
+                        self._send(child, self._backlog.popleft())
+
+    def running(self) -> int:
+        with self._lock:
+            return sum(1 for c in self._children if c.delivery is not None)
+
+    def take_backlog(self) -> list[Delivery]:
+        """Deliveries not started yet (to hand back to the broker at shutdown)."""
+        with self._lock:
+            items, self._backlog = list(self._backlog), deque()
+        return items
+
+    def stop(self, timeout: float) -> bool:
+        import time
+
+        self._stopping = True
+        deadline = time.monotonic() + timeout
+        while self.running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        finished = not self.running()
+        with self._lock:
+            for child in self._children:
+                if child.delivery is None:
+                    try:
+                        child.conn.send(None)
+                    except OSError:
+                        pass
+        for child in list(self._children):
+            child.process.join(max(0.0, deadline - time.monotonic()) or 0.1)
+        self.terminate()
+        return finished
+
+    def terminate(self) -> None:
+        self._stopping = True
+        for child in list(self._children):
+            if child.process.is_alive():
+                child.process.kill()
+        for child in list(self._children):
+            child.process.join(1)
+
+    # Collector thread --------------------------------------------------------------------
+
+    def _send(self, child: _Child, delivery: Delivery) -> None:
+        child.delivery = delivery
+        try:
+            child.conn.send(delivery)
+        except (OSError, ValueError):
+            # The child is gone; the collector will see its sentinel and report the loss.
+            pass
+
+    def _collect(self) -> None:
+        while True:
+            with self._lock:
+                children = list(self._children)
+            if not children:
+                if self._stopping:
+                    return
+            waitables = {}
+            for child in children:
+                waitables[child.conn] = child
+                waitables[child.process.sentinel] = child
+            try:
+                ready = mpc.wait(list(waitables), timeout=0.5)
+            except OSError:
+                continue
+            for item in ready:
+                child = waitables[item]
+                if item is child.conn:
+                    self._receive(child)
+                elif child in self._children:
+                    self._bury(child)
+            if self._stopping and not any(c.process.is_alive() for c in self._children):
+                return
+
+    def _receive(self, child: _Child) -> None:
+        try:
+            tag, outcome = child.conn.recv()
+        except (EOFError, OSError):
+            return  # it died; its sentinel tells the rest
+        with self._lock:
+            child.delivery = None
+            child.done += 1
+            recycle = self.max_tasks_per_child and child.done >= self.max_tasks_per_child
+            if recycle:
+                child.conn.send(None)
+                self._children.remove(child)
+                self._wanted += 1
+            elif self._backlog and not self._stopping:
+                self._send(child, self._backlog.popleft())
+        self.completions.put((tag, outcome))
+
+    def _bury(self, child: _Child) -> None:
+        child.process.join(0.1)
+        with self._lock:
+            if child not in self._children:
+                return
+            self._children.remove(child)
+            lost, child.delivery = child.delivery, None
+            if not self._stopping:
+                self._wanted += 1
+        code = child.process.exitcode
+        if lost is not None:
+            logger.error("Child process %s died (exit code %s) while running job %s",
+                         child.process.pid, code, lost.headers.get("id"))
+            self.completions.put((lost.tag, Outcome(Kind.LOST, lost.headers.get("id") or "",
+                                                    lost.headers.get("task") or "",
+                                                    reason=f"exit code {code}")))
+        elif not self._stopping:
+            logger.warning("Child process %s exited (code %s); replacing it",
+                           child.process.pid, code)
+
+
+def _child_main(conn, hostname: str, accept: set[str]) -> None:
+    """The loop of a prefork child: receive a delivery, run it, send back the outcome."""
+    from jobs import signals
+
+    # The parent decides when we stop: a Ctrl-C or a SIGTERM sent to the whole process
+    # group must not kill jobs the parent means to finish.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+    signals.worker_process_init.send(None, pid=os.getpid())
+    pool = Pool(1, hostname, accept)
+    while True:
+        try:
+            delivery = conn.recv()
+        except (EOFError, OSError):
+            break
+        if delivery is None:
+            break
+        outcome = pool._run(delivery)
+        try:
+            conn.send((delivery.tag, outcome))
+        except (OSError, ValueError):
+            break
+    connections.close_all()
+
+
+POOLS = {"prefork": PreforkPool, "threads": ThreadPool, "solo": SoloPool}

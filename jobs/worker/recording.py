@@ -1,0 +1,75 @@
+"""Writing job states to the ``JobResult`` table, one short statement each."""
+
+from __future__ import annotations
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from jobs.messages import JobMessage
+from jobs.models import JobResult as Row, States
+from jobs.results import exception_to_dict
+
+
+def _upsert(message: JobMessage, fields: dict) -> None:
+    if Row.objects.filter(job_id=message.id).update(**fields):
+        return
+    try:
+        with transaction.atomic():
+            Row.objects.create(job_id=message.id, **_identity(message), **fields)
+    except IntegrityError:  # written by someone else meanwhile
+        Row.objects.filter(job_id=message.id).update(**fields)
+
+
+def _identity(message: JobMessage) -> dict:
+    return {
+        "name": message.name,
+        "args": list(message.args),
+        "kwargs": message.kwargs,
+        "queue": message.queue,
+        "parent_id": message.parent_id or "",
+        "root_id": message.root_id or message.id,
+    }
+
+
+def mark_started(message: JobMessage, hostname: str, track: bool) -> bool:
+    """Record that the job runs now. False if it was revoked meanwhile: don't run it."""
+    now = timezone.now()
+    fields = {"state": States.STARTED, "worker": hostname, "date_started": now,
+              "retries": message.retries, "date_done": None}
+    if not track:
+        return not Row.objects.filter(job_id=message.id, state=States.REVOKED).exists()
+    try:
+        with transaction.atomic():
+            Row.objects.create(job_id=message.id, **_identity(message), **fields)
+        return True
+    except IntegrityError:
+        pass
+    updated = Row.objects.filter(job_id=message.id).exclude(state=States.REVOKED).update(**fields)
+    return bool(updated)
+
+
+def mark_succeeded(message: JobMessage, value, runtime: float, hostname: str) -> None:
+    _upsert(message, {"state": States.SUCCESS, "result": value, "traceback": "",
+                      "date_done": timezone.now(), "runtime": runtime, "worker": hostname,
+                      "retries": message.retries})
+
+
+def mark_failed(message: JobMessage, exc: BaseException, traceback: str, runtime: float | None,
+                hostname: str, state: str = States.FAILURE) -> None:
+    _upsert(message, {"state": state, "result": exception_to_dict(exc), "traceback": traceback,
+                      "date_done": timezone.now(), "runtime": runtime, "worker": hostname,
+                      "retries": message.retries})
+
+
+def mark_retry(message: JobMessage, exc: BaseException | None, traceback: str,
+               hostname: str) -> None:
+    _upsert(message, {"state": States.RETRY,
+                      "result": exception_to_dict(exc) if exc else None,
+                      "traceback": traceback, "worker": hostname,
+                      "retries": message.retries})
+
+
+def mark_revoked(message: JobMessage, reason: str, hostname: str = "") -> None:
+    _upsert(message, {"state": States.REVOKED, "date_done": timezone.now(), "worker": hostname,
+                      "result": {"exc_type": "JobRevoked", "exc_module": "jobs.exceptions",
+                                 "exc_message": [reason]}})

@@ -1,0 +1,309 @@
+"""The worker: consume from the broker, hand jobs to the pool, acknowledge their outcomes.
+
+The main thread owns the kombu connection (channels are not thread-safe): it drains
+events, dispatches deliveries to the pool, and acknowledges from the pool's completions.
+Acknowledgement comes after the outcome is recorded (at-least-once) unless a job says
+``acks_late=False``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import socket
+import time
+from datetime import datetime
+
+from kombu import Consumer
+from kombu.serialization import prepare_accept_content, registry as serializers
+
+from jobs import signals
+from jobs.broker import is_database_broker, new_connection, queue_for
+from jobs.conf import settings
+from jobs.exceptions import WorkerLostError
+from jobs.messages import decode, parse_datetime
+from jobs.registry import registry
+from jobs.worker import connections, deadletters, delayed, heartbeat, recording
+from jobs.worker.execute import Delivery
+from jobs.worker.outcome import Kind, Outcome
+from jobs.worker.pools import POOLS
+
+logger = logging.getLogger("jobs.worker")
+
+POLL = 0.1  # seconds the main thread waits on the broker before looking at completions
+
+
+class ColdShutdown(BaseException):
+    """A second signal: leave at once; unfinished messages are redelivered later."""
+
+
+class Worker:
+    def __init__(self, queues: list[str] | None = None, concurrency: int | None = None,
+                 pool: str | None = None, hostname: str | None = None,
+                 prefetch_multiplier: int | None = None, shutdown_timeout: float | None = None,
+                 max_tasks_per_child: int | None = None, beat: bool = False) -> None:
+        self.queues = queues or [settings.TASK_DEFAULT_QUEUE]
+        self.concurrency = concurrency or settings.WORKER_CONCURRENCY or os.cpu_count() or 1
+        self.pool_name = pool or settings.WORKER_POOL
+        self.hostname = hostname or f"jobs@{socket.gethostname()}"
+        multiplier = (settings.WORKER_PREFETCH_MULTIPLIER if prefetch_multiplier is None
+                      else prefetch_multiplier)
+        self.prefetch = max(1, self.concurrency * multiplier) if multiplier else 0
+        self.shutdown_timeout = (settings.WORKER_SHUTDOWN_TIMEOUT if shutdown_timeout is None
+                                 else shutdown_timeout)
+        self.max_tasks_per_child = max_tasks_per_child or settings.WORKER_MAX_TASKS_PER_CHILD
+        self.beat = beat
+        self.accept = prepare_accept_content(settings.ACCEPT_CONTENT)  # MIME types
+        self.stopping = False
+        self.processed = 0
+        self._generation = 0
+        self._inflight: dict[tuple, object] = {}  # (generation, delivery tag) -> kombu Message
+        self._acked_early: set[tuple] = set()
+        self.pool = POOLS[self.pool_name](
+            self.concurrency, self.hostname, self.accept,
+            max_tasks_per_child=self.max_tasks_per_child,
+        )
+        self.heart = heartbeat.Heart(self)
+        self.releaser = None if is_database_broker() else delayed.Releaser(self.queues)
+
+    # Running -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Consume until told to stop; returns the process exit code."""
+        self._install_signal_handlers()
+        self.pool.start()
+        self.heart.start()
+        signals.worker_ready.send(self)
+        code = 0
+        try:
+            self._consume_forever()
+            self._warm_shutdown()
+        except ColdShutdown:
+            logger.warning("Cold shutdown: leaving unfinished jobs to be delivered again")
+            self.pool.terminate()
+            code = 1
+        finally:
+            signals.worker_shutdown.send(self)
+            self.heart.stop()
+        return code
+
+    def _consume_forever(self) -> None:
+        backoff = 0.5
+        while not self.stopping:
+            conn = new_connection()
+            try:
+                conn.ensure_connection(max_retries=1)
+                self._consume(conn)
+                backoff = 0.5
+            except conn.connection_errors + conn.channel_errors + (OSError,) as exc:
+                if self.stopping:
+                    break
+                logger.error("Broker connection lost (%s: %s); reconnecting in %.1fs",
+                             type(exc).__name__, exc, backoff)
+                self._forget_inflight()
+                self._sleep_processing(backoff)
+                backoff = min(backoff * 2, 30.0)
+            finally:
+                self._close(conn)
+
+    def _consume(self, conn) -> None:
+        self._generation += 1
+        channel = conn.channel()
+        consumer = Consumer(channel, queues=[queue_for(q) for q in self.queues],
+                            on_message=self._on_message, auto_declare=True)
+        if self.prefetch:
+            consumer.qos(prefetch_count=self.prefetch)
+        consumer.consume()
+        self.connection, self.channel = conn, channel
+        logger.info("Connected to %s; consuming from %s", conn.as_uri(), ", ".join(self.queues))
+        while not self.stopping:
+            self._tick()
+            if self.prefetch and len(self._inflight) >= self.prefetch:
+                self._wait_for_completion(POLL)
+                conn.heartbeat_check()
+            else:
+                try:
+                    conn.drain_events(timeout=POLL)
+                except socket.timeout:
+                    conn.heartbeat_check()
+        consumer.cancel()
+        self._hand_back_backlog()
+
+    def _tick(self) -> None:
+        self._process_completions()
+        self.pool.maintain()
+        self.heart.maybe_beat()
+        if self.releaser is not None:
+            self.releaser.maybe_release(self.connection)
+
+    # Receiving ---------------------------------------------------------------------------
+
+    def _on_message(self, message) -> None:
+        key = (self._generation, message.delivery_tag)
+        headers = message.headers or {}
+        queue_name = (message.delivery_info or {}).get("routing_key") or self.queues[0]
+        delivery = Delivery(
+            tag=key, headers=headers, body=message.body, content_type=message.content_type,
+            content_encoding=message.content_encoding, queue=queue_name,
+            properties=dict(message.properties or {}),
+            delivery_info=_plain(message.delivery_info),
+        )
+        reason = self._refusal(delivery)
+        if reason:
+            deadletters.store(delivery, reason, self.hostname)
+            message.ack()
+            return
+        eta = _eta(headers)
+        if eta is not None and self.releaser is not None and self.releaser.should_park(eta):
+            self.releaser.park(message, delivery)
+            message.ack()
+            return
+        self._inflight[key] = message
+        job = registry.get(headers["task"])
+        if not job.option("acks_late"):
+            message.ack()
+            self._acked_early.add(key)
+        self.pool.submit(delivery)
+
+    def _refusal(self, delivery: Delivery) -> str | None:
+        """Why no worker should run this message (cheap checks on the envelope), or None."""
+        headers = delivery.headers
+        name = headers.get("task")
+        if not isinstance(name, str) or not isinstance(headers.get("id"), str):
+            return _why_not_a_job(delivery, self.accept)
+        if delivery.content_type not in self.accept:
+            return (f"content type {delivery.content_type!r} is not accepted "
+                    f"(ACCEPT_CONTENT = {sorted(settings.ACCEPT_CONTENT)})")
+        if name not in registry:
+            return f"unregistered job {name!r} — is the module imported by this worker?"
+        return None
+
+    # Completing --------------------------------------------------------------------------
+
+    def _wait_for_completion(self, timeout: float) -> None:
+        try:
+            item = self.pool.completions.get(timeout=timeout)
+        except queue.Empty:
+            return
+        self._complete(*item)
+
+    def _process_completions(self) -> None:
+        while True:
+            try:
+                item = self.pool.completions.get_nowait()
+            except queue.Empty:
+                return
+            self._complete(*item)
+
+    def _complete(self, key, outcome: Outcome) -> None:
+        message = self._inflight.pop(key, None)
+        early = key in self._acked_early
+        self._acked_early.discard(key)
+        self.processed += 1
+        if outcome.kind is Kind.LOST:
+            outcome = self._worker_lost(message, outcome)
+        if message is None or early:
+            return  # acknowledged already, or its connection is gone (redelivered anyway)
+        try:
+            if outcome.kind is Kind.REQUEUE:
+                message.reject(requeue=True)
+            else:
+                message.ack()
+        except Exception as exc:  # the connection died under us: the broker redelivers
+            logger.warning("Could not acknowledge %s: %s", outcome.job_id, exc)
+
+    def _worker_lost(self, message, outcome: Outcome) -> Outcome:
+        job = registry.get(outcome.name) if outcome.name in registry else None
+        requeue = job.option("reject_on_worker_lost") if job else True
+        if requeue:
+            logger.error("Job %s[%s] lost with its process (%s); it will run again",
+                         outcome.name, outcome.job_id, outcome.reason)
+            return Outcome(Kind.REQUEUE, outcome.job_id, outcome.name, outcome.reason)
+        error = WorkerLostError(f"the process running the job died ({outcome.reason})")
+        if message is not None:
+            try:
+                msg = decode(message.headers, message.body, message.content_type,
+                             message.content_encoding, self.accept)
+                recording.mark_failed(msg, error, "", None, self.hostname)
+            except Exception:
+                logger.exception("Could not record the loss of %s", outcome.job_id)
+        return Outcome(Kind.FAILED, outcome.job_id, outcome.name, str(error))
+
+    # Stopping ----------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        def warm(signum, frame):
+            if self.stopping:
+                raise ColdShutdown()
+            logger.warning("Warm shutdown (%s): finishing running jobs, up to %ss; send it "
+                           "again to leave at once", signal.Signals(signum).name,
+                           self.shutdown_timeout)
+            self.stopping = True
+
+        def cold(signum, frame):
+            raise ColdShutdown()
+
+        signal.signal(signal.SIGTERM, warm)
+        signal.signal(signal.SIGINT, warm)
+        signal.signal(signal.SIGQUIT, cold)
+
+    def stop(self) -> None:
+        self.stopping = True
+
+    def _hand_back_backlog(self) -> None:
+        take = getattr(self.pool, "take_backlog", None)
+        for delivery in take() if take else []:
+            message = self._inflight.pop(delivery.tag, None)
+            if message is not None and delivery.tag not in self._acked_early:
+                message.requeue()
+
+    def _warm_shutdown(self) -> None:
+        deadline = time.monotonic() + self.shutdown_timeout
+        while self.pool.running() and time.monotonic() < deadline:
+            self._wait_for_completion(POLL)
+        finished = self.pool.stop(0 if self.pool.running() else 1)
+        self._process_completions()
+        if not finished:
+            logger.warning("Shutdown timeout: %d job(s) left to be delivered again",
+                           len(self._inflight))
+
+    def _sleep_processing(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            self._wait_for_completion(min(POLL, seconds))
+            self.heart.maybe_beat()
+
+    def _forget_inflight(self) -> None:
+        self._inflight.clear()
+        self._acked_early.clear()
+
+    def _close(self, conn) -> None:
+        try:
+            conn.release()
+        except Exception:
+            pass
+
+
+def _why_not_a_job(delivery: Delivery, accept) -> str:
+    if isinstance(delivery.body, (bytes, str)) and delivery.content_type:
+        try:
+            body = serializers.loads(delivery.body, delivery.content_type,
+                                     delivery.content_encoding, accept=accept)
+        except Exception:
+            body = None
+        if isinstance(body, dict) and "task" in body:
+            return "a Celery protocol 1 message; send with protocol 2 (Celery's default)"
+    return "not a job message: the 'task' and 'id' headers are missing"
+
+
+def _eta(headers: dict) -> datetime | None:
+    try:
+        return parse_datetime(headers.get("eta"))
+    except ValueError:
+        return None
+
+
+def _plain(info) -> dict:
+    return {k: v for k, v in (info or {}).items() if isinstance(v, (str, int, float, bool))}
