@@ -246,7 +246,8 @@ class Job(Generic[P, R]):
             })
             envelope = encode(message, self.serializer or settings.TASK_SERIALIZER, self.func)
             broker.publish(envelope, on_commit=False)
-        return Retry(f"retry in {(eta - timezone.now()).total_seconds():.1f}s", exc=exc, when=eta)
+        wait = max(0.0, (eta - timezone.now()).total_seconds())
+        return Retry(f"retry {request.retries + 1} in {wait:.1f}s", exc=exc, when=eta)
 
     @property
     def effective_max_retries(self) -> int | None:

@@ -5,7 +5,9 @@ One project runs on every database and broker: ``DATABASE_URL`` (``sqlite:///pat
 ``amqp://...``) choose them; the defaults need no server at all.
 """
 
+import json
 import os
+import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -72,8 +74,9 @@ def database_from_url(url: str) -> dict:
                 "transaction_mode": "IMMEDIATE",
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             },
-            # Tests start worker processes, which must see the test database: keep it in a file.
-            "TEST": {"NAME": str(BASE_DIR / ".test-db.sqlite3")},
+            # Tests start worker processes, which must see the test database: keep it in a
+            # file, one per test run.
+            "TEST": {"NAME": os.path.join(tempfile.gettempdir(), f"jobs-test-{os.getpid()}.sqlite3")},
         }
     if parts.scheme in ("postgres", "postgresql", "pgsql"):
         return {
@@ -104,6 +107,9 @@ LOGIN_URL = "admin:login"
 
 JOBS = {
     "BROKER_URL": os.environ.get("JOBS_BROKER_URL", "django://"),
+    # e.g. '{"visibility_timeout": 10}'
+    "BROKER_TRANSPORT_OPTIONS": json.loads(os.environ.get("JOBS_BROKER_TRANSPORT_OPTIONS", "{}")),
+    "WORKER_HEARTBEAT_INTERVAL": float(os.environ.get("JOBS_WORKER_HEARTBEAT_INTERVAL", "5")),
 }
 
 LOGGING = {

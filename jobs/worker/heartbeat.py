@@ -60,7 +60,7 @@ class Heart:
         while a dead worker's messages come back after one timeout.
         """
         channel = getattr(self.worker, "channel", None)
-        if channel is None or not self.worker._inflight:
+        if channel is None:
             return
         try:
             if hasattr(channel, "unacked_index_key") and hasattr(channel, "client"):
@@ -69,7 +69,9 @@ class Heart:
                         if key[0] == self.worker._generation}
                 if tags:
                     channel.client.zadd(channel.unacked_index_key, tags, xx=True)
-            elif hasattr(channel, "extend_leases"):
+                # And bring back the messages of workers that died.
+                channel.qos.restore_visible(num=100, interval=1)
+            elif hasattr(channel, "extend_leases") and self.worker._inflight:
                 channel.extend_leases()
         except Exception as exc:
             logger.warning("Could not renew message leases: %s", exc)

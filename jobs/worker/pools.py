@@ -299,6 +299,7 @@ def _child_main(conn, hostname: str, accept: set[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+    _die_with_parent()
     signals.worker_process_init.send(None, pid=os.getpid())
     pool = Pool(1, hostname, accept)
     while True:
@@ -314,6 +315,20 @@ def _child_main(conn, hostname: str, accept: set[str]) -> None:
         except (OSError, ValueError):
             break
     connections.close_all()
+
+
+def _die_with_parent() -> None:
+    """On Linux, have the kernel kill this child if the worker dies (even by SIGKILL), so an
+    orphan never finishes a job whose message the broker already gave to another worker."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 POOLS = {"prefork": PreforkPool, "threads": ThreadPool, "solo": SoloPool}

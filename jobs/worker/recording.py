@@ -10,14 +10,22 @@ from jobs.models import JobResult as Row, States
 from jobs.results import exception_to_dict
 
 
+def _attempt(message: JobMessage):
+    """The row, unless a later attempt of the job (a retry) has written it already: an
+    attempt's late write must not overwrite the state of the retry that followed it."""
+    return Row.objects.filter(job_id=message.id, retries__lte=message.retries)
+
+
 def _upsert(message: JobMessage, fields: dict) -> None:
-    if Row.objects.filter(job_id=message.id).update(**fields):
+    if _attempt(message).update(**fields):
         return
+    if Row.objects.filter(job_id=message.id).exists():
+        return  # a later attempt owns the row
     try:
         with transaction.atomic():
             Row.objects.create(job_id=message.id, **_identity(message), **fields)
     except IntegrityError:  # written by someone else meanwhile
-        Row.objects.filter(job_id=message.id).update(**fields)
+        _attempt(message).update(**fields)
 
 
 def _identity(message: JobMessage) -> dict:
@@ -44,7 +52,7 @@ def mark_started(message: JobMessage, hostname: str, track: bool) -> bool:
         return True
     except IntegrityError:
         pass
-    updated = Row.objects.filter(job_id=message.id).exclude(state=States.REVOKED).update(**fields)
+    updated = _attempt(message).exclude(state=States.REVOKED).update(**fields)
     return bool(updated)
 
 

@@ -1,0 +1,222 @@
+"""Shared fixtures: real services (PostgreSQL, Redis, RabbitMQ) and real worker processes.
+
+With CI=true a test that needs a service fails when the service is down; elsewhere it is
+skipped with the command that starts the service.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+SERVICES = {
+    "redis": (6379, "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save '' "
+                    "--appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log"),
+    "rabbitmq": (5672, "rabbitmq-server -detached"),
+    "postgres": (5432, "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"),
+}
+
+
+def _reachable(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require(service: str) -> None:
+    """Fail (in CI) or skip (elsewhere) unless ``service`` answers on its port."""
+    port, start = SERVICES[service]
+    if _reachable(port):
+        return
+    message = f"{service} is not reachable on 127.0.0.1:{port}; start it with: {start}"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+# Brokers ------------------------------------------------------------------------------------
+
+BROKERS = {"django": "django://", "redis": REDIS_URL, "amqp": AMQP_URL}
+BROKER_SERVICE = {"redis": "redis", "amqp": "rabbitmq"}
+
+
+def broker_params():
+    return [pytest.param(name, id=name) for name in BROKERS]
+
+
+@pytest.fixture
+def broker_url(request, settings):
+    """A clean broker for one test; the test process publishes to it as the worker reads it."""
+    name = request.param
+    if name in BROKER_SERVICE:
+        require(BROKER_SERVICE[name])
+    url = BROKERS[name]
+    settings.JOBS = {**settings.JOBS, "BROKER_URL": url,
+                     "BROKER_TRANSPORT_OPTIONS": TEST_TRANSPORT_OPTIONS}
+    purge(url)
+    yield url
+    purge(url)
+
+
+# Short enough that a killed worker's job comes back within a test, long enough that a live
+# worker's renewal (every heartbeat) keeps its running jobs.
+TEST_TRANSPORT_OPTIONS = {"visibility_timeout": 4}
+TEST_HEARTBEAT = 0.5
+TEST_QUEUES = ("default", "other")
+
+
+def purge(url: str) -> None:
+    from jobs.broker import new_connection, queue_for
+
+    if url.startswith("django"):
+        from jobs.models import Message
+
+        Message.objects.all().delete()
+        return
+    if url.startswith("redis"):
+        import redis
+
+        redis.Redis.from_url(url).flushdb()
+        return
+    with new_connection(url) as conn:
+        channel = conn.channel()
+        for name in TEST_QUEUES:
+            queue_for(name)(channel).declare()
+            queue_for(name)(channel).purge()
+
+
+# Worker processes ---------------------------------------------------------------------------
+
+
+def database_url() -> str:
+    from django.db import connection
+
+    conf = connection.settings_dict
+    if conf["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{conf['NAME']}"
+    user = conf.get("USER") or ""
+    auth = f"{user}@" if user else ""
+    return f"postgres://{auth}{conf.get('HOST') or '127.0.0.1'}:{conf.get('PORT') or 5432}/{conf['NAME']}"
+
+
+class WorkerProcess:
+    """A real ``manage.py jobs_worker`` in its own process group."""
+
+    def __init__(self, broker_url: str, args: list[str], log: Path) -> None:
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "JOBS_BROKER_URL": broker_url,
+            "JOBS_BROKER_TRANSPORT_OPTIONS": __import__("json").dumps(TEST_TRANSPORT_OPTIONS),
+            "JOBS_WORKER_HEARTBEAT_INTERVAL": str(TEST_HEARTBEAT),
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.log = log
+        self._out = open(log, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "jobs_worker", *args],
+            cwd=ROOT, env=env, stdout=self._out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 30) -> WorkerProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "consuming from" in self.output:
+                return self
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.output}")
+            time.sleep(0.05)
+        raise AssertionError(f"worker not ready after {timeout}s:\n{self.output}")
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def kill_all(self, signum: int = 9) -> None:
+        """Kill the worker and its children at once, as an OOM killer or power cut would."""
+        try:
+            os.killpg(self.process.pid, signum)
+        except ProcessLookupError:
+            pass
+        self.process.wait(10)
+
+    def wait(self, timeout: float = 30) -> int:
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.kill_all(9)
+        self._out.close()
+
+
+@pytest.fixture
+def start_worker(transactional_db, tmp_path, request):
+    """Start real workers: ``start_worker(broker_url, "-c", "2")``; all are stopped after."""
+    workers: list[WorkerProcess] = []
+
+    def start(broker_url: str, *args: str, ready: bool = True) -> WorkerProcess:
+        log = tmp_path / f"worker-{len(workers) + 1}.log"
+        worker = WorkerProcess(broker_url, ["-Q", ",".join(TEST_QUEUES), *args], log)
+        workers.append(worker)
+        return worker.wait_ready() if ready else worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+        for worker in workers:
+            print(f"--- {worker.log.name} ---\n{worker.output}")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+def wait_for(predicate, timeout: float = 20, interval: float = 0.05, message: str = ""):
+    """Poll ``predicate`` until it returns something true; fail with ``message`` after."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(message or f"condition not met within {timeout}s")
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def pytest_collection_modifyitems(config, items):
+    """A session on PostgreSQL (DATABASE_URL=postgres://...) needs the server up."""
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        return
+    port, start = SERVICES["postgres"]
+    if _reachable(port) or IN_CI:
+        return  # in CI, an unreachable server makes every database test fail, as it should
+    skip = pytest.mark.skip(reason=f"PostgreSQL is not reachable on 127.0.0.1:{port}; "
+                                   f"start it with: {start}")
+    for item in items:
+        item.add_marker(skip)

@@ -1,0 +1,130 @@
+"""End to end: jobs enqueued here run in real ``jobs_worker`` processes, on every broker."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from jobs import JobResult
+from jobs.messages import JobMessage, encode
+from jobs.broker import publish
+from jobs.models import DeadLetter, JobResult as Row, Worker
+from project.demo import jobs as demo
+from tests.conftest import broker_params, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.pg]
+brokers = pytest.mark.parametrize("broker_url", broker_params(), indirect=True)
+
+
+@brokers
+def test_results_arrive_with_their_values(broker_url, start_worker):
+    start_worker(broker_url, "-c", "2")
+    handles = [demo.add.delay(i, i) for i in range(40)]
+    assert [h.get(timeout=30) for h in handles] == [2 * i for i in range(40)]
+    row = Row.objects.get(job_id=handles[0].id)
+    assert row.state == "SUCCESS"
+    assert row.name == "project.demo.jobs.add"
+    assert row.args == [0, 0]
+    assert row.worker.startswith("jobs@")
+    assert row.runtime is not None and row.date_done is not None
+
+
+@brokers
+def test_a_failing_job_records_failure_with_its_traceback(broker_url, start_worker):
+    start_worker(broker_url, "-c", "1")
+    handle = demo.fail.delay("bad input")
+    with pytest.raises(ValueError, match="bad input"):
+        handle.get(timeout=30)
+    assert handle.state == "FAILURE"
+    assert "raise ValueError(message)" in handle.traceback
+    assert isinstance(handle.get(timeout=1, propagate=False), ValueError)
+
+
+@brokers
+def test_a_worker_killed_mid_job_leaves_the_job_to_another(broker_url, start_worker):
+    first = start_worker(broker_url, "-c", "1", "--hostname", "first@e2e")
+    handle = demo.sleep_then_add.delay(3, 20, 22)
+    wait_for(lambda: handle.state == "STARTED", message="the job never started")
+    first.kill_all(signal.SIGKILL)
+    assert Row.objects.get(job_id=handle.id).worker == "first@e2e"
+
+    start_worker(broker_url, "-c", "1", "--hostname", "second@e2e")
+    assert handle.get(timeout=40) == 42
+    row = Row.objects.get(job_id=handle.id)
+    assert (row.state, row.worker) == ("SUCCESS", "second@e2e")
+
+
+@brokers
+def test_an_unregistered_job_is_dead_lettered_and_the_worker_goes_on(broker_url, start_worker):
+    start_worker(broker_url, "-c", "1")
+    stranger = JobMessage(id="stranger-1", name="another.service.jobs.report", args=(1,))
+    publish(encode(stranger, "json"))
+    after = demo.add.delay(1, 1)
+    assert after.get(timeout=30) == 2
+    letter = wait_for(lambda: DeadLetter.objects.filter(job_id="stranger-1").first())
+    assert letter.reason == ("unregistered job 'another.service.jobs.report' — is the module "
+                             "imported by this worker?")
+    assert letter.job_name == "another.service.jobs.report"
+    assert b"[[1]" in bytes(letter.body)
+
+
+@brokers
+def test_retries_end_in_success_with_their_count(broker_url, start_worker):
+    start_worker(broker_url, "-c", "2")
+    handle = demo.flaky.delay(3)
+    assert handle.get(timeout=30) == 2
+    assert Row.objects.get(job_id=handle.id).retries == 2
+
+
+@brokers
+def test_a_delayed_job_waits_for_its_time(broker_url, start_worker):
+    start_worker(broker_url, "-c", "1")
+    sent = time.monotonic()
+    handle = demo.add.apply_async((2, 2), countdown=2)
+    assert handle.get(timeout=30) == 4
+    assert time.monotonic() - sent >= 1.9
+
+
+@brokers
+def test_a_job_routed_to_another_queue_is_left_to_its_workers(broker_url, start_worker):
+    start_worker(broker_url, "-c", "1", "-Q", "default")
+    handle = demo.on_other_queue.delay(21)
+    time.sleep(1.5)
+    assert handle.state == "PENDING"
+    start_worker(broker_url, "-c", "1", "-Q", "other")
+    assert handle.get(timeout=30) == 42
+
+
+@brokers
+def test_a_revoked_job_does_not_run(broker_url, start_worker):
+    handle = demo.add.delay(1, 2)
+    handle.revoke()
+    start_worker(broker_url, "-c", "1")
+    after = demo.add.delay(3, 4)
+    assert after.get(timeout=30) == 7
+    assert handle.state == "REVOKED"
+    assert Row.objects.get(job_id=handle.id).date_started is None
+
+
+@brokers
+def test_an_expired_job_is_revoked_with_the_reason(broker_url, start_worker):
+    handle = demo.add.apply_async((1, 2), expires=0.01)
+    time.sleep(0.1)
+    start_worker(broker_url, "-c", "1")
+    with pytest.raises(Exception, match="expired at"):
+        handle.get(timeout=30)
+    assert handle.state == "REVOKED"
+
+
+@brokers
+def test_sigterm_lets_the_running_job_finish(broker_url, start_worker):
+    worker = start_worker(broker_url, "-c", "1")
+    handle = demo.sleep_then_add.delay(1.5, 1, 1)
+    wait_for(lambda: handle.state == "STARTED", message="the job never started")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    assert handle.get(timeout=1) == 2
+    record = Worker.objects.get(hostname__startswith="jobs@")
+    assert record.stopped_at is not None and record.processed >= 1
