@@ -1,0 +1,82 @@
+"""Helpers for testing code that enqueues jobs. Use as a pytest plugin:
+
+    # conftest.py
+    pytest_plugins = ["jobs.testing"]
+
+    def test_signup_sends_welcome(client, jobs_captured):
+        client.post("/signup/", {...})
+        assert [m.name for m in jobs_captured.messages] == ["accounts.jobs.send_welcome"]
+        jobs_captured.run_all()
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import pytest
+
+from jobs import broker
+from jobs.conf import settings as jobs_settings
+
+
+class Captured:
+    """Messages enqueued while capturing, in order; run them in this process on demand."""
+
+    def __init__(self) -> None:
+        self.envelopes: list = []
+
+    @property
+    def messages(self):
+        return [e.message for e in self.envelopes]
+
+    def names(self) -> list[str]:
+        return [m.name for m in self.messages]
+
+    def __len__(self) -> int:
+        return len(self.envelopes)
+
+    def clear(self) -> None:
+        self.envelopes.clear()
+
+    def run_all(self, propagate: bool = True) -> list:
+        """Run every captured job (and those they enqueue) with ``apply()``; returns the
+        EagerResults in order."""
+        from jobs.registry import registry
+
+        results = []
+        while self.envelopes:
+            message = self.envelopes.pop(0).message
+            job = registry.get(message.name)
+            results.append(job.apply(message.args, message.kwargs, task_id=message.id,
+                                     propagate=propagate))
+        return results
+
+
+@contextmanager
+def capture_jobs():
+    """Within the block, enqueued jobs are kept in a :class:`Captured` instead of sent."""
+    captured = Captured()
+    original = broker.publish
+
+    def keep(envelope, **options):
+        captured.envelopes.append(envelope)
+
+    broker.publish = keep
+    try:
+        yield captured
+    finally:
+        broker.publish = original
+
+
+@pytest.fixture
+def jobs_captured():
+    """Capture jobs enqueued by the test instead of sending them to a broker."""
+    with capture_jobs() as captured:
+        yield captured
+
+
+@pytest.fixture
+def jobs_eager(settings):
+    """Run jobs inline at ``.delay()``, as ``JOBS["ALWAYS_EAGER"] = True`` does."""
+    settings.JOBS = {**(jobs_settings.user_settings or {}), "ALWAYS_EAGER": True}
+    yield
