@@ -35,7 +35,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "TASK_ENQUEUE_ON_COMMIT": True,
     "ALWAYS_EAGER": False,
-    "EAGER_PROPAGATES": True,
+    "EAGER_PROPAGATES": False,
     # Execution
     "ACKS_LATE": True,
     "TASK_REJECT_ON_WORKER_LOST": True,

@@ -21,7 +21,7 @@ class States(models.TextChoices):
 
 #: States after which a job will not change again.
 READY_STATES = frozenset({States.SUCCESS, States.FAILURE, States.REVOKED})
-#: Ready states that are not success.
+#: States whose result is an exception.
 EXCEPTION_STATES = frozenset({States.FAILURE, States.REVOKED, States.RETRY})
 
 
@@ -112,10 +112,17 @@ class DeadLetter(models.Model):
         return f"{self.job_name or 'message'} {self.job_id}: {self.reason[:60]}"
 
 
+def offline_after() -> timedelta:
+    """A worker that missed this long of heartbeats is offline."""
+    from jobs.conf import settings
+
+    return timedelta(seconds=max(30.0, 3 * float(settings.WORKER_HEARTBEAT_INTERVAL)))
+
+
 class WorkerQuerySet(models.QuerySet):
-    def online(self, now=None, grace: float = 30.0):
+    def online(self, now=None):
         now = now or timezone.now()
-        return self.filter(stopped_at=None, last_seen__gte=now - timedelta(seconds=grace))
+        return self.filter(stopped_at=None, last_seen__gte=now - offline_after())
 
 
 class Worker(models.Model):
@@ -148,7 +155,7 @@ class Worker(models.Model):
 
     @property
     def is_online(self) -> bool:
-        return self.stopped_at is None and self.last_seen >= timezone.now() - timedelta(seconds=30)
+        return self.stopped_at is None and self.last_seen >= timezone.now() - offline_after()
 
 
 class MessageQuerySet(models.QuerySet):

@@ -62,7 +62,7 @@ def broker_params():
 
 
 @pytest.fixture
-def broker_url(request, settings):
+def broker_url(request, settings, transactional_db):
     """A clean broker for one test; the test process publishes to it as the worker reads it."""
     name = request.param
     if name in BROKER_SERVICE:

@@ -196,7 +196,15 @@ def test_eager_mode_retries_in_place(jobs_eager):
     assert demo.flaky.delay(3).get() == 2
 
 
-def test_eager_mode_propagates_errors_by_default(jobs_eager):
+def test_eager_mode_keeps_errors_in_the_result_by_default(jobs_eager):
+    result = demo.fail.delay("nope")
+    assert result.failed()
+    with pytest.raises(ValueError, match="nope"):
+        result.get()
+
+
+def test_eager_propagates_raises_at_the_call(settings):
+    settings.JOBS = {"ALWAYS_EAGER": True, "EAGER_PROPAGATES": True}
     with pytest.raises(ValueError, match="nope"):
         demo.fail.delay("nope")
 

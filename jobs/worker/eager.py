@@ -36,7 +36,8 @@ def run_eagerly(job, args: tuple, kwargs: dict, options: dict) -> EagerResult:
                 if limit is None or retries < limit:
                     retries += 1
                     continue
-            if settings.EAGER_PROPAGATES and options.get("propagate", True):
+            propagate = options.get("propagate")
+            if propagate if propagate is not None else settings.EAGER_PROPAGATES:
                 raise
             return EagerResult(job_id, job.name, States.FAILURE, exc, tb.format_exc(), retries)
         finally:

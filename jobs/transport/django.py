@@ -1,0 +1,318 @@
+"""The ``django://`` kombu transport: messages are rows in the project's own database.
+
+``kombu.Connection("django://")`` stores each message as a :class:`jobs.models.Message` row,
+through Django's connection of the calling thread (SQLite or PostgreSQL). Publishing inside
+``transaction.atomic()`` commits the message with the business data, or not at all.
+
+Delivery is at least once, with leases. A consumer claims a batch of ready rows in one
+statement, setting a lease (``visibility_timeout``, default 30 s) that the channel renews
+while its consumer keeps calling ``drain_events``; ack deletes the row, reject with requeue
+clears the lease, closing the channel releases what it still holds. A consumer that dies
+keeps its leases only until they expire; then its messages are delivered again.
+
+Transport options:
+
+* ``visibility_timeout`` -- seconds a claimed message stays leased without renewal (30).
+* ``polling_interval`` -- longest wait between polls: 0.1 s, or 1 s on PostgreSQL, where a
+  NOTIFY from the publisher wakes consumers at once.
+* ``database`` -- the Django database alias ("default").
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections import defaultdict, deque
+from datetime import UTC, datetime, timedelta
+from queue import Empty
+from time import monotonic
+from uuid import uuid4
+
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.utils import timezone
+from kombu.log import get_logger
+from kombu.transport import virtual
+from kombu.utils.json import dumps, loads
+
+from jobs.transport.listener import Listener
+from jobs.transport.table import ClaimedRow, MessageTable, queue_depths
+
+__all__ = ["Channel", "QoS", "Transport", "queue_depths"]
+
+logger = get_logger("jobs.transport")
+
+#: Most rows one claim takes, whatever the prefetch count.
+MAX_BATCH = 100
+
+
+class QoS(virtual.QoS):
+    """kombu's prefetch bookkeeping, with ack, reject and restore done on the rows.
+
+    Restoring unacked messages releases this channel's leases instead of publishing the
+    messages again, which would duplicate their rows.
+    """
+
+    def ack(self, delivery_tag):
+        self.channel.table.delete(self.channel.lease_owner, delivery_tag)
+        super().ack(delivery_tag)
+
+    def reject(self, delivery_tag, requeue=False):
+        table, owner = self.channel.table, self.channel.lease_owner
+        if requeue:
+            table.release(owner, [delivery_tag])
+        else:
+            table.delete(owner, delivery_tag)
+        self._quick_ack(delivery_tag)
+
+    def unacked_tags(self) -> list[str]:
+        """Delivery tags of the messages delivered and neither acked nor rejected yet."""
+        dirty = self._dirty
+        # A copy first: the consuming thread may add deliveries while a heartbeat reads.
+        return [tag for tag in tuple(self._delivered) if tag not in dirty]
+
+    def restore_unacked(self):
+        self.channel.release_leases()
+        self._flush()
+        self._delivered.clear()
+        return []
+
+    def restore_unacked_once(self, stderr=None):
+        """Release the channel's leases once: at close, or when the channel is collected.
+
+        Unlike kombu's, this runs when only undelivered (buffered) rows are held, too.
+        """
+        self._on_collect.cancel()
+        if getattr(self._delivered, "restored", False):
+            return
+        self._delivered.restored = True
+        if self.restore_at_shutdown and self.channel.do_restore:
+            self.restore_unacked()
+
+
+class Channel(virtual.Channel):
+    """A consumer or producer of ``django://``: claims, buffers and renews its messages."""
+
+    QoS = QoS
+    from_transport_options = (*virtual.Channel.from_transport_options,
+                              "visibility_timeout", "database")
+
+    #: Seconds a claimed message stays leased without renewal.
+    visibility_timeout = 30.0
+    #: Django database alias.
+    database = "default"
+
+    def __init__(self, connection, **kwargs):
+        super().__init__(connection, **kwargs)
+        self.visibility_timeout = float(self.visibility_timeout)
+        self.table = MessageTable(self.database)
+        #: Unique id written in the rows this channel leases.
+        self.lease_owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid4().hex}"
+        self._buffer: dict[str, deque[ClaimedRow]] = defaultdict(deque)
+        self._no_ack_queues: set[str] = set()
+        self._lock = threading.RLock()  # extend_leases() may run in a heartbeat thread
+        self._renewed_at = monotonic()
+
+    def _put(self, queue, message, **kwargs):
+        """Insert ``message`` as a row of ``queue``.
+
+        Priority follows kombu's Redis transport: ``_get_message_priority(reverse=False)``
+        and the lowest number is delivered first, so 0 is the most urgent (and the
+        default). A ``headers["eta"]`` in the future keeps the row invisible until then.
+        """
+        now = timezone.now()
+        visible_at = max(_eta(message) or now, now)
+        self.table.insert(
+            queue,
+            priority=self._get_message_priority(message, reverse=False),
+            payload=dumps(message),
+            visible_at=visible_at,
+            delivery_tag=message["properties"]["delivery_tag"],
+            notify=visible_at <= now,
+        )
+
+    def _get(self, queue, timeout=None):
+        """The next message of ``queue``: buffered, else from a new claim."""
+        with self._lock:
+            self._renew_if_due()
+            rows = self._buffer[queue]
+            if not rows:
+                rows.extend(self._claim(queue))
+            if not rows:
+                raise Empty()
+            row = rows.popleft()
+        if queue in self._no_ack_queues:
+            self.table.delete(self.lease_owner, row.delivery_tag)
+        return _payload(row)
+
+    def _claim(self, queue) -> list[ClaimedRow]:
+        limit = self._claim_limit()
+        if limit < 1:
+            return []
+        return self.table.claim(queue, self.lease_owner, limit, self._lease_until())
+
+    def _claim_limit(self) -> int:
+        # Claim no more than the prefetch count leaves room for, counting rows already
+        # buffered; without a prefetch count, one at a time, so a plain basic_get or
+        # SimpleQueue.get never holds messages it doesn't hand out.
+        room = self.qos.can_consume_max_estimate()
+        if room is None:
+            return 1
+        buffered = sum(len(rows) for rows in self._buffer.values())
+        return min(room - buffered, MAX_BATCH)
+
+    def basic_consume(self, queue, no_ack, callback, consumer_tag, **kwargs):
+        if no_ack:
+            self._no_ack_queues.add(queue)
+        return super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
+
+    def basic_cancel(self, consumer_tag):
+        queue = self._tag_to_queue.get(consumer_tag)
+        super().basic_cancel(consumer_tag)
+        if queue is not None and queue not in self._active_queues:
+            self._no_ack_queues.discard(queue)
+            self._release_buffered(queue)
+
+    def basic_get(self, queue, no_ack=False, **kwargs):
+        message = super().basic_get(queue, no_ack=no_ack, **kwargs)
+        if message is not None and no_ack:
+            self.table.delete(self.lease_owner, message.delivery_tag)
+        return message
+
+    def drain_events(self, timeout=None, callback=None):
+        # The worker drains even while its prefetch is full: the moment to renew leases.
+        self._renew_if_due()
+        return super().drain_events(timeout=timeout, callback=callback)
+
+    def extend_leases(self) -> int:
+        """Renew the lease of every message this channel holds, delivered or buffered.
+
+        Called automatically from ``drain_events`` and ``_get`` every third of the
+        visibility timeout; call it yourself when the consumer can't drain for that long.
+        Returns how many leases were renewed. Buffered rows whose lease ran out and went
+        to another consumer are dropped from the buffer.
+        """
+        with self._lock:
+            tags = [row.delivery_tag for rows in self._buffer.values() for row in rows]
+            if self._qos is not None:
+                tags += self._qos.unacked_tags()
+            held = self.table.renew(self.lease_owner, tags, self._lease_until())
+            self._renewed_at = monotonic()
+            for queue, rows in self._buffer.items():
+                self._buffer[queue] = deque(row for row in rows if row.delivery_tag in held)
+            return len(held)
+
+    def release_leases(self) -> int:
+        """Give back every message this channel holds, so others can take them now."""
+        with self._lock:
+            self._buffer.clear()
+            return self._release()
+
+    def _release_buffered(self, queue) -> None:
+        with self._lock:
+            rows = self._buffer.pop(queue, ())
+            if rows:
+                self._release([row.delivery_tag for row in rows])
+
+    def _release(self, delivery_tags=None) -> int:
+        # Best effort, on the way out: a lease that isn't released still expires.
+        try:
+            return self.table.release(self.lease_owner, delivery_tags)
+        except DatabaseError as exc:
+            logger.warning("django:// could not release leases, they will expire: %s", exc)
+            return 0
+
+    def _renew_if_due(self) -> None:
+        if monotonic() - self._renewed_at >= self.visibility_timeout / 3:
+            self.extend_leases()
+
+    def _lease_until(self) -> datetime:
+        return timezone.now() + timedelta(seconds=self.visibility_timeout)
+
+    def _size(self, queue):
+        return self.table.size(queue)
+
+    def _purge(self, queue):
+        return self.table.purge(queue)
+
+    def _delete(self, queue, *args, **kwargs):
+        self.table.drop(queue)
+
+    def _new_queue(self, queue, **kwargs):
+        """Nothing to create: a queue is the rows that name it."""
+
+    def _has_queue(self, queue, **kwargs):
+        return True
+
+
+class Transport(virtual.Transport):
+    """kombu transport for ``django://`` URLs (registered by :mod:`jobs.transport`)."""
+
+    Channel = Channel
+
+    driver_type = "sql"
+    driver_name = "django"
+    connection_errors = (*virtual.Transport.connection_errors, OperationalError, InterfaceError)
+    channel_errors = virtual.Transport.channel_errors
+
+    def __init__(self, client, **kwargs):
+        super().__init__(client, **kwargs)
+        self.database = client.transport_options.get("database", "default")
+        if client.transport_options.get("polling_interval") is None:
+            is_postgres = connections[self.database].vendor == "postgresql"
+            self.polling_interval = 1.0 if is_postgres else 0.1
+        self.listener = Listener(self.database)
+
+    def establish_connection(self):
+        connections[self.database].ensure_connection()
+        return super().establish_connection()
+
+    def close_connection(self, connection):
+        try:
+            super().close_connection(connection)
+        finally:
+            self.listener.close()
+
+    def drain_events(self, connection, timeout=None):
+        """Deliver one message; between empty polls, wait for a NOTIFY or the interval."""
+        started = monotonic()
+        while True:
+            try:
+                return self.cycle.get(self._deliver, timeout=timeout)
+            except Empty:
+                pass
+            wait = self.polling_interval
+            if timeout is not None:
+                remaining = timeout - (monotonic() - started)
+                if remaining <= 0:
+                    raise TimeoutError  # socket.timeout, as kombu's transports raise
+                wait = min(wait, remaining)
+            self.listener.wait(wait)
+
+    def driver_version(self):
+        import django
+
+        return django.get_version()
+
+
+def _eta(message) -> datetime | None:
+    """The aware datetime in ``headers["eta"]`` (ISO 8601, naive meaning UTC), if any."""
+    eta = (message.get("headers") or {}).get("eta")
+    if not eta:
+        return None
+    try:
+        value = datetime.fromisoformat(eta) if isinstance(eta, str) else eta
+    except ValueError:
+        logger.warning("django:// ignoring a malformed eta %r", eta)
+        return None
+    if not isinstance(value, datetime):
+        return None
+    return value if timezone.is_aware(value) else value.replace(tzinfo=UTC)
+
+
+def _payload(row: ClaimedRow) -> dict:
+    """The kombu message of a claimed row, telling how many times it was delivered."""
+    payload = loads(row.payload)
+    info = payload["properties"].setdefault("delivery_info", {})
+    info.update(redelivered=row.delivery_count > 1, delivery_count=row.delivery_count)
+    return payload

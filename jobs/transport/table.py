@@ -1,0 +1,184 @@
+"""The statements of the ``django://`` transport on its table, ``jobs.models.Message``.
+
+Each method is one short statement in autocommit (or inside the caller's transaction, when
+publishing), so no transaction is held open while a consumer waits. Times come from the
+Python clock: hosts that share a queue should keep their clocks in sync (NTP).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import InterfaceError, OperationalError, connections
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from jobs.models import Message
+
+#: PostgreSQL NOTIFY channel on which publishers wake waiting consumers.
+NOTIFY_CHANNEL = "jobs_message"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRow:
+    """A row leased by a consumer, as the claim statement returned it."""
+
+    id: int
+    priority: int
+    payload: str
+    delivery_tag: str
+    delivery_count: int
+
+
+class MessageTable:
+    """The message rows of one database alias, through that thread's Django connection."""
+
+    def __init__(self, alias: str = "default") -> None:
+        self.alias = alias
+
+    @property
+    def connection(self):
+        # Looked up on every use: Django's connections are per thread.
+        return connections[self.alias]
+
+    @property
+    def objects(self):
+        return Message.objects.using(self.alias)
+
+    def insert(self, queue: str, priority: int, payload: str, visible_at: datetime,
+               delivery_tag: str, notify: bool) -> None:
+        """Add a message; with ``notify``, wake consumers when it commits (PostgreSQL)."""
+        with self._errors():
+            self.objects.create(queue=queue, priority=priority, payload=payload,
+                                visible_at=visible_at, delivery_tag=delivery_tag)
+            if notify and self.connection.vendor == "postgresql":
+                with self.connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, queue])
+
+    def claim(self, queue: str, owner: str, limit: int, lease_until: datetime) -> list[ClaimedRow]:
+        """Lease up to ``limit`` visible rows of ``queue`` to ``owner``, in one statement.
+
+        Rows come in delivery order: lowest priority number first, then oldest.
+        """
+        conn = self.connection
+        now = timezone.now()
+        sql = (
+            "UPDATE {t} SET {owner} = %s, {until} = %s, {count} = {count} + 1 "
+            "WHERE {id} IN (SELECT {id} FROM {t} WHERE {queue} = %s AND {visible} <= %s "
+            "AND ({until} IS NULL OR {until} < %s) ORDER BY {priority}, {id} LIMIT %s{lock}) "
+            "RETURNING {id}, {priority}, {payload}, {tag}, {count}"
+        ).format(**self._names(), lock=self._skip_locked())
+        params = [owner, self._dt(lease_until), queue, self._dt(now), self._dt(now), limit]
+        with self._errors(), conn.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = [ClaimedRow(*row) for row in cursor.fetchall()]
+        return sorted(rows, key=lambda row: (row.priority, row.id))
+
+    def renew(self, owner: str, delivery_tags: list[str], lease_until: datetime) -> set[str]:
+        """Extend ``owner``'s leases of these messages; return the tags still held."""
+        held = set()
+        until = self._dt(lease_until)
+        for start in range(0, len(delivery_tags), 500):  # stay under the bound-parameter limit
+            chunk = delivery_tags[start:start + 500]
+            sql = "UPDATE {t} SET {until} = %s WHERE {owner} = %s AND {tag} IN ({tags}) "
+            sql += "RETURNING {tag}"
+            sql = sql.format(**self._names(), tags=", ".join(["%s"] * len(chunk)))
+            with self._errors(), self.connection.cursor() as cursor:
+                cursor.execute(sql, [until, owner, *chunk])
+                held.update(row[0] for row in cursor.fetchall())
+        return held
+
+    def release(self, owner: str, delivery_tags: list[str] | None = None) -> int:
+        """Clear ``owner``'s leases (of these messages, or all): the rows are visible again."""
+        rows = self.objects.filter(lease_owner=owner)
+        if delivery_tags is not None:
+            rows = rows.filter(delivery_tag__in=delivery_tags)
+        with self._errors():
+            return rows.update(lease_owner="", lease_until=None)
+
+    def delete(self, owner: str, delivery_tag: str) -> int:
+        """Remove a message ``owner`` holds (it was acknowledged or dropped)."""
+        with self._errors():
+            return self.objects.filter(lease_owner=owner, delivery_tag=delivery_tag).delete()[0]
+
+    def size(self, queue: str) -> int:
+        """The number of messages of ``queue`` a consumer could claim now."""
+        with self._errors():
+            return self.objects.filter(queue=queue).visible(timezone.now()).count()
+
+    def purge(self, queue: str) -> int:
+        """Delete the messages of ``queue`` that are ready and unleased; return how many."""
+        with self._errors():
+            return self.objects.filter(queue=queue).visible(timezone.now()).delete()[0]
+
+    def drop(self, queue: str) -> int:
+        """Delete every message of ``queue``, leased or delayed ones too."""
+        with self._errors():
+            return self.objects.filter(queue=queue).delete()[0]
+
+    def depths(self) -> dict[str, dict[str, int]]:
+        """Per queue, the count of ready, leased and delayed messages (one query)."""
+        now = timezone.now()
+        leased = Q(lease_until__gte=now)
+        counts = (
+            self.objects.values("queue")
+            .annotate(
+                ready=Count("id", filter=Q(visible_at__lte=now) & ~leased),
+                leased=Count("id", filter=leased),
+                delayed=Count("id", filter=Q(visible_at__gt=now) & ~leased),
+            )
+            .order_by("queue")
+        )
+        with self._errors():
+            return {
+                row.pop("queue"): {key: row[key] for key in ("ready", "leased", "delayed")}
+                for row in counts
+            }
+
+    @contextmanager
+    def _errors(self):
+        try:
+            yield
+        except (OperationalError, InterfaceError):
+            # Drop a broken connection so that kombu's retry gets a fresh one; never inside
+            # the caller's transaction, which must see its own error.
+            conn = self.connection
+            if not conn.in_atomic_block:
+                conn.close_if_unusable_or_obsolete()
+            raise
+
+    def _dt(self, value: datetime):
+        return self.connection.ops.adapt_datetimefield_value(value)
+
+    def _skip_locked(self) -> str:
+        # SQLite runs one writer at a time, so its single UPDATE is atomic without locks.
+        skip_locked = self.connection.features.has_select_for_update_skip_locked
+        return " FOR UPDATE SKIP LOCKED" if skip_locked else ""
+
+    def _names(self) -> dict[str, str]:
+        quote = self.connection.ops.quote_name
+        column = {field.name: quote(field.column) for field in Message._meta.concrete_fields}
+        return {
+            "t": quote(Message._meta.db_table),
+            "id": column["id"],
+            "queue": column["queue"],
+            "priority": column["priority"],
+            "payload": column["payload"],
+            "visible": column["visible_at"],
+            "owner": column["lease_owner"],
+            "until": column["lease_until"],
+            "tag": column["delivery_tag"],
+            "count": column["delivery_count"],
+        }
+
+
+def queue_depths(using: str = "default") -> dict[str, dict[str, int]]:
+    """Messages of the ``django://`` transport per queue, for monitoring.
+
+    ``{"default": {"ready": 3, "leased": 1, "delayed": 0}, ...}``: *ready* can be claimed now,
+    *leased* are held by a consumer, *delayed* wait for their eta. Queues without messages
+    are absent.
+    """
+    return MessageTable(using).depths()
