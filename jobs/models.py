@@ -62,6 +62,9 @@ class JobResult(models.Model):
     traceback = models.TextField(blank=True)
     meta = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
     retries = models.PositiveIntegerField(default=0)
+    deliveries = models.PositiveIntegerField(
+        default=0, help_text="Times a worker started this attempt; more than one means a "
+        "worker died while running it.")
     queue = models.CharField(max_length=200, blank=True, db_index=True)
     worker = models.CharField(max_length=255, blank=True, db_index=True)
     parent_id = models.CharField(max_length=255, blank=True)
@@ -139,6 +142,8 @@ class Worker(models.Model):
     stopped_at = models.DateTimeField(null=True, blank=True)
     processed = models.PositiveBigIntegerField(default=0)
     active = models.PositiveIntegerField(default=0)
+    stop_requested_at = models.DateTimeField(
+        null=True, blank=True, help_text="Set to ask the worker for a warm shutdown.")
 
     objects = WorkerQuerySet.as_manager()
 
