@@ -52,6 +52,8 @@ DEFAULTS: dict[str, Any] = {
     "WORKER_HEARTBEAT_INTERVAL": 5.0,
     "WORKER_SHUTDOWN_TIMEOUT": 30.0,
     "WORKER_MAX_TASKS_PER_CHILD": None,
+    "WORKER_MAX_MEMORY_PER_CHILD": None,  # KiB of resident memory, as Celery counts
+    "TASK_MAX_DELIVERIES": 5,
     # Results
     "RESULT_EXPIRES": timedelta(days=1),
     # Extension points

@@ -128,16 +128,19 @@ class JobResult:
         Row.objects.filter(job_id=self.id).delete()
         self._row = None
 
-    def revoke(self, reason: str = "revoked") -> None:
+    def revoke(self, terminate: bool = False, reason: str = "revoked") -> None:
         """Make sure the job doesn't run: a worker that receives it records REVOKED instead.
 
-        A job already running is not interrupted.
+        A job already running goes on, unless ``terminate=True``: then a prefork worker
+        kills the process running it (within a heartbeat, a few seconds).
         """
         now = timezone.now()
         revoked = {"exc_type": "JobRevoked", "exc_module": "jobs.exceptions",
-                   "exc_message": [reason]}
-        updated = Row.objects.filter(job_id=self.id).exclude(state__in=READY_STATES).exclude(
-            state=States.STARTED).update(state=States.REVOKED, result=revoked, date_done=now)
+                   "exc_message": ["terminated" if terminate else reason]}
+        rows = Row.objects.filter(job_id=self.id).exclude(state__in=READY_STATES)
+        if not terminate:
+            rows = rows.exclude(state=States.STARTED)
+        updated = rows.update(state=States.REVOKED, result=revoked, date_done=now)
         if not updated:
             Row.objects.get_or_create(job_id=self.id, defaults={
                 "name": self.name or "", "state": States.REVOKED, "result": revoked,
@@ -189,7 +192,7 @@ class EagerResult(JobResult):
     def forget(self) -> None:
         pass
 
-    def revoke(self, reason: str = "revoked") -> None:
+    def revoke(self, terminate: bool = False, reason: str = "revoked") -> None:
         pass
 
 

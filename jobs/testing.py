@@ -61,11 +61,15 @@ def capture_jobs():
     def keep(envelope, **options):
         captured.envelopes.append(envelope)
 
-    broker.publish = keep
+    def keep_many(envelopes, **options):
+        captured.envelopes.extend(envelopes)
+
+    original_many = broker.publish_many
+    broker.publish, broker.publish_many = keep, keep_many
     try:
         yield captured
     finally:
-        broker.publish = original
+        broker.publish, broker.publish_many = original, original_many
 
 
 @pytest.fixture

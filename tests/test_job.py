@@ -227,3 +227,19 @@ def test_bound_jobs_see_their_request():
     result = demo.whoami.apply(task_id="the-id")
     assert result.get()["id"] == "the-id"
     assert result.get()["retries"] == 0
+
+
+def test_delay_many_enqueues_one_job_per_call_in_order():
+    with capture_jobs() as captured:
+        handles = demo.add.delay_many([(1, 2), (3, 4), ((5,), {"y": 6})])
+    assert [(m.args, m.kwargs) for m in captured.messages] == [
+        ((1, 2), {}), ((3, 4), {}), ((5,), {"y": 6})]
+    assert [h.id for h in handles] == [m.id for m in captured.messages]
+    assert len({h.id for h in handles}) == 3
+
+
+def test_delay_many_checks_every_call_before_sending_any():
+    with capture_jobs() as captured:
+        with pytest.raises(TypeError, match="missing a required argument"):
+            demo.add.delay_many([(1, 2), (3,)])
+    assert len(captured) == 0

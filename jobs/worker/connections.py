@@ -6,7 +6,7 @@ CONN_MAX_AGE = 0 (Django's default, "close at the end of each request") a worker
 keeps the connection between jobs, but drops it as soon as it is found unusable.
 """
 
-from django.db import connections
+from django.db import InterfaceError, OperationalError, connections
 
 
 def before_job() -> None:
@@ -38,3 +38,15 @@ def _recycle() -> None:
 def close_all() -> None:
     """Close every connection: before forking, so no child shares a socket with us."""
     connections.close_all()
+
+
+def once_more_if_disconnected(func, *args, **kwargs):
+    """Call ``func``; if the database connection turns out dead (the server restarted, a
+    proxy dropped it), close it and call ``func`` once more on a fresh one."""
+    try:
+        return func(*args, **kwargs)
+    except (InterfaceError, OperationalError):
+        for conn in connections.all(initialized_only=True):
+            if conn.connection is not None and not conn.in_atomic_block and not conn.is_usable():
+                conn.close()
+        return func(*args, **kwargs)

@@ -16,11 +16,13 @@ from django.utils import timezone
 from kombu.compression import decompress
 
 from jobs import context, signals
-from jobs.exceptions import InvalidMessage, NotRegistered, Retry
+from jobs.conf import settings
+from jobs.exceptions import InvalidMessage, NotRegistered, Retry, WorkerLostError
 from jobs.job import Job
 from jobs.messages import JobMessage, decode
 from jobs.registry import registry
 from jobs.worker import connections, deadletters, recording
+from jobs.worker.limits import soft_time_limit
 from jobs.worker.outcome import Kind, Outcome
 
 logger = logging.getLogger("jobs.worker")
@@ -61,10 +63,25 @@ def _execute(delivery: Delivery, hostname: str, accept: set[str]) -> Outcome:
         reason = f"expired at {message.expires.isoformat()}"
         return _revoke(job, message, reason, hostname)
     track = job.option("track_started") and not _ignores_result(job, message)
-    if not recording.mark_started(message, hostname, track):
+    starts = connections.once_more_if_disconnected(recording.mark_started, message, hostname,
+                                                   track)
+    if starts is None:
         return _revoke(job, message, "revoked before it started", hostname)
+    if starts > settings.TASK_MAX_DELIVERIES:
+        return _poison(job, message, delivery, starts, hostname)
     request = _request(message, hostname, delivery)
     return run(job, message, request, hostname)
+
+
+def _poison(job, message: JobMessage, delivery: Delivery, starts: int, hostname: str) -> Outcome:
+    """A job that was started again and again without finishing: it kills its workers."""
+    reason = (f"started {starts} times without finishing (TASK_MAX_DELIVERIES = "
+              f"{settings.TASK_MAX_DELIVERIES}); it may be killing the workers that run it")
+    deadletters.store(delivery, reason, hostname)
+    recording.mark_failed(message, WorkerLostError(reason), "", None, hostname)
+    signals.job_failed.send(job, job_id=message.id, name=message.name, request=None,
+                            exception=WorkerLostError(reason), traceback="", runtime=None)
+    return Outcome(Kind.REJECTED, message.id, message.name, reason)
 
 
 def _body(delivery: Delivery) -> bytes:
@@ -104,9 +121,11 @@ def run(job: Job, message: JobMessage, request: context.Request, hostname: str) 
     """Call the job's function for ``request`` and record the outcome."""
     signals.job_started.send(job, job_id=message.id, name=message.name, request=request)
     token = context.current.set(request)
+    soft = message.soft_time_limit or job.option("soft_time_limit")
     started = time.perf_counter()
     try:
-        value = job(*message.args, **message.kwargs)
+        with soft_time_limit(soft):
+            value = job(*message.args, **message.kwargs)
     except Retry as retry:
         return _retried(job, message, request, retry, hostname)
     except Exception as exc:

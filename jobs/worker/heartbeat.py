@@ -9,7 +9,7 @@ import time
 from django.db import DatabaseError
 from django.utils import timezone
 
-from jobs.models import Worker as WorkerRow
+from jobs.models import JobResult, States, Worker as WorkerRow
 
 logger = logging.getLogger("jobs.worker")
 
@@ -45,12 +45,24 @@ class Heart:
         if self.row is None:
             return
         try:
-            WorkerRow.objects.filter(pk=self.row.pk).update(
-                last_seen=timezone.now(), processed=self.worker.processed,
-                active=self.worker.pool.running(),
-            )
+            row = WorkerRow.objects.filter(pk=self.row.pk)
+            row.update(last_seen=timezone.now(), processed=self.worker.processed,
+                       active=self.worker.pool.running())
+            if row.filter(stop_requested_at__isnull=False).exists():
+                logger.warning("Shutdown requested from the admin: warm shutdown")
+                self.worker.stop()
+            self._terminate_revoked()
         except DatabaseError as exc:
             logger.warning("Heartbeat not recorded: %s", exc)
+
+    def _terminate_revoked(self) -> None:
+        """Kill running jobs that were revoked with ``terminate=True``."""
+        running = self.worker.pool.running_ids()
+        if not running:
+            return
+        revoked = JobResult.objects.filter(job_id__in=running, state=States.REVOKED)
+        for job_id in revoked.values_list("job_id", flat=True):
+            self.worker.pool.terminate_job(job_id)
 
     def _renew_leases(self) -> None:
         """Keep the broker from handing our running jobs to another worker.

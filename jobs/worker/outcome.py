@@ -13,6 +13,7 @@ class Kind(str, Enum):
     REVOKED = "revoked"
     REJECTED = "rejected"  # dead-lettered: no worker can run it
     LOST = "lost"  # the process running it died
+    TIME_LIMIT = "time limit"  # killed for running past its hard time limit
     REQUEUE = "requeue"  # it could not run now (e.g. the database is down): deliver again
 
 

@@ -13,11 +13,14 @@ import os
 import queue
 import signal
 import threading
+import time
 from collections import deque
 from multiprocessing import connection as mpc, get_context
 
 from jobs.worker import connections
+from jobs.registry import registry
 from jobs.worker.execute import Delivery, execute
+from jobs.worker.limits import limits_for
 from jobs.worker.outcome import Kind, Outcome
 
 logger = logging.getLogger("jobs.worker")
@@ -53,6 +56,18 @@ class Pool:
     def running(self) -> int:
         return 0
 
+    def running_ids(self) -> list[str]:
+        """Ids of the jobs running now (for revocation with terminate)."""
+        return []
+
+    def take_backlog(self) -> list[Delivery]:
+        """Deliveries not started yet, taken back (to return them to the broker)."""
+        return []
+
+    def terminate_job(self, job_id: str) -> bool:
+        """Stop a running job if the pool can (prefork kills its child); True if it did."""
+        return False
+
     def _run(self, delivery: Delivery) -> Outcome:
         try:
             return execute(delivery, self.hostname, self.accept)
@@ -72,8 +87,8 @@ class SoloPool(Pool):
 
 
 class ThreadPool(Pool):
-    """Jobs in threads of the worker process. Good for I/O-bound jobs; a hard time limit
-    can't stop a thread, so only soft limits... and none are enforced here."""
+    """Jobs in threads of the worker process: good for I/O-bound jobs. A thread can't be
+    interrupted or killed from outside, so time limits are not enforced here."""
 
     name = "threads"
 
@@ -102,6 +117,16 @@ class ThreadPool(Pool):
     def submit(self, delivery: Delivery) -> None:
         self._inbox.put(delivery)
 
+    def take_backlog(self) -> list[Delivery]:
+        items = []
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return items
+            if item is not None:
+                items.append(item)
+
     def running(self) -> int:
         return self._busy
 
@@ -118,6 +143,8 @@ class _Child:
         self.process = process
         self.conn = conn
         self.delivery: Delivery | None = None
+        self.deadline: float | None = None  # monotonic time of the hard time limit
+        self.killed: Kind | None = None  # why we killed it: TIME_LIMIT or REVOKED
         self.done = 0
 
 
@@ -140,6 +167,7 @@ class PreforkPool(Pool):
         self._stopping = False
         self._wanted = 0
         self.max_tasks_per_child = self.options.get("max_tasks_per_child")
+        self.max_memory_per_child = self.options.get("max_memory_per_child")
         connections.close_all()
         for _ in range(self.concurrency):
             self._children.append(self._fork())
@@ -150,7 +178,8 @@ class PreforkPool(Pool):
     def _fork(self) -> _Child:
         parent_end, child_end = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
-            target=_child_main, args=(child_end, self.hostname, self.accept), daemon=True,
+            target=_child_main, daemon=True,
+            args=(child_end, self.hostname, self.accept, self.max_memory_per_child),
             name=f"jobs-child-{len(self._children) + 1}",
         )
         process.start()
@@ -184,6 +213,22 @@ class PreforkPool(Pool):
         with self._lock:
             return sum(1 for c in self._children if c.delivery is not None)
 
+    def running_ids(self) -> list[str]:
+        with self._lock:
+            return [c.delivery.headers.get("id") for c in self._children if c.delivery]
+
+    def terminate_job(self, job_id: str) -> bool:
+        with self._lock:
+            for child in self._children:
+                if child.delivery and child.delivery.headers.get("id") == job_id \
+                        and not child.killed:
+                    child.killed = Kind.REVOKED
+                    logger.warning("Terminating job %s (revoked): killing child process %s",
+                                   job_id, child.process.pid)
+                    child.process.kill()
+                    return True
+        return False
+
     def take_backlog(self) -> list[Delivery]:
         """Deliveries not started yet (to hand back to the broker at shutdown)."""
         with self._lock:
@@ -191,8 +236,6 @@ class PreforkPool(Pool):
         return items
 
     def stop(self, timeout: float) -> bool:
-        import time
-
         self._stopping = True
         deadline = time.monotonic() + timeout
         while self.running() and time.monotonic() < deadline:
@@ -222,6 +265,9 @@ class PreforkPool(Pool):
 
     def _send(self, child: _Child, delivery: Delivery) -> None:
         child.delivery = delivery
+        name = delivery.headers.get("task")
+        hard, _ = limits_for(registry._jobs.get(name), delivery.headers)
+        child.deadline = time.monotonic() + hard if hard else None
         try:
             child.conn.send(delivery)
         except (OSError, ValueError):
@@ -240,9 +286,10 @@ class PreforkPool(Pool):
                 waitables[child.conn] = child
                 waitables[child.process.sentinel] = child
             try:
-                ready = mpc.wait(list(waitables), timeout=0.5)
+                ready = mpc.wait(list(waitables), timeout=self._wait_time(children))
             except OSError:
                 continue
+            self._enforce_time_limits(children)
             for item in ready:
                 child = waitables[item]
                 if item is child.conn:
@@ -252,14 +299,37 @@ class PreforkPool(Pool):
             if self._stopping and not any(c.process.is_alive() for c in self._children):
                 return
 
-    def _receive(self, child: _Child) -> None:
+    def _wait_time(self, children: list[_Child]) -> float:
+        deadlines = [c.deadline for c in children if c.deadline is not None]
+        if not deadlines:
+            return 0.5
+        return max(0.0, min(0.5, min(deadlines) - time.monotonic()))
+
+    def _enforce_time_limits(self, children: list[_Child]) -> None:
+        now = time.monotonic()
+        for child in children:
+            if child.deadline is not None and now >= child.deadline and not child.killed:
+                child.killed = Kind.TIME_LIMIT
+                logger.error("Job %s passed its hard time limit; killing child process %s",
+                             child.delivery.headers.get("id") if child.delivery else "?",
+                             child.process.pid)
+                child.process.kill()
+
+    def _receive(self, child: _Child, block: bool = True) -> bool:
+        """Take one outcome from ``child``; False if there was none (or it died)."""
         try:
+            if not block and not child.conn.poll():
+                return False
             tag, outcome = child.conn.recv()
         except (EOFError, OSError):
-            return  # it died; its sentinel tells the rest
+            return False  # it died; its sentinel tells the rest
         with self._lock:
             child.delivery = None
+            child.deadline = None
             child.done += 1
+            if child.killed:  # it answered just as we killed it: the answer stands
+                self.completions.put((tag, outcome))
+                return True
             recycle = self.max_tasks_per_child and child.done >= self.max_tasks_per_child
             if recycle:
                 child.conn.send(None)
@@ -268,9 +338,12 @@ class PreforkPool(Pool):
             elif self._backlog and not self._stopping:
                 self._send(child, self._backlog.popleft())
         self.completions.put((tag, outcome))
+        return True
 
     def _bury(self, child: _Child) -> None:
         child.process.join(0.1)
+        while self._receive(child, block=False):  # outcomes sent just before it exited
+            pass
         with self._lock:
             if child not in self._children:
                 return
@@ -279,18 +352,29 @@ class PreforkPool(Pool):
             if not self._stopping:
                 self._wanted += 1
         code = child.process.exitcode
-        if lost is not None:
+        if lost is not None and child.killed:
+            reason = ("hard time limit exceeded" if child.killed is Kind.TIME_LIMIT
+                      else "terminated")
+            self.completions.put((lost.tag, Outcome(child.killed, lost.headers.get("id") or "",
+                                                    lost.headers.get("task") or "",
+                                                    reason=reason)))
+        elif lost is not None:
             logger.error("Child process %s died (exit code %s) while running job %s",
                          child.process.pid, code, lost.headers.get("id"))
             self.completions.put((lost.tag, Outcome(Kind.LOST, lost.headers.get("id") or "",
                                                     lost.headers.get("task") or "",
                                                     reason=f"exit code {code}")))
+        elif code == RECYCLE_EXIT:
+            logger.info("Child process %s recycled (memory limit)", child.process.pid)
         elif not self._stopping:
             logger.warning("Child process %s exited (code %s); replacing it",
                            child.process.pid, code)
 
 
-def _child_main(conn, hostname: str, accept: set[str]) -> None:
+RECYCLE_EXIT = 75  # a child leaving to be replaced by a fresh one
+
+
+def _child_main(conn, hostname: str, accept: set[str], max_memory_kb: int | None) -> None:
     """The loop of a prefork child: receive a delivery, run it, send back the outcome."""
     from jobs import signals
 
@@ -314,7 +398,16 @@ def _child_main(conn, hostname: str, accept: set[str]) -> None:
             conn.send((delivery.tag, outcome))
         except (OSError, ValueError):
             break
+        if max_memory_kb and _peak_rss_kb() > max_memory_kb:
+            connections.close_all()
+            os._exit(RECYCLE_EXIT)
     connections.close_all()
+
+
+def _peak_rss_kb() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _die_with_parent() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db import IntegrityError, transaction
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from jobs.messages import JobMessage
@@ -39,21 +40,27 @@ def _identity(message: JobMessage) -> dict:
     }
 
 
-def mark_started(message: JobMessage, hostname: str, track: bool) -> bool:
-    """Record that the job runs now. False if it was revoked meanwhile: don't run it."""
+def mark_started(message: JobMessage, hostname: str, track: bool) -> int | None:
+    """Record that the job runs now; returns how many times this attempt has been started
+    (more than once: a worker died running it), or None if it was revoked: don't run it."""
     now = timezone.now()
     fields = {"state": States.STARTED, "worker": hostname, "date_started": now,
               "retries": message.retries, "date_done": None}
     if not track:
-        return not Row.objects.filter(job_id=message.id, state=States.REVOKED).exists()
+        revoked = Row.objects.filter(job_id=message.id, state=States.REVOKED).exists()
+        return None if revoked else 1
     try:
         with transaction.atomic():
-            Row.objects.create(job_id=message.id, **_identity(message), **fields)
-        return True
+            Row.objects.create(job_id=message.id, deliveries=1, **_identity(message), **fields)
+        return 1
     except IntegrityError:
         pass
-    updated = _attempt(message).exclude(state=States.REVOKED).update(**fields)
-    return bool(updated)
+    # Started before: a redelivery (count it), a retry (count afresh), or revoked.
+    again = Case(When(retries=message.retries, then=F("deliveries") + 1), default=Value(1))
+    attempt = _attempt(message).exclude(state=States.REVOKED)
+    if not attempt.update(deliveries=again, **fields):
+        return None
+    return attempt.values_list("deliveries", flat=True).first() or 1
 
 
 def mark_succeeded(message: JobMessage, value, runtime: float, hostname: str) -> None:

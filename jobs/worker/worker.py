@@ -17,12 +17,13 @@ import time
 from datetime import datetime
 
 from kombu import Consumer
+from kombu.compression import decompress
 from kombu.serialization import prepare_accept_content, registry as serializers
 
 from jobs import signals
 from jobs.broker import is_database_broker, new_connection, queue_for
 from jobs.conf import settings
-from jobs.exceptions import WorkerLostError
+from jobs.exceptions import TimeLimitExceeded, WorkerLostError
 from jobs.messages import decode, parse_datetime
 from jobs.registry import registry
 from jobs.worker import connections, deadletters, delayed, heartbeat, recording
@@ -43,7 +44,8 @@ class Worker:
     def __init__(self, queues: list[str] | None = None, concurrency: int | None = None,
                  pool: str | None = None, hostname: str | None = None,
                  prefetch_multiplier: int | None = None, shutdown_timeout: float | None = None,
-                 max_tasks_per_child: int | None = None, beat: bool = False) -> None:
+                 max_tasks_per_child: int | None = None, max_memory_per_child: int | None = None,
+                 beat: bool = False) -> None:
         self.queues = queues or [settings.TASK_DEFAULT_QUEUE]
         self.concurrency = concurrency or settings.WORKER_CONCURRENCY or os.cpu_count() or 1
         self.pool_name = pool or settings.WORKER_POOL
@@ -54,6 +56,8 @@ class Worker:
         self.shutdown_timeout = (settings.WORKER_SHUTDOWN_TIMEOUT if shutdown_timeout is None
                                  else shutdown_timeout)
         self.max_tasks_per_child = max_tasks_per_child or settings.WORKER_MAX_TASKS_PER_CHILD
+        self.max_memory_per_child = (max_memory_per_child
+                                     or settings.WORKER_MAX_MEMORY_PER_CHILD)
         self.beat = beat
         self.accept = prepare_accept_content(settings.ACCEPT_CONTENT)  # MIME types
         self.stopping = False
@@ -64,6 +68,7 @@ class Worker:
         self.pool = POOLS[self.pool_name](
             self.concurrency, self.hostname, self.accept,
             max_tasks_per_child=self.max_tasks_per_child,
+            max_memory_per_child=self.max_memory_per_child,
         )
         self.heart = heartbeat.Heart(self)
         self.releaser = None if is_database_broker() else delayed.Releaser(self.queues)
@@ -204,6 +209,11 @@ class Worker:
         self.processed += 1
         if outcome.kind is Kind.LOST:
             outcome = self._worker_lost(message, outcome)
+        elif outcome.kind is Kind.REVOKED and outcome.reason == "terminated":
+            logger.warning("Job %s[%s] terminated (revoked)", outcome.name, outcome.job_id)
+        elif outcome.kind is Kind.TIME_LIMIT:
+            self._record_failure(message, outcome, TimeLimitExceeded(
+                f"{outcome.name}[{outcome.job_id}] passed its hard time limit and was killed"))
         if message is None or early:
             return  # acknowledged already, or its connection is gone (redelivered anyway)
         try:
@@ -222,14 +232,24 @@ class Worker:
                          outcome.name, outcome.job_id, outcome.reason)
             return Outcome(Kind.REQUEUE, outcome.job_id, outcome.name, outcome.reason)
         error = WorkerLostError(f"the process running the job died ({outcome.reason})")
-        if message is not None:
-            try:
-                msg = decode(message.headers, message.body, message.content_type,
-                             message.content_encoding, self.accept)
-                recording.mark_failed(msg, error, "", None, self.hostname)
-            except Exception:
-                logger.exception("Could not record the loss of %s", outcome.job_id)
+        self._record_failure(message, outcome, error)
         return Outcome(Kind.FAILED, outcome.job_id, outcome.name, str(error))
+
+    def _record_failure(self, message, outcome: Outcome, error: Exception) -> None:
+        """Record FAILURE for a job whose process could not (it was killed)."""
+        logger.error("Job %s[%s] failed: %s", outcome.name, outcome.job_id, error,
+                     extra={"job_id": outcome.job_id})
+        if message is None:
+            return
+        try:
+            msg = decode(message.headers, _body(message), message.content_type,
+                         message.content_encoding, self.accept)
+            recording.mark_failed(msg, error, "", None, self.hostname)
+            job = registry.get(msg.name)
+            signals.job_failed.send(job, job_id=msg.id, name=msg.name, request=None,
+                                    exception=error, traceback="", runtime=None)
+        except Exception:
+            logger.exception("Could not record the failure of %s", outcome.job_id)
 
     # Stopping ----------------------------------------------------------------------------
 
@@ -253,8 +273,7 @@ class Worker:
         self.stopping = True
 
     def _hand_back_backlog(self) -> None:
-        take = getattr(self.pool, "take_backlog", None)
-        for delivery in take() if take else []:
+        for delivery in self.pool.take_backlog():
             message = self._inflight.pop(delivery.tag, None)
             if message is not None and delivery.tag not in self._acked_early:
                 message.requeue()
@@ -284,6 +303,11 @@ class Worker:
             conn.release()
         except Exception:
             pass
+
+
+def _body(message) -> bytes:
+    compression = (message.headers or {}).get("compression")
+    return decompress(message.body, compression) if compression else message.body
 
 
 def _why_not_a_job(delivery: Delivery, accept) -> str:

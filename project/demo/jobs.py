@@ -39,3 +39,39 @@ def flaky(self, succeed_on):
 @job(queue="other")
 def on_other_queue(x):
     return x * 2
+
+
+@job(time_limit=1)
+def spin_forever():
+    """Never returns: only the hard time limit stops it."""
+    while True:
+        pass
+
+
+@job(soft_time_limit=0.5)
+def tidy_up_when_told():
+    from jobs.exceptions import SoftTimeLimitExceeded
+
+    try:
+        time.sleep(5)
+    except SoftTimeLimitExceeded:
+        return "cleaned up"
+    return "not interrupted"
+
+
+@job(reject_on_worker_lost=False)
+def die_once():
+    """Kills the process running it; recorded FAILURE (WorkerLostError), not run again."""
+    os.kill(os.getpid(), 9)
+
+
+@job
+def die_always():
+    """A poison job: kills every process that runs it, so it is redelivered until it is
+    dead-lettered."""
+    os.kill(os.getpid(), 9)
+
+
+@job
+def pid():
+    return os.getpid()

@@ -28,6 +28,9 @@ class Command(BaseCommand):
                             help="Seconds a warm shutdown waits for running jobs.")
         parser.add_argument("--max-tasks-per-child", type=int, default=None,
                             help="Replace a prefork child after this many jobs.")
+        parser.add_argument("--max-memory-per-child", type=int, default=None,
+                            help="Replace a prefork child once its resident memory passes "
+                                 "this many KiB (checked after each job).")
 
     def handle(self, *args, **options):
         level = options["loglevel"].upper()
@@ -45,6 +48,7 @@ class Command(BaseCommand):
             prefetch_multiplier=options["prefetch_multiplier"],
             shutdown_timeout=options["shutdown_timeout"],
             max_tasks_per_child=options["max_tasks_per_child"],
+            max_memory_per_child=options["max_memory_per_child"],
         )
         self.stdout.write(banner(worker))
         self.stdout.flush()

@@ -1,0 +1,53 @@
+"""Time limits for running jobs.
+
+The soft limit raises :class:`SoftTimeLimitExceeded` inside the job (SIGALRM), so it can
+clean up; this works wherever the job runs in its process's main thread (the prefork and
+solo pools). The hard limit is enforced by the prefork pool, which kills the child process.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+
+from jobs.exceptions import SoftTimeLimitExceeded
+
+
+def _raise_soft_limit(signum, frame):
+    raise SoftTimeLimitExceeded("soft time limit exceeded")
+
+
+@contextmanager
+def soft_time_limit(seconds: float | None):
+    """Raise SoftTimeLimitExceeded in this thread after ``seconds`` (main thread only)."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, _raise_soft_limit)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def limits_for(job, headers: dict) -> tuple[float | None, float | None]:
+    """(hard, soft) seconds for a delivery: the message's own, else the job's, else JOBS."""
+    hard = soft = None
+    limits = headers.get("timelimit")
+    if isinstance(limits, (list, tuple)) and len(limits) == 2:
+        hard, soft = (_seconds(v) for v in limits)
+    if job is not None:
+        hard = hard if hard is not None else job.option("time_limit")
+        soft = soft if soft is not None else job.option("soft_time_limit")
+    return hard, soft
+
+
+def _seconds(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None

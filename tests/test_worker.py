@@ -1,0 +1,136 @@
+"""The worker under failure: time limits, dying processes, poison messages, recycling,
+revocation, shutdown. Pool-level behaviour, shown on the database broker (no server needed)
+and, where the broker matters, on each broker."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+from django.utils import timezone
+
+from jobs import JobResult
+from jobs.models import DeadLetter, JobResult as Row, Worker
+from project.demo import jobs as demo
+from tests.conftest import broker_params, wait_for
+
+pytestmark = pytest.mark.e2e
+database_broker = pytest.mark.parametrize("broker_url", ["django"], indirect=True)
+brokers = pytest.mark.parametrize("broker_url", broker_params(), indirect=True)
+
+
+@database_broker
+def test_a_hard_time_limit_kills_the_job_and_the_worker_goes_on(broker_url, start_worker):
+    start_worker(broker_url, "-c", "1")
+    stuck = demo.spin_forever.delay()
+    after = demo.add.delay(1, 2)
+    with pytest.raises(Exception, match="passed its hard time limit"):
+        stuck.get(timeout=20)
+    assert stuck.state == "FAILURE"
+    assert Row.objects.get(job_id=stuck.id).result["exc_type"] == "TimeLimitExceeded"
+    assert after.get(timeout=20) == 3
+
+
+@database_broker
+def test_a_soft_time_limit_lets_the_job_clean_up(broker_url, start_worker):
+    start_worker(broker_url, "-c", "1")
+    assert demo.tidy_up_when_told.delay().get(timeout=20) == "cleaned up"
+
+
+@database_broker
+def test_a_job_whose_process_died_fails_with_worker_lost_when_not_redelivered(
+        broker_url, start_worker):
+    start_worker(broker_url, "-c", "1")
+    handle = demo.die_once.delay()
+    with pytest.raises(Exception, match="the process running the job died"):
+        handle.get(timeout=20)
+    assert Row.objects.get(job_id=handle.id).result["exc_type"] == "WorkerLostError"
+    assert demo.add.delay(2, 2).get(timeout=20) == 4
+
+
+@database_broker
+def test_a_poison_job_is_dead_lettered_after_max_deliveries(broker_url, start_worker):
+    start_worker(broker_url, "-c", "1")
+    handle = demo.die_always.delay()
+    with pytest.raises(Exception, match="started 6 times without finishing"):
+        handle.get(timeout=40)
+    letter = DeadLetter.objects.get(job_id=handle.id)
+    assert "TASK_MAX_DELIVERIES = 5" in letter.reason
+    assert demo.add.delay(2, 3).get(timeout=20) == 5
+
+
+@database_broker
+def test_max_tasks_per_child_replaces_the_child(broker_url, start_worker):
+    start_worker(broker_url, "-c", "1", "--max-tasks-per-child", "2")
+    pids = [demo.pid.delay().get(timeout=20) for _ in range(6)]
+    assert len(set(pids)) == 3
+    assert pids[0] == pids[1] and pids[2] == pids[3] and pids[4] == pids[5]
+
+
+@database_broker
+def test_max_memory_per_child_replaces_the_child(broker_url, start_worker):
+    start_worker(broker_url, "-c", "1", "--max-memory-per-child", "1000")  # 1 MB: always over
+    pids = [demo.pid.delay().get(timeout=20) for _ in range(3)]
+    assert len(set(pids)) == 3
+
+
+@database_broker
+def test_revoke_with_terminate_stops_a_running_job(broker_url, start_worker):
+    start_worker(broker_url, "-c", "1")
+    handle = demo.sleep_then_add.delay(30, 1, 1)
+    wait_for(lambda: handle.state == "STARTED", message="the job never started")
+    started = time.monotonic()
+    handle.revoke(terminate=True)
+    assert demo.add.delay(1, 1).get(timeout=20) == 2
+    assert time.monotonic() - started < 10
+    assert handle.state == "REVOKED"
+
+
+@database_broker
+def test_a_stop_requested_from_the_admin_shuts_the_worker_down(broker_url, start_worker):
+    worker = start_worker(broker_url, "-c", "1")
+    record = wait_for(lambda: Worker.objects.filter(stopped_at=None).first())
+    Worker.objects.filter(pk=record.pk).update(stop_requested_at=timezone.now())
+    assert worker.wait(20) == 0
+    assert Worker.objects.get(pk=record.pk).stopped_at is not None
+
+
+@database_broker
+def test_a_second_signal_leaves_at_once_and_the_job_runs_again_later(broker_url, start_worker):
+    first = start_worker(broker_url, "-c", "1")
+    handle = demo.sleep_then_add.delay(4, 2, 3)
+    wait_for(lambda: handle.state == "STARTED", message="the job never started")
+    first.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    first.signal(signal.SIGTERM)
+    assert first.wait(10) == 1
+    start_worker(broker_url, "-c", "1")
+    assert handle.get(timeout=40) == 5
+
+
+@brokers
+def test_warm_shutdown_hands_back_jobs_it_had_not_started(broker_url, start_worker):
+    first = start_worker(broker_url, "-c", "1", "--prefetch-multiplier", "4")
+    running = demo.sleep_then_add.delay(1.5, 0, 1)
+    waiting = [demo.add.delay(i, 0) for i in range(3)]
+    wait_for(lambda: running.state == "STARTED", message="the job never started")
+    first.signal(signal.SIGTERM)
+    assert first.wait(30) == 0
+    assert running.get(timeout=1) == 1
+    assert all(JobResult(h.id).state == "PENDING" for h in waiting)
+    start_worker(broker_url, "-c", "1")
+    assert [h.get(timeout=30) for h in waiting] == [0, 1, 2]
+
+
+@brokers
+def test_prefetch_multiplier_one_keeps_short_jobs_from_waiting_behind_a_long_one(
+        broker_url, start_worker):
+    start_worker(broker_url, "-c", "1", "--prefetch-multiplier", "1", "-n", "busy@e2e")
+    long = demo.sleep_then_add.delay(6, 0, 0)
+    wait_for(lambda: long.state == "STARTED", message="the long job never started")
+    start_worker(broker_url, "-c", "1", "--prefetch-multiplier", "1", "-n", "free@e2e")
+    short = [demo.add.delay(i, i) for i in range(4)]
+    assert [h.get(timeout=5) for h in short] == [0, 2, 4, 6]
+    assert {Row.objects.get(job_id=h.id).worker for h in short} == {"free@e2e"}
+    assert long.state == "STARTED"
