@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.core.serializers.json import DjangoJSONEncoder
 from django.urls import reverse
@@ -235,6 +235,23 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     readonly_fields = tuple(field for _, options in fieldsets for field in options["fields"])
 
     created = timestamp("date_created", "date created")
+    actions = ["requeue"]
+
+    def has_requeue_permission(self, request):
+        return request.user.has_perm("jobs.change_deadletter")
+
+    @admin.action(description="Requeue selected messages", permissions=["requeue"])
+    def requeue(self, request, queryset):
+        done = 0
+        for letter in queryset:
+            try:
+                letter.requeue()
+                done += 1
+            except Exception as exc:  # the broker is down: keep the letter, say why
+                self.message_user(request, f"Could not requeue {letter}: {exc}",
+                                  messages.ERROR)
+        if done:
+            self.message_user(request, f"Requeued {done} message(s).", messages.SUCCESS)
 
     @admin.display(description="reason", ordering="reason")
     def reason_short(self, obj):

@@ -11,8 +11,8 @@ from functools import lru_cache
 
 from django.db import connection as db_connection, transaction
 from kombu import Connection, Exchange, Queue, pools
-from kombu.utils.url import maybe_sanitize_url
 from kombu.exceptions import OperationalError as KombuOperationalError
+from kombu.utils.url import maybe_sanitize_url
 
 from jobs.conf import on_reset, settings
 from jobs.exceptions import PublishError
@@ -40,6 +40,9 @@ def transport_options(url: str | None = None) -> dict:
         # kombu's default (one hour) would hold a dead worker's jobs that long; the worker
         # renews the visibility of its in-flight messages, so a short timeout is safe.
         options["visibility_timeout"] = 60
+        # A worker killed while restoring others' messages holds this lock until it expires
+        # (kombu's default is five minutes, which stalls every restore that long).
+        options["unacked_mutex_expire"] = 10
     options.update(settings.BROKER_TRANSPORT_OPTIONS)
     return options
 
@@ -52,9 +55,19 @@ def new_connection(url: str | None = None) -> Connection:
     url = url or broker_url()
     return Connection(
         url,
+        transport=_transport_class(url),
         transport_options=transport_options(url),
         connect_timeout=settings.BROKER_CONNECTION_TIMEOUT,
     )
+
+
+def _transport_class(url: str):
+    if url.startswith(("redis:", "rediss:")):
+        # kombu's, with a message moved from the queue to the unacked records atomically.
+        from jobs.transport.redis import Transport
+
+        return Transport
+    return None
 
 
 def get_connection() -> Connection:
@@ -193,3 +206,22 @@ def _publish(producer, envelope: Envelope, compression, retry, retry_policy) -> 
         delivery_mode=2,
     )
 
+
+
+def publish_raw(queue: str, body: bytes, *, headers: dict, content_type: str,
+                content_encoding: str, properties: dict | None = None) -> None:
+    """Send an already-serialized message as it is (requeueing a dead letter)."""
+    properties = properties or {}
+    try:
+        with pools.producers[get_connection()].acquire(block=True) as producer:
+            producer.publish(
+                body, exchange="", routing_key=queue, declare=[queue_for(queue)],
+                headers=headers, content_type=content_type, content_encoding=content_encoding,
+                correlation_id=properties.get("correlation_id"),
+                priority=properties.get("priority"), delivery_mode=2,
+                retry=settings.TASK_PUBLISH_RETRY,
+                retry_policy=settings.TASK_PUBLISH_RETRY_POLICY,
+            )
+    except (KombuOperationalError, ConnectionError, OSError) as exc:
+        raise PublishError(f"could not send to {maybe_sanitize_url(broker_url())!r}: {exc}") \
+            from exc

@@ -149,7 +149,8 @@ def _check_numbers() -> list:
                 f"JOBS[{key!r}] = {value!r} must be a non-negative number.", "", "jobs.E010"
             ))
     for key in ("TASK_TIME_LIMIT", "TASK_SOFT_TIME_LIMIT", "WORKER_CONCURRENCY",
-                "WORKER_MAX_TASKS_PER_CHILD", "WORKER_MAX_MEMORY_PER_CHILD", "TASK_MAX_DELIVERIES"):
+                "WORKER_MAX_TASKS_PER_CHILD", "WORKER_MAX_MEMORY_PER_CHILD", "TASK_MAX_DELIVERIES",
+                "TASK_MAX_MESSAGE_SIZE"):
         value = getattr(settings, key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or value <= 0):

@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "TASK_SERIALIZER": "json",
     "TASK_COMPRESSION": None,
     "ACCEPT_CONTENT": ["json"],
+    "TASK_MAX_MESSAGE_SIZE": 4 * 1024 * 1024,  # bytes of serialized body; None: no limit
     "TASK_PUBLISH_RETRY": True,
     "TASK_PUBLISH_RETRY_POLICY": {
         "max_retries": 3,

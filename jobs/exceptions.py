@@ -22,6 +22,10 @@ class EncodeError(JobsError, TypeError):
     """The arguments of a call can't be serialized for the broker."""
 
 
+class MessageTooLarge(EncodeError, ValueError):
+    """The serialized arguments pass ``TASK_MAX_MESSAGE_SIZE``."""
+
+
 class PublishError(JobsError):
     """The broker could not be reached within the retry policy."""
 

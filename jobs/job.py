@@ -143,7 +143,7 @@ class Job(Generic[P, R]):
             return self.apply(args, kwargs, **options)
         message = self.build_message(args, kwargs, options)
         envelope = encode(message, options.get("serializer") or self.serializer
-                          or settings.TASK_SERIALIZER, self.func)
+                          or settings.TASK_SERIALIZER, self.func, settings.TASK_MAX_MESSAGE_SIZE)
         broker.publish(
             envelope,
             on_commit=options.get("on_commit"),
@@ -175,8 +175,9 @@ class Job(Generic[P, R]):
         if settings.ALWAYS_EAGER:
             return [self.apply(args, kwargs, **options) for args, kwargs in pairs]
         serializer = options.get("serializer") or self.serializer or settings.TASK_SERIALIZER
-        envelopes = [encode(self.build_message(args, kwargs, options), serializer, self.func)
-                     for args, kwargs in pairs]
+        limit = settings.TASK_MAX_MESSAGE_SIZE
+        envelopes = [encode(self.build_message(args, kwargs, options), serializer, self.func,
+                            limit) for args, kwargs in pairs]
         broker.publish_many(envelopes, on_commit=options.get("on_commit"),
                             compression=options.get("compression") or self.compression)
         for envelope in envelopes:

@@ -11,12 +11,12 @@ import inspect
 import os
 import socket
 from dataclasses import dataclass, field
-from datetime import datetime, timezone as dt_timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from kombu.serialization import dumps, loads
 
-from jobs.exceptions import EncodeError, InvalidMessage
+from jobs.exceptions import EncodeError, InvalidMessage, MessageTooLarge
 
 EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
@@ -81,12 +81,20 @@ class Envelope:
     headers: dict
 
 
-def encode(message: JobMessage, serializer: str, func=None) -> Envelope:
-    """Serialize ``message``; an argument the serializer can't carry is a TypeError here."""
+def encode(message: JobMessage, serializer: str, func=None,
+           max_size: int | None = None) -> Envelope:
+    """Serialize ``message``; an argument the serializer can't carry is a TypeError here,
+    and a body larger than ``max_size`` bytes is a MessageTooLarge."""
     try:
         content_type, content_encoding, payload = dumps(message.body(), serializer=serializer)
     except Exception as exc:
         raise _explain_encode_error(message, serializer, func, exc) from exc
+    if max_size and len(payload) > max_size:
+        raise MessageTooLarge(
+            f"{message.name}: the arguments take {len(payload):,} bytes, more than "
+            f"TASK_MAX_MESSAGE_SIZE ({max_size:,}); store large data elsewhere (a file, a row) "
+            "and pass a reference to it"
+        )
     return Envelope(message, payload, content_type, content_encoding, message.header_dict())
 
 
@@ -185,7 +193,7 @@ def parse_datetime(value) -> datetime | None:
     else:
         raise ValueError(f"{value!r} is not an ISO 8601 date-time")
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt_timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return parsed
 
 

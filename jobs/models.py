@@ -114,6 +114,23 @@ class DeadLetter(models.Model):
     def __str__(self) -> str:
         return f"{self.job_name or 'message'} {self.job_id}: {self.reason[:60]}"
 
+    def requeue(self) -> None:
+        """Send the message back to its queue as it was received, and forget this letter.
+
+        For a job that was unregistered when it arrived, or a poison job that has been
+        fixed. The retry count is kept; the start count of a poison job starts afresh.
+        """
+        from jobs.broker import publish_raw
+
+        if self.job_id:
+            JobResult.objects.filter(job_id=self.job_id).update(deliveries=0)
+        publish_raw(
+            self.queue or "default", bytes(self.body), headers=self.headers or {},
+            content_type=self.content_type, content_encoding=self.content_encoding,
+            properties=self.properties or {},
+        )
+        self.delete()
+
 
 def offline_after() -> timedelta:
     """A worker that missed this long of heartbeats is offline."""

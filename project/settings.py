@@ -8,6 +8,7 @@ One project runs on every database and broker: ``DATABASE_URL`` (``sqlite:///pat
 import json
 import os
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -110,6 +111,16 @@ JOBS = {
     # e.g. '{"visibility_timeout": 10}'
     "BROKER_TRANSPORT_OPTIONS": json.loads(os.environ.get("JOBS_BROKER_TRANSPORT_OPTIONS", "{}")),
     "WORKER_HEARTBEAT_INTERVAL": float(os.environ.get("JOBS_WORKER_HEARTBEAT_INTERVAL", "5")),
+}
+
+# Periodic jobs declared in settings, synced into the database when `jobs_beat` starts;
+# more can be added in the admin (Periodic jobs > Periodic tasks).
+JOBS_BEAT_SCHEDULE = {
+    "demo-add-every-30s": {
+        "task": "project.demo.jobs.add",
+        "schedule": timedelta(seconds=30),
+        "args": (16, 16),
+    },
 }
 
 LOGGING = {

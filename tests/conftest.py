@@ -6,6 +6,7 @@ skipped with the command that starts the service.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -22,7 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+# Each test session keeps to its own keys on Redis and its own virtual host on RabbitMQ, so
+# two sessions on one machine never consume or purge each other's jobs.
+SESSION = f"jobs-test-{os.getpid()}"
 
 SERVICES = {
     "redis": (6379, "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save '' "
@@ -53,12 +57,25 @@ def require(service: str) -> None:
 
 # Brokers ------------------------------------------------------------------------------------
 
-BROKERS = {"django": "django://", "redis": REDIS_URL, "amqp": AMQP_URL}
+BROKERS = {"django": "django://", "redis": REDIS_URL, "amqp": AMQP_URL + SESSION}
 BROKER_SERVICE = {"redis": "redis", "amqp": "rabbitmq"}
 
 
+@pytest.fixture(scope="session")
+def _amqp_vhost():
+    """This session's RabbitMQ virtual host, made on first use and removed at the end."""
+    subprocess.run(["rabbitmqctl", "add_vhost", SESSION], capture_output=True, check=True)
+    subprocess.run(["rabbitmqctl", "set_permissions", "-p", SESSION, "guest", ".*", ".*", ".*"],
+                   capture_output=True, check=True)
+    yield
+    subprocess.run(["rabbitmqctl", "delete_vhost", SESSION], capture_output=True)
+
+
 def broker_params():
-    return [pytest.param(name, id=name) for name in BROKERS]
+    """One parameter per broker. The database broker's also runs in the PostgreSQL session
+    (``pytest -m pg``); the others don't depend on the database."""
+    return [pytest.param(name, id=name, marks=[pytest.mark.pg] if name == "django" else [])
+            for name in BROKERS]
 
 
 @pytest.fixture
@@ -67,6 +84,8 @@ def broker_url(request, settings, transactional_db):
     name = request.param
     if name in BROKER_SERVICE:
         require(BROKER_SERVICE[name])
+    if name == "amqp":
+        request.getfixturevalue("_amqp_vhost")
     url = BROKERS[name]
     settings.JOBS = {**settings.JOBS, "BROKER_URL": url,
                      "BROKER_TRANSPORT_OPTIONS": TEST_TRANSPORT_OPTIONS}
@@ -77,7 +96,7 @@ def broker_url(request, settings, transactional_db):
 
 # Short enough that a killed worker's job comes back within a test, long enough that a live
 # worker's renewal (every heartbeat) keeps its running jobs.
-TEST_TRANSPORT_OPTIONS = {"visibility_timeout": 4}
+TEST_TRANSPORT_OPTIONS = {"visibility_timeout": 4, "global_keyprefix": f"{SESSION}:"}
 TEST_HEARTBEAT = 0.5
 TEST_QUEUES = ("default", "other")
 
@@ -93,7 +112,10 @@ def purge(url: str) -> None:
     if url.startswith("redis"):
         import redis
 
-        redis.Redis.from_url(url).flushdb()
+        client = redis.Redis.from_url(url)
+        keys = list(client.scan_iter(match=f"{SESSION}:*", count=1000))
+        if keys:
+            client.delete(*keys)
         return
     with new_connection(url) as conn:
         channel = conn.channel()
@@ -116,22 +138,24 @@ def database_url() -> str:
     return f"postgres://{auth}{conf.get('HOST') or '127.0.0.1'}:{conf.get('PORT') or 5432}/{conf['NAME']}"
 
 
-class WorkerProcess:
-    """A real ``manage.py jobs_worker`` in its own process group."""
+class CommandProcess:
+    """A real ``manage.py <command>`` against the test database, in its own process group."""
 
-    def __init__(self, broker_url: str, args: list[str], log: Path) -> None:
+    ready_text = ""
+
+    def __init__(self, command: str, broker_url: str, args: list[str], log: Path) -> None:
         env = {
             **os.environ,
             "DATABASE_URL": database_url(),
             "JOBS_BROKER_URL": broker_url,
-            "JOBS_BROKER_TRANSPORT_OPTIONS": __import__("json").dumps(TEST_TRANSPORT_OPTIONS),
+            "JOBS_BROKER_TRANSPORT_OPTIONS": json.dumps(TEST_TRANSPORT_OPTIONS),
             "JOBS_WORKER_HEARTBEAT_INTERVAL": str(TEST_HEARTBEAT),
             "PYTHONUNBUFFERED": "1",
         }
         self.log = log
         self._out = open(log, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "jobs_worker", *args],
+            [sys.executable, str(ROOT / "manage.py"), command, *args],
             cwd=ROOT, env=env, stdout=self._out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -140,26 +164,28 @@ class WorkerProcess:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def wait_ready(self, timeout: float = 30) -> WorkerProcess:
+    def wait_ready(self, timeout: float = 30):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if "consuming from" in self.output:
+            if self.ready_text in self.output:
                 return self
             if self.process.poll() is not None:
-                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.output}")
+                raise AssertionError(f"exited with {self.process.returncode}:\n{self.output}")
             time.sleep(0.05)
-        raise AssertionError(f"worker not ready after {timeout}s:\n{self.output}")
+        raise AssertionError(f"not ready after {timeout}s:\n{self.output}")
 
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
 
     def kill_all(self, signum: int = 9) -> None:
-        """Kill the worker and its children at once, as an OOM killer or power cut would."""
+        """Kill the process and its children at once, as an OOM killer or power cut would."""
         try:
             os.killpg(self.process.pid, signum)
         except ProcessLookupError:
             pass
         self.process.wait(10)
+
+    kill = kill_all
 
     def wait(self, timeout: float = 30) -> int:
         return self.process.wait(timeout)
@@ -170,23 +196,55 @@ class WorkerProcess:
         self._out.close()
 
 
+class WorkerProcess(CommandProcess):
+    ready_text = "consuming from"
+
+
+class BeatProcess(CommandProcess):
+    ready_text = "scheduling"
+
+
+def _process_fixture(request, tmp_path, kind, command, default_args=()):
+    started: list[CommandProcess] = []
+
+    def start(broker_url: str = "django://", *args: str, ready: bool = True):
+        log = tmp_path / f"{command}-{len(started) + 1}.log"
+        process = kind(command, broker_url, [*default_args, *args], log)
+        started.append(process)
+        return process.wait_ready() if ready else process
+
+    return started, start
+
+
+def _stop_all(request, started) -> None:
+    for process in started:
+        process.stop()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for process in started:
+            print(f"--- {process.log.name} ---\n{process.output}")
+
+
 @pytest.fixture
 def start_worker(transactional_db, tmp_path, request):
     """Start real workers: ``start_worker(broker_url, "-c", "2")``; all are stopped after."""
-    workers: list[WorkerProcess] = []
-
-    def start(broker_url: str, *args: str, ready: bool = True) -> WorkerProcess:
-        log = tmp_path / f"worker-{len(workers) + 1}.log"
-        worker = WorkerProcess(broker_url, ["-Q", ",".join(TEST_QUEUES), *args], log)
-        workers.append(worker)
-        return worker.wait_ready() if ready else worker
-
+    started, start = _process_fixture(request, tmp_path, WorkerProcess, "jobs_worker",
+                                      ("-Q", ",".join(TEST_QUEUES)))
     yield start
-    for worker in workers:
-        worker.stop()
-    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
-        for worker in workers:
-            print(f"--- {worker.log.name} ---\n{worker.output}")
+    _stop_all(request, started)
+
+
+@pytest.fixture
+def start_beat(transactional_db, tmp_path, request):
+    """Start real schedulers: ``start_beat("--no-sync", broker_url=...)``; killed after."""
+    started, start = _process_fixture(request, tmp_path, BeatProcess, "jobs_beat",
+                                      ("--tick", "0.2"))
+
+    def start_beat_process(*args: str, broker_url: str = "django://"):
+        return start(broker_url, *args)
+
+    yield start_beat_process
+    _stop_all(request, started)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

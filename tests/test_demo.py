@@ -243,12 +243,13 @@ def test_ensure_admin_makes_a_new_password_each_time():
     assert authenticate(username="admin", password=second) is not None
 
 
-def test_demo_runs_a_worker_and_a_local_web_server_with_this_interpreter():
-    worker, web = demo.children(port=8123, concurrency=3)
+def test_demo_runs_a_worker_a_scheduler_and_a_local_web_server_with_this_interpreter():
+    worker, web, beat = demo.children(port=8123, concurrency=3)
 
-    assert worker.argv[0] == web.argv[0] == sys.executable
+    assert worker.argv[0] == web.argv[0] == beat.argv[0] == sys.executable
     assert worker.argv[-3:] == ["jobs_worker", "-c", "3"]
     assert web.argv[-3:] == ["runserver", "127.0.0.1:8123", "--noreload"]
+    assert beat.argv[-1] == "jobs_beat"
 
 
 @pytest.mark.parametrize("options", [{"port": 0}, {"port": 70000}, {"concurrency": 0}])

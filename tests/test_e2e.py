@@ -7,14 +7,13 @@ import time
 
 import pytest
 
-from jobs import JobResult
-from jobs.messages import JobMessage, encode
 from jobs.broker import publish
+from jobs.messages import JobMessage, encode
 from jobs.models import DeadLetter, JobResult as Row, Worker
 from project.demo import jobs as demo
 from tests.conftest import broker_params, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.pg]
+pytestmark = pytest.mark.e2e
 brokers = pytest.mark.parametrize("broker_url", broker_params(), indirect=True)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import User
@@ -14,6 +14,7 @@ from jobs.exceptions import ConfigurationError, EncodeError
 from jobs.registry import registry
 from jobs.testing import capture_jobs
 from project.demo import jobs as demo
+
 
 def test_a_jobs_name_is_its_module_and_qualname():
     assert demo.add.name == "project.demo.jobs.add"
@@ -92,13 +93,13 @@ def test_delay_returns_a_handle_with_the_id_it_sent():
 
 
 def test_apply_async_options_reach_the_message():
-    eta = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    eta = datetime(2030, 1, 1, tzinfo=UTC)
     with capture_jobs() as captured:
         demo.add.apply_async((1, 2), eta=eta, expires=60, queue="low", priority=7,
                              headers={"tenant": "acme"}, task_id="fixed-id")
     message = captured.messages[0]
     assert message.eta == eta
-    assert message.expires is not None and message.expires > datetime.now(timezone.utc)
+    assert message.expires is not None and message.expires > datetime.now(UTC)
     assert (message.queue, message.priority, message.id) == ("low", 7, "fixed-id")
     assert captured.envelopes[0].headers["tenant"] == "acme"
 
@@ -106,7 +107,7 @@ def test_apply_async_options_reach_the_message():
 def test_countdown_sets_an_eta_that_many_seconds_ahead():
     with capture_jobs() as captured:
         demo.add.apply_async((1, 2), countdown=30)
-    ahead = captured.messages[0].eta - datetime.now(timezone.utc)
+    ahead = captured.messages[0].eta - datetime.now(UTC)
     assert timedelta(seconds=29) < ahead <= timedelta(seconds=30)
 
 
@@ -140,11 +141,11 @@ def test_the_message_has_celery_protocol_v2_headers_and_body():
 
 
 def test_types_json_lacks_round_trip_with_kombus_json():
-    from kombu.serialization import dumps, loads
-
     import decimal
 
-    values = [datetime(2030, 1, 1, 12, tzinfo=timezone.utc), decimal.Decimal("1.10"),
+    from kombu.serialization import dumps, loads
+
+    values = [datetime(2030, 1, 1, 12, tzinfo=UTC), decimal.Decimal("1.10"),
               uuid.UUID(int=7)]
     content_type, encoding, data = dumps([values, {}, {}], serializer="json")
     assert loads(data, content_type, encoding)[0] == values
@@ -243,3 +244,11 @@ def test_delay_many_checks_every_call_before_sending_any():
         with pytest.raises(TypeError, match="missing a required argument"):
             demo.add.delay_many([(1, 2), (3,)])
     assert len(captured) == 0
+
+
+def test_arguments_larger_than_the_message_size_limit_fail_at_the_call(settings):
+    from jobs.exceptions import MessageTooLarge
+
+    settings.JOBS = {"TASK_MAX_MESSAGE_SIZE": 1000}
+    with pytest.raises(MessageTooLarge, match="more than TASK_MAX_MESSAGE_SIZE"):
+        demo.add.delay("x" * 2000, "y")

@@ -16,7 +16,8 @@ from project.demo import jobs as demo
 from tests.conftest import broker_params, wait_for
 
 pytestmark = pytest.mark.e2e
-database_broker = pytest.mark.parametrize("broker_url", ["django"], indirect=True)
+database_broker = pytest.mark.parametrize(
+    "broker_url", [pytest.param("django", marks=pytest.mark.pg)], indirect=True)
 brokers = pytest.mark.parametrize("broker_url", broker_params(), indirect=True)
 
 
@@ -134,3 +135,22 @@ def test_prefetch_multiplier_one_keeps_short_jobs_from_waiting_behind_a_long_one
     assert [h.get(timeout=5) for h in short] == [0, 2, 4, 6]
     assert {Row.objects.get(job_id=h.id).worker for h in short} == {"free@e2e"}
     assert long.state == "STARTED"
+
+
+@brokers
+def test_a_dead_letter_requeued_from_the_admin_runs(broker_url, start_worker, admin_client):
+    from jobs.messages import JobMessage, encode
+
+    envelope = encode(JobMessage(id="back-again", name="project.demo.jobs.add", args=(20, 22)),
+                      "json")
+    letter = DeadLetter.objects.create(
+        queue="default", job_id="back-again", job_name="project.demo.jobs.add",
+        reason="unregistered job 'project.demo.jobs.add'", content_type=envelope.content_type,
+        content_encoding=envelope.content_encoding, headers=envelope.headers, properties={},
+        body=envelope.payload.encode())
+    start_worker(broker_url, "-c", "1")
+    response = admin_client.post("/admin/jobs/deadletter/", {
+        "action": "requeue", "_selected_action": [letter.pk]})
+    assert response.status_code == 302
+    assert JobResult("back-again").get(timeout=30) == 42
+    assert not DeadLetter.objects.filter(pk=letter.pk).exists()

@@ -252,6 +252,7 @@ class Transport(virtual.Transport):
 
     driver_type = "sql"
     driver_name = "django"
+    default_connection_params: dict = {}  # the database has no host of its own
     connection_errors = (*virtual.Transport.connection_errors, OperationalError, InterfaceError)
     channel_errors = virtual.Transport.channel_errors
 

@@ -6,11 +6,11 @@ from jobs.worker.worker import Worker
 def banner(worker: Worker) -> str:
     """The start-up summary a worker prints."""
     from django.conf import settings as django_settings
+    from kombu.utils.url import maybe_sanitize_url
 
     from jobs import __name__ as package
     from jobs.broker import broker_url
     from jobs.registry import registry
-    from kombu.utils.url import maybe_sanitize_url
 
     db = django_settings.DATABASES["default"]
     lines = [

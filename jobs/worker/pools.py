@@ -17,8 +17,8 @@ import time
 from collections import deque
 from multiprocessing import connection as mpc, get_context
 
-from jobs.worker import connections
 from jobs.registry import registry
+from jobs.worker import connections
 from jobs.worker.execute import Delivery, execute
 from jobs.worker.limits import limits_for
 from jobs.worker.outcome import Kind, Outcome

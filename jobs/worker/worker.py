@@ -26,7 +26,7 @@ from jobs.conf import settings
 from jobs.exceptions import TimeLimitExceeded, WorkerLostError
 from jobs.messages import decode, parse_datetime
 from jobs.registry import registry
-from jobs.worker import connections, deadletters, delayed, heartbeat, recording
+from jobs.worker import deadletters, delayed, heartbeat, recording
 from jobs.worker.execute import Delivery
 from jobs.worker.outcome import Kind, Outcome
 from jobs.worker.pools import POOLS
@@ -65,6 +65,7 @@ class Worker:
         self._generation = 0
         self._inflight: dict[tuple, object] = {}  # (generation, delivery tag) -> kombu Message
         self._acked_early: set[tuple] = set()
+        self._broken: Exception | None = None
         self.pool = POOLS[self.pool_name](
             self.concurrency, self.hostname, self.accept,
             max_tasks_per_child=self.max_tasks_per_child,
@@ -122,16 +123,19 @@ class Worker:
             consumer.qos(prefetch_count=self.prefetch)
         consumer.consume()
         self.connection, self.channel = conn, channel
+        self._broken = None
         logger.info("Connected to %s; consuming from %s", conn.as_uri(), ", ".join(self.queues))
         while not self.stopping:
             self._tick()
+            if self._broken is not None:
+                raise ConnectionError(f"acknowledgement failed: {self._broken}")
             if self.prefetch and len(self._inflight) >= self.prefetch:
                 self._wait_for_completion(POLL)
                 conn.heartbeat_check()
             else:
                 try:
                     conn.drain_events(timeout=POLL)
-                except socket.timeout:
+                except TimeoutError:
                     conn.heartbeat_check()
         consumer.cancel()
         self._hand_back_backlog()
@@ -178,6 +182,10 @@ class Worker:
         name = headers.get("task")
         if not isinstance(name, str) or not isinstance(headers.get("id"), str):
             return _why_not_a_job(delivery, self.accept)
+        limit = settings.TASK_MAX_MESSAGE_SIZE
+        if limit and len(delivery.body or b"") > limit:
+            return (f"the message body takes {len(delivery.body):,} bytes, more than "
+                    f"TASK_MAX_MESSAGE_SIZE ({limit:,})")
         if delivery.content_type not in self.accept:
             return (f"content type {delivery.content_type!r} is not accepted "
                     f"(ACCEPT_CONTENT = {sorted(settings.ACCEPT_CONTENT)})")
@@ -223,6 +231,9 @@ class Worker:
                 message.ack()
         except Exception as exc:  # the connection died under us: the broker redelivers
             logger.warning("Could not acknowledge %s: %s", outcome.job_id, exc)
+            # kombu still counts the message as unacknowledged, and would stop fetching once
+            # the prefetch count is reached: start over on a fresh connection.
+            self._broken = exc
 
     def _worker_lost(self, message, outcome: Outcome) -> Outcome:
         job = registry.get(outcome.name) if outcome.name in registry else None

@@ -2,6 +2,7 @@
 
 import os
 import time
+import zlib
 
 from jobs import job
 
@@ -75,3 +76,24 @@ def die_always():
 @job
 def pid():
     return os.getpid()
+
+
+@job
+def work(i, seconds=0.005):
+    """A small unit of work for load and chaos tests."""
+    time.sleep(seconds)
+    return i
+
+
+def fails_on(i: int, attempt: int) -> bool:
+    """Whether attempt ``attempt`` (0 = first) of job ``i`` of ``unreliable`` fails: two in
+    five attempts, the same on every run, so a test can tell the right outcome."""
+    return zlib.crc32(f"{i}:{attempt}".encode()) % 5 < 2
+
+
+@job(autoretry_for=(ConnectionError,), max_retries=3, retry_backoff=0.2, retry_backoff_max=1)
+def unreliable(i):
+    attempt = unreliable.request.retries
+    if fails_on(i, attempt):
+        raise ConnectionError(f"job {i} attempt {attempt} failed")
+    return i

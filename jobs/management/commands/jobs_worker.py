@@ -1,9 +1,9 @@
 import logging
 import sys
 
+from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError
 
-from jobs.conf import settings
 from jobs.worker import Worker, banner
 from jobs.worker.pools import POOLS
 
@@ -28,6 +28,9 @@ class Command(BaseCommand):
                             help="Seconds a warm shutdown waits for running jobs.")
         parser.add_argument("--max-tasks-per-child", type=int, default=None,
                             help="Replace a prefork child after this many jobs.")
+        parser.add_argument("-B", "--beat", action="store_true",
+                            help="Also run the periodic-job scheduler (jobs_beat) in this "
+                                 "process; for small deployments.")
         parser.add_argument("--max-memory-per-child", type=int, default=None,
                             help="Replace a prefork child once its resident memory passes "
                                  "this many KiB (checked after each job).")
@@ -39,6 +42,8 @@ class Command(BaseCommand):
         _configure_logging(level)
         if options["concurrency"] is not None and options["concurrency"] < 1:
             raise CommandError("--concurrency must be at least 1")
+        if options["beat"] and not apps.is_installed("jobs_beat"):
+            raise CommandError("--beat needs 'jobs_beat' in INSTALLED_APPS")
         queues = [q.strip() for q in (options["queues"] or "").split(",") if q.strip()]
         worker = Worker(
             queues=queues or None,
@@ -49,7 +54,12 @@ class Command(BaseCommand):
             shutdown_timeout=options["shutdown_timeout"],
             max_tasks_per_child=options["max_tasks_per_child"],
             max_memory_per_child=options["max_memory_per_child"],
+            beat=options["beat"],
         )
+        if options["beat"]:
+            from jobs_beat.scheduler import embed
+
+            embed(worker)  # runs while the worker runs, in a thread of its own
         self.stdout.write(banner(worker))
         self.stdout.flush()
         sys.exit(worker.run())

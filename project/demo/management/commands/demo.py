@@ -1,6 +1,7 @@
-"""``manage.py demo``: migrate, an admin login, then a worker and the web server, together.
+"""``manage.py demo``: migrate, an admin login, then a worker, the web server and the
+scheduler of periodic jobs, together.
 
-Ctrl-C (or SIGTERM) stops both; if either dies, the other is stopped and the command fails.
+Ctrl-C (or SIGTERM) stops them all; if one dies, the others are stopped and the command fails.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def children(port: int, concurrency: int) -> list[Child]:
     return [
         Child("worker", [*manage, "jobs_worker", "-c", str(concurrency)]),
         Child("web server", [*manage, "runserver", f"127.0.0.1:{port}", "--noreload"]),
+        Child("scheduler", [*manage, "jobs_beat"]),
     ]
 
 
@@ -141,7 +143,8 @@ class Supervisor:
 
 
 class Command(BaseCommand):
-    help = "Run the demo: migrate, create an admin login, start a worker and the web server."
+    help = ("Run the demo: migrate, create an admin login, start a worker, the web server "
+            "and the scheduler of periodic jobs.")
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=8000, help="Web server port.")

@@ -1,0 +1,137 @@
+"""kombu's Redis transport, with a message taken from its queue atomically.
+
+kombu's Redis channel takes a message with BRPOP and records it as unacknowledged with a
+second command. A worker killed between the two (the reply can sit unread in the socket for
+a while) loses the message for good. Here one Lua script moves the message from the queue
+into kombu's own ``unacked`` hash and index, on the server, in one step: whenever the worker
+dies, the message is either still queued or restorable after the visibility timeout.
+
+The layout of queues and of the unacked records is kombu's, so Celery producers and workers
+share the queues, and kombu's ack, reject and restore work unchanged. While a queue is
+empty, the channel waits with ``BLMOVE key key RIGHT RIGHT`` (Redis 6.2+), which returns as
+soon as the first queue key has a message but leaves the list untouched.
+"""
+
+from __future__ import annotations
+
+from queue import Empty
+from time import time
+
+from kombu.transport import redis as kombu_redis
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import loads
+
+#: KEYS: the queue keys in order, then the unacked hash and index.
+#: ARGV: the time now, the number of queue keys. Returns {key, message} or nil.
+CLAIM = """
+local n = tonumber(ARGV[2])
+for i = 1, n do
+  local item = redis.call('RPOP', KEYS[i])
+  if item then
+    local message = cjson.decode(item)
+    local properties = message['properties'] or {}
+    local tag = properties['delivery_tag']
+    if tag then
+      local info = properties['delivery_info'] or {}
+      local record = '[' .. item .. ',' .. cjson.encode(info['exchange'] or '') .. ','
+        .. cjson.encode(info['routing_key'] or '') .. ']'
+      redis.call('HSET', KEYS[n + 1], tag, record)
+      redis.call('ZADD', KEYS[n + 2], ARGV[1], tag)
+    end
+    return {KEYS[i], item}
+  end
+end
+return false
+"""
+
+#: Seconds to wait for a message on one key before looking at all of them again.
+WAIT = 1.0
+WAIT_MANY = 0.25  # when there are several queues or priorities to look at
+
+
+class QoS(kombu_redis.QoS):
+    def append(self, message, delivery_tag):
+        if self.channel._claimed.pop(delivery_tag, None):
+            # Already recorded on the server by the claim script.
+            return kombu_redis.virtual.QoS.append(self, message, delivery_tag)
+        return super().append(message, delivery_tag)
+
+
+class Channel(kombu_redis.Channel):
+    QoS = QoS
+
+    def __init__(self, *args, **kwargs):
+        self._claimed: dict[str, bool] = {}
+        self._waiting = False
+        super().__init__(*args, **kwargs)
+
+    def _claim_args(self, keys: list[str]) -> list:
+        names = [*keys, self.unacked_key, self.unacked_index_key]
+        if self.global_keyprefix:
+            names = [self.global_keyprefix + name for name in names]
+        return ["EVAL", CLAIM, len(names), *names, repr(time()), len(keys)]
+
+    def _brpop_start(self, timeout=None):
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
+        if self._waiting:
+            key = self.global_keyprefix + keys[0] if self.global_keyprefix else keys[0]
+            wait = WAIT if len(self.active_queues) == 1 else WAIT_MANY
+            args = ["BLMOVE", key, key, "RIGHT", "RIGHT", wait]
+        else:
+            args = self._claim_args(keys)
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = kombu_redis.monotonic()
+        self.client.connection.send_command(*args)
+
+    def _brpop_read(self, **options):
+        waited = self._waiting
+        try:
+            try:
+                reply = self.client.parse_response(self.client.connection,
+                                                   "BLMOVE" if waited else "EVAL", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                raise
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()
+        if waited:
+            self._waiting = False  # something may have come: claim next time round
+            raise Empty()
+        if not reply:
+            self._waiting = True
+            raise Empty()
+        key, item = reply
+        self._deliver_claimed(bytes_to_str(key), item)
+        return True
+
+    def _deliver_claimed(self, key: str, item) -> None:
+        if self.global_keyprefix and key.startswith(self.global_keyprefix):
+            key = key[len(self.global_keyprefix):]
+        queue = key.rsplit(self.sep, 1)[0]
+        self._queue_cycle.rotate(queue)
+        payload = loads(bytes_to_str(item))
+        tag = (payload.get("properties") or {}).get("delivery_tag")
+        if tag:
+            self._claimed[tag] = True
+        self.connection._deliver(payload, queue)
+
+    def _get(self, queue):
+        """One message by direct access (basic_get), claimed the same atomic way."""
+        keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps]
+        with self.conn_or_acquire() as client:
+            reply = client.execute_command(*self._claim_args(keys))
+        if not reply:
+            raise Empty()
+        payload = loads(bytes_to_str(reply[1]))
+        tag = (payload.get("properties") or {}).get("delivery_tag")
+        if tag:
+            self._claimed[tag] = True
+        return payload
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel

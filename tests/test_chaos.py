@@ -1,0 +1,172 @@
+"""Chaos: workers killed, brokers restarted, jobs failing at random, garbage on the queue.
+Nothing may be lost; every job ends in a final state. Lean versions of bench/chaos.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+
+import pytest
+from kombu import Connection
+
+from jobs.broker import queue_for, transport_options
+from jobs.models import DeadLetter, JobResult as Row
+from project.demo import jobs as demo
+from tests.conftest import ROOT, SERVICES, broker_params, wait_for
+
+pytestmark = pytest.mark.e2e
+brokers = pytest.mark.parametrize("broker_url", broker_params(), indirect=True)
+
+N = 2000
+
+
+def done(name: str) -> int:
+    return Row.objects.filter(name=name, state__in=("SUCCESS", "FAILURE")).count()
+
+
+def unfinished(name: str, handles) -> str:
+    """What became of the jobs that didn't finish, for a failure message."""
+    rows = {r.job_id: r for r in Row.objects.filter(name=name)}
+    missing = [h.id for h in handles if h.id not in rows]
+    stuck = [(r.job_id, r.state, r.worker, r.deliveries) for r in rows.values()
+             if r.state not in ("SUCCESS", "FAILURE")]
+    return f"never started: {len(missing)} {missing[:5]}; stuck: {stuck[:10]}"
+
+
+def report(**figures) -> None:
+    """Keep the figures of a run where .ci/run prints them (artifacts/chaos.jsonl)."""
+    folder = ROOT / "artifacts"
+    folder.mkdir(exist_ok=True)
+    with open(folder / "chaos.jsonl", "a") as out:
+        out.write(json.dumps(figures) + "\n")
+
+
+@brokers
+def test_workers_killed_three_times_lose_no_job(broker_url, start_worker):
+    start_worker(broker_url, "-c", "2", "-n", "steady@chaos")
+    victim = start_worker(broker_url, "-c", "2", "-n", "victim-0@chaos")
+    handles = demo.work.delay_many([(i, 0.002) for i in range(N)])
+    for kill in range(1, 4):
+        target = kill * N // 5
+        wait_for(lambda: done("project.demo.jobs.work") >= target, timeout=120,  # noqa: B023
+                 interval=0.1, message=f"the run stalled before kill {kill}")
+        victim.kill_all(9)
+        victim = start_worker(broker_url, "-c", "2", "-n", f"victim-{kill}@chaos")
+    try:
+        wait_for(lambda: done("project.demo.jobs.work") == N, timeout=60, interval=0.2)
+    except AssertionError:
+        raise AssertionError(unfinished("project.demo.jobs.work", handles)) from None
+    rows = {r.job_id: r for r in Row.objects.filter(name="project.demo.jobs.work")}
+    assert [rows[h.id].state for h in handles] == ["SUCCESS"] * N
+    assert [rows[h.id].result for h in handles] == list(range(N))
+    ran_twice = sum(1 for r in rows.values() if r.deliveries > 1)
+    report(test="sigkill x3", broker=broker_url.split(":")[0], jobs=N, lost=0,
+           ran_more_than_once=ran_twice)
+
+
+def _wait_port(port: int, up: bool, timeout: float = 60) -> None:
+    def state():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return up
+        except OSError:
+            return not up
+
+    wait_for(state, timeout=timeout, interval=0.2, message=f"port {port} never went {up}")
+
+
+def restart_redis() -> None:
+    """Stop Redis keeping its data (as a production server with persistence would) and
+    start it again with the command the machine's services use."""
+    subprocess.run(["redis-cli", "-p", "6379", "shutdown", "save"], check=False,
+                   capture_output=True)
+    _wait_port(6379, up=False)
+    subprocess.run(SERVICES["redis"][1], shell=True, check=True)
+    _wait_port(6379, up=True)
+    dump = "/var/lib/redis/dump.rdb"
+    if os.path.exists(dump):
+        os.remove(dump)  # don't bring these jobs back at the next start
+
+
+def restart_rabbitmq() -> None:
+    subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True)
+    subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True)
+    _wait_port(5672, up=True)
+
+
+@pytest.mark.parametrize("broker_url", ["redis", "amqp"], indirect=True)
+def test_a_broker_restart_mid_run_loses_no_job(broker_url, start_worker):
+    start_worker(broker_url, "-c", "2")
+    start_worker(broker_url, "-c", "2")
+    handles = demo.work.delay_many([(i, 0.002) for i in range(N)])
+    wait_for(lambda: done("project.demo.jobs.work") >= N // 5, timeout=120, interval=0.1)
+    (restart_redis if broker_url.startswith("redis") else restart_rabbitmq)()
+    wait_for(lambda: done("project.demo.jobs.work") == N, timeout=180, interval=0.2,
+             message="not every job finished after the restart")
+    rows = {r.job_id: r for r in Row.objects.filter(name="project.demo.jobs.work")}
+    assert sorted(rows[h.id].result for h in handles) == list(range(N))
+    report(test="broker restart", broker=broker_url.split(":")[0], jobs=N, lost=0,
+           ran_more_than_once=sum(1 for r in rows.values() if r.deliveries > 1))
+
+
+@pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
+def test_random_failures_end_in_success_or_failure_with_the_right_retry_count(
+        broker_url, start_worker):
+    start_worker(broker_url, "-c", "2")
+    start_worker(broker_url, "-c", "2")
+    n = 1000
+    handles = demo.unreliable.delay_many([(i,) for i in range(n)])
+    wait_for(lambda: done("project.demo.jobs.unreliable") == n, timeout=180, interval=0.2,
+             message="some jobs never reached SUCCESS or FAILURE")
+    rows = {r.job_id: r for r in Row.objects.filter(name="project.demo.jobs.unreliable")}
+    for i, handle in enumerate(handles):
+        failures = 0
+        while failures <= 3 and demo.fails_on(i, failures):
+            failures += 1
+        row = rows[handle.id]
+        if failures > 3:
+            assert (row.state, row.retries) == ("FAILURE", 3), i
+            assert row.result["exc_type"] == "ConnectionError"
+        else:
+            assert (row.state, row.retries, row.result) == ("SUCCESS", failures, i), i
+    assert not Row.objects.exclude(state__in=("SUCCESS", "FAILURE")).exists()
+
+
+@brokers
+def test_garbage_is_dead_lettered_and_good_jobs_run_around_it(broker_url, start_worker):
+    start_worker(broker_url, "-c", "2")
+    garbage = [
+        dict(body=os.urandom(64), content_type="application/json",
+             headers={"task": "project.demo.jobs.add", "id": "g1"}),
+        dict(body=b"\x80\x04K\x01.", content_type="application/x-python-serialize",
+             content_encoding="binary", headers={"task": "project.demo.jobs.add", "id": "g2"}),
+        dict(body=b"[[1, 2], {}, {}]", content_type="application/json", headers={}),
+        dict(body=b"[[1, 2], {}, {}]", content_type="application/json",
+             headers={"task": "nobody.has.this", "id": "g4"}),
+        dict(body=b'{"args": [1, 2]}', content_type="application/json",
+             headers={"task": "project.demo.jobs.add", "id": "g5"}),
+        dict(body=json.dumps([["x" * 5_000_000], {}, {}]).encode(),  # > 4 MiB, the default
+             content_type="application/json",
+             headers={"task": "project.demo.jobs.add", "id": "g6"}),
+    ]
+    good = []
+    with Connection(broker_url, transport_options=transport_options(broker_url)) as conn:
+        producer = conn.Producer()
+        for item in garbage:
+            good.append(demo.add.delay(len(good), 1))
+            producer.publish(item.pop("body"), exchange="", routing_key="default",
+                             declare=[queue_for("default")],
+                             content_encoding=item.pop("content_encoding", "utf-8"), **item)
+    assert [h.get(timeout=30) for h in good] == [i + 1 for i in range(len(garbage))]
+    letters = wait_for(lambda: (list(DeadLetter.objects.order_by("id"))
+                                if DeadLetter.objects.count() == len(garbage) else None),
+                       timeout=20, message="not every bad message was dead-lettered")
+    reasons = " | ".join(letter.reason for letter in letters)
+    assert "can't decode the body" in reasons
+    assert "content type 'application/x-python-serialize' is not accepted" in reasons
+    assert "not a job message" in reasons
+    assert "unregistered job 'nobody.has.this'" in reasons
+    assert "the body is not [args, kwargs, embed]" in reasons
+    assert "more than TASK_MAX_MESSAGE_SIZE" in reasons
