@@ -94,10 +94,11 @@ class JobResult:
 
         Raises the job's exception when it failed (``propagate=False`` returns it instead),
         and :class:`jobs.exceptions.TimeoutError` after ``timeout`` seconds. Polls the
-        database, starting fast and backing off up to ``interval`` seconds between reads.
+        database (one indexed read), starting at a millisecond and backing off by half each
+        time up to ``interval`` seconds between reads.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        pause = min(0.005, interval)
+        pause = min(0.001, interval)
         while True:
             row = self._fetch()
             if row is not None and row.state in READY_STATES:
@@ -109,7 +110,7 @@ class JobResult:
                 )
             wait = pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
             time.sleep(wait)
-            pause = min(pause * 2, interval)
+            pause = min(pause * 1.5, interval)
 
     wait = get
 

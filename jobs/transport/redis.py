@@ -14,6 +14,7 @@ soon as the first queue key has a message but leaves the list untouched.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from queue import Empty
 from time import time
 
@@ -63,13 +64,30 @@ class Channel(kombu_redis.Channel):
     def __init__(self, *args, **kwargs):
         self._claimed: dict[str, bool] = {}
         self._waiting = False
+        self._shared_client = None
         super().__init__(*args, **kwargs)
+
+    @contextmanager
+    def conn_or_acquire(self, client=None):
+        """A client for one command or pipeline. kombu builds a new client object for every
+        publish and ack (its constructor costs more than the command); one per channel,
+        drawing connections from the channel's pool, serves them all."""
+        if client:
+            yield client
+            return
+        if self._shared_client is None:
+            self._shared_client = self._create_client()
+        yield self._shared_client
 
     def _claim_args(self, keys: list[str]) -> list:
         names = [*keys, self.unacked_key, self.unacked_index_key]
         if self.global_keyprefix:
             names = [self.global_keyprefix + name for name in names]
         return ["EVAL", CLAIM, len(names), *names, repr(time()), len(keys)]
+
+    def _disconnect_pools(self):
+        self._shared_client = None
+        super()._disconnect_pools()
 
     def _brpop_start(self, timeout=None):
         queues = self._queue_cycle.consume(len(self.active_queues))

@@ -19,9 +19,10 @@ from datetime import datetime
 from kombu import Consumer
 from kombu.compression import decompress
 from kombu.serialization import prepare_accept_content, registry as serializers
+from kombu.utils.url import maybe_sanitize_url
 
-from jobs import signals
-from jobs.broker import is_database_broker, new_connection, queue_for
+from jobs import security, signals
+from jobs.broker import broker_url, is_database_broker, new_connection, queue_for
 from jobs.conf import settings
 from jobs.exceptions import TimeLimitExceeded, WorkerLostError
 from jobs.messages import decode, parse_datetime
@@ -124,7 +125,8 @@ class Worker:
         consumer.consume()
         self.connection, self.channel = conn, channel
         self._broken = None
-        logger.info("Connected to %s; consuming from %s", conn.as_uri(), ", ".join(self.queues))
+        logger.info("Connected to %s; consuming from %s", maybe_sanitize_url(broker_url()),
+                    ", ".join(self.queues))
         while not self.stopping:
             self._tick()
             if self._broken is not None:
@@ -151,7 +153,7 @@ class Worker:
 
     def _on_message(self, message) -> None:
         key = (self._generation, message.delivery_tag)
-        headers = message.headers or {}
+        headers = message.headers if isinstance(message.headers, dict) else {}
         queue_name = (message.delivery_info or {}).get("routing_key") or self.queues[0]
         delivery = Delivery(
             tag=key, headers=headers, body=message.body, content_type=message.content_type,
@@ -189,6 +191,9 @@ class Worker:
         if delivery.content_type not in self.accept:
             return (f"content type {delivery.content_type!r} is not accepted "
                     f"(ACCEPT_CONTENT = {sorted(settings.ACCEPT_CONTENT)})")
+        forged = security.check_delivery(delivery)
+        if forged:
+            return forged
         if name not in registry:
             return f"unregistered job {name!r} — is the module imported by this worker?"
         return None
