@@ -154,3 +154,55 @@ def test_a_dead_letter_requeued_from_the_admin_runs(broker_url, start_worker, ad
     assert response.status_code == 302
     assert JobResult("back-again").get(timeout=30) == 42
     assert not DeadLetter.objects.filter(pk=letter.pk).exists()
+
+
+@brokers
+def test_a_delayed_job_survives_the_restart_of_its_worker(broker_url, start_worker):
+    first = start_worker(broker_url, "-c", "1")
+    handle = demo.add.apply_async((5, 5), countdown=3)
+    time.sleep(1)  # received and parked by the worker (Redis, RabbitMQ), or waiting in its row
+    first.kill_all(signal.SIGKILL)
+    start_worker(broker_url, "-c", "1")
+    assert handle.get(timeout=30) == 10
+
+
+@database_broker
+def test_acks_late_false_does_not_run_a_job_again_after_its_worker_died(broker_url, start_worker):
+    first = start_worker(broker_url, "-c", "1")
+    handle = demo.at_most_once.delay(3)
+    wait_for(lambda: handle.state == "STARTED", message="the job never started")
+    first.kill_all(signal.SIGKILL)
+    start_worker(broker_url, "-c", "1")
+    assert demo.add.delay(1, 1).get(timeout=20) == 2
+    time.sleep(5)  # longer than the lease (visibility_timeout 4 s in tests)
+    assert handle.state == "STARTED"
+    assert Row.objects.get(job_id=handle.id).deliveries == 1
+
+
+def test_publishing_to_a_broker_that_is_down_fails_fast_with_a_clear_error(settings):
+    from jobs.exceptions import PublishError
+
+    settings.JOBS = {"BROKER_URL": "redis://127.0.0.1:1/0"}  # nothing listens on port 1
+    started = time.monotonic()
+    with pytest.raises(PublishError, match=r"could not send job project.demo.jobs.add\[.*\] to "
+                                           r"'redis://127.0.0.1:1/0'"):
+        demo.add.delay(1, 2)
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.pg
+@database_broker
+def test_jobs_succeed_after_the_database_dropped_the_workers_connections(broker_url,
+                                                                          start_worker):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("terminates server connections: PostgreSQL only (pytest -m pg)")
+    start_worker(broker_url, "-c", "2")
+    assert demo.add.delay(1, 1).get(timeout=20) == 2
+    with connection.cursor() as cursor:  # what a database restart does to every client
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    handles = [demo.add.delay(i, i) for i in range(10)]
+    assert [h.get(timeout=30) for h in handles] == [2 * i for i in range(10)]
+    assert not Row.objects.filter(state="FAILURE").exists()

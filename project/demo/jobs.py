@@ -97,3 +97,10 @@ def unreliable(i):
     if fails_on(i, attempt):
         raise ConnectionError(f"job {i} attempt {attempt} failed")
     return i
+
+
+@job(acks_late=False)
+def at_most_once(seconds):
+    """Acknowledged before it runs: if its worker dies meanwhile, it is not run again."""
+    time.sleep(seconds)
+    return "done"
