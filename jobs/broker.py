@@ -14,6 +14,7 @@ from kombu import Connection, Exchange, Queue, pools
 from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.utils.url import maybe_sanitize_url
 
+from jobs.compression import for_payload
 from jobs.conf import on_reset, settings
 from jobs.exceptions import PublishError
 from jobs.messages import Envelope
@@ -200,7 +201,7 @@ def _publish(producer, envelope: Envelope, compression, retry, retry_policy) -> 
         headers=envelope.headers,
         correlation_id=message.id,
         priority=message.priority,
-        compression=compression,
+        compression=for_payload(compression, envelope.payload),
         retry=retry,
         retry_policy=retry_policy,
         delivery_mode=2,

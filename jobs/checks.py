@@ -41,6 +41,8 @@ def check_settings(app_configs=None, **kwargs):
     errors += _check_serializers()
     errors += _check_routes(settings.TASK_ROUTES)
     errors += _check_numbers()
+    errors += _check_compression()
+    errors += _check_signing_keys(settings.SIGNING_KEYS)
     return errors
 
 
@@ -171,4 +173,49 @@ def _check_numbers() -> list:
     queue = settings.TASK_DEFAULT_QUEUE
     if not isinstance(queue, str) or not queue:
         errors.append(_error("JOBS['TASK_DEFAULT_QUEUE'] must be a queue name.", "", "jobs.E012"))
+    return errors
+
+
+def _check_compression() -> list:
+    from jobs import compression
+
+    errors = []
+    name = settings.TASK_COMPRESSION
+    if name is not None and not (isinstance(name, str) and compression.known(name)):
+        errors.append(_error(
+            f"JOBS['TASK_COMPRESSION'] = {name!r} is not an available compression.",
+            "Use None or one of: " + ", ".join(compression.names()) + ".",
+            "jobs.E020",
+        ))
+    threshold = settings.TASK_COMPRESSION_THRESHOLD
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0:
+        errors.append(_error(
+            f"JOBS['TASK_COMPRESSION_THRESHOLD'] = {threshold!r} must be a number of bytes "
+            "(0: compress every message).", "", "jobs.E010",
+        ))
+    return errors
+
+
+#: Bytes below which an HMAC key is easy to guess.
+MIN_KEY_BYTES = 32
+
+
+def _check_signing_keys(keys) -> list:
+    hint = ("Give a list of long random strings, e.g. [secrets.token_urlsafe(48)]; the first "
+            "signs, any of them verifies.")
+    if not isinstance(keys, (list, tuple)):
+        return [_error("JOBS['SIGNING_KEYS'] must be a list of keys.", hint, "jobs.E021")]
+    errors: list = []
+    for index, key in enumerate(keys):
+        if not isinstance(key, (str, bytes)) or not key:
+            errors.append(_error(
+                f"JOBS['SIGNING_KEYS'][{index}] is not a non-empty string or bytes.", hint,
+                "jobs.E021"))
+        elif len(key.encode() if isinstance(key, str) else key) < MIN_KEY_BYTES:
+            errors.append(Warning(
+                f"JOBS['SIGNING_KEYS'][{index}] is shorter than {MIN_KEY_BYTES} bytes: it "
+                "can be guessed.", hint=hint, obj="settings.JOBS", id="jobs.W020"))
+    if not errors and len(set(keys)) != len(keys):
+        errors.append(_error("JOBS['SIGNING_KEYS'] lists the same key twice.", hint,
+                             "jobs.E021"))
     return errors

@@ -27,6 +27,8 @@ DEFAULTS: dict[str, Any] = {
     "TASK_COMPRESSION": None,
     "ACCEPT_CONTENT": ["json"],
     "TASK_MAX_MESSAGE_SIZE": 4 * 1024 * 1024,  # bytes of serialized body; None: no limit
+    "TASK_COMPRESSION_THRESHOLD": 1024,  # bytes; smaller bodies are sent uncompressed
+    "SIGNING_KEYS": [],  # HMAC keys: the first signs, any verifies (jobs.security)
     "TASK_PUBLISH_RETRY": True,
     "TASK_PUBLISH_RETRY_POLICY": {
         "max_retries": 3,

@@ -12,7 +12,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from django.utils import timezone
 
-from jobs import broker, context, signals
+from jobs import broker, compression as compressions, context, signals, unique
 from jobs.conf import settings
 from jobs.exceptions import ConfigurationError, Retry
 from jobs.messages import JobMessage, encode
@@ -45,6 +45,9 @@ OPTIONS: dict[str, Any] = {
     "expires": None,
     "rate_limit": None,
     "typing": True,
+    "unique": False,
+    "unique_for": None,
+    "unique_key": None,
 }
 
 APPLY_OPTIONS = frozenset({
@@ -103,6 +106,10 @@ class Job(Generic[P, R]):
             )
         if self.priority is not None and not (isinstance(self.priority, int) and 0 <= self.priority <= 255):
             raise ConfigurationError(f"{where}: priority={self.priority!r} must be 0..255.")
+        if self.compression is not None and not compressions.known(self.compression):
+            raise ConfigurationError(f"{where}: compression={self.compression!r} is not "
+                                     f"available; use one of {', '.join(compressions.names())}.")
+        unique.validate(self, where)
 
     def __repr__(self) -> str:
         return f"<@job {self.name}>"
@@ -144,13 +151,16 @@ class Job(Generic[P, R]):
         message = self.build_message(args, kwargs, options)
         envelope = encode(message, options.get("serializer") or self.serializer
                           or settings.TASK_SERIALIZER, self.func, settings.TASK_MAX_MESSAGE_SIZE)
-        broker.publish(
-            envelope,
-            on_commit=options.get("on_commit"),
-            compression=options.get("compression") or self.compression,
-            retry=options.get("retry"),
-            retry_policy=options.get("retry_policy"),
-        )
+        with unique.held(self, message) as existing:
+            if existing is not None:
+                return existing  # the same call is queued or running: not sent again
+            broker.publish(
+                envelope,
+                on_commit=options.get("on_commit"),
+                compression=options.get("compression") or self.compression,
+                retry=options.get("retry"),
+                retry_policy=options.get("retry_policy"),
+            )
         signals.job_enqueued.send(self, job_id=message.id, name=self.name, message=message)
         from jobs.results import JobResult
 
@@ -174,6 +184,8 @@ class Job(Generic[P, R]):
                 self._check_arguments(args, kwargs)
         if settings.ALWAYS_EAGER:
             return [self.apply(args, kwargs, **options) for args, kwargs in pairs]
+        if self.unique:  # each call takes its own lock
+            return [self.apply_async(args, kwargs, **options) for args, kwargs in pairs]
         serializer = options.get("serializer") or self.serializer or settings.TASK_SERIALIZER
         limit = settings.TASK_MAX_MESSAGE_SIZE
         envelopes = [encode(self.build_message(args, kwargs, options), serializer, self.func,

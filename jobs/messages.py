@@ -17,10 +17,14 @@ from typing import Any
 from kombu.serialization import dumps, loads
 
 from jobs.exceptions import EncodeError, InvalidMessage, MessageTooLarge
+from jobs.security import sign
 
 EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
 _REPR_LIMIT = 1024
+ID_LIMIT = 255  # characters of the job id columns
+_ID_HEADERS = ("id", "task", "root_id", "parent_id", "group")
+_MAX_RETRIES = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +99,9 @@ def encode(message: JobMessage, serializer: str, func=None,
             f"TASK_MAX_MESSAGE_SIZE ({max_size:,}); store large data elsewhere (a file, a row) "
             "and pass a reference to it"
         )
-    return Envelope(message, payload, content_type, content_encoding, message.header_dict())
+    headers = message.header_dict()
+    sign(headers, payload, content_type, content_encoding)
+    return Envelope(message, payload, content_type, content_encoding, headers)
 
 
 def _explain_encode_error(message: JobMessage, serializer: str, func, exc) -> EncodeError:
@@ -133,6 +139,7 @@ def decode(headers: dict, body: bytes | str, content_type: str, content_encoding
     name, job_id = headers.get("task"), headers.get("id")
     if not isinstance(name, str) or not name or not isinstance(job_id, str) or not job_id:
         raise InvalidMessage("not a job message: the 'task' and 'id' headers are missing")
+    _check_ids(headers)
     try:
         decoded = loads(body, content_type, content_encoding, accept=accept)
     except Exception as exc:
@@ -149,7 +156,7 @@ def decode(headers: dict, body: bytes | str, content_type: str, content_encoding
             queue=queue,
             eta=parse_datetime(headers.get("eta")),
             expires=parse_datetime(headers.get("expires")),
-            retries=int(headers.get("retries") or 0),
+            retries=_retries(headers.get("retries")),
             time_limit=_number(hard),
             soft_time_limit=_number(soft),
             root_id=headers.get("root_id"),
@@ -158,7 +165,7 @@ def decode(headers: dict, body: bytes | str, content_type: str, content_encoding
             ignore_result=bool(headers.get("ignore_result")),
             headers=headers,
         )
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidMessage(f"bad header: {exc}") from exc
 
 
@@ -173,11 +180,39 @@ def _split_body(decoded) -> tuple[list, dict]:
     return list(args), kwargs
 
 
+def _check_ids(headers: dict) -> None:
+    """Ids are stored in 255-character columns, and PostgreSQL refuses NUL in text."""
+    for key in _ID_HEADERS:
+        value = headers.get(key)
+        if value is not None and (not isinstance(value, str) or len(value) > ID_LIMIT
+                                  or "\x00" in value or not _utf8(value)):
+            raise InvalidMessage(f"bad header {key!r}: not a string of at most {ID_LIMIT} "
+                                 "characters without NUL")
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` can be stored (JSON lets a lone surrogate through; UTF-8 can't)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _retries(value) -> int:
+    retries = int(value or 0)
+    if not 0 <= retries <= _MAX_RETRIES:
+        raise ValueError(f"retries={value!r} is out of range")
+    return retries
+
+
 def _number(value) -> float | None:
     if value is None:
         return None
     number = float(value)
-    if number != number or number < 0:  # NaN or negative
+    if not 0 <= number < float("inf"):  # NaN, negative or infinite
         raise ValueError(f"time limit {value!r} is not a positive number")
     return number
 
@@ -193,8 +228,11 @@ def parse_datetime(value) -> datetime | None:
     else:
         raise ValueError(f"{value!r} is not an ISO 8601 date-time")
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed
+        return parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59-05:00 is past the last UTC datetime
+        raise ValueError(f"{value!r} is out of range") from None
 
 
 def _iso(value: datetime | None) -> str | None:

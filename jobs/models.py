@@ -82,6 +82,7 @@ class JobResult(models.Model):
         indexes = [
             models.Index(fields=["state", "-date_done"], name="jobs_result_state_done"),
             models.Index(fields=["name", "-date_created"], name="jobs_result_name_created"),
+            models.Index(fields=["parent_id"], name="jobs_result_parent"),
         ]
 
     def __str__(self) -> str:
@@ -218,3 +219,31 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"message {self.pk} in {self.queue}"
+
+
+class UniqueLockQuerySet(models.QuerySet):
+    def expired(self, now=None):
+        return self.filter(expires_at__lte=now or timezone.now())
+
+
+class UniqueLock(models.Model):
+    """Held while a ``@job(unique=True)`` call is queued or running (see jobs.unique).
+
+    Released when the job ends; ``expires_at`` frees it anyway if the job never ends (its
+    worker died and the message was lost), so a lock can't be held forever.
+    """
+
+    key = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the job name "
+                           "and its unique key (the arguments, unless unique_key says otherwise).")
+    name = models.CharField("job name", max_length=255)
+    job_id = models.CharField("job id", max_length=255, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+
+    objects = UniqueLockQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "unique job lock"
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.job_id} (until {self.expires_at:%Y-%m-%d %H:%M:%S})"

@@ -143,10 +143,14 @@ class JobResult:
             rows = rows.exclude(state=States.STARTED)
         updated = rows.update(state=States.REVOKED, result=revoked, date_done=now)
         if not updated:
-            Row.objects.get_or_create(job_id=self.id, defaults={
+            _, updated = Row.objects.get_or_create(job_id=self.id, defaults={
                 "name": self.name or "", "state": States.REVOKED, "result": revoked,
                 "date_done": now,
             })
+        if updated:
+            from jobs.unique import release
+
+            release(self.id)  # a revoked job no longer holds its unique lock
         self._row = None
 
 

@@ -49,6 +49,10 @@ class Captured:
             job = registry.get(message.name)
             results.append(job.apply(message.args, message.kwargs, task_id=message.id,
                                      propagate=propagate))
+            if job.unique:  # done, as a worker would record it: free its unique lock
+                from jobs.unique import release
+
+                release(message.id)
         return results
 
 

@@ -112,6 +112,8 @@ JOBS = {
     "BROKER_TRANSPORT_OPTIONS": json.loads(os.environ.get("JOBS_BROKER_TRANSPORT_OPTIONS", "{}")),
     "WORKER_HEARTBEAT_INTERVAL": float(os.environ.get("JOBS_WORKER_HEARTBEAT_INTERVAL", "5")),
 }
+if os.environ.get("JOBS_SIGNING_KEYS"):  # e.g. '["a long random key"]': see docs/security.md
+    JOBS["SIGNING_KEYS"] = json.loads(os.environ["JOBS_SIGNING_KEYS"])
 
 # Periodic jobs declared in settings, synced into the database when `jobs_beat` starts;
 # more can be added in the admin (Periodic jobs > Periodic tasks).

@@ -9,6 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -84,11 +87,56 @@ def test_result_list_shows_jobs_with_a_state_badge(admin_client, failed_job):
     assert "1.50 s" in response.text
 
 
-def test_result_list_offers_filters_by_state_name_queue_worker_and_date(admin_client, failed_job):
+def test_result_list_offers_filters_by_state_name_queue_worker_and_dates(admin_client, failed_job):
+    Worker.objects.create(hostname="jobs@host-a", pid=1, queues=["payments"], pool="solo",
+                          concurrency=1)
+
     response = admin_client.get(changelist("jobresult"))
 
     titles = re.findall(r'data-filter-title="([^"]+)"', response.text)
-    assert titles == ["state", "job name", "queue", "worker", "date done"]
+    assert titles == ["state", "job name", "queue", "worker", "date done", "date created"]
+
+
+def filter_choices(response, title: str) -> list[str]:
+    [spec] = [spec for spec in response.context["cl"].filter_specs if spec.title == title]
+    return [choice["display"] for choice in spec.choices(response.context["cl"])][1:]
+
+
+def test_result_list_filter_choices_come_from_the_project_not_the_table(admin_client,
+                                                                         failed_job, settings):
+    settings.JOBS = {**settings.JOBS, "TASK_ROUTES": {"shop.*": "shop"}}
+    Worker.objects.create(hostname="jobs@host-b", pid=1, queues=["mail"], pool="solo",
+                          concurrency=1)
+
+    response = admin_client.get(changelist("jobresult"))
+
+    assert "project.demo.jobs.add" in filter_choices(response, "job name")
+    assert "shop.jobs.charge" not in filter_choices(response, "job name")
+    assert filter_choices(response, "queue") == ["default", "mail", "shop"]
+    assert filter_choices(response, "worker") == ["jobs@host-b"]
+    assert "FAILURE" in filter_choices(response, "state")
+
+
+def test_result_list_filters_by_a_value_that_is_not_among_the_choices(admin_client, failed_job):
+    response = admin_client.get(changelist("jobresult"), {"name": "shop.jobs.charge"})
+
+    assert [r.job_id for r in response.context["cl"].result_list] == [failed_job.job_id]
+    assert "shop.jobs.charge" in filter_choices(response, "job name")
+
+
+def test_result_list_reads_no_distinct_values_of_the_results_table(admin_client, failed_job):
+    with CaptureQueriesContext(connection) as queries:
+        admin_client.get(changelist("jobresult"))
+
+    assert not [q["sql"] for q in queries if "DISTINCT" in q["sql"] and "jobs_jobresult" in q["sql"]]
+
+
+def test_result_list_finds_a_whole_job_id_alone(admin_client, failed_job):
+    JobResult.objects.create(job_id=f"{failed_job.job_id}-and-more", name="shop.jobs.refund")
+
+    response = admin_client.get(changelist("jobresult"), {"q": failed_job.job_id})
+
+    assert [r.job_id for r in response.context["cl"].result_list] == [failed_job.job_id]
 
 
 def test_result_list_filters_by_state(admin_client, failed_job):
@@ -107,6 +155,36 @@ def test_result_list_searches_job_ids(admin_client, failed_job):
 
     assert failed_job.job_id in response.text
     assert "other-job" not in response.text
+
+
+def test_result_list_searches_arguments(admin_client, failed_job):
+    JobResult.objects.create(job_id="other-job", name="shop.jobs.charge", args=["card-1111"])
+
+    response = admin_client.get(changelist("jobresult"), {"q": "4242-4242"})
+
+    assert [r.job_id for r in response.context["cl"].result_list] == [failed_job.job_id]
+
+
+def test_result_list_filters_by_a_range_of_times_in_the_current_time_zone(admin_client,
+                                                                          settings):
+    settings.TIME_ZONE = "Europe/Paris"
+    for job_id, hour in (("too-early", 9), ("inside", 11), ("too-late", 13)):
+        JobResult.objects.create(job_id=job_id,
+                                 date_done=datetime(2025, 1, 2, hour, 0, tzinfo=UTC))
+
+    response = admin_client.get(changelist("jobresult"), {
+        "date_done__gte": "2025-01-02T11:00", "date_done__lt": "2025-01-02T13:00"})
+
+    assert [r.job_id for r in response.context["cl"].result_list] == ["inside"]
+    assert 'name="date_done__gte" value="2025-01-02T11:00"' in response.text
+
+
+def test_result_list_date_range_form_keeps_the_other_filters(admin_client, failed_job):
+    response = admin_client.get(changelist("jobresult"), {"state": "FAILURE"})
+
+    form = re.search(r'<form method="get" class="jobs-range">(.*?)</form>', response.text,
+                     flags=re.DOTALL).group(1)
+    assert '<input type="hidden" name="state" value="FAILURE">' in form
 
 
 def test_result_list_puts_the_newest_first(admin_client):
@@ -184,15 +262,29 @@ def test_result_detail_links_to_its_parent_job(admin_client):
     assert f'<a href="{change(parent)}">parent-job</a>' in response.text
 
 
-def test_result_detail_links_to_the_jobs_it_started(admin_client):
+def test_result_detail_lists_the_jobs_it_started(admin_client):
     parent = JobResult.objects.create(job_id="parent-job")
-    JobResult.objects.create(job_id="child-job", parent_id="parent-job")
+    child = JobResult.objects.create(job_id="child-job", parent_id="parent-job",
+                                     state=States.SUCCESS)
+    JobResult.objects.create(job_id="stranger-job")
+
+    text = admin_client.get(change(parent)).text
+
+    assert f'<a href="{change(child)}">child-job</a>' in text
+    assert "stranger-job" not in text
+
+
+def test_result_detail_links_to_the_list_of_its_jobs_when_they_are_many(admin_client):
+    parent = JobResult.objects.create(job_id="parent-job")
+    JobResult.objects.bulk_create(JobResult(job_id=f"child-{i:02}", parent_id="parent-job")
+                                  for i in range(11))
     JobResult.objects.create(job_id="stranger-job")
 
     link = re.search(r'<a href="([^"]+)">list them</a>', admin_client.get(change(parent)).text)
     response = admin_client.get(html.unescape(link.group(1)))
 
-    assert [r.job_id for r in response.context["cl"].result_list] == ["child-job"]
+    assert sorted(r.job_id for r in response.context["cl"].result_list) == [
+        f"child-{i:02}" for i in range(11)]
 
 
 def test_result_detail_names_a_parent_without_a_row(admin_client):
@@ -256,6 +348,206 @@ def test_delete_permission_allows_deleting(staff_client, failed_job):
                                           "_selected_action": [failed_job.pk], "post": "yes"})
 
     assert not JobResult.objects.filter(pk=failed_job.pk).exists()
+
+
+# Job results: retry and revoke ---------------------------------------------------------------
+
+
+@pytest.fixture
+def failed_add():
+    """A failed run of a job this project has: ``project.demo.jobs.add(2, 3)``."""
+    return JobResult.objects.create(
+        job_id="failed-add", name="project.demo.jobs.add", state=States.FAILURE, args=[2, 3],
+        kwargs={}, queue="other", root_id="failed-add", date_done=timezone.now())
+
+
+def retry_url(row) -> str:
+    return reverse("admin:jobs_jobresult_retry", args=[row.pk])
+
+
+def revoke_url(row) -> str:
+    return reverse("admin:jobs_jobresult_revoke", args=[row.pk])
+
+
+def page_messages(response) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+def test_retry_enqueues_the_job_again_with_the_same_arguments_and_queue(
+        admin_client, failed_add, jobs_captured):
+    response = admin_client.post(retry_url(failed_add))
+
+    assert response.status_code == 302
+    assert response["Location"] == change(failed_add)
+    [sent] = jobs_captured.messages
+    assert (sent.name, sent.args, sent.kwargs, sent.queue) == (
+        "project.demo.jobs.add", (2, 3), {}, "other")
+    assert sent.id != failed_add.job_id
+    assert sent.parent_id == failed_add.job_id
+
+
+def test_retry_links_to_the_new_job(admin_client, failed_add, jobs_captured):
+    response = admin_client.post(retry_url(failed_add), follow=True)
+
+    [sent] = jobs_captured.messages
+    link = reverse("admin:jobs_jobresult_job", args=[sent.id])
+    assert page_messages(response) == [
+        f'Retried: failed-add as <a href="{link}">{sent.id}</a>']
+
+
+def test_retry_of_a_job_this_project_does_not_have_sends_nothing(admin_client, failed_job,
+                                                                 jobs_captured):
+    response = admin_client.post(retry_url(failed_job), follow=True)
+
+    assert jobs_captured.messages == []
+    assert page_messages(response) == [
+        f"Could not retry {failed_job}: no job named 'shop.jobs.charge' is registered in "
+        "this project"]
+
+
+def test_retry_of_a_job_whose_arguments_no_longer_fit_sends_nothing(admin_client, failed_add,
+                                                                    jobs_captured):
+    JobResult.objects.filter(pk=failed_add.pk).update(args=[2])
+
+    response = admin_client.post(retry_url(failed_add), follow=True)
+
+    assert jobs_captured.messages == []
+    [text] = page_messages(response)
+    assert "missing a required argument: 'y'" in text
+
+
+def test_retry_refuses_a_job_that_has_not_finished(admin_client, failed_add, jobs_captured):
+    JobResult.objects.filter(pk=failed_add.pk).update(state=States.STARTED)
+
+    response = admin_client.post(retry_url(failed_add), follow=True)
+
+    assert jobs_captured.messages == []
+    assert "it is STARTED, not finished; revoke it first" in page_messages(response)[0]
+
+
+def test_retry_action_retries_each_selected_job(admin_client, failed_add, jobs_captured):
+    other = JobResult.objects.create(job_id="failed-add-2", name="project.demo.jobs.add",
+                                     state=States.FAILURE, args=[5, 6])
+
+    admin_client.post(changelist("jobresult"), {
+        "action": "retry", "_selected_action": [failed_add.pk, other.pk]})
+
+    assert sorted(m.args for m in jobs_captured.messages) == [(2, 3), (5, 6)]
+
+
+def test_the_new_job_lists_the_one_it_retried_as_its_parent(admin_client, failed_add,
+                                                             jobs_captured):
+    admin_client.post(retry_url(failed_add))
+    [sent] = jobs_captured.messages
+    JobResult.objects.create(job_id=sent.id, name=sent.name, parent_id=sent.parent_id,
+                             state=States.SUCCESS)
+
+    text = admin_client.get(change(failed_add)).text
+
+    new = JobResult.objects.get(job_id=sent.id)
+    assert f'<a href="{change(new)}">{sent.id}</a>' in text
+
+
+def test_revoke_keeps_a_job_waiting_for_a_retry_from_running(admin_client, failed_add):
+    JobResult.objects.filter(pk=failed_add.pk).update(state=States.RETRY)
+
+    admin_client.post(revoke_url(failed_add))
+
+    failed_add.refresh_from_db()
+    assert failed_add.state == States.REVOKED
+
+
+def test_revoke_of_a_running_job_asks_its_worker_to_terminate_it(admin_client, failed_add):
+    JobResult.objects.filter(pk=failed_add.pk).update(state=States.STARTED)
+
+    admin_client.post(revoke_url(failed_add))
+
+    failed_add.refresh_from_db()
+    assert failed_add.state == States.REVOKED
+    assert failed_add.result["exc_message"] == ["terminated"]
+
+
+def test_revoke_refuses_a_finished_job(admin_client, failed_add):
+    response = admin_client.post(revoke_url(failed_add), follow=True)
+
+    failed_add.refresh_from_db()
+    assert failed_add.state == States.FAILURE
+    assert page_messages(response) == [f"Could not revoke {failed_add}: it has finished "
+                                       "(FAILURE)"]
+
+
+def test_job_page_offers_retry_for_a_finished_job(admin_client, failed_add):
+    text = admin_client.get(change(failed_add)).text
+
+    assert f'action="{retry_url(failed_add)}"' in text
+    assert f'action="{revoke_url(failed_add)}"' not in text
+
+
+def test_job_page_offers_revoke_for_a_job_not_finished(admin_client, failed_add):
+    JobResult.objects.filter(pk=failed_add.pk).update(state=States.STARTED)
+
+    text = admin_client.get(change(failed_add)).text
+
+    assert f'action="{revoke_url(failed_add)}"' in text
+    assert f'action="{retry_url(failed_add)}"' not in text
+
+
+def test_job_page_offers_no_actions_to_users_who_may_only_view(staff_client, failed_add):
+    text = staff_client("view_jobresult").get(change(failed_add)).text
+
+    assert retry_url(failed_add) not in text
+    assert revoke_url(failed_add) not in text
+
+
+def test_retry_and_revoke_need_the_change_permission(staff_client, failed_add, jobs_captured):
+    client = staff_client("view_jobresult")
+
+    assert client.post(retry_url(failed_add)).status_code == 403
+    client.post(changelist("jobresult"), {"action": "retry",
+                                          "_selected_action": [failed_add.pk]})
+    JobResult.objects.filter(pk=failed_add.pk).update(state=States.STARTED)
+    assert client.post(revoke_url(failed_add)).status_code == 403
+
+    assert jobs_captured.messages == []
+    failed_add.refresh_from_db()
+    assert failed_add.state == States.STARTED
+
+
+def test_the_change_permission_allows_retrying(staff_client, failed_add, jobs_captured):
+    client = staff_client("view_jobresult", "change_jobresult")
+
+    client.post(retry_url(failed_add))
+
+    assert len(jobs_captured.messages) == 1
+
+
+def test_actions_are_refused_without_a_csrf_token(admin_user, failed_add, jobs_captured):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+
+    assert client.post(retry_url(failed_add)).status_code == 403
+    client.post(changelist("jobresult"), {"action": "retry",
+                                          "_selected_action": [failed_add.pk]})
+
+    assert jobs_captured.messages == []
+
+
+def test_actions_are_not_taken_on_a_get(admin_client, failed_add, jobs_captured):
+    assert admin_client.get(retry_url(failed_add)).status_code == 405
+    assert jobs_captured.messages == []
+
+
+def test_a_job_id_leads_to_its_page_once_recorded(admin_client, failed_add):
+    response = admin_client.get(reverse("admin:jobs_jobresult_job", args=["failed-add"]))
+
+    assert response["Location"] == change(failed_add)
+
+
+def test_a_job_id_not_recorded_yet_leads_to_the_list_saying_so(admin_client):
+    response = admin_client.get(reverse("admin:jobs_jobresult_job", args=["not-yet"]),
+                                follow=True)
+
+    assert page_messages(response) == ["Job not-yet has no result yet: it waits for a worker."]
 
 
 # Dead letters --------------------------------------------------------------------------------
@@ -348,6 +640,59 @@ def test_workers_are_read_only(admin_client, workers):
     assert 'name="_save"' not in response.text
 
 
+def shutdown_url(worker) -> str:
+    return reverse("admin:jobs_worker_shutdown", args=[worker.pk])
+
+
+def test_shutdown_asks_the_worker_to_stop(admin_client, workers):
+    online, _ = workers
+
+    response = admin_client.post(shutdown_url(online))
+
+    assert response["Location"] == change(online)
+    online.refresh_from_db()
+    assert online.stop_requested_at is not None
+
+
+def test_shutdown_of_a_stopped_worker_says_so(admin_client, workers):
+    _, stopped = workers
+
+    response = admin_client.post(shutdown_url(stopped), follow=True)
+
+    stopped.refresh_from_db()
+    assert stopped.stop_requested_at is None
+    assert page_messages(response) == [f"Could not ask {stopped} to shut down: it has "
+                                       "stopped already"]
+
+
+def test_shutdown_action_asks_each_selected_worker(admin_client, workers):
+    online, _ = workers
+    other = Worker.objects.create(hostname="jobs@other", pid=303, queues=["default"],
+                                  pool="solo", concurrency=1)
+
+    admin_client.post(changelist("worker"), {"action": "shut_down",
+                                             "_selected_action": [online.pk, other.pk]})
+
+    assert Worker.objects.filter(stop_requested_at__isnull=False).count() == 2
+
+
+def test_shutdown_needs_the_change_permission_on_workers(staff_client, workers):
+    online, _ = workers
+    client = staff_client("view_worker", "change_jobresult")
+
+    assert shutdown_url(online) not in client.get(change(online)).text
+    assert client.post(shutdown_url(online)).status_code == 403
+    online.refresh_from_db()
+    assert online.stop_requested_at is None
+
+
+def test_worker_page_offers_shutdown_while_the_worker_runs(admin_client, workers):
+    online, stopped = workers
+
+    assert f'action="{shutdown_url(online)}"' in admin_client.get(change(online)).text
+    assert shutdown_url(stopped) not in admin_client.get(change(stopped)).text
+
+
 # Queued messages -----------------------------------------------------------------------------
 
 
@@ -412,6 +757,88 @@ def test_messages_can_be_deleted(admin_client):
     admin_client.post(reverse("admin:jobs_message_delete", args=[row.pk]), {"post": "yes"})
 
     assert not Message.objects.exists()
+
+
+def test_message_list_shows_each_jobs_recorded_state(admin_client):
+    message()
+    JobResult.objects.create(job_id="m-1", state=States.REVOKED)
+
+    response = admin_client.get(changelist("message"))
+
+    assert '<span class="jobs-badge jobs-badge-muted">REVOKED</span>' in response.text
+
+
+def test_run_now_makes_a_delayed_job_due(admin_client):
+    delayed = message(visible_at=timezone.now() + timedelta(hours=1))
+
+    admin_client.post(changelist("message"), {"action": "run_now",
+                                              "_selected_action": [delayed.pk]})
+
+    delayed.refresh_from_db()
+    assert delayed.visible_at <= timezone.now()
+
+
+def test_run_now_leaves_leased_messages_alone(admin_client):
+    until = timezone.now() + timedelta(seconds=30)
+    leased = message(lease_owner="w", lease_until=until,
+                     visible_at=timezone.now() + timedelta(hours=1))
+
+    response = admin_client.post(changelist("message"), {
+        "action": "run_now", "_selected_action": [leased.pk]}, follow=True)
+
+    leased.refresh_from_db()
+    assert leased.visible_at > timezone.now()
+    assert page_messages(response) == ["1 message(s) were not delayed: left as they were."]
+
+
+def test_revoking_a_delayed_job_records_it_revoked_and_keeps_it_until_due(admin_client):
+    delayed = message(visible_at=timezone.now() + timedelta(hours=1))
+
+    admin_client.post(changelist("message"), {"action": "revoke",
+                                              "_selected_action": [delayed.pk]})
+
+    assert JobResult.objects.get(job_id="m-1").state == States.REVOKED
+    assert Message.objects.filter(pk=delayed.pk).exists()
+
+
+def test_revoking_a_job_a_worker_holds_asks_the_worker_to_stop_it(admin_client):
+    held = message(lease_owner="w", lease_until=timezone.now() + timedelta(seconds=30))
+    JobResult.objects.create(job_id="m-1", state=States.STARTED)
+
+    admin_client.post(changelist("message"), {"action": "revoke",
+                                              "_selected_action": [held.pk]})
+
+    result = JobResult.objects.get(job_id="m-1")
+    assert (result.state, result.result["exc_message"]) == (States.REVOKED, ["terminated"])
+
+
+def test_message_list_survives_a_job_id_that_is_not_a_string(admin_client):
+    payload = {"headers": {"task": "x", "id": ["not", "an", "id"]}}
+    Message.objects.create(queue="default", payload=json.dumps(payload))
+
+    assert admin_client.get(changelist("message")).status_code == 200
+
+
+def test_deleting_a_queued_job_records_it_revoked(admin_client):
+    row = message()
+
+    admin_client.post(reverse("admin:jobs_message_delete", args=[row.pk]), {"post": "yes"})
+
+    result = JobResult.objects.get(job_id="m-1")
+    assert (result.state, result.name) == (States.REVOKED, "shop.jobs.charge")
+    assert result.result["exc_message"] == ["deleted from the admin"]
+
+
+def test_message_actions_need_the_change_permission(staff_client):
+    delayed = message(visible_at=timezone.now() + timedelta(hours=1))
+    client = staff_client("view_message", "change_jobresult")
+
+    for action in ("run_now", "revoke"):
+        client.post(changelist("message"), {"action": action, "_selected_action": [delayed.pk]})
+
+    delayed.refresh_from_db()
+    assert delayed.visible_at > timezone.now()
+    assert not JobResult.objects.filter(job_id="m-1").exists()
 
 
 # Formatting ----------------------------------------------------------------------------------

@@ -85,6 +85,9 @@ def restart_redis() -> None:
     _wait_port(6379, up=False)
     subprocess.run(SERVICES["redis"][1], shell=True, check=True)
     _wait_port(6379, up=True)
+    # Redis listens before it has read the dump: removing it any sooner loses the jobs.
+    wait_for(lambda: b"loading:0" in subprocess.run(["redis-cli", "info", "persistence"],
+                                                    capture_output=True).stdout, timeout=30)
     dump = "/var/lib/redis/dump.rdb"
     if os.path.exists(dump):
         os.remove(dump)  # don't bring these jobs back at the next start

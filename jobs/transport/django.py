@@ -37,6 +37,7 @@ from kombu.utils.json import dumps, loads
 
 from jobs.transport.listener import Listener
 from jobs.transport.table import ClaimedRow, MessageTable, queue_depths
+from jobs.transport.tolerant import tolerant
 
 __all__ = ["Channel", "QoS", "Transport", "queue_depths"]
 
@@ -94,6 +95,7 @@ class Channel(virtual.Channel):
     """A consumer or producer of ``django://``: claims, buffers and renews its messages."""
 
     QoS = QoS
+    Message = tolerant(virtual.Message)
     from_transport_options = (*virtual.Channel.from_transport_options,
                               "visibility_timeout", "database")
 

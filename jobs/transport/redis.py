@@ -22,6 +22,8 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
+from jobs.transport.tolerant import tolerant
+
 #: KEYS: the queue keys in order, then the unacked hash and index.
 #: ARGV: the time now, the number of queue keys. Returns {key, message} or nil.
 CLAIM = """
@@ -60,6 +62,7 @@ class QoS(kombu_redis.QoS):
 
 class Channel(kombu_redis.Channel):
     QoS = QoS
+    Message = tolerant(kombu_redis.Channel.Message)
 
     def __init__(self, *args, **kwargs):
         self._claimed: dict[str, bool] = {}

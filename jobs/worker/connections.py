@@ -6,10 +6,11 @@ CONN_MAX_AGE = 0 (Django's default, "close at the end of each request") a worker
 keeps the connection between jobs, but drops it as soon as it is found unusable.
 """
 
-from django.db import InterfaceError, OperationalError, connections
+from django.db import InterfaceError, OperationalError, connections, reset_queries
 
 
 def before_job() -> None:
+    reset_queries()  # with DEBUG on, Django keeps every query of the process otherwise
     _recycle()
 
 

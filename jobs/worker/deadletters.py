@@ -6,6 +6,7 @@ import logging
 
 from jobs import signals
 from jobs.models import DeadLetter
+from jobs.worker.storable import storable
 
 logger = logging.getLogger("jobs.worker")
 
@@ -15,16 +16,17 @@ _HEADER_LIMIT = 64 * 1024
 def store(delivery, reason: str, hostname: str = "") -> DeadLetter:
     """Keep ``delivery`` (a :class:`jobs.worker.execute.Delivery`) whole with ``reason``."""
     headers = delivery.headers if isinstance(delivery.headers, dict) else {}
-    name = headers.get("task") if isinstance(headers.get("task"), str) else ""
-    job_id = headers.get("id") if isinstance(headers.get("id"), str) else ""
-    body = delivery.body if isinstance(delivery.body, bytes) else str(delivery.body).encode()
+    name, job_id = _text(headers.get("task"), 255), _text(headers.get("id"), 255)
+    body = delivery.body if isinstance(delivery.body, bytes) else \
+        str(delivery.body).encode("utf-8", "surrogatepass")
+    reason = _text(reason, None)
     letter = DeadLetter.objects.create(
         queue=delivery.queue or "",
-        job_id=job_id[:255],
-        job_name=name[:255],
+        job_id=job_id,
+        job_name=name,
         reason=reason,
-        content_type=(delivery.content_type or "")[:100],
-        content_encoding=(delivery.content_encoding or "")[:50],
+        content_type=_text(delivery.content_type, 100),
+        content_encoding=_text(delivery.content_encoding, 50),
         headers=_jsonable(headers),
         properties=_jsonable(delivery.properties),
         body=body,
@@ -37,12 +39,17 @@ def store(delivery, reason: str, hostname: str = "") -> DeadLetter:
     return letter
 
 
+def _text(value, limit: int | None) -> str:
+    """A string column's value from whatever a producer sent (PostgreSQL refuses NUL)."""
+    return storable(value)[:limit] if isinstance(value, str) else ""
+
+
 def _jsonable(value):
-    """Headers as JSON can hold them: anything exotic becomes its repr."""
+    """Headers as a JSON column can hold them: anything exotic becomes its repr."""
     import json
 
     try:
-        text = json.dumps(value, default=repr)
+        text = json.dumps(storable(value), default=repr, allow_nan=False)
     except (TypeError, ValueError):
         return {"repr": repr(value)[:_HEADER_LIMIT]}
     if len(text) > _HEADER_LIMIT:

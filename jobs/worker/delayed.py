@@ -47,8 +47,8 @@ class Releaser:
         """Keep ``message`` in the database until its eta (the caller then acks it)."""
         with self.store.Producer() as producer:
             producer.publish(
-                message.body, exchange="", routing_key=delivery.queue,
-                headers=message.headers, content_type=message.content_type,
+                delivery.body, exchange="", routing_key=delivery.queue,
+                headers=delivery.headers, content_type=message.content_type,
                 content_encoding=message.content_encoding,
                 priority=(message.properties or {}).get("priority"),
                 correlation_id=(message.properties or {}).get("correlation_id"),

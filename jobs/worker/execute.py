@@ -12,10 +12,11 @@ import time
 import traceback as tb
 from dataclasses import dataclass, field
 
+from django.db import DataError, IntegrityError
 from django.utils import timezone
-from kombu.compression import decompress
 
 from jobs import context, signals
+from jobs.compression import decompress
 from jobs.conf import settings
 from jobs.exceptions import InvalidMessage, NotRegistered, Retry, WorkerLostError
 from jobs.job import Job
@@ -88,10 +89,7 @@ def _body(delivery: Delivery) -> bytes:
     compression = delivery.headers.get("compression")
     if not compression:
         return delivery.body
-    try:
-        return decompress(delivery.body, compression)
-    except Exception as exc:
-        raise InvalidMessage(f"can't decompress the body ({compression}): {exc}") from exc
+    return decompress(delivery.body, compression, settings.TASK_MAX_MESSAGE_SIZE)
 
 
 def _ignores_result(job: Job, message: JobMessage) -> bool:
@@ -141,10 +139,10 @@ def _succeeded(job, message, request, value, runtime, hostname) -> Outcome:
     if not _ignores_result(job, message):
         try:
             recording.mark_succeeded(message, value, runtime, hostname)
-        except TypeError as exc:
+        except (TypeError, ValueError, DataError, IntegrityError) as exc:  # NaN, NUL, bytes...
             error = TypeError(f"{message.name} returned a value that can't be stored: {exc}")
             return _failed(job, message, request, error, "", runtime, hostname)
-    logger.info("Job %s[%s] succeeded in %.4fs", message.name, message.id, runtime,
+    logger.info("Job %s[%s] succeeded in %.6fs", message.name, message.id, runtime,
                 extra={"job_id": message.id})
     signals.job_succeeded.send(job, job_id=message.id, name=message.name, request=request,
                                result=value, runtime=runtime)

@@ -60,7 +60,10 @@ class Heart:
         running = self.worker.pool.running_ids()
         if not running:
             return
-        revoked = JobResult.objects.filter(job_id__in=running, state=States.REVOKED)
+        # A row revoked before its job started has no start time: the child drops that job
+        # itself when it sees the row, no need to kill it.
+        revoked = JobResult.objects.filter(job_id__in=running, state=States.REVOKED,
+                                           date_started__isnull=False)
         for job_id in revoked.values_list("job_id", flat=True):
             self.worker.pool.terminate_job(job_id)
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from jobs.messages import JobMessage
 from jobs.models import JobResult as Row, States
 from jobs.results import exception_to_dict
+from jobs.worker.storable import storable
 
 
 def _attempt(message: JobMessage):
@@ -32,8 +33,8 @@ def _upsert(message: JobMessage, fields: dict) -> None:
 def _identity(message: JobMessage) -> dict:
     return {
         "name": message.name,
-        "args": list(message.args),
-        "kwargs": message.kwargs,
+        "args": storable(message.args),
+        "kwargs": storable(message.kwargs),
         "queue": message.queue,
         "parent_id": message.parent_id or "",
         "root_id": message.root_id or message.id,
@@ -51,6 +52,7 @@ def mark_started(message: JobMessage, hostname: str, track: bool) -> int | None:
         return None if revoked else 1
     try:
         with transaction.atomic():
+            _commit_without_waiting_for_disk()
             Row.objects.create(job_id=message.id, deliveries=1, **_identity(message), **fields)
         return 1
     except IntegrityError:
@@ -63,6 +65,19 @@ def mark_started(message: JobMessage, hostname: str, track: bool) -> int | None:
     return attempt.values_list("deliveries", flat=True).first() or 1
 
 
+def _commit_without_waiting_for_disk() -> None:
+    """Let this transaction's commit return before its WAL reaches the disk (PostgreSQL).
+
+    Only for the STARTED mark: if the database crashes within the next moments the mark may
+    be lost, which costs nothing (the job's message is still unacknowledged), while waiting
+    for the flush would double the database time of a short job. Final states, after which
+    the message is acknowledged, are committed durably.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+
+
 def mark_succeeded(message: JobMessage, value, runtime: float, hostname: str) -> None:
     _upsert(message, {"state": States.SUCCESS, "result": value, "traceback": "",
                       "date_done": timezone.now(), "runtime": runtime, "worker": hostname,
@@ -71,7 +86,8 @@ def mark_succeeded(message: JobMessage, value, runtime: float, hostname: str) ->
 
 def mark_failed(message: JobMessage, exc: BaseException, traceback: str, runtime: float | None,
                 hostname: str, state: str = States.FAILURE) -> None:
-    _upsert(message, {"state": state, "result": exception_to_dict(exc), "traceback": traceback,
+    _upsert(message, {"state": state, "result": storable(exception_to_dict(exc)),
+                      "traceback": storable(traceback),
                       "date_done": timezone.now(), "runtime": runtime, "worker": hostname,
                       "retries": message.retries})
 
@@ -79,8 +95,8 @@ def mark_failed(message: JobMessage, exc: BaseException, traceback: str, runtime
 def mark_retry(message: JobMessage, exc: BaseException | None, traceback: str,
                hostname: str) -> None:
     _upsert(message, {"state": States.RETRY,
-                      "result": exception_to_dict(exc) if exc else None,
-                      "traceback": traceback, "worker": hostname,
+                      "result": storable(exception_to_dict(exc)) if exc else None,
+                      "traceback": storable(traceback), "worker": hostname,
                       "retries": message.retries})
 
 

@@ -17,7 +17,6 @@ import time
 from datetime import datetime
 
 from kombu import Consumer
-from kombu.compression import decompress
 from kombu.serialization import prepare_accept_content, registry as serializers
 from kombu.utils.url import maybe_sanitize_url
 
@@ -119,7 +118,8 @@ class Worker:
         self._generation += 1
         channel = conn.channel()
         consumer = Consumer(channel, queues=[queue_for(q) for q in self.queues],
-                            on_message=self._on_message, auto_declare=True)
+                            on_message=self._on_message, on_decode_error=self._on_undecodable,
+                            auto_declare=True)
         if self.prefetch:
             consumer.qos(prefetch_count=self.prefetch)
         consumer.consume()
@@ -154,6 +154,9 @@ class Worker:
     def _on_message(self, message) -> None:
         key = (self._generation, message.delivery_tag)
         headers = message.headers if isinstance(message.headers, dict) else {}
+        if headers.get("compression") and not message.errors:
+            # kombu's Message has decompressed the body (capped: jobs.compression).
+            headers = {k: v for k, v in headers.items() if k != "compression"}
         queue_name = (message.delivery_info or {}).get("routing_key") or self.queues[0]
         delivery = Delivery(
             tag=key, headers=headers, body=message.body, content_type=message.content_type,
@@ -177,6 +180,14 @@ class Worker:
             message.ack()
             self._acked_early.add(key)
         self.pool.submit(delivery)
+
+    def _on_undecodable(self, message, exc) -> None:
+        """kombu could not unpack a message (its body would not decompress, or inflates past
+        TASK_MAX_MESSAGE_SIZE): it goes through the same checks, which dead-letter it."""
+        if not hasattr(message, "delivery_tag"):  # the transport could not even read it
+            logger.error("Dropped a message the transport could not read: %s", exc)
+            return
+        self._on_message(message)
 
     def _refusal(self, delivery: Delivery) -> str | None:
         """Why no worker should run this message (cheap checks on the envelope), or None."""
@@ -258,7 +269,7 @@ class Worker:
         if message is None:
             return
         try:
-            msg = decode(message.headers, _body(message), message.content_type,
+            msg = decode(message.headers, message.body, message.content_type,
                          message.content_encoding, self.accept)
             recording.mark_failed(msg, error, "", None, self.hostname)
             job = registry.get(msg.name)
@@ -319,11 +330,6 @@ class Worker:
             conn.release()
         except Exception:
             pass
-
-
-def _body(message) -> bytes:
-    compression = (message.headers or {}).get("compression")
-    return decompress(message.body, compression) if compression else message.body
 
 
 def _why_not_a_job(delivery: Delivery, accept) -> str:

@@ -104,3 +104,11 @@ def at_most_once(seconds):
     """Acknowledged before it runs: if its worker dies meanwhile, it is not run again."""
     time.sleep(seconds)
     return "done"
+
+
+@job(unique=True)
+def refresh_report(report_id, seconds=0.0):
+    """One refresh per report at a time: a second call while one is queued or running is
+    not sent again (unique)."""
+    time.sleep(seconds)
+    return report_id

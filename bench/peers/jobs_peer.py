@@ -1,0 +1,70 @@
+"""``jobs`` itself: ``manage.py jobs_worker -c 2 -P prefork`` with results in the ORM or off."""
+
+from __future__ import annotations
+
+from bench.peers import ROOT, Peer, python, truncate
+
+
+class JobsPeer(Peer):
+    library = "jobs"
+
+    def __init__(self, ctx, ignore_result: bool = False) -> None:
+        super().__init__(ctx)
+        from bench import tasks
+
+        self.tasks = tasks
+        self.ignore_result = ignore_result
+        self.key = "jobs-off" if ignore_result else "jobs"
+        self.results = "off" if ignore_result else "ORM"
+        self.label = "jobs, results off" if ignore_result else "jobs (defaults, results in ORM)"
+        self.figures = frozenset({"enqueue", "drain"} if ignore_result
+                                 else {"enqueue", "drain", "roundtrip", "scale"})
+        self.has_bulk = hasattr(tasks.noop, "delay_many")
+        self.bulk_method = "delay_many" if self.has_bulk else "no bulk API: delay() loop"
+
+    def worker_argv(self) -> list[str]:
+        return [python(), str(ROOT / "manage.py"), "jobs_worker", "-c", "2", "-P", "prefork",
+                "-Q", self.queue, "-l", "WARNING"]
+
+    def worker_env(self) -> dict[str, str]:
+        return {"BENCH_QUEUE": self.queue,
+                "BENCH_JOBS_IGNORE_RESULT": "1" if self.ignore_result else "0"}
+
+    def enqueue(self, n: int) -> None:
+        delay = self.tasks.noop.delay
+        for _ in range(n):
+            delay()
+
+    def enqueue_bulk(self, n: int) -> None:
+        if self.has_bulk:
+            self.tasks.noop.delay_many([()] * n)
+        else:
+            self.enqueue(n)
+
+    def enqueue_delayed(self, n: int, seconds: int) -> None:
+        if self.has_bulk:
+            self.tasks.noop.delay_many([()] * n, countdown=seconds)
+            return
+        apply_async = self.tasks.noop.apply_async
+        for _ in range(n):
+            apply_async(countdown=seconds)
+
+    def send_mark(self, key: str) -> None:
+        self.tasks.mark.delay(key)
+
+    def round_trip(self) -> None:
+        self.tasks.noop.delay().get(timeout=10)
+
+    def stored_results(self) -> int | None:
+        if self.ignore_result:
+            return None
+        from jobs.models import JobResult, States
+
+        return JobResult.objects.filter(name=self.tasks.noop.name, state=States.SUCCESS).count()
+
+    def purge(self) -> None:
+        from jobs.models import JobResult, Message
+
+        super().purge()
+        truncate(JobResult._meta.db_table)
+        Message.objects.filter(queue__startswith=self.ctx.prefix).delete()

@@ -1,0 +1,246 @@
+"""The monitoring dashboard: what workers, queues and jobs are doing, in one small document.
+
+:func:`snapshot` gathers it: job statistics from :mod:`jobs.stats` (bounded queries, fast
+however many results the table holds), workers from their heartbeat rows, and queue depths
+from the broker, time-bound: a broker that is down shows as unavailable and never holds up
+the page. The admin serves it as a page and as JSON that the page polls
+(:class:`DashboardViews`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+from datetime import datetime
+
+from django.core.exceptions import PermissionDenied
+from django.http import JsonResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.http import urlencode
+from kombu.transport.virtual import Channel as VirtualChannel
+from kombu.utils.url import maybe_sanitize_url
+
+from jobs import broker, stats
+from jobs.conf import settings
+from jobs.display import format_time
+from jobs.models import DeadLetter, States, Worker
+from jobs.transport.django import queue_depths as database_queue_depths
+
+logger = logging.getLogger("jobs.dashboard")
+
+#: Seconds the broker may take to report its queue depths.
+BROKER_TIMEOUT = 2.0
+#: Workers shown (the dashboard of a fleet lists the first ones by name).
+MAX_WORKERS = 100
+
+
+# Workers and queues ----------------------------------------------------------------------
+
+
+def online_workers(now: datetime) -> list[Worker]:
+    return list(Worker.objects.online(now).order_by("hostname", "pid")[:MAX_WORKERS])
+
+
+def worker_row(worker: Worker, now: datetime) -> dict:
+    queues = worker.queues if isinstance(worker.queues, list) else [worker.queues]
+    return {
+        "pk": worker.pk, "hostname": worker.hostname, "pid": worker.pid,
+        "queues": [str(queue) for queue in queues], "pool": worker.pool,
+        "concurrency": worker.concurrency, "active": worker.active,
+        "load": round(100 * worker.active / worker.concurrency) if worker.concurrency else None,
+        "processed": worker.processed, "last_seen": format_time(worker.last_seen),
+        "seen_ago": round(max(0.0, (now - worker.last_seen).total_seconds()), 1),
+        "stopping": worker.stop_requested_at is not None,
+    }
+
+
+def known_queues(workers: list[Worker]) -> set[str]:
+    """Queues worth showing even when empty: the default, routed ones, and workers' queues."""
+    names = {settings.TASK_DEFAULT_QUEUE}
+    for target in (settings.TASK_ROUTES or {}).values():
+        names.add(target["queue"] if isinstance(target, dict) else target)
+    for worker in workers:
+        names.update(map(str, worker.queues if isinstance(worker.queues, list) else []))
+    return names
+
+
+def queue_depths(names: set[str]) -> dict:
+    """Messages per queue: *ready* to be taken, *reserved* by a worker, *delayed* until due.
+
+    Delayed jobs are rows of the database queue for every broker (a worker parks them there
+    until due). On Redis and RabbitMQ the broker is asked for the ready count; the reserved
+    count is the broker's own business there and shows as unknown (None).
+    """
+    parked = database_queue_depths()
+    if broker.is_database_broker():
+        names = names | set(parked)
+        rows = [{"name": name, "ready": parked.get(name, {}).get("ready", 0),
+                 "reserved": parked.get(name, {}).get("leased", 0),
+                 "delayed": parked.get(name, {}).get("delayed", 0)} for name in sorted(names)]
+        return {"available": True, "error": "", "rows": rows}
+    counts, error = broker_counts(sorted(names))
+    rows = [{"name": name, "ready": counts.get(name) if counts is not None else None,
+             "reserved": None, "delayed": sum(parked.get(name, {}).values())}
+            for name in sorted(names | set(parked))]
+    return {"available": counts is not None, "error": error, "rows": rows}
+
+
+def broker_counts(names: list[str], timeout: float = BROKER_TIMEOUT) -> tuple[dict | None, str]:
+    """Ready messages per queue from the broker, or ``(None, why)`` if it can't say in time."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(_ask_broker, broker.broker_url(), names)
+    pool.shutdown(wait=False)  # a broker that hangs keeps the thread, not the page
+    try:
+        return future.result(timeout=timeout), ""
+    except concurrent.futures.TimeoutError:
+        return None, f"the broker did not answer within {timeout:g} s"
+    except Exception as exc:
+        logger.warning("Could not read queue depths: %s", exc)
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def _ask_broker(url: str, names: list[str]) -> dict[str, int]:
+    counts = {}
+    with broker.new_connection(url) as connection:
+        connection.connect()
+        channel = connection.channel()
+        for name in names:
+            try:
+                counts[name] = _ready(channel, name)
+            except connection.channel_errors:
+                counts[name] = 0  # never declared: nothing was sent to it yet
+                channel = _fresh(channel, connection)
+        channel.close()
+    return counts
+
+
+def _ready(channel, name: str) -> int:
+    if isinstance(channel, VirtualChannel):
+        # Redis: the transport's own count; its passive declare ignores global_keyprefix.
+        return channel._size(name)
+    return channel.queue_declare(name, passive=True).message_count
+
+
+def _fresh(channel, connection):
+    """A usable channel after a channel error (AMQP closes the channel on one)."""
+    try:
+        channel.close()
+    except Exception:
+        pass
+    return connection.channel()
+
+
+# The whole -------------------------------------------------------------------------------
+
+
+def snapshot(now: datetime | None = None, *, workers: bool = True,
+             dead_letters: bool = True) -> dict:
+    """Everything the dashboard shows, as JSON-ready data.
+
+    ``workers`` and ``dead_letters`` leave out what the viewer may not see.
+    """
+    now = now or timezone.now()
+    series, names = stats.throughput(now)
+    slowest, failing = stats.job_statistics(names, stats.window_start(now))
+    running, running_total = stats.running_jobs(now)
+    online = online_workers(now)
+    queues = queue_depths(known_queues(online))
+    totals = {
+        "succeeded": sum(series["succeeded"]), "failed": sum(series["failed"]),
+        "retried": sum(series["retried"]), "running": running_total,
+        "queued": sum(row["ready"] or 0 for row in queues["rows"]),
+        "delayed": sum(row["delayed"] or 0 for row in queues["rows"]),
+        "workers": len(online) if workers else None,
+        "dead_letters": DeadLetter.objects.count() if dead_letters else None,
+    }
+    return {
+        "now": format_time(now), "window_minutes": stats.WINDOW_MINUTES,
+        "broker": _shown_url(broker.broker_url()),
+        "totals": totals, "throughput": series,
+        "workers": [worker_row(worker, now) for worker in online] if workers else None,
+        "queues": queues, "running": running, "slowest": slowest, "failing": failing,
+    }
+
+
+def _shown_url(url: str) -> str:
+    """The broker URL without its password."""
+    return maybe_sanitize_url(url) if "@" in url else url
+
+
+# In the admin ----------------------------------------------------------------------------
+
+
+class DashboardViews:
+    """Mixed into the job results' ModelAdmin: ``dashboard/`` and ``dashboard.json``.
+
+    Both need the view permission on job results; the workers and dead letters parts show
+    only to users who may view those.
+    """
+
+    dashboard_template = "admin/jobs/dashboard.html"
+    #: Milliseconds between the page's polls of the JSON document.
+    dashboard_refresh = 3000
+
+    def dashboard_urls(self) -> list:
+        view = self.admin_site.admin_view
+        return [
+            path("dashboard/", view(self.dashboard_view), name="jobs_jobresult_dashboard"),
+            path("dashboard.json", view(self.dashboard_data_view), name="jobs_jobresult_dashboard_data"),
+        ]
+
+    def dashboard_snapshot(self, request) -> dict:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        user = request.user
+        data = snapshot(workers=user.has_perm("jobs.view_worker"),
+                        dead_letters=user.has_perm("jobs.view_deadletter"))
+        self._add_links(data, request)
+        return data
+
+    def dashboard_view(self, request):
+        data = self.dashboard_snapshot(request)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Jobs dashboard",
+            "opts": self.model._meta,
+            "app_label": self.model._meta.app_label,
+            "snapshot": data,
+            "data_url": reverse(f"{self.admin_site.name}:jobs_jobresult_dashboard_data"),
+            "refresh": self.dashboard_refresh,
+        }
+        return TemplateResponse(request, self.dashboard_template, context)
+
+    def dashboard_data_view(self, request):
+        return JsonResponse(self.dashboard_snapshot(request))
+
+    def _add_links(self, data: dict, request) -> None:
+        """URLs of the pages behind the numbers, for those the user may open."""
+        site, user = self.admin_site.name, request.user
+        results = reverse(f"{site}:jobs_jobresult_changelist")
+        for job in data["running"]:
+            job["url"] = reverse(f"{site}:jobs_jobresult_change", args=[job.pop("pk")])
+        for row in data["slowest"] + data["failing"]:
+            row["url"] = f"{results}?{urlencode({'name': row['name']})}"
+        for worker in data["workers"] or ():
+            worker["url"] = reverse(f"{site}:jobs_worker_change", args=[worker.pop("pk")])
+        since = timezone.localtime(stats.window_start(timezone.now())).strftime("%Y-%m-%dT%H:%M")
+
+        def finished(**params) -> str:
+            return f"{results}?{urlencode({**params, 'date_done__gte': since})}"
+
+        messages = reverse(f"{site}:jobs_message_changelist")
+        data["links"] = {
+            "succeeded": finished(state=States.SUCCESS),
+            "failed": finished(state=States.FAILURE),
+            "retried": finished(retries__gt=0),
+            "running": f"{results}?{urlencode({'state': States.STARTED})}",
+            "workers": f"{reverse(f'{site}:jobs_worker_changelist')}?online=yes"
+                       if user.has_perm("jobs.view_worker") else None,
+            "queued": messages if user.has_perm("jobs.view_message") else None,
+            "delayed": f"{messages}?status=delayed" if user.has_perm("jobs.view_message")
+                       else None,
+            "dead_letters": reverse(f"{site}:jobs_deadletter_changelist")
+                            if user.has_perm("jobs.view_deadletter") else None,
+        }

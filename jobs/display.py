@@ -1,0 +1,111 @@
+"""Showing jobs to people: durations, times, state badges, code and JSON blocks.
+
+Used by the admin pages and the dashboard. Badge and code styles use the admin's CSS
+variables, so they follow its light and dark themes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import admin
+from django.core.serializers.json import DjangoJSONEncoder
+from django.utils import dateformat, timezone
+from django.utils.html import format_html
+
+from jobs.models import States
+
+#: Characters of a JSON value or traceback shown on a page; the rest is cut.
+TEXT_LIMIT = 100_000
+#: Bytes of a dead letter's body shown on its page.
+BODY_LIMIT = 10 * 1024
+
+STATE_STYLES = {
+    States.PENDING: "pending",
+    States.RECEIVED: "active",
+    States.STARTED: "active",
+    States.RETRY: "warning",
+    States.SUCCESS: "success",
+    States.FAILURE: "error",
+    States.REVOKED: "muted",
+}
+
+
+def format_runtime(seconds: float | None) -> str | None:
+    """A duration for people: ``850 µs``, ``12 ms``, ``3.40 s``, ``2 min 5 s``, ``1 h 3 min``."""
+    if seconds is None:
+        return None
+    if seconds < 0.001:
+        return f"{seconds * 1_000_000:.0f} µs"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def format_time(value) -> str | None:
+    """A datetime to the second, in the current time zone."""
+    if value is None:
+        return None
+    if timezone.is_aware(value):
+        value = timezone.localtime(value)
+    return dateformat.format(value, "Y-m-d H:i:s")
+
+
+def timestamp(field: str, description: str):
+    """A column showing the datetime ``field`` to the second, in the current time zone."""
+
+    @admin.display(description=description, ordering=field)
+    def column(self, obj):
+        return format_time(getattr(obj, field))
+
+    return column
+
+
+def json_block(field: str, description: str):
+    """A field showing the JSON value of ``field``, pretty-printed in a monospace block."""
+
+    @admin.display(description=description)
+    def block(self, obj):
+        return pretty_json(getattr(obj, field))
+
+    return block
+
+
+def badge(text: str, style: str):
+    """A small colored label; its colors are the admin's, so it follows the dark theme."""
+    return format_html('<span class="jobs-badge jobs-badge-{}">{}</span>', style, text)
+
+
+def state_badge(state: str):
+    return badge(state, STATE_STYLES.get(state, "other"))
+
+
+def code_block(text: str, limit: int = TEXT_LIMIT):
+    """``text`` in a monospace ``<pre>``, cut at ``limit`` characters."""
+    if len(text) > limit:
+        text = f"{text[:limit]}\n… ({len(text) - limit:,} more characters not shown)"
+    return format_html('<pre class="jobs-code">{}</pre>', text)
+
+
+def pretty_json(value: Any):
+    if value is None:
+        return None
+    return code_block(json.dumps(value, indent=2, ensure_ascii=False, cls=DjangoJSONEncoder))
+
+
+def body_text(body: bytes | memoryview | None, limit: int = BODY_LIMIT):
+    """A message body as text (UTF-8, undecodable bytes replaced), cut at ``limit`` bytes."""
+    if body is None:
+        return None
+    data = bytes(body)
+    text = data[:limit].decode("utf-8", errors="replace")
+    if len(data) > limit:
+        text += f"\n… ({len(data):,} bytes in all; the first {limit:,} are shown)"
+    return code_block(text)

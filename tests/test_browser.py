@@ -1,0 +1,156 @@
+"""The monitoring pages in a real browser: headless Chromium, a live server, a real worker.
+
+Chromium is Debian's package (``apt-get install -y chromium``), driven by Playwright's Python
+package; the live server and the worker share the test database, so what the worker records
+shows on the pages. Screenshots go to ``artifacts/screenshots/`` at the repository root.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+from django.core.cache import cache
+from django.urls import reverse
+
+from jobs.models import JobResult, Message, States
+from project.demo import jobs as demo
+from tests.conftest import IN_CI, ROOT, wait_for
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+WORKER = "browser@e2e"
+#: Milliseconds the browser waits for something to show: a few dashboard polls.
+SHOWS_WITHIN = 15_000
+
+
+def _missing(what: str) -> None:
+    if IN_CI:
+        pytest.fail(what)
+    pytest.skip(what)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        _missing(f"Chromium is not installed at {CHROMIUM}; install it with: "
+                 "apt-get update && apt-get install -y chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("Playwright is not installed; install it with: pip install -e '.[test]'")
+    # Playwright's sync API keeps an event loop in this thread, which Django takes for async
+    # code; the database calls of these tests and their fixtures are plain synchronous ones.
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, live_server, admin_user):
+    """A page of the live server, logged in as a superuser."""
+    cache.clear()  # counts of past minutes that other tests left
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280,
+                                                                       "height": 900})
+    context.set_default_timeout(SHOWS_WITHIN)
+    page = context.new_page()
+    page.goto(reverse("admin:login"))
+    page.fill("#id_username", admin_user.username)
+    page.fill("#id_password", "password")
+    page.click("input[type=submit]")
+    page.wait_for_url(re.compile(r"/admin/$"))
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def worker(start_worker):
+    return start_worker("django://", "-c", "2", "--hostname", WORKER)
+
+
+def screenshot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
+
+
+def open_job(page, job_id: str, state: str) -> None:
+    """Open a job's page, again until it shows ``state`` (the page itself doesn't poll)."""
+    deadline = time.monotonic() + SHOWS_WITHIN / 1000
+    while True:
+        page.goto(reverse("admin:jobs_jobresult_job", args=[job_id]))
+        badge = page.locator(".field-state_label .jobs-badge")
+        if badge.count() and badge.inner_text() == state:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} never showed {state}")
+        time.sleep(0.3)
+
+
+def test_the_dashboard_shows_the_worker_and_counts_a_job_as_it_finishes(page, worker):
+    from playwright.sync_api import expect
+
+    page.get_by_role("link", name="Dashboard").click()
+    expect(page.locator("#jobs-workers")).to_contain_text(WORKER)
+    succeeded = page.locator("#jobs-total-succeeded")
+    expect(succeeded).to_have_text("0")
+    page.evaluate("window.notReloaded = true")
+
+    assert demo.add.delay(2, 3).get(timeout=20) == 5
+
+    expect(succeeded).to_have_text("1")
+    expect(page.locator("#jobs-slowest")).to_contain_text("project.demo.jobs.add")
+    assert page.evaluate("window.notReloaded") is True
+    screenshot(page, "dashboard")
+
+
+def test_a_failed_job_retried_from_its_page_succeeds(page, worker):
+    from playwright.sync_api import expect
+
+    # Cut short by a per-call time limit; run again from the admin without it.
+    failed = demo.sleep_then_add.apply_async((1, 20, 22), soft_time_limit=0.2)
+    failed.get(timeout=20, propagate=False)
+    assert failed.state == States.FAILURE
+
+    open_job(page, failed.id, "FAILURE")
+    expect(page.locator(".field-traceback_block pre")).to_contain_text("SoftTimeLimitExceeded")
+    screenshot(page, "job-failed")
+    page.get_by_role("button", name="Retry").click()
+
+    notice = page.locator(".messagelist .success")
+    expect(notice).to_contain_text(f"Retried: {failed.id} as")
+    retried = notice.get_by_role("link").inner_text()
+    open_job(page, retried, "SUCCESS")
+    expect(page.locator(".field-result_block pre")).to_have_text("42")
+    expect(page.locator(".field-parent_link")).to_contain_text(failed.id)
+    screenshot(page, "job-retried")
+
+
+def test_a_delayed_job_revoked_from_its_list_never_runs(page, worker):
+    from playwright.sync_api import expect
+
+    delayed = demo.add.apply_async((1, 1), countdown=5)
+
+    page.goto(reverse("admin:jobs_message_changelist") + "?status=delayed")
+    row = page.locator("#result_list tbody tr", has_text=delayed.id)
+    row.locator("input.action-select").check()
+    page.select_option("select[name=action]", "revoke")
+    page.get_by_role("button", name="Go").click()
+    expect(page.locator(".messagelist .success")).to_contain_text(f"Revoked: {delayed.id}")
+    assert JobResult.objects.get(job_id=delayed.id).state == States.REVOKED
+
+    wait_for(lambda: not Message.objects.exists(), timeout=20,
+             message="the worker never took the delayed job when it was due")
+    row = JobResult.objects.get(job_id=delayed.id)
+    assert (row.state, row.date_started, row.result["exc_type"]) == (
+        States.REVOKED, None, "JobRevoked")
+    assert f"[{delayed.id}] succeeded" not in worker.output
+    open_job(page, delayed.id, "REVOKED")
+    expect(page.locator(".field-result_block pre")).to_contain_text("JobRevoked")

@@ -1,0 +1,153 @@
+"""Celery and jobs share a queue: Celery's messages run on jobs_worker, and ours run on a
+Celery worker that has a task of the same name. The real ``celery`` package, on Redis and
+RabbitMQ (the database broker is ours alone)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from jobs.models import DeadLetter, JobResult as Row
+from project.demo import jobs as demo
+from tests.conftest import ROOT, TEST_TRANSPORT_OPTIONS, wait_for
+
+celery = pytest.importorskip("celery")
+
+pytestmark = pytest.mark.e2e
+brokers = pytest.mark.parametrize("broker_url", ["redis", "amqp"], indirect=True)
+
+
+def transport_options(broker_url: str) -> dict:
+    """This session's Redis key prefix (RabbitMQ: the virtual host is in the URL)."""
+    return TEST_TRANSPORT_OPTIONS if broker_url.startswith("redis") else {}
+
+
+@pytest.fixture
+def celery_app(broker_url):
+    """A Celery producer on the queue our workers read."""
+    app = celery.Celery("producer", broker=broker_url)
+    app.conf.update(broker_transport_options=transport_options(broker_url),
+                    task_default_queue="default", result_backend=None)
+    yield app
+    app.close()
+
+
+def send(app, *args, **options):
+    return app.send_task(*args, queue="default", **options)
+
+
+@brokers
+def test_a_celery_task_runs_on_a_jobs_worker_with_its_args_and_kwargs(
+        broker_url, celery_app, start_worker):
+    start_worker(broker_url, "-c", "1")
+    sent = send(celery_app, "project.demo.jobs.add", args=(2,), kwargs={"y": 3})
+
+    row = wait_for(lambda: Row.objects.filter(job_id=sent.id, state="SUCCESS").first(),
+                   message="Celery's message did not run")
+    assert (row.name, row.args, row.kwargs, row.result) == (
+        "project.demo.jobs.add", [2], {"y": 3}, 5)
+
+
+@brokers
+def test_celerys_retries_count_reaches_the_job(broker_url, celery_app, start_worker):
+    start_worker(broker_url, "-c", "1")
+    sent = send(celery_app, "project.demo.jobs.whoami", retries=2)
+
+    row = wait_for(lambda: Row.objects.filter(job_id=sent.id, state="SUCCESS").first())
+    assert row.result["retries"] == 2
+    assert row.retries == 2
+
+
+@brokers
+def test_a_celery_task_with_a_countdown_waits_for_its_eta(broker_url, celery_app, start_worker):
+    start_worker(broker_url, "-c", "1")
+    sent_at = time.monotonic()
+    sent = send(celery_app, "project.demo.jobs.add", args=(1, 1), countdown=2)
+
+    wait_for(lambda: Row.objects.filter(job_id=sent.id, state="SUCCESS").exists(), timeout=30)
+    assert time.monotonic() - sent_at >= 1.9
+
+
+@brokers
+def test_an_expired_celery_task_does_not_run(broker_url, celery_app, start_worker):
+    expired = send(celery_app, "project.demo.jobs.add", args=(1, 1), expires=0.5)
+    time.sleep(1)
+    start_worker(broker_url, "-c", "1")
+    after = send(celery_app, "project.demo.jobs.add", args=(2, 2))
+
+    wait_for(lambda: Row.objects.filter(job_id=after.id, state="SUCCESS").exists())
+    row = Row.objects.filter(job_id=expired.id).first()
+    if broker_url.startswith("redis"):
+        assert (row.state, row.date_started) == ("REVOKED", None)
+        assert "expired at" in row.result["exc_message"][0]
+    else:  # Celery gives the message a time to live as well, and RabbitMQ drops it unseen
+        assert row is None
+
+
+@brokers
+def test_a_celery_task_no_job_has_is_dead_lettered(broker_url, celery_app, start_worker):
+    start_worker(broker_url, "-c", "1")
+    sent = send(celery_app, "billing.tasks.charge", args=(1,))
+
+    letter = wait_for(lambda: DeadLetter.objects.filter(job_id=sent.id).first())
+    assert letter.reason.startswith("unregistered job 'billing.tasks.charge'")
+
+
+# Our messages on a Celery worker -------------------------------------------------------------
+
+
+@pytest.fixture
+def celery_worker(broker_url, tmp_path):
+    """A real ``celery worker`` (solo pool) with tests/celery_side.py, consuming 'default'."""
+    out = tmp_path / "celery-out"
+    out.mkdir()
+    log = tmp_path / "celery-worker.log"
+    env = {**os.environ, "CELERY_SIDE_BROKER_URL": broker_url, "CELERY_SIDE_OUT": str(out),
+           "CELERY_SIDE_TRANSPORT_OPTIONS": json.dumps(transport_options(broker_url))}
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "tests.celery_side", "worker", "-P", "solo",
+             "-Q", "default", "--without-heartbeat", "--without-mingle", "--without-gossip",
+             "-l", "INFO"], cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "ready." in log.read_text() or process.poll() is not None, timeout=30,
+                 message="the Celery worker did not start")
+        assert process.poll() is None, log.read_text()
+        yield out
+    finally:
+        process.kill()  # nothing of ours is left running in it
+        process.wait(10)
+        print(log.read_text())
+
+
+def note(out, job_id: str) -> dict:
+    path = out / f"{job_id}.json"
+    wait_for(path.exists, timeout=20, message=f"the Celery worker did not run {job_id}")
+    return json.loads(path.read_text())
+
+
+@brokers
+def test_a_job_runs_on_a_celery_worker_with_a_task_of_its_name(broker_url, celery_worker):
+    handle = demo.add.apply_async((2,), {"y": 40})
+
+    received = note(celery_worker, handle.id)
+    assert (received["result"], received["args"]) == (42, [2, 40])
+    assert received["root_id"] == handle.id
+
+
+@brokers
+def test_a_delayed_job_runs_on_a_celery_worker_at_its_eta(broker_url, celery_worker):
+    sent_at = datetime.now(UTC)
+    handle = demo.add.apply_async((1, 2), countdown=1.5)
+
+    received = note(celery_worker, handle.id)
+    assert received["result"] == 3
+    eta = datetime.fromisoformat(received["eta"])
+    assert timedelta(seconds=1.4) < eta - sent_at < timedelta(seconds=1.6)
+    assert datetime.fromisoformat(received["ran_at"]) >= eta
