@@ -11,7 +11,6 @@ from django.db import InterfaceError, OperationalError, connections, reset_queri
 
 def before_job() -> None:
     reset_queries()  # with DEBUG on, Django keeps every query of the process otherwise
-    _recycle()
 
 
 def after_job() -> None:
