@@ -206,3 +206,15 @@ def test_jobs_succeed_after_the_database_dropped_the_workers_connections(broker_
     handles = [demo.add.delay(i, i) for i in range(10)]
     assert [h.get(timeout=30) for h in handles] == [2 * i for i in range(10)]
     assert not Row.objects.filter(state="FAILURE").exists()
+
+
+@database_broker
+def test_a_rate_limit_spaces_the_starts_of_a_job(broker_url, start_worker):
+    start_worker(broker_url, "-c", "2")
+    handles = [demo.limited.delay(i) for i in range(6)]
+    assert [h.get(timeout=30) for h in handles] == list(range(6))
+    starts = sorted(Row.objects.filter(name="project.demo.jobs.limited")
+                    .values_list("date_started", flat=True))
+    gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)]
+    assert min(gaps) >= 0.15  # five a second: one every 0.2 s
+    assert (starts[-1] - starts[0]).total_seconds() >= 0.9

@@ -30,6 +30,7 @@ from jobs.worker import deadletters, delayed, heartbeat, recording
 from jobs.worker.execute import Delivery
 from jobs.worker.outcome import Kind, Outcome
 from jobs.worker.pools import POOLS
+from jobs.worker.ratelimit import RateLimits
 
 logger = logging.getLogger("jobs.worker")
 
@@ -72,6 +73,7 @@ class Worker:
             max_memory_per_child=self.max_memory_per_child,
         )
         self.heart = heartbeat.Heart(self)
+        self.limits = RateLimits()
         self.releaser = None if is_database_broker() else delayed.Releaser(self.queues)
 
     # Running -----------------------------------------------------------------------------
@@ -144,6 +146,8 @@ class Worker:
 
     def _tick(self) -> None:
         self._process_completions()
+        for delivery in self.limits.due():
+            self.pool.submit(delivery)
         self.pool.maintain()
         self.heart.maybe_beat()
         if self.releaser is not None:
@@ -179,7 +183,8 @@ class Worker:
         if not job.option("acks_late"):
             message.ack()
             self._acked_early.add(key)
-        self.pool.submit(delivery)
+        if self.limits.admit(job, delivery):
+            self.pool.submit(delivery)
 
     def _on_undecodable(self, message, exc) -> None:
         """kombu could not unpack a message (its body would not decompress, or inflates past
@@ -300,7 +305,7 @@ class Worker:
         self.stopping = True
 
     def _hand_back_backlog(self) -> None:
-        for delivery in self.pool.take_backlog():
+        for delivery in [*self.limits.take_all(), *self.pool.take_backlog()]:
             message = self._inflight.pop(delivery.tag, None)
             if message is not None and delivery.tag not in self._acked_early:
                 message.requeue()

@@ -112,3 +112,9 @@ def refresh_report(report_id, seconds=0.0):
     not sent again (unique)."""
     time.sleep(seconds)
     return report_id
+
+
+@job(rate_limit="5/s")
+def limited(i):
+    """At most five starts a second in each worker."""
+    return i

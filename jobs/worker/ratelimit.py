@@ -1,0 +1,55 @@
+"""``@job(rate_limit="10/m")``: at most that many starts of the job per second, minute or
+hour in each worker (as in Celery: per worker, not across them). Deliveries over the limit
+wait in the worker, in order, until a token comes."""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+
+from kombu.utils.limits import TokenBucket
+
+UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def per_second(rate) -> float:
+    """Starts per second from ``"10/m"``, ``"5/s"``, ``"100/h"`` or a number (per second)."""
+    text = str(rate)
+    count, _, unit = text.partition("/")
+    return float(count) / UNITS[unit or "s"]
+
+
+class RateLimits:
+    def __init__(self) -> None:
+        self._buckets: dict[str, TokenBucket] = {}
+        self._waiting: dict[str, deque] = defaultdict(deque)
+
+    def admit(self, job, delivery) -> bool:
+        """True if ``delivery`` may start now; else it waits here for :meth:`due`."""
+        if not job.rate_limit:
+            return True
+        waiting = self._waiting[job.name]
+        if not waiting and self._bucket(job).can_consume(1):
+            return True
+        waiting.append(delivery)
+        return False
+
+    def due(self) -> list:
+        """Waiting deliveries whose turn has come."""
+        ready = []
+        for name, waiting in self._waiting.items():
+            bucket = self._buckets[name]
+            while waiting and bucket.can_consume(1):
+                ready.append(waiting.popleft())
+        return ready
+
+    def take_all(self) -> list:
+        """Every waiting delivery (to hand back to the broker at shutdown)."""
+        items = [d for waiting in self._waiting.values() for d in waiting]
+        self._waiting.clear()
+        return items
+
+    def _bucket(self, job) -> TokenBucket:
+        bucket = self._buckets.get(job.name)
+        if bucket is None:
+            bucket = self._buckets[job.name] = TokenBucket(per_second(job.rate_limit), 1)
+        return bucket
