@@ -139,24 +139,20 @@ def publish(envelope: Envelope, *, on_commit: bool | None = None, compression=No
     for rows that were rolled back. The database broker needs no wait: its row is written in
     the same transaction and becomes visible with the commit. ``on_commit=False`` sends now.
     """
-    if on_commit is None:
-        on_commit = settings.TASK_ENQUEUE_ON_COMMIT
-    send = _sender(envelope, compression, retry, retry_policy)
-    if on_commit and db_connection.in_atomic_block and not is_database_broker():
-        transaction.on_commit(send)
-    else:
-        send()
+    _now_or_on_commit(_sender(envelope, compression, retry, retry_policy), on_commit)
 
 
 def publish_many(envelopes: list[Envelope], *, on_commit: bool | None = None,
                  compression=None) -> None:
     """Send many messages through one producer, pipelined where the transport can batch
     (one round trip per batch on Redis)."""
-    if not envelopes:
-        return
+    if envelopes:
+        _now_or_on_commit(_sender(envelopes, compression, None, None), on_commit)
+
+
+def _now_or_on_commit(send, on_commit: bool | None) -> None:
     if on_commit is None:
         on_commit = settings.TASK_ENQUEUE_ON_COMMIT
-    send = _sender(envelopes, compression, None, None)
     if on_commit and db_connection.in_atomic_block and not is_database_broker():
         transaction.on_commit(send)
     else:

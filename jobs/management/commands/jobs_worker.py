@@ -4,6 +4,7 @@ import sys
 from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError
 
+from jobs.log import configure as configure_logging
 from jobs.worker import Worker, banner
 from jobs.worker.pools import POOLS
 
@@ -39,7 +40,7 @@ class Command(BaseCommand):
         level = options["loglevel"].upper()
         if level not in logging.getLevelNamesMapping():
             raise CommandError(f"--loglevel: unknown level {options['loglevel']!r}")
-        _configure_logging(level)
+        configure_logging(level)
         if options["concurrency"] is not None and options["concurrency"] < 1:
             raise CommandError("--concurrency must be at least 1")
         if options["beat"] and not apps.is_installed("jobs_beat"):
@@ -63,13 +64,3 @@ class Command(BaseCommand):
         self.stdout.write(banner(worker))
         self.stdout.flush()
         sys.exit(worker.run())
-
-
-def _configure_logging(level: str) -> None:
-    logger = logging.getLogger("jobs")
-    logger.setLevel(level)
-    if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(
-            "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"))
-        logger.addHandler(handler)

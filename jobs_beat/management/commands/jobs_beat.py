@@ -4,6 +4,7 @@ import threading
 
 from django.core.management.base import BaseCommand, CommandError
 
+from jobs.log import configure as configure_logging
 from jobs_beat.scheduler import Scheduler
 
 
@@ -30,13 +31,3 @@ class Command(BaseCommand):
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
         Scheduler(tick=tick, sync_settings=not no_sync).run(stop)
-
-
-def configure_logging(level: str) -> None:
-    logger = logging.getLogger("jobs")
-    logger.setLevel(level)
-    if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(
-            "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"))
-        logger.addHandler(handler)
