@@ -254,6 +254,22 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
+@pytest.fixture
+def staff_client(client, django_user_model):
+    """Log in a staff user holding only the given ``jobs`` permissions (codenames)."""
+
+    from django.contrib.auth.models import Permission
+
+    def login(*codenames: str):
+        user = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
+        user.user_permissions.add(*Permission.objects.filter(
+            content_type__app_label="jobs", codename__in=codenames))
+        client.force_login(user)
+        return client
+
+    return login
+
+
 def wait_for(predicate, timeout: float = 20, interval: float = 0.05, message: str = ""):
     """Poll ``predicate`` until it returns something true; fail with ``message`` after."""
     deadline = time.monotonic() + timeout

@@ -8,7 +8,6 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -34,20 +33,6 @@ def failed_job():
         traceback=TRACEBACK, queue="payments", worker="jobs@host-a", retries=2, runtime=1.5,
         date_done=timezone.now(),
     )
-
-
-@pytest.fixture
-def staff_client(client, django_user_model):
-    """Log in a staff user holding only the given ``jobs`` permissions (codenames)."""
-
-    def login(*codenames: str):
-        user = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
-        user.user_permissions.add(*Permission.objects.filter(
-            content_type__app_label="jobs", codename__in=codenames))
-        client.force_login(user)
-        return client
-
-    return login
 
 
 def changelist(model: str) -> str:

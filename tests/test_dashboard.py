@@ -8,7 +8,6 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.core.cache import cache
 from django.urls import reverse
 
@@ -43,20 +42,6 @@ def fresh_cache():
     cache.clear()
     yield
     cache.clear()
-
-
-@pytest.fixture
-def staff_client(client, django_user_model):
-    """Log in a staff user holding only the given ``jobs`` permissions (codenames)."""
-
-    def login(*codenames: str):
-        user = django_user_model.objects.create_user("staff", password="pw", is_staff=True)
-        user.user_permissions.add(*Permission.objects.filter(
-            content_type__app_label="jobs", codename__in=codenames))
-        client.force_login(user)
-        return client
-
-    return login
 
 
 # Jobs per minute -----------------------------------------------------------------------------
