@@ -5,12 +5,13 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
-import threading
-from contextlib import nullcontext
+from collections import deque
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 
 from django.db import connection as db_connection, transaction
-from kombu import Connection, Exchange, Queue, pools
+from kombu import Connection, Exchange, Producer, Queue
+from kombu.compression import compress
 from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.utils.url import maybe_sanitize_url
 
@@ -21,8 +22,8 @@ from jobs.messages import Envelope
 
 logger = logging.getLogger("jobs.broker")
 
-_lock = threading.Lock()
-_connection: Connection | None = None
+_idle_publishers: deque = deque()  # of _Publisher, free for any thread to take
+
 
 
 def broker_url() -> str:
@@ -71,34 +72,22 @@ def _transport_class(url: str):
     return None
 
 
-def get_connection() -> Connection:
-    """The process-wide connection whose pool publishing draws producers from."""
-    global _connection
-    if _connection is None:
-        with _lock:
-            if _connection is None:
-                _connection = new_connection()
-    return _connection
-
-
 @on_reset
 def reset() -> None:
-    """Forget the connection (settings changed, or we are a freshly forked child)."""
-    global _connection
-    with _lock:
-        old, _connection = _connection, None
+    """Close the idle publishers' connections (the settings changed)."""
     queue_for.cache_clear()
-    if old is not None:
-        try:
-            old.release()
-        except Exception:  # a broken connection can't be closed cleanly; drop it
-            pass
+    while _idle_publishers:
+        _idle_publishers.pop().close()
+
+
+_inherited: list = []
 
 
 def _reset_after_fork() -> None:
-    # Sockets inherited from the parent must not be shared; start afresh.
-    global _connection
-    _connection = None
+    # A forked child must not write to its parent's sockets, nor close them (closing an AMQP
+    # connection would end the parent's too): keep them out of use and out of the collector.
+    _inherited.extend(_idle_publishers)
+    _idle_publishers.clear()
     queue_for.cache_clear()
 
 
@@ -164,17 +153,20 @@ def _sender(envelopes, compression, retry, retry_policy):
         envelopes = (envelopes,)
     compression = compression or settings.TASK_COMPRESSION
     retry = settings.TASK_PUBLISH_RETRY if retry is None else retry
-    retry_policy = retry_policy or settings.TASK_PUBLISH_RETRY_POLICY
 
     def send() -> None:
         try:
-            with pools.producers[get_connection()].acquire(block=True) as producer:
-                batch = producer.batch() if len(envelopes) > 1 and hasattr(producer, "batch") \
-                    else nullcontext()
-                with batch:
-                    for envelope in envelopes:
-                        _publish(producer, envelope, compression, retry, retry_policy)
-        except (KombuOperationalError, ConnectionError, OSError) as exc:
+            try:
+                with _publisher() as publisher:
+                    publisher.send(envelopes, compression)
+            except _PUBLISHER_ERRORS:
+                if not retry:
+                    raise
+                # The connection broke; kombu's retry policy reconnects and tries again.
+                with _publisher() as publisher:
+                    publisher.send(envelopes, compression, retry_policy or
+                                   settings.TASK_PUBLISH_RETRY_POLICY)
+        except _PUBLISHER_ERRORS as exc:
             message = envelopes[0].message
             more = f" (and {len(envelopes) - 1} more)" if len(envelopes) > 1 else ""
             raise PublishError(
@@ -185,24 +177,100 @@ def _sender(envelopes, compression, retry, retry_policy):
     return send
 
 
-def _publish(producer, envelope: Envelope, compression, retry, retry_policy) -> None:
-    message = envelope.message
-    producer.publish(
-        envelope.payload,
-        exchange="",
-        routing_key=message.queue,
-        declare=[queue_for(message.queue)],
-        content_type=envelope.content_type,
-        content_encoding=envelope.content_encoding,
-        headers=envelope.headers,
-        correlation_id=message.id,
-        priority=message.priority,
-        compression=for_payload(compression, envelope.payload),
-        retry=retry,
-        retry_policy=retry_policy,
-        delivery_mode=2,
-    )
+_PUBLISHER_ERRORS = (KombuOperationalError, ConnectionError, OSError)
 
+
+class _Publisher:
+    """A broker connection and its channel, used by one thread at a time.
+
+    The common case is one message on a healthy connection: it goes straight to the channel
+    (``prepare_message`` + ``basic_publish``), and each queue is declared once per connection
+    rather than at every publish. kombu's Producer, with its retry policy, takes over for
+    batches and for trying again after a connection error.
+    """
+
+    def __init__(self) -> None:
+        self.connection = new_connection()
+        self.channel = self.connection.default_channel
+        self.producer = Producer(self.channel)
+        self.declared: set[str] = set()
+        errors = self.connection.connection_errors + self.connection.channel_errors
+        self.errors = tuple(e for e in errors if not issubclass(e, _PUBLISHER_ERRORS))
+
+    def declare(self, queue: str) -> None:
+        if queue not in self.declared:
+            queue_for(queue)(self.channel).declare()
+            self.declared.add(queue)
+
+    def send(self, envelopes, compression, retry_policy: dict | None = None) -> None:
+        try:
+            if retry_policy is None and len(envelopes) == 1:
+                self._send_one(envelopes[0], compression)
+                return
+            batch = self.producer.batch() if len(envelopes) > 1 else nullcontext()
+            with batch:
+                for envelope in envelopes:
+                    self._send_with_producer(envelope, compression, retry_policy)
+        except self.errors as exc:  # a transport's own error, e.g. redis-py's
+            raise KombuOperationalError(str(exc)) from exc
+
+    def _send_one(self, envelope: Envelope, compression) -> None:
+        message = envelope.message
+        self.declare(message.queue)
+        body, headers, content_type = envelope.payload, envelope.headers, envelope.content_type
+        compression = for_payload(compression, body)
+        if compression:
+            body, content_type_of_compression = compress(body, compression)
+            headers = {**headers, "compression": content_type_of_compression}
+        prepared = self.channel.prepare_message(
+            body, message.priority, content_type, envelope.content_encoding, headers,
+            {"correlation_id": message.id, "delivery_mode": 2},
+        )
+        self.channel.basic_publish(prepared, exchange="", routing_key=message.queue)
+
+    def _send_with_producer(self, envelope: Envelope, compression, retry_policy) -> None:
+        message = envelope.message
+        if retry_policy is None:
+            self.declare(message.queue)
+        self.producer.publish(
+            envelope.payload,
+            exchange="",
+            routing_key=message.queue,
+            declare=[] if retry_policy is None else [queue_for(message.queue)],
+            content_type=envelope.content_type,
+            content_encoding=envelope.content_encoding,
+            headers=envelope.headers,
+            correlation_id=message.id,
+            priority=message.priority,
+            compression=for_payload(compression, envelope.payload),
+            retry=retry_policy is not None,
+            retry_policy=retry_policy,
+            delivery_mode=2,
+        )
+
+    def close(self) -> None:
+        try:
+            self.connection.release()
+        except Exception:  # a broken connection can't be closed cleanly; drop it
+            pass
+
+
+
+
+@contextmanager
+def _publisher():
+    """A publisher from the free list (a new one if none is free), returned to it after a
+    successful send and dropped after a failed one."""
+    try:
+        publisher = _idle_publishers.pop()
+    except IndexError:
+        publisher = _Publisher()
+    try:
+        yield publisher
+    except BaseException:
+        publisher.close()
+        raise
+    _idle_publishers.append(publisher)
 
 
 def publish_raw(queue: str, body: bytes, *, headers: dict, content_type: str,
@@ -210,8 +278,8 @@ def publish_raw(queue: str, body: bytes, *, headers: dict, content_type: str,
     """Send an already-serialized message as it is (requeueing a dead letter)."""
     properties = properties or {}
     try:
-        with pools.producers[get_connection()].acquire(block=True) as producer:
-            producer.publish(
+        with _publisher() as publisher:
+            publisher.producer.publish(
                 body, exchange="", routing_key=queue, declare=[queue_for(queue)],
                 headers=headers, content_type=content_type, content_encoding=content_encoding,
                 correlation_id=properties.get("correlation_id"),

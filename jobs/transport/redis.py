@@ -20,7 +20,7 @@ from time import time
 
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import loads
+from kombu.utils.json import dumps, loads
 
 from jobs.transport.tolerant import tolerant
 
@@ -68,6 +68,7 @@ class Channel(kombu_redis.Channel):
         self._claimed: dict[str, bool] = {}
         self._waiting = False
         self._shared_client = None
+        self._put_connection = None
         super().__init__(*args, **kwargs)
 
     @contextmanager
@@ -88,8 +89,33 @@ class Channel(kombu_redis.Channel):
             names = [self.global_keyprefix + name for name in names]
         return ["EVAL", CLAIM, len(names), *names, repr(time()), len(keys)]
 
+    def _put(self, queue, message, **kwargs):
+        """LPUSH one message on a connection this channel keeps for publishing.
+
+        A channel publishes from one thread at a time, so the connection needn't go back to
+        the pool after each command; skipping the pool and the client's command wrapper
+        halves the cost of a publish. Batches and expiring queues take kombu's path.
+        """
+        if kwargs.get("_publish_batch") is not None or (self._expires and queue in self._expires):
+            return super()._put(queue, message, **kwargs)
+        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
+        if self.global_keyprefix:
+            key = self.global_keyprefix + key
+        connection = self._put_connection
+        if connection is None:
+            connection = self._put_connection = self.pool.get_connection()
+        try:
+            connection.send_command("LPUSH", key, dumps(message))
+            connection.read_response()
+        except BaseException:
+            self._put_connection = None
+            connection.disconnect()
+            self.pool.release(connection)
+            raise
+
     def _disconnect_pools(self):
         self._shared_client = None
+        self._put_connection = None  # the pool's disconnect closes it
         super()._disconnect_pools()
 
     def _brpop_start(self, timeout=None):
