@@ -162,10 +162,10 @@ def _sender(envelopes, compression, retry, retry_policy):
             except _PUBLISHER_ERRORS:
                 if not retry:
                     raise
-                # The connection broke; kombu's retry policy reconnects and tries again.
-                with _publisher() as publisher:
-                    publisher.send(envelopes, compression, retry_policy or
-                                   settings.TASK_PUBLISH_RETRY_POLICY)
+                # The connection broke or can't be made: try again as the retry policy says.
+                policy = retry_policy or settings.TASK_PUBLISH_RETRY_POLICY
+                with _publisher(policy) as publisher:
+                    publisher.send(envelopes, compression, policy)
         except _PUBLISHER_ERRORS as exc:
             message = envelopes[0].message
             more = f" (and {len(envelopes) - 1} more)" if len(envelopes) > 1 else ""
@@ -178,6 +178,7 @@ def _sender(envelopes, compression, retry, retry_policy):
 
 
 _PUBLISHER_ERRORS = (KombuOperationalError, ConnectionError, OSError)
+_CONNECT_RETRY = ("max_retries", "interval_start", "interval_step", "interval_max")
 
 
 class _Publisher:
@@ -189,8 +190,11 @@ class _Publisher:
     batches and for trying again after a connection error.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, retry_policy: dict | None = None) -> None:
         self.connection = new_connection()
+        # Connect now: once (a first try fails fast), or as often as the retry policy says.
+        policy = retry_policy or {"max_retries": 0}
+        self.connection.ensure_connection(**{k: v for k, v in policy.items() if k in _CONNECT_RETRY})
         self.channel = self.connection.default_channel
         self.producer = Producer(self.channel)
         self.declared: set[str] = set()
@@ -258,13 +262,13 @@ class _Publisher:
 
 
 @contextmanager
-def _publisher():
-    """A publisher from the free list (a new one if none is free), returned to it after a
-    successful send and dropped after a failed one."""
+def _publisher(retry_policy: dict | None = None):
+    """A publisher from the free list (a new one if none is free, connected as
+    ``retry_policy`` says), returned to it after a successful send, dropped after a failure."""
     try:
         publisher = _idle_publishers.pop()
     except IndexError:
-        publisher = _Publisher()
+        publisher = _Publisher(retry_policy)
     try:
         yield publisher
     except BaseException:

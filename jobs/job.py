@@ -15,7 +15,7 @@ from django.utils import timezone
 from jobs import broker, compression as compressions, context, signals, unique
 from jobs.conf import settings
 from jobs.exceptions import ConfigurationError, Retry
-from jobs.messages import JobMessage, encode
+from jobs.messages import Envelope, JobMessage, encode
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -138,33 +138,51 @@ class Job(Generic[P, R]):
         Arguments are checked against the function's signature and serialized here, so a
         call that can't work fails now, in the caller, with a clear error.
         """
-        unknown = set(options) - APPLY_OPTIONS
-        if unknown:
-            raise TypeError(f"{self.name}.apply_async() got unknown option(s): "
-                            f"{', '.join(sorted(unknown))}")
+        if settings.ALWAYS_EAGER:
+            self._check_options(options, "apply_async")
+            args, kwargs = tuple(args or ()), dict(kwargs or {})
+            if self.typing:
+                self.check_arguments(args, kwargs)
+            return self.apply(args, kwargs, **options)
+        envelope = self.prepare(args, kwargs, **options)
+        with unique.held(self, envelope.message) as existing:
+            if existing is not None:
+                return existing  # the same call is queued or running: not sent again
+            return self.publish(envelope, **options)
+
+    def prepare(self, args=None, kwargs=None, **options) -> Envelope:
+        """Build and serialize one call without sending it (``apply_async`` is ``prepare``
+        then ``publish``). Raises here what can't be sent: arguments that don't fit the
+        function (TypeError), values the serializer can't carry, a message too large."""
+        self._check_options(options, "apply_async")
         args = tuple(args or ())
         kwargs = dict(kwargs or {})
         if self.typing:
-            self._check_arguments(args, kwargs)
-        if settings.ALWAYS_EAGER:
-            return self.apply(args, kwargs, **options)
-        message = self.build_message(args, kwargs, options)
-        envelope = encode(message, options.get("serializer") or self.serializer
-                          or settings.TASK_SERIALIZER, self.func, settings.TASK_MAX_MESSAGE_SIZE)
-        with unique.held(self, message) as existing:
-            if existing is not None:
-                return existing  # the same call is queued or running: not sent again
-            broker.publish(
-                envelope,
-                on_commit=options.get("on_commit"),
-                compression=options.get("compression") or self.compression,
-                retry=options.get("retry"),
-                retry_policy=options.get("retry_policy"),
-            )
-        signals.job_enqueued.send(self, job_id=message.id, name=self.name, message=message)
+            self.check_arguments(args, kwargs)
+        return encode(self.build_message(args, kwargs, options),
+                      options.get("serializer") or self.serializer or settings.TASK_SERIALIZER,
+                      self.func, settings.TASK_MAX_MESSAGE_SIZE)
+
+    def publish(self, envelope: Envelope, **options):
+        """Send a prepared call to its queue; returns its :class:`jobs.JobResult`.
+        Options: ``on_commit``, ``compression``, ``retry``, ``retry_policy``."""
         from jobs.results import JobResult
 
+        broker.publish(
+            envelope,
+            on_commit=options.get("on_commit"),
+            compression=options.get("compression") or self.compression,
+            retry=options.get("retry"),
+            retry_policy=options.get("retry_policy"),
+        )
+        message = envelope.message
+        signals.job_enqueued.send(self, job_id=message.id, name=self.name, message=message)
         return JobResult(message.id, name=self.name)
+
+    def _check_options(self, options: dict, method: str) -> None:
+        if options and not APPLY_OPTIONS.issuperset(options):
+            unknown = ", ".join(sorted(set(options) - APPLY_OPTIONS))
+            raise TypeError(f"{self.name}.{method}() got unknown option(s): {unknown}")
 
     def delay_many(self, calls, **options) -> list:
         """Enqueue one job per item of ``calls`` (each a tuple of positional arguments, or
@@ -172,16 +190,13 @@ class Job(Generic[P, R]):
         Returns the JobResult handles in order."""
         from jobs.results import JobResult
 
-        unknown = set(options) - APPLY_OPTIONS
-        if unknown:
-            raise TypeError(f"{self.name}.delay_many() got unknown option(s): "
-                            f"{', '.join(sorted(unknown))}")
+        self._check_options(options, "delay_many")
         if options.get("task_id") or options.get("job_id"):
             raise TypeError(f"{self.name}.delay_many(): each job gets its own id")
         pairs = [_as_call(call) for call in calls]
         if self.typing:
             for args, kwargs in pairs:
-                self._check_arguments(args, kwargs)
+                self.check_arguments(args, kwargs)
         if settings.ALWAYS_EAGER:
             return [self.apply(args, kwargs, **options) for args, kwargs in pairs]
         if self.unique:  # each call takes its own lock
@@ -197,7 +212,8 @@ class Job(Generic[P, R]):
                                       message=envelope.message)
         return [JobResult(e.message.id, name=self.name) for e in envelopes]
 
-    def _check_arguments(self, args: tuple, kwargs: dict) -> None:
+    def check_arguments(self, args: tuple, kwargs: dict) -> None:
+        """Raise TypeError, naming the job, if the function can't be called so."""
         try:
             if self.bind:
                 self.signature.bind(self, *args, **kwargs)

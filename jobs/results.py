@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import builtins
+import functools
+import json
 import time
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+from django.db import DatabaseError, connections, router
 from django.utils import timezone
 
 from jobs import exceptions
@@ -38,7 +42,8 @@ class JobResult:
     def _fetch(self) -> Row | None:
         if self._row is not None and self._row.state in READY_STATES:
             return self._row  # a finished job doesn't change again
-        self._row = Row.objects.filter(job_id=self.id).first()
+        # No ORDER BY (the model's default ordering): the id is unique.
+        self._row = next(iter(Row.objects.filter(job_id=self.id).order_by()[:1]), None)
         return self._row
 
     @property
@@ -93,24 +98,37 @@ class JobResult:
         """Wait until the job is done and return its value.
 
         Raises the job's exception when it failed (``propagate=False`` returns it instead),
-        and :class:`jobs.exceptions.TimeoutError` after ``timeout`` seconds. Polls the
-        database (one indexed read), starting at a millisecond and backing off by half each
-        time up to ``interval`` seconds between reads.
+        and :class:`jobs.exceptions.TimeoutError` after ``timeout`` seconds. On PostgreSQL
+        the database notifies the waiting caller the moment the job's final state is
+        committed (LISTEN/NOTIFY), and the row is read again every ``interval`` seconds all
+        the same. Elsewhere it polls (one indexed read), starting at a millisecond and backing
+        off by half each time up to ``interval`` seconds between reads.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        pause = min(0.001, interval)
-        while True:
-            row = self._fetch()
-            if row is not None and row.state in READY_STATES:
-                return self._outcome(row, propagate)
-            if deadline is not None and time.monotonic() >= deadline:
-                raise exceptions.TimeoutError(
-                    f"job {self.id} is still {row.state if row else States.PENDING} "
-                    f"after {timeout}s"
-                )
-            wait = pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
-            time.sleep(wait)
-            pause = min(pause * 1.5, interval)
+        if self._row is not None and self._row.state in READY_STATES:
+            return self._outcome(self._row, propagate)
+        with _notifications() as wait_for:  # listening before the first read: none is missed
+            pause = interval if wait_for else min(0.001, interval)
+            while True:
+                row = self._fetch()
+                if row is not None and row.state in READY_STATES:
+                    return self._outcome(row, propagate)
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise exceptions.TimeoutError(
+                        f"job {self.id} is still {row.state if row else States.PENDING} "
+                        f"after {timeout}s"
+                    )
+                wait = pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
+                if not wait_for:
+                    time.sleep(wait)
+                    pause = min(pause * 1.5, interval)
+                    continue
+                done = wait_for(wait, self.id)
+                if done is not None and done.get("state") in READY_STATES and "result" in done:
+                    # The notification carries the outcome: no need to read it back.
+                    self._row = None  # other attributes (traceback, ...) read the row
+                    return self._outcome(Row(job_id=self.id, state=done["state"],
+                                             result=done["result"]), propagate)
 
     wait = get
 
@@ -152,6 +170,53 @@ class JobResult:
 
             release(self.id)  # a revoked job no longer holds its unique lock
         self._row = None
+
+
+#: Notified (by a trigger on PostgreSQL) with the job id when a job reaches a ready state.
+RESULT_CHANNEL = "jobs_result"
+
+
+@contextmanager
+def _notifications():
+    """While the block runs, this thread's database connection LISTENs for finished jobs;
+    yields a ``wait(seconds, job_id)`` function, or None where that can't be (not
+    PostgreSQL with psycopg 3, or inside a transaction, where LISTEN waits for the commit)."""
+    connection = connections[router.db_for_read(Row)]
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        yield None
+        return
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"LISTEN {RESULT_CHANNEL}")
+    except DatabaseError:
+        yield None
+        return
+    pg = connection.connection
+    try:
+        yield functools.partial(_wait_for_notification, pg) if hasattr(pg, "notifies") else None
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(f"UNLISTEN {RESULT_CHANNEL}")
+        except DatabaseError:
+            pass
+
+
+def _wait_for_notification(pg, seconds: float, job_id: str) -> dict | None:
+    """The notification that ``job_id`` is done (its payload), or None after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            for notify in pg.notifies(timeout=left):
+                try:
+                    payload = json.loads(notify.payload)
+                except ValueError:
+                    continue
+                if isinstance(payload, dict) and payload.get("id") == job_id:
+                    return payload
+    except Exception:  # the connection broke: the caller's next read tells
+        time.sleep(max(0.0, deadline - time.monotonic()))
+    return None
 
 
 class EagerResult(JobResult):

@@ -11,7 +11,6 @@ from django.core.exceptions import ValidationError
 from jobs.job import QUEUE_NAME
 from jobs.registry import registry
 from jobs_beat.models import CrontabSchedule, PeriodicTask
-from jobs_beat.sending import check_arguments
 
 
 @lru_cache(maxsize=1)
@@ -90,7 +89,7 @@ class PeriodicTaskForm(forms.ModelForm):
         if not job.typing:
             return
         try:
-            check_arguments(job, tuple(cleaned["args"]), cleaned["kwargs"])
+            job.check_arguments(tuple(cleaned["args"]), cleaned["kwargs"])
         except TypeError as exc:
             self.add_error("args", f"The arguments don't fit the job: {exc}.")
 

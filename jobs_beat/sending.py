@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from jobs import broker, signals
 from jobs.conf import settings
-from jobs.job import QUEUE_NAME
+from jobs.job import QUEUE_NAME, Job
 from jobs.messages import Envelope, JobMessage, encode
 from jobs.registry import registry
 
@@ -51,17 +51,17 @@ def prepare(name: str, args=(), kwargs=None, *, job_id: str | None = None,
         options["expires"] = expires
     if name in registry:
         job = registry.get(name)
-        if job.typing:
-            check_arguments(job, args, kwargs)
-        message = job.build_message(args, kwargs, options)
-        serializer = job.serializer or settings.TASK_SERIALIZER
-        return Prepared(_encode(message, serializer, job.func), job.compression, job)
+        return Prepared(job.prepare(args, kwargs, **options), job.compression, job)
     message = _plain_message(name, args, kwargs, options)
-    return Prepared(_encode(message, settings.TASK_SERIALIZER), None, name)
+    envelope = encode(message, settings.TASK_SERIALIZER, None, settings.TASK_MAX_MESSAGE_SIZE)
+    return Prepared(envelope, None, name)
 
 
 def publish(prepared: Prepared, *, on_commit: bool = False) -> None:
     """Send a prepared message (raises PublishError when the broker can't be reached)."""
+    if isinstance(prepared.sender, Job):
+        prepared.sender.publish(prepared.envelope, on_commit=on_commit)
+        return
     broker.publish(prepared.envelope, on_commit=on_commit, compression=prepared.compression)
     message = prepared.envelope.message
     signals.job_enqueued.send(prepared.sender, job_id=message.id, name=message.name,
@@ -79,23 +79,6 @@ def send_job(name: str, args=(), kwargs=None, **options):
     prepared = prepare(name, args, kwargs, **options)
     publish(prepared)
     return JobResult(prepared.job_id, name=name)
-
-
-def _encode(message: JobMessage, serializer: str, func=None) -> Envelope:
-    limit = getattr(settings, "TASK_MAX_MESSAGE_SIZE", None)
-    if limit:
-        return encode(message, serializer, func, limit)
-    return encode(message, serializer, func)
-
-
-def check_arguments(job, args: tuple, kwargs: dict) -> None:
-    try:
-        if job.bind:
-            job.signature.bind(job, *args, **kwargs)
-        else:
-            job.signature.bind(*args, **kwargs)
-    except TypeError as exc:
-        raise TypeError(f"{job.name}(): {exc}") from None
 
 
 def _plain_message(name: str, args: tuple, kwargs: dict, options: dict) -> JobMessage:

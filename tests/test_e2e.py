@@ -108,6 +108,31 @@ def test_a_revoked_job_does_not_run(broker_url, start_worker):
 
 
 @brokers
+def test_a_revoked_job_that_records_no_result_does_not_run_either(broker_url, start_worker):
+    handle = demo.add.apply_async((1, 2), ignore_result=True)
+    handle.revoke()
+    worker = start_worker(broker_url, "-c", "1")
+    assert demo.add.delay(3, 4).get(timeout=30) == 7  # queued after the revoked one
+    assert f"{handle.id}] revoked" in worker.output
+    assert f"{handle.id}] succeeded" not in worker.output
+
+
+@pytest.mark.pg
+@pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
+def test_get_wakes_when_the_database_says_the_job_is_done(broker_url, start_worker):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("LISTEN/NOTIFY: PostgreSQL only (pytest -m pg)")
+    start_worker(broker_url, "-c", "1")
+    handle = demo.sleep_then_add.delay(0.5, 1, 2)
+    # Polling once a minute, only the notification can end this wait within the timeout.
+    assert handle.get(timeout=20, interval=60) == 3
+    with pytest.raises(ValueError, match="bad"):
+        demo.fail.delay("bad").get(timeout=20, interval=60)
+
+
+@brokers
 def test_an_expired_job_is_revoked_with_the_reason(broker_url, start_worker):
     handle = demo.add.apply_async((1, 2), expires=0.01)
     time.sleep(0.1)

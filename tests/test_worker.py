@@ -122,6 +122,8 @@ def test_warm_shutdown_hands_back_jobs_it_had_not_started(broker_url, start_work
     assert all(JobResult(h.id).state == "PENDING" for h in waiting)
     start_worker(broker_url, "-c", "1")
     assert [h.get(timeout=30) for h in waiting] == [0, 1, 2]
+    assert demo.add.delay(1, 1).get(timeout=30) == 2  # queued after anything handed back
+    assert Row.objects.get(job_id=running.id).deliveries == 1  # it finished: not run again
 
 
 @brokers

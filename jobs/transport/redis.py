@@ -25,12 +25,16 @@ from kombu.utils.json import dumps, loads
 from jobs.transport.tolerant import tolerant
 
 #: KEYS: the queue keys in order, then the unacked hash and index.
-#: ARGV: the time now, the number of queue keys. Returns {key, message} or nil.
+#: ARGV: the time now, the number of queue keys, how many messages to take at most.
+#: Returns {key, message, key, message, ...} (queue keys in order: priority first), or nil.
 CLAIM = """
 local n = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+local taken = {}
 for i = 1, n do
-  local item = redis.call('RPOP', KEYS[i])
-  if item then
+  while #taken < want * 2 do
+    local item = redis.call('RPOP', KEYS[i])
+    if not item then break end
     local message = cjson.decode(item)
     local properties = message['properties'] or {}
     local tag = properties['delivery_tag']
@@ -41,11 +45,17 @@ for i = 1, n do
       redis.call('HSET', KEYS[n + 1], tag, record)
       redis.call('ZADD', KEYS[n + 2], ARGV[1], tag)
     end
-    return {KEYS[i], item}
+    taken[#taken + 1] = KEYS[i]
+    taken[#taken + 1] = item
   end
+  if #taken >= want * 2 then break end
 end
-return false
+if #taken == 0 then return false end
+return taken
 """
+
+#: The most messages one claim takes (fewer when the prefetch count leaves less room).
+CLAIM_MAX = 16
 
 #: Seconds to wait for a message on one key before looking at all of them again.
 WAIT = 1.0
@@ -53,11 +63,35 @@ WAIT_MANY = 0.25  # when there are several queues or priorities to look at
 
 
 class QoS(kombu_redis.QoS):
+    #: Set by a consumer that acknowledges in batches: ``ack`` then only notes the tag, and
+    #: :meth:`flush_acks` removes the noted messages from the unacked records in one round
+    #: trip. Until then they stay restorable, so a crash in between redelivers them.
+    defer_acks = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._pending_acks: list[str] = []
+
     def append(self, message, delivery_tag):
         if self.channel._claimed.pop(delivery_tag, None):
             # Already recorded on the server by the claim script.
             return kombu_redis.virtual.QoS.append(self, message, delivery_tag)
         return super().append(message, delivery_tag)
+
+    def ack(self, delivery_tag):
+        if not self.defer_acks:
+            return super().ack(delivery_tag)
+        self._pending_acks.append(delivery_tag)
+        kombu_redis.virtual.QoS.ack(self, delivery_tag)
+
+    def flush_acks(self) -> None:
+        tags, self._pending_acks = self._pending_acks, []
+        if tags:
+            with self.channel.conn_or_acquire() as client:
+                pipe = client.pipeline()
+                for tag in tags:
+                    self._remove_from_indices(tag, pipe)
+                pipe.execute()
 
 
 class Channel(kombu_redis.Channel):
@@ -67,6 +101,7 @@ class Channel(kombu_redis.Channel):
     def __init__(self, *args, **kwargs):
         self._claimed: dict[str, bool] = {}
         self._waiting = False
+        self._poll_keys: list[str] = []
         self._shared_client = None
         self._put_connection = None
         super().__init__(*args, **kwargs)
@@ -83,11 +118,17 @@ class Channel(kombu_redis.Channel):
             self._shared_client = self._create_client()
         yield self._shared_client
 
-    def _claim_args(self, keys: list[str]) -> list:
+    def _room(self) -> int:
+        """How many messages a claim may take: what the prefetch count leaves, at most
+        CLAIM_MAX (the poller only claims while there is room for one)."""
+        room = self.qos.can_consume_max_estimate()  # None: no prefetch limit
+        return CLAIM_MAX if room is None else max(1, min(CLAIM_MAX, room))
+
+    def _claim_args(self, keys: list[str], want: int = 1) -> list:
         names = [*keys, self.unacked_key, self.unacked_index_key]
         if self.global_keyprefix:
             names = [self.global_keyprefix + name for name in names]
-        return ["EVAL", CLAIM, len(names), *names, repr(time()), len(keys)]
+        return ["EVAL", CLAIM, len(names), *names, repr(time()), len(keys), want]
 
     def _put(self, queue, message, **kwargs):
         """LPUSH one message on a connection this channel keeps for publishing.
@@ -128,7 +169,8 @@ class Channel(kombu_redis.Channel):
             wait = WAIT if len(self.active_queues) == 1 else WAIT_MANY
             args = ["BLMOVE", key, key, "RIGHT", "RIGHT", wait]
         else:
-            args = self._claim_args(keys)
+            args = self._claim_args(keys, self._room())
+        self._poll_keys = keys
         self._in_poll = self.client.connection
         self._brpop_sent_at = kombu_redis.monotonic()
         self.client.connection.send_command(*args)
@@ -146,13 +188,16 @@ class Channel(kombu_redis.Channel):
             self._in_poll = None
             self._flush_brpop_reauth()
         if waited:
-            self._waiting = False  # something may have come: claim next time round
-            raise Empty()
+            self._waiting = False
+            if reply is None:  # nothing came to the first queue: look at all of them
+                raise Empty()
+            # A message came: claim it at once rather than at the poll loop's next turn.
+            reply = self.client.execute_command(*self._claim_args(self._poll_keys, self._room()))
         if not reply:
             self._waiting = True
             raise Empty()
-        key, item = reply
-        self._deliver_claimed(bytes_to_str(key), item)
+        for i in range(0, len(reply), 2):
+            self._deliver_claimed(bytes_to_str(reply[i]), reply[i + 1])
         return True
 
     def _deliver_claimed(self, key: str, item) -> None:

@@ -6,15 +6,30 @@ CONN_MAX_AGE = 0 (Django's default, "close at the end of each request") a worker
 keeps the connection between jobs, but drops it as soon as it is found unusable.
 """
 
+import time
+
 from django.db import InterfaceError, OperationalError, connections, reset_queries
+
+#: With CONN_HEALTH_CHECKS, a connection idle this long is checked before its next job. A
+#: worker busy with one job after another skips the check, as a request cycle that never
+#: ends would: a connection that died meanwhile is replaced on its first failed statement
+#: (``once_more_if_disconnected``), which is the job's first write.
+IDLE_BEFORE_CHECK = 1.0
+
+_last_job_end = 0.0
 
 
 def before_job() -> None:
     reset_queries()  # with DEBUG on, Django keeps every query of the process otherwise
+    if time.monotonic() - _last_job_end > IDLE_BEFORE_CHECK:
+        for conn in connections.all(initialized_only=True):
+            conn.health_check_done = False
 
 
 def after_job() -> None:
+    global _last_job_end
     _recycle()
+    _last_job_end = time.monotonic()
 
 
 def _recycle() -> None:
@@ -27,12 +42,12 @@ def _recycle() -> None:
             conn.in_atomic_block = False
             conn.savepoint_ids = []
             conn.needs_rollback = False
-        if conn.settings_dict.get("CONN_MAX_AGE") == 0:
-            if conn.errors_occurred and not conn.is_usable():
-                conn.close()
-            conn.errors_occurred = False
-        else:
-            conn.close_if_unusable_or_obsolete()
+        # CONN_MAX_AGE = 0 keeps the connection (see above); a positive age ends it.
+        obsolete = conn.settings_dict.get("CONN_MAX_AGE") and conn.close_at is not None \
+            and time.monotonic() >= conn.close_at
+        if obsolete or (conn.errors_occurred and not conn.is_usable()):
+            conn.close()
+        conn.errors_occurred = False
 
 
 def close_all() -> None:

@@ -41,6 +41,7 @@ class Delivery:
     queue: str
     properties: dict = field(default_factory=dict)
     delivery_info: dict = field(default_factory=dict)
+    revoked: bool = False  # the worker knows the job was revoked (jobs.worker.revocations)
 
 
 def execute(delivery: Delivery, hostname: str, accept: set[str]) -> Outcome:
@@ -65,7 +66,7 @@ def _execute(delivery: Delivery, hostname: str, accept: set[str]) -> Outcome:
         return _revoke(job, message, reason, hostname)
     track = job.option("track_started") and not _ignores_result(job, message)
     starts = connections.once_more_if_disconnected(recording.mark_started, message, hostname,
-                                                   track)
+                                                   track, delivery.revoked)
     if starts is None:
         return _revoke(job, message, "revoked before it started", hostname)
     if starts > settings.TASK_MAX_DELIVERIES:

@@ -78,12 +78,14 @@ class Heart:
         if channel is None:
             return
         try:
-            if hasattr(channel, "unacked_index_key") and hasattr(channel, "client"):
+            if hasattr(channel, "unacked_index_key") and hasattr(channel, "conn_or_acquire"):
                 now = time.time()
                 tags = {key[1]: now for key in self.worker._inflight
                         if key[0] == self.worker._generation}
                 if tags:
-                    channel.client.zadd(channel.unacked_index_key, tags, xx=True)
+                    # Not channel.client: its connection may be waiting for a claim's reply.
+                    with channel.conn_or_acquire() as client:
+                        client.zadd(channel.unacked_index_key, tags, xx=True)
                 # And bring back the messages of workers that died.
                 channel.qos.restore_visible(num=100, interval=1)
             elif hasattr(channel, "extend_leases") and self.worker._inflight:

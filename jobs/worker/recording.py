@@ -19,15 +19,22 @@ def _attempt(message: JobMessage):
 
 
 def _upsert(message: JobMessage, fields: dict) -> None:
-    if _attempt(message).update(**fields):
-        return
-    if Row.objects.filter(job_id=message.id).exists():
-        return  # a later attempt owns the row
-    try:
-        with transaction.atomic():
-            Row.objects.create(job_id=message.id, **_identity(message), **fields)
-    except IntegrityError:  # written by someone else meanwhile
+    if not _attempt(message).update(**fields) and not _create(message, fields):
+        # Written meanwhile, or owned by a later attempt (which the filter leaves alone).
         _attempt(message).update(**fields)
+
+
+def _create(message: JobMessage, fields: dict) -> bool:
+    """Insert the job's row in one statement; False if it exists already."""
+    try:
+        if connection.in_atomic_block:  # a failed insert must not spoil the caller's transaction
+            with transaction.atomic():
+                Row.objects.create(job_id=message.id, **_identity(message), **fields)
+        else:
+            Row.objects.create(job_id=message.id, **_identity(message), **fields)
+    except IntegrityError:
+        return False
+    return True
 
 
 def _identity(message: JobMessage) -> dict:
@@ -41,41 +48,27 @@ def _identity(message: JobMessage) -> dict:
     }
 
 
-def mark_started(message: JobMessage, hostname: str, track: bool) -> int | None:
+def mark_started(message: JobMessage, hostname: str, track: bool,
+                 revoked: bool = False) -> int | None:
     """Record that the job runs now; returns how many times this attempt has been started
-    (more than once: a worker died running it), or None if it was revoked: don't run it."""
+    (more than once: a worker died running it), or None if it was revoked: don't run it.
+
+    Untracked, nothing is written: ``revoked`` is what the worker knows (its revocations).
+    On PostgreSQL a trigger commits this mark without waiting for the disk (migration 0002).
+    """
+    if not track:
+        return None if revoked else 1
     now = timezone.now()
     fields = {"state": States.STARTED, "worker": hostname, "date_started": now,
               "retries": message.retries, "date_done": None}
-    if not track:
-        revoked = Row.objects.filter(job_id=message.id, state=States.REVOKED).exists()
-        return None if revoked else 1
-    try:
-        with transaction.atomic():
-            _commit_without_waiting_for_disk()
-            Row.objects.create(job_id=message.id, deliveries=1, **_identity(message), **fields)
+    if _create(message, {"deliveries": 1, **fields}):
         return 1
-    except IntegrityError:
-        pass
     # Started before: a redelivery (count it), a retry (count afresh), or revoked.
     again = Case(When(retries=message.retries, then=F("deliveries") + 1), default=Value(1))
     attempt = _attempt(message).exclude(state=States.REVOKED)
     if not attempt.update(deliveries=again, **fields):
         return None
     return attempt.values_list("deliveries", flat=True).first() or 1
-
-
-def _commit_without_waiting_for_disk() -> None:
-    """Let this transaction's commit return before its WAL reaches the disk (PostgreSQL).
-
-    Only for the STARTED mark: if the database crashes within the next moments the mark may
-    be lost, which costs nothing (the job's message is still unacknowledged), while waiting
-    for the flush would double the database time of a short job. Final states, after which
-    the message is acknowledged, are committed durably.
-    """
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
 
 def mark_succeeded(message: JobMessage, value, runtime: float, hostname: str) -> None:

@@ -31,10 +31,12 @@ from jobs.worker.execute import Delivery
 from jobs.worker.outcome import Kind, Outcome
 from jobs.worker.pools import POOLS
 from jobs.worker.ratelimit import RateLimits
+from jobs.worker.revocations import Revocations
 
 logger = logging.getLogger("jobs.worker")
 
 POLL = 0.1  # seconds the main thread waits on the broker before looking at completions
+ACK_WINDOW = 0.02  # seconds acknowledgements may wait to be sent together
 
 
 class ColdShutdown(BaseException):
@@ -67,6 +69,9 @@ class Worker:
         self._inflight: dict[tuple, object] = {}  # (generation, delivery tag) -> kombu Message
         self._acked_early: set[tuple] = set()
         self._broken: Exception | None = None
+        self._flush = None  # the channel's batched acknowledgement, where it has one
+        self._flush_at = 0.0
+        self._shut_down = False
         self.pool = POOLS[self.pool_name](
             self.concurrency, self.hostname, self.accept,
             max_tasks_per_child=self.max_tasks_per_child,
@@ -74,6 +79,7 @@ class Worker:
         )
         self.heart = heartbeat.Heart(self)
         self.limits = RateLimits()
+        self.revocations = Revocations()
         self.releaser = None if is_database_broker() else delayed.Releaser(self.queues)
 
     # Running -----------------------------------------------------------------------------
@@ -124,9 +130,15 @@ class Worker:
                             auto_declare=True)
         if self.prefetch:
             consumer.qos(prefetch_count=self.prefetch)
+        self.revocations.refresh()  # deliveries may come as soon as we consume
         consumer.consume()
         self.connection, self.channel = conn, channel
         self._broken = None
+        # Acknowledge a batch of completions in one round trip where the transport can.
+        qos = getattr(channel, "qos", None)  # virtual transports' (amqp acks cost no reply)
+        self._flush = getattr(qos, "flush_acks", None)
+        if self._flush is not None:
+            qos.defer_acks = True
         logger.info("Connected to %s; consuming from %s", maybe_sanitize_url(broker_url()),
                     ", ".join(self.queues))
         while not self.stopping:
@@ -143,9 +155,11 @@ class Worker:
                     conn.heartbeat_check()
         consumer.cancel()
         self._hand_back_backlog()
+        self._warm_shutdown()  # while the running jobs' messages can still be acknowledged
 
     def _tick(self) -> None:
         self._process_completions()
+        self.revocations.maybe_refresh()
         for delivery in self.limits.due():
             self.pool.submit(delivery)
         self.pool.maintain()
@@ -167,6 +181,7 @@ class Worker:
             content_encoding=message.content_encoding, queue=queue_name,
             properties=dict(message.properties or {}),
             delivery_info=_plain(message.delivery_info),
+            revoked=isinstance(headers.get("id"), str) and headers["id"] in self.revocations,
         )
         reason = self._refusal(delivery)
         if reason:
@@ -222,14 +237,31 @@ class Worker:
         except queue.Empty:
             return
         self._complete(*item)
+        self._process_completions()
 
     def _process_completions(self) -> None:
         while True:
             try:
                 item = self.pool.completions.get_nowait()
             except queue.Empty:
-                return
+                break
             self._complete(*item)
+        self._flush_acks(force=not self._inflight)
+
+    def _flush_acks(self, force: bool = False) -> None:
+        """Send the acknowledgements noted since the last flush: at once when nothing else is
+        in flight, else at most every ACK_WINDOW seconds (one round trip for the batch)."""
+        if self._flush is None:
+            return
+        now = time.monotonic()
+        if not force and now < self._flush_at:
+            return
+        self._flush_at = now + ACK_WINDOW
+        try:
+            self._flush()
+        except Exception as exc:  # as in _complete: start over on a fresh connection
+            logger.warning("Could not acknowledge finished jobs: %s", exc)
+            self._broken = exc
 
     def _complete(self, key, outcome: Outcome) -> None:
         message = self._inflight.pop(key, None)
@@ -311,11 +343,15 @@ class Worker:
                 message.requeue()
 
     def _warm_shutdown(self) -> None:
+        if self._shut_down:
+            return
+        self._shut_down = True
         deadline = time.monotonic() + self.shutdown_timeout
         while self.pool.running() and time.monotonic() < deadline:
             self._wait_for_completion(POLL)
         finished = self.pool.stop(0 if self.pool.running() else 1)
         self._process_completions()
+        self._flush_acks(force=True)
         if not finished:
             logger.warning("Shutdown timeout: %d job(s) left to be delivered again",
                            len(self._inflight))
@@ -327,6 +363,7 @@ class Worker:
             self.heart.maybe_beat()
 
     def _forget_inflight(self) -> None:
+        self._flush = None
         self._inflight.clear()
         self._acked_early.clear()
 

@@ -1,0 +1,56 @@
+"""Which jobs were revoked, known to the worker without a query per job.
+
+A job whose result is recorded learns it was revoked from the STARTED write itself (the
+write skips a REVOKED row). A job that records nothing would need a read of its own before
+each run; instead the worker's main thread reads the jobs revoked since its last look, once a
+second, and marks their deliveries. A revocation reaches a worker within about a second, like
+Celery's broadcast; one made earlier than that is always seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+from django.db import DatabaseError
+from django.utils import timezone
+
+from jobs.models import JobResult, States
+
+logger = logging.getLogger("jobs.worker")
+
+INTERVAL = 1.0  # seconds between two reads
+KEEP = timedelta(hours=1)  # how long a revocation is remembered (a message older is rare)
+OVERLAP = timedelta(seconds=5)  # re-read a little of the past: clocks and commits lag
+
+
+class Revocations:
+    def __init__(self) -> None:
+        self._revoked: dict[str, object] = {}  # job id -> when it was revoked
+        self._since = None
+        self._next = 0.0
+
+    def __contains__(self, job_id: str) -> bool:
+        return job_id in self._revoked
+
+    def maybe_refresh(self) -> None:
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + INTERVAL
+            self.refresh()
+
+    def refresh(self) -> None:
+        now = timezone.now()
+        since = (self._since - OVERLAP) if self._since else now - KEEP
+        try:
+            rows = list(JobResult.objects.filter(state=States.REVOKED, date_done__gte=since)
+                        .order_by().values_list("job_id", "date_done")[:10_000])
+        except DatabaseError as exc:
+            logger.warning("Could not read revoked jobs: %s", exc)
+            return
+        self._since = now
+        self._revoked.update(rows)
+        if len(self._revoked) > 10_000:
+            cutoff = now - KEEP
+            self._revoked = {k: v for k, v in self._revoked.items() if v and v >= cutoff}
