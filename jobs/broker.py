@@ -211,6 +211,9 @@ class _Publisher:
             if retry_policy is None and len(envelopes) == 1:
                 self._send_one(envelopes[0], compression)
                 return
+            if retry_policy is None and hasattr(self.channel, "publish_many"):
+                self._send_many(envelopes, compression)
+                return
             batch = self.producer.batch() if len(envelopes) > 1 else nullcontext()
             with batch:
                 for envelope in envelopes:
@@ -219,18 +222,31 @@ class _Publisher:
             raise KombuOperationalError(str(exc)) from exc
 
     def _send_one(self, envelope: Envelope, compression) -> None:
+        self.declare(envelope.message.queue)
+        self.channel.basic_publish(self._prepare(envelope, compression), exchange="",
+                                   routing_key=envelope.message.queue)
+
+    def _send_many(self, envelopes, compression) -> None:
+        """All messages in one pipeline, a single LPUSH per queue (our Redis channel)."""
+        by_queue: dict[str, list] = {}
+        for envelope in envelopes:
+            by_queue.setdefault(envelope.message.queue, []).append(
+                self._prepare(envelope, compression))
+        for queue in by_queue:
+            self.declare(queue)
+        self.channel.publish_many(by_queue)
+
+    def _prepare(self, envelope: Envelope, compression):
         message = envelope.message
-        self.declare(message.queue)
         body, headers, content_type = envelope.payload, envelope.headers, envelope.content_type
         compression = for_payload(compression, body)
         if compression:
             body, content_type_of_compression = compress(body, compression)
             headers = {**headers, "compression": content_type_of_compression}
-        prepared = self.channel.prepare_message(
+        return self.channel.prepare_message(
             body, message.priority, content_type, envelope.content_encoding, headers,
             {"correlation_id": message.id, "delivery_mode": 2},
         )
-        self.channel.basic_publish(prepared, exchange="", routing_key=message.queue)
 
     def _send_with_producer(self, envelope: Envelope, compression, retry_policy) -> None:
         message = envelope.message

@@ -203,6 +203,7 @@ class Job(Generic[P, R]):
             return [self.apply_async(args, kwargs, **options) for args, kwargs in pairs]
         serializer = options.get("serializer") or self.serializer or settings.TASK_SERIALIZER
         limit = settings.TASK_MAX_MESSAGE_SIZE
+        options = {**options, "queue": options.get("queue") or broker.route(self.name, self.queue)}
         envelopes = [encode(self.build_message(args, kwargs, options), serializer, self.func,
                             limit) for args, kwargs in pairs]
         broker.publish_many(envelopes, on_commit=options.get("on_commit"),

@@ -31,6 +31,15 @@ def test_results_arrive_with_their_values(broker_url, start_worker):
 
 
 @brokers
+def test_jobs_sent_in_bulk_all_run_in_the_order_sent(broker_url, start_worker):
+    handles = demo.add.delay_many([(i, 0) for i in range(60)])
+    start_worker(broker_url, "-c", "1")
+    assert [h.get(timeout=30) for h in handles] == list(range(60))
+    rows = Row.objects.filter(job_id__in=[h.id for h in handles]).order_by("date_started")
+    assert [row.args[0] for row in rows] == list(range(60))
+
+
+@brokers
 def test_a_failing_job_records_failure_with_its_traceback(broker_url, start_worker):
     start_worker(broker_url, "-c", "1")
     handle = demo.fail.delay("bad input")
