@@ -14,6 +14,7 @@ soon as the first queue key has a message but leaves the list untouched.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from contextlib import contextmanager
 from queue import Empty
@@ -22,6 +23,8 @@ from time import time
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
+from redis import Redis
+from redis.exceptions import NoScriptError
 
 from jobs.transport.tolerant import tolerant
 
@@ -54,6 +57,8 @@ end
 if #taken == 0 then return false end
 return taken
 """
+
+CLAIM_SHA = hashlib.sha1(CLAIM.encode()).hexdigest()  # sent as EVALSHA, loaded on NOSCRIPT
 
 #: The most messages one claim takes (fewer when the prefetch count leaves less room).
 CLAIM_MAX = 16
@@ -129,7 +134,16 @@ class Channel(kombu_redis.Channel):
         names = [*keys, self.unacked_key, self.unacked_index_key]
         if self.global_keyprefix:
             names = [self.global_keyprefix + name for name in names]
-        return ["EVAL", CLAIM, len(names), *names, repr(time()), len(keys), want]
+        return ["EVALSHA", CLAIM_SHA, len(names), *names, repr(time()), len(keys), want]
+
+    def _claim_now(self, client, keys: list[str], want: int):
+        """Run the claim script on ``client`` and return its reply. Our arguments carry the
+        key prefix already: redis-py's own execute_command, not kombu's prefixing one."""
+        try:
+            return Redis.execute_command(client, *self._claim_args(keys, want))
+        except NoScriptError:  # the server lost its scripts (a restart): load it again
+            client.script_load(CLAIM)
+            return Redis.execute_command(client, *self._claim_args(keys, want))
 
     def _put(self, queue, message, **kwargs):
         """LPUSH one message on a connection this channel keeps for publishing.
@@ -200,7 +214,10 @@ class Channel(kombu_redis.Channel):
         try:
             try:
                 reply = self.client.parse_response(self.client.connection,
-                                                   "BLMOVE" if waited else "EVAL", **options)
+                                                   "BLMOVE" if waited else "EVALSHA", **options)
+            except NoScriptError:
+                self.client.script_load(CLAIM)
+                raise Empty() from None  # claim again at the next turn
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise
@@ -212,7 +229,7 @@ class Channel(kombu_redis.Channel):
             if reply is None:  # nothing came to the first queue: look at all of them
                 raise Empty()
             # A message came: claim it at once rather than at the poll loop's next turn.
-            reply = self.client.execute_command(*self._claim_args(self._poll_keys, self._room()))
+            reply = self._claim_now(self.client, self._poll_keys, self._room())
         if not reply:
             self._waiting = True
             raise Empty()
@@ -235,7 +252,7 @@ class Channel(kombu_redis.Channel):
         """One message by direct access (basic_get), claimed the same atomic way."""
         keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps]
         with self.conn_or_acquire() as client:
-            reply = client.execute_command(*self._claim_args(keys))
+            reply = self._claim_now(client, keys, 1)
         if not reply:
             raise Empty()
         payload = loads(bytes_to_str(reply[1]))

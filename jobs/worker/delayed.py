@@ -14,6 +14,7 @@ import logging
 import time
 from datetime import datetime, timedelta
 
+from django.db import transaction
 from django.utils import timezone
 from kombu import Connection
 
@@ -30,6 +31,7 @@ class Releaser:
         self.queues = queues
         self._store: Connection | None = None
         self._next = 0.0
+        self._parked: list = []  # (kombu message, delivery) to park at the next flush
 
     @property
     def store(self) -> Connection:
@@ -44,19 +46,43 @@ class Releaser:
         return eta - timezone.now() > PARK_HORIZON
 
     def park(self, message, delivery) -> None:
-        """Keep ``message`` in the database until its eta (the caller then acks it)."""
-        with self.store.Producer() as producer:
-            producer.publish(
-                delivery.body, exchange="", routing_key=delivery.queue,
-                headers=delivery.headers, content_type=message.content_type,
-                content_encoding=message.content_encoding,
-                priority=(message.properties or {}).get("priority"),
-                correlation_id=(message.properties or {}).get("correlation_id"),
-                retry=False,
-            )
-        logger.info("Job %s[%s] is delayed until %s", delivery.headers.get("task"),
-                    delivery.headers.get("id"), delivery.headers.get("eta"),
-                    extra={"job_id": delivery.headers.get("id")})
+        """Keep ``message`` in the database until its eta: noted now, written and then
+        acknowledged by :meth:`flush` with the others received in the same round."""
+        self._parked.append((message, delivery))
+
+    def flush(self) -> None:
+        """Write the noted messages in one transaction, then acknowledge them. A crash in
+        between means only that a message is both parked and delivered again."""
+        parked, self._parked = self._parked, []
+        if not parked:
+            return
+        try:
+            database = self.store.default_channel.database
+            with transaction.atomic(using=database), self.store.Producer() as producer:
+                for message, delivery in parked:
+                    producer.publish(
+                        delivery.body, exchange="", routing_key=delivery.queue,
+                        headers=delivery.headers, content_type=message.content_type,
+                        content_encoding=message.content_encoding,
+                        priority=(message.properties or {}).get("priority"),
+                        correlation_id=(message.properties or {}).get("correlation_id"),
+                        retry=False,
+                    )
+        except Exception as exc:  # the database is down: the broker keeps them meanwhile
+            logger.error("Could not park %d delayed job(s), handing them back: %s",
+                         len(parked), exc)
+            for message, _ in parked:
+                message.requeue()
+            return
+        for message, delivery in parked:
+            message.ack()
+            logger.info("Job %s[%s] is delayed until %s", delivery.headers.get("task"),
+                        delivery.headers.get("id"), delivery.headers.get("eta"),
+                        extra={"job_id": delivery.headers.get("id")})
+
+    def forget(self) -> None:
+        """Drop the noted messages (their connection is gone: they come back anyway)."""
+        self._parked = []
 
     def maybe_release(self, broker: Connection) -> int:
         if time.monotonic() < self._next:

@@ -145,7 +145,7 @@ class Worker:
             self._tick()
             if self._broken is not None:
                 raise ConnectionError(f"acknowledgement failed: {self._broken}")
-            if self.prefetch and len(self._inflight) >= self.prefetch:
+            if self._enough_in_hand():
                 self._wait_for_completion(POLL)
                 conn.heartbeat_check()
             else:
@@ -157,7 +157,19 @@ class Worker:
         self._hand_back_backlog()
         self._warm_shutdown()  # while the running jobs' messages can still be acknowledged
 
+    def _enough_in_hand(self) -> bool:
+        """Whether to wait for completions rather than fetch more: the prefetch count is
+        reached, or the room left is less than half of it while the pool still has jobs
+        waiting (fetching then takes several messages per round trip instead of one)."""
+        if not self.prefetch:
+            return False
+        inflight = len(self._inflight)
+        room = self.prefetch - inflight
+        return room <= 0 or (room < self.prefetch // 2 and inflight > self.concurrency)
+
     def _tick(self) -> None:
+        if self.releaser is not None:
+            self.releaser.flush()
         self._process_completions()
         self.revocations.maybe_refresh()
         for delivery in self.limits.due():
@@ -190,8 +202,7 @@ class Worker:
             return
         eta = _eta(headers)
         if eta is not None and self.releaser is not None and self.releaser.should_park(eta):
-            self.releaser.park(message, delivery)
-            message.ack()
+            self.releaser.park(message, delivery)  # acknowledged once written (_tick)
             return
         self._inflight[key] = message
         job = registry.get(headers["task"])
@@ -364,6 +375,8 @@ class Worker:
 
     def _forget_inflight(self) -> None:
         self._flush = None
+        if self.releaser is not None:
+            self.releaser.forget()
         self._inflight.clear()
         self._acked_early.clear()
 
