@@ -172,7 +172,7 @@ class JobResult:
         self._row = None
 
 
-#: Notified (by a trigger on PostgreSQL) with the job id when a job reaches a ready state.
+#: Notified by a trigger on PostgreSQL when a job reaches a ready state (migration 0002).
 RESULT_CHANNEL = "jobs_result"
 
 

@@ -139,6 +139,9 @@ def test_get_wakes_when_the_database_says_the_job_is_done(broker_url, start_work
     assert handle.get(timeout=20, interval=60) == 3
     with pytest.raises(ValueError, match="bad"):
         demo.fail.delay("bad").get(timeout=20, interval=60)
+    # Too large for the notification's payload: it carries the id, and get() reads the row.
+    assert demo.add.delay("a" * 5000, "b" * 5000).get(timeout=20, interval=60) == \
+        "a" * 5000 + "b" * 5000
 
 
 @brokers
