@@ -41,11 +41,12 @@ class Sizes:
     window: int = 10_000  # scale: jobs timed per window in the deep queue
     delayed: int = 100_000  # scale: delayed jobs scheduled for the memory figure
     delayed_repeat: int = 1
+    settle: float = 3.0  # seconds of memory samples once a worker has settled
 
     @classmethod
     def smoke(cls) -> Sizes:
-        return cls(n=200, repeat=1, roundtrips=20, shallow=100, deep=600, window=100,
-                   delayed=300, delayed_repeat=1)
+        return cls(n=200, repeat=1, roundtrips=5, shallow=100, deep=600, window=100,
+                   delayed=300, delayed_repeat=1, settle=0.5)
 
 
 @dataclass
@@ -194,7 +195,7 @@ class Bench:
         self.results.add(peer.label, "pss", tree.peak_pss / 2**20)
 
     def roundtrip(self, peer, tree: WorkerTree) -> None:
-        count = peer.roundtrips or self.sizes.roundtrips
+        count = min(peer.roundtrips or self.sizes.roundtrips, self.sizes.roundtrips)
         for attempt in range(3):  # the first one may wait for the worker to start
             try:
                 peer.round_trip()
@@ -273,7 +274,7 @@ class Bench:
             started = time.monotonic()
             self._wait_mark(tree, end, max(300.0, count / 50))
             took = time.monotonic() - started
-            rss, pss = tree.steady(3.0)
+            rss, pss = tree.steady(self.sizes.settle)
             metric = "mem_loaded" if count else "mem_empty"
             self.results.add(peer.label, metric, rss / 2**20)
             self.results.add(peer.label, f"{metric}_pss", pss / 2**20)
