@@ -23,7 +23,7 @@ from jobs.messages import Envelope
 logger = logging.getLogger("jobs.broker")
 
 _idle_publishers: deque = deque()  # of _Publisher, free for any thread to take
-
+_inherited: list = []  # a forked child's copies of its parent's publishers, never used
 
 
 def broker_url() -> str:
@@ -78,9 +78,6 @@ def reset() -> None:
     queue_for.cache_clear()
     while _idle_publishers:
         _idle_publishers.pop().close()
-
-
-_inherited: list = []
 
 
 def _reset_after_fork() -> None:
@@ -273,8 +270,6 @@ class _Publisher:
             self.connection.release()
         except Exception:  # a broken connection can't be closed cleanly; drop it
             pass
-
-
 
 
 @contextmanager

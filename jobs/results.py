@@ -106,13 +106,13 @@ class JobResult:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         if self._row is not None and self._row.state in READY_STATES:
-            return self._outcome(self._row, propagate)
+            return self._outcome(self._row.state, self._row.result, propagate)
         with _notifications() as wait_for:  # listening before the first read: none is missed
             pause = interval if wait_for else min(0.001, interval)
             while True:
                 row = self._fetch()
                 if row is not None and row.state in READY_STATES:
-                    return self._outcome(row, propagate)
+                    return self._outcome(row.state, row.result, propagate)
                 if deadline is not None and time.monotonic() >= deadline:
                     raise exceptions.TimeoutError(
                         f"job {self.id} is still {row.state if row else States.PENDING} "
@@ -126,16 +126,14 @@ class JobResult:
                 done = wait_for(wait, self.id)
                 if done is not None and done.get("state") in READY_STATES and "result" in done:
                     # The notification carries the outcome: no need to read it back.
-                    self._row = None  # other attributes (traceback, ...) read the row
-                    return self._outcome(Row(job_id=self.id, state=done["state"],
-                                             result=done["result"]), propagate)
+                    return self._outcome(done["state"], done["result"], propagate)
 
     wait = get
 
-    def _outcome(self, row: Row, propagate: bool) -> Any:
-        if row.state == States.SUCCESS:
-            return row.result
-        error = rebuild_exception(row.result)
+    def _outcome(self, state: str, result: Any, propagate: bool) -> Any:
+        if state == States.SUCCESS:
+            return result
+        error = rebuild_exception(result)
         if propagate:
             raise error
         return error

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
@@ -26,11 +28,10 @@ def _upsert(message: JobMessage, fields: dict) -> None:
 
 def _create(message: JobMessage, fields: dict) -> bool:
     """Insert the job's row in one statement; False if it exists already."""
+    # Inside the caller's transaction, a savepoint: a failed insert must not spoil it.
+    savepoint = transaction.atomic() if connection.in_atomic_block else nullcontext()
     try:
-        if connection.in_atomic_block:  # a failed insert must not spoil the caller's transaction
-            with transaction.atomic():
-                Row.objects.create(job_id=message.id, **_identity(message), **fields)
-        else:
+        with savepoint:
             Row.objects.create(job_id=message.id, **_identity(message), **fields)
     except IntegrityError:
         return False
