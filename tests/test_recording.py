@@ -1,0 +1,86 @@
+"""The worker's writes of a job's states (jobs.worker.recording), one SQL statement each:
+what they leave in the JobResult table, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import pytest
+
+from jobs import JobResult as Handle
+from jobs.messages import JobMessage
+from jobs.models import JobResult, States
+from jobs.worker import recording
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.pg]
+
+
+def message(retries: int = 0, **options) -> JobMessage:
+    options.setdefault("id", str(uuid.uuid4()))
+    return JobMessage(name="project.demo.jobs.add", args=(1, 2), kwargs={"at": "noon"},
+                      queue="default", retries=retries, **options)
+
+
+def test_the_first_start_writes_the_whole_row_and_counts_one_delivery():
+    msg = message(parent_id="parent-1", root_id="root-1")
+    assert recording.mark_started(msg, "w1@host", track=True) == 1
+    row = JobResult.objects.get(job_id=msg.id)
+    assert (row.state, row.worker, row.deliveries, row.retries) == (States.STARTED, "w1@host", 1, 0)
+    assert (row.name, row.args, row.kwargs, row.queue) == (msg.name, [1, 2], {"at": "noon"}, "default")
+    assert (row.parent_id, row.root_id) == ("parent-1", "root-1")
+    assert isinstance(row.date_started, datetime) and row.date_started.tzinfo is not None
+    assert row.date_created == row.date_started
+    assert (row.date_done, row.result, row.traceback, row.meta, row.runtime) == (None, None, "", None, None)
+
+
+def test_a_redelivery_of_the_same_attempt_counts_up_and_a_retry_counts_afresh():
+    msg = message()
+    assert [recording.mark_started(msg, "w", track=True) for _ in range(3)] == [1, 2, 3]
+    retry = message(retries=1, id=msg.id)
+    assert recording.mark_started(retry, "w2", track=True) == 1
+    row = JobResult.objects.get(job_id=msg.id)
+    assert (row.deliveries, row.retries, row.worker) == (1, 1, "w2")
+
+
+def test_a_revoked_job_is_not_started_and_stays_revoked():
+    msg = message()
+    Handle(msg.id).revoke()
+    assert recording.mark_started(msg, "w", track=True) is None
+    assert JobResult.objects.get(job_id=msg.id).state == States.REVOKED
+
+
+def test_a_late_start_of_an_earlier_attempt_leaves_the_retry_alone():
+    msg = message(retries=2)
+    recording.mark_started(msg, "w", track=True)
+    assert recording.mark_started(message(retries=1, id=msg.id), "old", track=True) is None
+    recording.mark_succeeded(message(retries=1, id=msg.id), "stale", 0.1, "old")
+    row = JobResult.objects.get(job_id=msg.id)
+    assert (row.state, row.retries, row.worker, row.result) == (States.STARTED, 2, "w", None)
+
+
+def test_success_writes_the_value_as_json_and_wakes_get():
+    msg = message()
+    recording.mark_started(msg, "w", track=True)
+    recording.mark_succeeded(msg, {"total": 3, "items": [1.5, None, "x"]}, 0.25, "w")
+    row = JobResult.objects.get(job_id=msg.id)
+    assert (row.state, row.result, row.runtime) == (States.SUCCESS, {"total": 3, "items": [1.5, None, "x"]}, 0.25)
+    assert row.date_done >= row.date_started
+    assert Handle(msg.id).get(timeout=5) == {"total": 3, "items": [1.5, None, "x"]}
+
+
+def test_an_outcome_without_a_started_row_creates_it():
+    msg = message()  # track_started off: nothing was written before the outcome
+    recording.mark_failed(msg, ValueError("bad input"), "Traceback ...", 0.5, "w")
+    row = JobResult.objects.get(job_id=msg.id)
+    assert (row.state, row.name, row.args, row.traceback) == (States.FAILURE, msg.name, [1, 2], "Traceback ...")
+    with pytest.raises(ValueError, match="bad input"):
+        Handle(msg.id).get(timeout=5)
+
+
+def test_a_value_that_is_not_json_is_refused_and_the_row_is_left_started():
+    msg = message()
+    recording.mark_started(msg, "w", track=True)
+    with pytest.raises(TypeError):
+        recording.mark_succeeded(msg, object(), 0.1, "w")
+    assert JobResult.objects.get(job_id=msg.id).state == States.STARTED
