@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import queue
+import selectors
 import signal
 import threading
 import time
 from collections import deque
-from multiprocessing import connection as mpc, get_context
+from multiprocessing import get_context
 
 from jobs.registry import registry
 from jobs.worker import connections
@@ -245,7 +247,7 @@ class PreforkPool(Pool):
             for child in self._children:
                 if child.delivery is None:
                     try:
-                        child.conn.send(None)
+                        child.conn.send_bytes(_STOP)
                     except OSError:
                         pass
         for child in list(self._children):
@@ -269,35 +271,35 @@ class PreforkPool(Pool):
         hard, _ = limits_for(registry._jobs.get(name), delivery.headers)
         child.deadline = time.monotonic() + hard if hard else None
         try:
-            child.conn.send(delivery)
+            child.conn.send_bytes(_pack_delivery(delivery))
         except (OSError, ValueError):
             # The child is gone; the collector will see its sentinel and report the loss.
             pass
 
     def _collect(self) -> None:
-        while True:
-            with self._lock:
-                children = list(self._children)
-            if not children:
-                if self._stopping:
+        watched: list[_Child] = []
+        with selectors.DefaultSelector() as selector:  # kept: the children rarely change
+            while True:
+                with self._lock:
+                    children = list(self._children)
+                if not children and self._stopping:
                     return
-            waitables = {}
-            for child in children:
-                waitables[child.conn] = child
-                waitables[child.process.sentinel] = child
-            try:
-                ready = mpc.wait(list(waitables), timeout=self._wait_time(children))
-            except OSError:
-                continue
-            self._enforce_time_limits(children)
-            for item in ready:
-                child = waitables[item]
-                if item is child.conn:
-                    self._receive(child)
-                elif child in self._children:
-                    self._bury(child)
-            if self._stopping and not any(c.process.is_alive() for c in self._children):
-                return
+                if children != watched:
+                    _watch(selector, children)
+                    watched = children
+                try:
+                    ready = selector.select(self._wait_time(children))
+                except OSError:
+                    continue
+                self._enforce_time_limits(children)
+                for key, _ in ready:
+                    child = key.data
+                    if key.fileobj is child.conn:
+                        self._receive(child)
+                    elif child in self._children:
+                        self._bury(child)
+                if self._stopping and not any(c.process.is_alive() for c in self._children):
+                    return
 
     def _wait_time(self, children: list[_Child]) -> float:
         deadlines = [c.deadline for c in children if c.deadline is not None]
@@ -320,7 +322,7 @@ class PreforkPool(Pool):
         try:
             if not block and not child.conn.poll():
                 return False
-            tag, outcome = child.conn.recv()
+            tag, outcome = _unpack_outcome(child.conn.recv_bytes())
         except (EOFError, OSError):
             return False  # it died; its sentinel tells the rest
         with self._lock:
@@ -332,7 +334,7 @@ class PreforkPool(Pool):
                 return True
             recycle = self.max_tasks_per_child and child.done >= self.max_tasks_per_child
             if recycle:
-                child.conn.send(None)
+                child.conn.send_bytes(_STOP)
                 self._children.remove(child)
                 self._wanted += 1
             elif self._backlog and not self._stopping:
@@ -374,6 +376,40 @@ class PreforkPool(Pool):
 RECYCLE_EXIT = 75  # a child leaving to be replaced by a fresh one
 
 
+def _watch(selector: selectors.BaseSelector, children: list[_Child]) -> None:
+    """Have ``selector`` watch exactly these children's pipes and process sentinels."""
+    for key in list(selector.get_map().values()):
+        selector.unregister(key.fileobj)
+    for child in children:
+        selector.register(child.conn, selectors.EVENT_READ, child)
+        selector.register(child.process.sentinel, selectors.EVENT_READ, child)
+
+
+# What crosses a child's pipe, as plain tuples: a job's per-message cost in the parent is
+# mostly this traffic, and pickling dataclasses field by field took twice as long.
+_STOP = pickle.dumps(None)
+
+
+def _pack_delivery(d: Delivery) -> bytes:
+    return pickle.dumps((d.tag, d.headers, d.body, d.content_type, d.content_encoding, d.queue,
+                         d.properties, d.delivery_info, d.revoked), pickle.HIGHEST_PROTOCOL)
+
+
+def _unpack_delivery(data: bytes) -> Delivery | None:
+    fields = pickle.loads(data)
+    return None if fields is None else Delivery(*fields)
+
+
+def _pack_outcome(tag, o: Outcome) -> bytes:
+    return pickle.dumps((tag, o.kind.value, o.job_id, o.name, o.reason, o.runtime),
+                        pickle.HIGHEST_PROTOCOL)
+
+
+def _unpack_outcome(data: bytes) -> Completion:
+    tag, kind, *rest = pickle.loads(data)
+    return tag, Outcome(Kind(kind), *rest)
+
+
 def _child_main(conn, hostname: str, accept: set[str], max_memory_kb: int | None) -> None:
     """The loop of a prefork child: receive a delivery, run it, send back the outcome."""
     from jobs import signals
@@ -388,14 +424,14 @@ def _child_main(conn, hostname: str, accept: set[str], max_memory_kb: int | None
     pool = Pool(1, hostname, accept)
     while True:
         try:
-            delivery = conn.recv()
+            delivery = _unpack_delivery(conn.recv_bytes())
         except (EOFError, OSError):
             break
         if delivery is None:
             break
         outcome = pool._run(delivery)
         try:
-            conn.send((delivery.tag, outcome))
+            conn.send_bytes(_pack_outcome(delivery.tag, outcome))
         except (OSError, ValueError):
             break
         if max_memory_kb and _peak_rss_kb() > max_memory_kb:
