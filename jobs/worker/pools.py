@@ -200,6 +200,8 @@ class PreforkPool(Pool):
                 self._send(child, delivery)
 
     def maintain(self) -> None:
+        if not self._wanted:  # read without the lock: a child wanted now is forked next time
+            return
         with self._lock:
             wanted, self._wanted = self._wanted, 0
         if wanted and not self._stopping:
