@@ -77,6 +77,16 @@ def test_max_memory_per_child_replaces_the_child(broker_url, start_worker):
 
 
 @database_broker
+def test_jobs_waiting_while_a_child_leaves_for_its_memory_limit_all_run(broker_url,
+                                                                       start_worker):
+    handles = demo.pid.delay_many([()] * 6)  # queued first: the worker holds several at once
+    worker = start_worker(broker_url, "-c", "1", "--max-memory-per-child", "1000")
+    pids = [handle.get(timeout=30) for handle in handles]
+    assert len(set(pids)) == 6  # each in a fresh child
+    assert "died" not in worker.output and "lost" not in worker.output
+
+
+@database_broker
 def test_revoke_with_terminate_stops_a_running_job(broker_url, start_worker):
     start_worker(broker_url, "-c", "1")
     handle = demo.sleep_then_add.delay(30, 1, 1)

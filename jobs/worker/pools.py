@@ -353,6 +353,11 @@ class PreforkPool(Pool):
                 return
             self._children.remove(child)
             lost, child.delivery = child.delivery, None
+            if lost is not None and child.process.exitcode == RECYCLE_EXIT:
+                # It left for its memory limit right after answering, before reading the
+                # delivery sent to it meanwhile: that one never started, another child runs it.
+                self._backlog.appendleft(lost)
+                lost = None
             if not self._stopping:
                 self._wanted += 1
         code = child.process.exitcode
