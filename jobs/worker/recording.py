@@ -34,7 +34,7 @@ def _upsert(message: JobMessage, fields: dict) -> None:
 
 
 def _update(message: JobMessage, fields: dict) -> int:
-    """``_attempt(message).update(**fields)`` in one prepared statement; rows updated."""
+    """``_attempt(message).update(**fields)`` as one statement built once; rows updated."""
     db = connections[router.db_for_write(Row)]
     sql = _update_sql(db.alias, tuple(fields))
     with db.cursor() as cursor:
