@@ -11,7 +11,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from functools import cache
 
-from django.db import IntegrityError, connection, connections, router, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
@@ -63,7 +63,8 @@ def _columns(quote) -> dict[str, str]:
 def _create(message: JobMessage, fields: dict) -> bool:
     """Insert the job's row in one statement; False if it exists already."""
     # Inside the caller's transaction, a savepoint: a failed insert must not spoil it.
-    savepoint = transaction.atomic() if connection.in_atomic_block else nullcontext()
+    db = router.db_for_write(Row)
+    savepoint = transaction.atomic(using=db) if connections[db].in_atomic_block else nullcontext()
     try:
         with savepoint:
             Row.objects.create(job_id=message.id, **_identity(message), **fields)

@@ -154,6 +154,8 @@ class Worker:
                 except TimeoutError:
                     conn.heartbeat_check()
         consumer.cancel()
+        if self.releaser is not None:
+            self.releaser.flush()  # delayed jobs received since the last turn: park them now
         self._hand_back_backlog()
         self._warm_shutdown()  # while the running jobs' messages can still be acknowledged
 
