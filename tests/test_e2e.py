@@ -31,6 +31,20 @@ def test_results_arrive_with_their_values(broker_url, start_worker):
 
 
 @brokers
+def test_untracked_jobs_are_recorded_once_done(broker_url, start_worker):
+    start_worker(broker_url, "-c", "2")
+    handles = [demo.add_untracked.delay(i, 1) for i in range(20)]
+    assert [h.get(timeout=30) for h in handles] == [i + 1 for i in range(20)]
+    rows = {row.job_id: row for row in Row.objects.filter(job_id__in=[h.id for h in handles])}
+    assert len(rows) == 20
+    for i, h in enumerate(handles):
+        row = rows[h.id]
+        assert (row.state, row.args, row.result, row.deliveries) == ("SUCCESS", [i, 1], i + 1, 0)
+        assert row.date_started is None and row.date_created == row.date_done
+        assert row.worker.startswith("jobs@") and row.runtime is not None
+
+
+@brokers
 def test_jobs_sent_in_bulk_all_run_in_the_order_sent(broker_url, start_worker):
     handles = demo.add.delay_many([(i, 0) for i in range(60)])
     start_worker(broker_url, "-c", "1")

@@ -70,12 +70,19 @@ def test_success_writes_the_value_as_json_and_wakes_get():
     assert Handle(msg.id).get(timeout=5) == value
 
 
-def test_an_outcome_without_a_started_row_creates_it():
-    msg = message()  # track_started off: nothing was written before the outcome
-    recording.mark_failed(msg, ValueError("bad input"), "Traceback ...", 0.5, "w")
+@pytest.mark.parametrize("started", [True, False], ids=["update first", "one upsert"])
+def test_an_outcome_without_a_started_row_creates_it(started):
+    msg = message(parent_id="parent-1")  # track_started off: nothing was written before
+    recording.mark_failed(msg, ValueError("bad input"), "Traceback ...", 0.5, "w",
+                          started=started)
     row = JobResult.objects.get(job_id=msg.id)
-    assert (row.state, row.name, row.args) == (States.FAILURE, msg.name, [1, 2])
-    assert row.traceback == "Traceback ..."
+    assert (row.state, row.name, row.args, row.kwargs) == (States.FAILURE, msg.name, [1, 2],
+                                                           {"at": "noon"})
+    assert (row.queue, row.parent_id, row.root_id) == ("default", "parent-1", msg.id)
+    assert (row.traceback, row.runtime, row.worker, row.deliveries) == ("Traceback ...", 0.5,
+                                                                        "w", 0)
+    assert row.date_done is not None and row.date_created == row.date_done
+    assert row.date_started is None
     with pytest.raises(ValueError, match="bad input"):
         Handle(msg.id).get(timeout=5)
 
@@ -86,3 +93,22 @@ def test_a_value_that_is_not_json_is_refused_and_the_row_is_left_started():
     with pytest.raises(TypeError):
         recording.mark_succeeded(msg, object(), 0.1, "w")
     assert JobResult.objects.get(job_id=msg.id).state == States.STARTED
+
+
+def test_untracked_outcomes_update_the_row_of_an_earlier_attempt_not_of_a_later_one():
+    msg = message()
+    recording.mark_retry(msg, ValueError("again"), "", "w", started=False)
+    recording.mark_succeeded(message(retries=1, id=msg.id), 42, 0.1, "w2", started=False)
+    row = JobResult.objects.get(job_id=msg.id)
+    assert (row.state, row.result, row.retries, row.worker) == (States.SUCCESS, 42, 1, "w2")
+    recording.mark_failed(message(id=msg.id), ValueError("stale"), "", 0.1, "old", started=False)
+    row = JobResult.objects.get(job_id=msg.id)
+    assert (row.state, row.result, row.retries, row.worker) == (States.SUCCESS, 42, 1, "w2")
+    assert JobResult.objects.filter(job_id=msg.id).count() == 1
+
+
+def test_an_untracked_value_that_is_not_json_is_refused_and_nothing_is_written():
+    msg = message()
+    with pytest.raises(TypeError):
+        recording.mark_succeeded(msg, object(), 0.1, "w", started=False)
+    assert not JobResult.objects.filter(job_id=msg.id).exists()

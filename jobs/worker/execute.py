@@ -72,7 +72,7 @@ def _execute(delivery: Delivery, hostname: str, accept: set[str]) -> Outcome:
     if starts > settings.TASK_MAX_DELIVERIES:
         return _poison(job, message, delivery, starts, hostname)
     request = _request(message, hostname, delivery)
-    return run(job, message, request, hostname)
+    return run(job, message, request, hostname, started=track)
 
 
 def _poison(job, message: JobMessage, delivery: Delivery, starts: int, hostname: str) -> Outcome:
@@ -116,33 +116,35 @@ def _request(message: JobMessage, hostname: str, delivery: Delivery | None) -> c
     )
 
 
-def run(job: Job, message: JobMessage, request: context.Request, hostname: str) -> Outcome:
-    """Call the job's function for ``request`` and record the outcome."""
+def run(job: Job, message: JobMessage, request: context.Request, hostname: str,
+        started: bool = True) -> Outcome:
+    """Call the job's function for ``request`` and record the outcome (``started``: in the
+    row recorded when it started; else in a new one)."""
     signals.job_started.send(job, job_id=message.id, name=message.name, request=request)
     token = context.current.set(request)
     soft = message.soft_time_limit or job.option("soft_time_limit")
-    started = time.perf_counter()
+    began = time.perf_counter()
     try:
         with soft_time_limit(soft):
             value = job(*message.args, **message.kwargs)
     except Retry as retry:
-        return _retried(job, message, request, retry, hostname)
+        return _retried(job, message, request, retry, hostname, started=started)
     except Exception as exc:
-        runtime = time.perf_counter() - started
-        return _handle_error(job, message, request, exc, runtime, hostname)
+        runtime = time.perf_counter() - began
+        return _handle_error(job, message, request, exc, runtime, hostname, started)
     finally:
         context.current.reset(token)
-    runtime = time.perf_counter() - started
-    return _succeeded(job, message, request, value, runtime, hostname)
+    runtime = time.perf_counter() - began
+    return _succeeded(job, message, request, value, runtime, hostname, started)
 
 
-def _succeeded(job, message, request, value, runtime, hostname) -> Outcome:
+def _succeeded(job, message, request, value, runtime, hostname, started) -> Outcome:
     if not _ignores_result(job, message):
         try:
-            recording.mark_succeeded(message, value, runtime, hostname)
+            recording.mark_succeeded(message, value, runtime, hostname, started)
         except (TypeError, ValueError, DataError, IntegrityError) as exc:  # NaN, NUL, bytes...
             error = TypeError(f"{message.name} returned a value that can't be stored: {exc}")
-            return _failed(job, message, request, error, "", runtime, hostname)
+            return _failed(job, message, request, error, "", runtime, hostname, started)
     logger.info("Job %s[%s] succeeded in %.6fs", message.name, message.id, runtime,
                 extra={"job_id": message.id})
     signals.job_succeeded.send(job, job_id=message.id, name=message.name, request=request,
@@ -150,7 +152,7 @@ def _succeeded(job, message, request, value, runtime, hostname) -> Outcome:
     return Outcome(Kind.SUCCEEDED, message.id, message.name, runtime=runtime)
 
 
-def _handle_error(job, message, request, exc, runtime, hostname) -> Outcome:
+def _handle_error(job, message, request, exc, runtime, hostname, started) -> Outcome:
     trace = tb.format_exc()
     if (job.autoretry_for and isinstance(exc, job.autoretry_for)
             and not isinstance(exc, job.dont_autoretry_for)):
@@ -158,11 +160,12 @@ def _handle_error(job, message, request, exc, runtime, hostname) -> Outcome:
         try:
             retry = job.retry(exc=exc, **_retry_options(job))
         except Exception as final:  # retries used up: the job fails with its exception
-            return _failed(job, message, request, final, tb.format_exc(), runtime, hostname)
+            return _failed(job, message, request, final, tb.format_exc(), runtime, hostname,
+                           started)
         finally:
             context.current.reset(token)
-        return _retried(job, message, request, retry, hostname, trace)
-    return _failed(job, message, request, exc, trace, runtime, hostname)
+        return _retried(job, message, request, retry, hostname, trace, started)
+    return _failed(job, message, request, exc, trace, runtime, hostname, started)
 
 
 def _retry_options(job: Job) -> dict:
@@ -171,9 +174,10 @@ def _retry_options(job: Job) -> dict:
     return options
 
 
-def _retried(job, message, request, retry: Retry, hostname, trace: str = "") -> Outcome:
+def _retried(job, message, request, retry: Retry, hostname, trace: str = "",
+             started: bool = True) -> Outcome:
     if not _ignores_result(job, message):
-        recording.mark_retry(message, retry.exc, trace, hostname)
+        recording.mark_retry(message, retry.exc, trace, hostname, started)
     logger.info("Job %s[%s] will retry: %s", message.name, message.id, retry,
                 extra={"job_id": message.id})
     signals.job_retried.send(job, job_id=message.id, name=message.name, request=request,
@@ -181,9 +185,9 @@ def _retried(job, message, request, retry: Retry, hostname, trace: str = "") -> 
     return Outcome(Kind.RETRIED, message.id, message.name, reason=str(retry))
 
 
-def _failed(job, message, request, exc, trace, runtime, hostname) -> Outcome:
+def _failed(job, message, request, exc, trace, runtime, hostname, started=True) -> Outcome:
     if not _ignores_result(job, message):
-        recording.mark_failed(message, exc, trace, runtime, hostname)
+        recording.mark_failed(message, exc, trace, runtime, hostname, started=started)
     logger.error("Job %s[%s] raised %s: %s", message.name, message.id, type(exc).__name__, exc,
                  extra={"job_id": message.id})
     signals.job_failed.send(job, job_id=message.id, name=message.name, request=request,

@@ -27,10 +27,20 @@ def _attempt(message: JobMessage):
     return Row.objects.filter(job_id=message.id, retries__lte=message.retries)
 
 
-def _upsert(message: JobMessage, fields: dict) -> None:
-    if not _update(message, fields) and not _create(message, fields):
+def _upsert(message: JobMessage, fields: dict, started: bool = True) -> None:
+    """Write ``fields`` to the job's row, unless a later attempt owns it. ``started``: the
+    row is there (STARTED was recorded), so an UPDATE comes first; else, where the database
+    has ``ON CONFLICT``, one statement inserts the row or updates the one there."""
+    db = connections[router.db_for_write(Row)]
+    if not started and db.vendor in UPSERTING:
+        _insert_or_update(message, fields, db)
+    elif not _update(message, fields) and not _create(message, fields):
         # Written meanwhile, or owned by a later attempt (which the filter leaves alone).
         _attempt(message).update(**fields)
+
+
+#: Databases with INSERT .. ON CONFLICT (job_id) DO UPDATE .. WHERE.
+UPSERTING = ("postgresql", "sqlite")
 
 
 def _update(message: JobMessage, fields: dict) -> int:
@@ -67,10 +77,45 @@ def _create(message: JobMessage, fields: dict) -> bool:
     savepoint = transaction.atomic(using=db) if connections[db].in_atomic_block else nullcontext()
     try:
         with savepoint:
-            Row.objects.create(job_id=message.id, **_identity(message), **fields)
+            Row.objects.create(job_id=message.id, **_identity(message), **_created(fields),
+                               **fields)
     except IntegrityError:
         return False
     return True
+
+
+def _insert_or_update(message: JobMessage, fields: dict, db) -> None:
+    row = {"job_id": message.id, **_identity(message), **_created(fields), **fields}
+    row.update((f.name, f.get_default()) for f in _other_fields(tuple(row)))
+    with db.cursor() as cursor:
+        cursor.execute(_insert_or_update_sql(db.alias, tuple(row), tuple(fields)),
+                       [*_prepared(row, db), message.retries])
+
+
+@cache
+def _other_fields(names: tuple[str, ...]) -> list:
+    return [f for f in Row._meta.concrete_fields if not f.primary_key and f.name not in names]
+
+
+@cache
+def _insert_or_update_sql(alias: str, names: tuple[str, ...], updated: tuple[str, ...]) -> str:
+    """Insert the row (every column but the key); if the job has one, update ``updated``
+    in it, as ``_attempt(message).update()`` would: not where a later attempt wrote."""
+    quote = connections[alias].ops.quote_name
+    table, column = quote(Row._meta.db_table), _columns(quote)
+    names = names + tuple(f.name for f in _other_fields(names))
+    return (
+        f"INSERT INTO {table} ({', '.join(column[n] for n in names)}) "
+        f"VALUES ({', '.join(['%s'] * len(names))}) "
+        f"ON CONFLICT ({column['job_id']}) DO UPDATE SET "
+        + ", ".join(f"{column[n]} = excluded.{column[n]}" for n in updated)
+        + f" WHERE {table}.{column['retries']} <= %s"
+    )
+
+
+def _created(fields: dict) -> dict:
+    """A row first written when the job started, or with its outcome, was created then."""
+    return {"date_created": fields.get("date_started") or fields.get("date_done") or timezone.now()}
 
 
 def _identity(message: JobMessage) -> dict:
@@ -98,7 +143,7 @@ def mark_started(message: JobMessage, hostname: str, track: bool,
     fields = {"state": States.STARTED, "worker": hostname, "date_started": now,
               "retries": message.retries, "date_done": None}
     db = connections[router.db_for_write(Row)]
-    if db.vendor in ("postgresql", "sqlite"):
+    if db.vendor in UPSERTING:
         return _start(message, fields, db)
     if _create(message, {"deliveries": 1, **fields}):
         return 1
@@ -142,26 +187,29 @@ def _start_sql(alias: str, names: tuple[str, ...]) -> str:
     )
 
 
-def mark_succeeded(message: JobMessage, value, runtime: float, hostname: str) -> None:
+# ``started``: whether mark_started wrote the row (see _upsert).
+
+def mark_succeeded(message: JobMessage, value, runtime: float, hostname: str,
+                   started: bool = True) -> None:
     _upsert(message, {"state": States.SUCCESS, "result": value, "traceback": "",
                       "date_done": timezone.now(), "runtime": runtime, "worker": hostname,
-                      "retries": message.retries})
+                      "retries": message.retries}, started)
 
 
 def mark_failed(message: JobMessage, exc: BaseException, traceback: str, runtime: float | None,
-                hostname: str, state: str = States.FAILURE) -> None:
+                hostname: str, state: str = States.FAILURE, started: bool = True) -> None:
     _upsert(message, {"state": state, "result": storable(exception_to_dict(exc)),
                       "traceback": storable(traceback),
                       "date_done": timezone.now(), "runtime": runtime, "worker": hostname,
-                      "retries": message.retries})
+                      "retries": message.retries}, started)
 
 
 def mark_retry(message: JobMessage, exc: BaseException | None, traceback: str,
-               hostname: str) -> None:
+               hostname: str, started: bool = True) -> None:
     _upsert(message, {"state": States.RETRY,
                       "result": storable(exception_to_dict(exc)) if exc else None,
                       "traceback": storable(traceback), "worker": hostname,
-                      "retries": message.retries})
+                      "retries": message.retries}, started)
 
 
 def mark_revoked(message: JobMessage, reason: str, hostname: str = "") -> None:

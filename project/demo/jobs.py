@@ -12,6 +12,12 @@ def add(x, y):
     return x + y
 
 
+@job(track_started=False)
+def add_untracked(x, y):
+    """``add`` whose row is written once, when it is done (Celery's default)."""
+    return x + y
+
+
 @job
 def sleep_then_add(seconds, x, y):
     time.sleep(seconds)
