@@ -173,3 +173,30 @@ def test_garbage_is_dead_lettered_and_good_jobs_run_around_it(broker_url, start_
     assert "unregistered job 'nobody.has.this'" in reasons
     assert "the body is not [args, kwargs, embed]" in reasons
     assert "more than TASK_MAX_MESSAGE_SIZE" in reasons
+
+
+@pytest.mark.parametrize("broker_url", [pytest.param("redis", id="redis")], indirect=True)
+def test_raw_garbage_pushed_on_a_redis_list_is_dead_lettered_too(broker_url, start_worker):
+    import redis
+
+    from tests.conftest import TEST_TRANSPORT_OPTIONS
+
+    key = TEST_TRANSPORT_OPTIONS["global_keyprefix"] + "default"
+    garbage = [b"hello, not json", b'{"no": "properties"}', b"[1, 2, 3]",
+               b'{"properties": 5}', b'{"properties": {"delivery_tag": 7}}', b"\xff\xfe{"]
+    client = redis.Redis.from_url(broker_url)
+    good = []
+    for item in garbage:  # queued before the worker starts: claimed together with jobs
+        good.append(demo.add.delay(len(good), 1))
+        client.lpush(key, item)
+    start_worker(broker_url, "-c", "2")
+    assert [h.get(timeout=30) for h in good] == [i + 1 for i in range(len(garbage))]
+    letters = wait_for(lambda: (list(DeadLetter.objects.all())
+                                if DeadLetter.objects.count() == len(garbage) else None),
+                       timeout=20, message="not every raw item was dead-lettered")
+    assert sorted(bytes(letter.body) for letter in letters) == sorted(garbage)
+    assert {(letter.queue, letter.reason) for letter in letters} == {
+        ("default", "not a job message: the 'task' and 'id' headers are missing")}
+    unacked = TEST_TRANSPORT_OPTIONS["global_keyprefix"] + "unacked"
+    wait_for(lambda: client.hlen(unacked) == 0, timeout=10,
+             message="messages left in the unacked records")

@@ -9,7 +9,9 @@ dies, the message is either still queued or restorable after the visibility time
 The layout of queues and of the unacked records is kombu's, so Celery producers and workers
 share the queues, and kombu's ack, reject and restore work unchanged. While a queue is
 empty, the channel waits with ``BLMOVE key key RIGHT RIGHT`` (Redis 6.2+), which returns as
-soon as the first queue key has a message but leaves the list untouched.
+soon as the first queue key has a message but leaves the list untouched. An item that is
+not one of kombu's envelopes (pushed on the list by another program) is handed to the worker
+as a message without headers, which dead-letters it, rather than failing the claim.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 from contextlib import contextmanager
 from queue import Empty
 from time import time
+from uuid import uuid4
 
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
@@ -30,20 +33,26 @@ from jobs.transport.tolerant import tolerant
 
 #: KEYS: the queue keys in order, then the unacked hash and index.
 #: ARGV: the time now, the number of queue keys, how many messages to take at most.
-#: Returns {key, message, key, message, ...} (queue keys in order: priority first), or nil.
+#: Returns {key, message, tag, key, message, tag, ...} (queue keys in order: priority first;
+#: the tag under which the message was recorded, or '' if it wasn't), or nil.
 CLAIM = """
 local n = tonumber(ARGV[2])
 local want = tonumber(ARGV[3])
 local taken = {}
 for i = 1, n do
-  while #taken < want * 2 do
+  while #taken < want * 3 do
     local item = redis.call('RPOP', KEYS[i])
     if not item then break end
-    local message = cjson.decode(item)
-    local properties = message['properties'] or {}
-    local tag = properties['delivery_tag']
-    if tag then
-      local info = properties['delivery_info'] or {}
+    -- Something that isn't kombu's envelope (pushed by hand) goes to the worker as it is,
+    -- which dead-letters it: an error here would end the script with the item popped.
+    local ok, message = pcall(cjson.decode, item)
+    local properties = ok and type(message) == 'table' and message['properties']
+    local tag = type(properties) == 'table' and properties['delivery_tag']
+    if type(tag) ~= 'string' or tag == '' then
+      tag = ''
+    else
+      local info = properties['delivery_info']
+      if type(info) ~= 'table' then info = {} end
       local record = '[' .. item .. ',' .. cjson.encode(info['exchange'] or '') .. ','
         .. cjson.encode(info['routing_key'] or '') .. ']'
       redis.call('HSET', KEYS[n + 1], tag, record)
@@ -51,8 +60,9 @@ for i = 1, n do
     end
     taken[#taken + 1] = KEYS[i]
     taken[#taken + 1] = item
+    taken[#taken + 1] = tag
   end
-  if #taken >= want * 2 then break end
+  if #taken >= want * 3 then break end
 end
 if #taken == 0 then return false end
 return taken
@@ -235,20 +245,40 @@ class Channel(kombu_redis.Channel):
         if not reply:
             self._waiting = True
             raise Empty()
-        for i in range(0, len(reply), 2):
-            self._deliver_claimed(bytes_to_str(reply[i]), reply[i + 1])
+        for i in range(0, len(reply), 3):
+            self._deliver_claimed(bytes_to_str(reply[i]), reply[i + 1], reply[i + 2])
         return True
 
-    def _deliver_claimed(self, key: str, item) -> None:
+    def _deliver_claimed(self, key: str, item, tag) -> None:
         if self.global_keyprefix and key.startswith(self.global_keyprefix):
             key = key[len(self.global_keyprefix):]
         queue = key.rsplit(self.sep, 1)[0]
         self._queue_cycle.rotate(queue)
-        payload = _envelope_from_json(item)
-        tag = (payload.get("properties") or {}).get("delivery_tag")
+        self.connection._deliver(self._claimed_envelope(item, tag, queue), queue)
+
+    def _claimed_envelope(self, item, tag, queue: str) -> dict:
+        """The envelope of an item the claim script took and recorded as unacknowledged
+        under ``tag``. An item that isn't one of kombu's envelopes (pushed on the list by
+        hand; the script records none without a delivery tag) comes as a message without
+        headers, which the worker refuses and dead-letters."""
+        payload = None
         if tag:
-            self._claimed[tag] = True
-        self.connection._deliver(payload, queue)
+            tag = bytes_to_str(tag)
+            try:
+                payload = _envelope_from_json(item)
+                payload["properties"]["delivery_tag"] = tag
+            except (ValueError, TypeError, KeyError):
+                payload = None
+        else:
+            tag = f"unreadable-{uuid4()}"
+        if payload is None:
+            payload = {"body": item if isinstance(item, bytes) else str(item).encode(),
+                       "headers": {}, "content-type": "application/octet-stream",
+                       "content-encoding": "binary",
+                       "properties": {"delivery_tag": tag, "body_encoding": None,
+                                      "delivery_info": {"exchange": "", "routing_key": queue}}}
+        self._claimed[tag] = True  # recorded by the script, or nothing to record
+        return payload
 
     def _get(self, queue):
         """One message by direct access (basic_get), claimed the same atomic way."""
@@ -257,11 +287,7 @@ class Channel(kombu_redis.Channel):
             reply = self._claim_now(client, keys, 1)
         if not reply:
             raise Empty()
-        payload = _envelope_from_json(reply[1])
-        tag = (payload.get("properties") or {}).get("delivery_tag")
-        if tag:
-            self._claimed[tag] = True
-        return payload
+        return self._claimed_envelope(reply[1], reply[2], queue)
 
 
 def _envelope_json(message: dict) -> str:
