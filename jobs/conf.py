@@ -68,7 +68,11 @@ ALIASES = {"PREFETCH_MULTIPLIER": "WORKER_PREFETCH_MULTIPLIER"}
 
 
 class Settings:
-    """Typed, cached read access to ``settings.JOBS`` merged over :data:`DEFAULTS`."""
+    """Typed, cached read access to ``settings.JOBS`` merged over :data:`DEFAULTS`.
+
+    A setting read once is kept as an attribute of this object, so that reading it again (a
+    few times for every job sent) is a plain attribute lookup; ``reset()`` forgets them all.
+    """
 
     def __init__(self) -> None:
         self._cache: dict[str, Any] | None = None
@@ -89,12 +93,16 @@ class Settings:
         if name.startswith("_"):
             raise AttributeError(name)
         try:
-            return self._merged()[name]
+            value = self._merged()[name]
         except KeyError:
             raise AttributeError(f"JOBS has no setting {name!r}") from None
+        self.__dict__[name] = value
+        return value
 
     def reset(self) -> None:
         self._cache = None
+        for name in [n for n in self.__dict__ if not n.startswith("_")]:
+            del self.__dict__[name]
 
 
 settings = Settings()
