@@ -9,7 +9,8 @@ dies, the message is either still queued or restorable after the visibility time
 The layout of queues and of the unacked records is kombu's, so Celery producers and workers
 share the queues, and kombu's ack, reject and restore work unchanged. While a queue is
 empty, the channel waits with ``BLMOVE key key RIGHT RIGHT`` (Redis 6.2+), which returns as
-soon as the first queue key has a message but leaves the list untouched. An item that is
+soon as the first queue key has a message but leaves the list untouched, and sends the claim
+script right behind it: the server runs the claim as the wait returns. An item that is
 not one of kombu's envelopes (pushed on the list by another program) is handed to the worker
 as a message without headers, which dead-letters it, rather than failing the claim.
 """
@@ -27,7 +28,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 from redis import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from jobs.transport.tolerant import tolerant
 
@@ -210,40 +211,44 @@ class Channel(kombu_redis.Channel):
         if not queues:
             return
         keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
+        connection = self.client.connection
+        claim = self._claim_args(keys, self._room())
+        self._poll_keys = keys
+        self._in_poll = connection
+        self._brpop_sent_at = kombu_redis.monotonic()
         if self._waiting:
+            # The claim goes right behind the wait: the server runs it the moment the wait
+            # returns (a message came, or the time is up), without another round trip.
             key = self.global_keyprefix + keys[0] if self.global_keyprefix else keys[0]
             wait = WAIT if len(self.active_queues) == 1 else WAIT_MANY
-            args = ["BLMOVE", key, key, "RIGHT", "RIGHT", wait]
+            connection.send_packed_command(connection.pack_commands(
+                [("BLMOVE", key, key, "RIGHT", "RIGHT", wait), claim]))
         else:
-            args = self._claim_args(keys, self._room())
-        self._poll_keys = keys
-        self._in_poll = self.client.connection
-        self._brpop_sent_at = kombu_redis.monotonic()
-        self.client.connection.send_command(*args)
+            connection.send_command(*claim)
 
     def _brpop_read(self, **options):
-        waited = self._waiting
+        connection = self.client.connection
         try:
             try:
-                reply = self.client.parse_response(self.client.connection,
-                                                   "BLMOVE" if waited else "EVALSHA", **options)
+                if self._waiting:  # the wait's reply: the claim's, next, says what came
+                    try:
+                        self.client.parse_response(connection, "BLMOVE", **options)
+                    except ResponseError:
+                        connection.disconnect()  # the claim's reply is still unread
+                        raise
+                reply = self.client.parse_response(connection, "EVALSHA", **options)
             except NoScriptError:
                 self.client.script_load(CLAIM)
                 raise Empty() from None  # claim again at the next turn
             except self.connection_errors:
-                self.client.connection.disconnect()
+                connection.disconnect()
                 raise
         finally:
             self._in_poll = None
             self._flush_brpop_reauth()
-        if waited:
-            self._waiting = False
-            if reply is None:  # nothing came to the first queue: look at all of them
-                raise Empty()
-            # A message came: claim it at once rather than at the poll loop's next turn.
-            reply = self._claim_now(self.client, self._poll_keys, self._room())
+        # Nothing: wait for the next message; else claim again at once, while they come.
+        self._waiting = not reply
         if not reply:
-            self._waiting = True
             raise Empty()
         for i in range(0, len(reply), 3):
             self._deliver_claimed(bytes_to_str(reply[i]), reply[i + 1], reply[i + 2])
