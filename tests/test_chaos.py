@@ -200,3 +200,14 @@ def test_raw_garbage_pushed_on_a_redis_list_is_dead_lettered_too(broker_url, sta
     unacked = TEST_TRANSPORT_OPTIONS["global_keyprefix"] + "unacked"
     wait_for(lambda: client.hlen(unacked) == 0, timeout=10,
              message="messages left in the unacked records")
+
+
+@pytest.mark.parametrize("broker_url", [pytest.param("redis", id="redis")], indirect=True)
+def test_an_idle_worker_whose_claim_script_was_flushed_loads_it_again(broker_url, start_worker):
+    import redis
+
+    start_worker(broker_url, "-c", "1")
+    assert demo.add.delay(1, 1).get(timeout=30) == 2  # the worker is up and waiting now
+    redis.Redis.from_url(broker_url).script_flush()  # as a Redis restart would
+    handles = [demo.add.delay(i, 1) for i in range(5)]
+    assert [h.get(timeout=30) for h in handles] == [1, 2, 3, 4, 5]
