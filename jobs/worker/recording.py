@@ -86,7 +86,7 @@ def _create(message: JobMessage, fields: dict) -> bool:
 
 def _insert_or_update(message: JobMessage, fields: dict, db) -> None:
     row = {"job_id": message.id, **_identity(message), **_created(fields), **fields}
-    row.update((f.name, f.get_default()) for f in _other_fields(tuple(row)))
+    row.update((f.name, f.get_default()) for f in _other_fields(tuple(row)))  # the defaults
     with db.cursor() as cursor:
         cursor.execute(_insert_or_update_sql(db.alias, tuple(row), tuple(fields)),
                        [*_prepared(row, db), message.retries])
@@ -99,11 +99,10 @@ def _other_fields(names: tuple[str, ...]) -> list:
 
 @cache
 def _insert_or_update_sql(alias: str, names: tuple[str, ...], updated: tuple[str, ...]) -> str:
-    """Insert the row (every column but the key); if the job has one, update ``updated``
-    in it, as ``_attempt(message).update()`` would: not where a later attempt wrote."""
+    """Insert the row; if the job has one, update ``updated`` in it, as
+    ``_attempt(message).update()`` would: not where a later attempt wrote."""
     quote = connections[alias].ops.quote_name
     table, column = quote(Row._meta.db_table), _columns(quote)
-    names = names + tuple(f.name for f in _other_fields(names))
     return (
         f"INSERT INTO {table} ({', '.join(column[n] for n in names)}) "
         f"VALUES ({', '.join(['%s'] * len(names))}) "
