@@ -62,6 +62,19 @@ def test_a_poison_job_is_dead_lettered_after_max_deliveries(broker_url, start_wo
 
 
 @database_broker
+def test_a_poison_job_that_records_nothing_is_dead_lettered_too(broker_url, start_worker):
+    start_worker(broker_url, "-c", "1")
+    handle = demo.die_always_quietly.delay()
+    letter = wait_for(lambda: DeadLetter.objects.filter(job_id=handle.id).first(), timeout=40,
+                      message="the poison job was not dead-lettered")
+    assert "lost the process running it 5 times (TASK_MAX_DELIVERIES = 5)" in letter.reason
+    assert letter.job_name == "project.demo.jobs.die_always_quietly"
+    with pytest.raises(Exception, match="lost the process running it 5 times"):
+        handle.get(timeout=5)
+    assert demo.add.delay(2, 3).get(timeout=20) == 5
+
+
+@database_broker
 def test_max_tasks_per_child_replaces_the_child(broker_url, start_worker):
     start_worker(broker_url, "-c", "1", "--max-tasks-per-child", "2")
     pids = [demo.pid.delay().get(timeout=20) for _ in range(6)]

@@ -64,7 +64,7 @@ def _execute(delivery: Delivery, hostname: str, accept: set[str]) -> Outcome:
     if message.expires is not None and message.expires <= timezone.now():
         reason = f"expired at {message.expires.isoformat()}"
         return _revoke(job, message, reason, hostname)
-    track = job.option("track_started") and not _ignores_result(job, message)
+    track = counts_starts(job, message.ignore_result)
     starts = connections.once_more_if_disconnected(recording.mark_started, message, hostname,
                                                    track, delivery.revoked)
     if starts is None:
@@ -91,6 +91,12 @@ def _body(delivery: Delivery) -> bytes:
     if not compression:
         return delivery.body
     return decompress(delivery.body, compression, settings.TASK_MAX_MESSAGE_SIZE)
+
+
+def counts_starts(job: Job, ignore_result: bool) -> bool:
+    """Whether the job's row counts its starts (its STARTED write, which also refuses a
+    revoked job): STARTED is tracked and the result kept."""
+    return bool(job.option("track_started")) and not (ignore_result or job.option("ignore_result"))
 
 
 def _ignores_result(job: Job, message: JobMessage) -> bool:

@@ -27,7 +27,7 @@ from jobs.exceptions import TimeLimitExceeded, WorkerLostError
 from jobs.messages import decode, parse_datetime
 from jobs.registry import registry
 from jobs.worker import deadletters, delayed, heartbeat, recording
-from jobs.worker.execute import Delivery
+from jobs.worker.execute import Delivery, counts_starts
 from jobs.worker.outcome import Kind, Outcome
 from jobs.worker.pools import POOLS
 from jobs.worker.ratelimit import RateLimits
@@ -68,6 +68,7 @@ class Worker:
         self._generation = 0
         self._inflight: dict[tuple, object] = {}  # (generation, delivery tag) -> kombu Message
         self._acked_early: set[tuple] = set()
+        self._losses: dict[tuple, int] = {}  # (job id, retries) -> times lost with its process
         self._broken: Exception | None = None
         self._flush = None  # the channel's batched acknowledgement, where it has one
         self._flush_at = 0.0
@@ -185,18 +186,8 @@ class Worker:
 
     def _on_message(self, message) -> None:
         key = (self._generation, message.delivery_tag)
-        headers = message.headers if isinstance(message.headers, dict) else {}
-        if headers.get("compression") and not message.errors:
-            # kombu's Message has decompressed the body (capped: jobs.compression).
-            headers = {k: v for k, v in headers.items() if k != "compression"}
-        queue_name = (message.delivery_info or {}).get("routing_key") or self.queues[0]
-        delivery = Delivery(
-            tag=key, headers=headers, body=message.body, content_type=message.content_type,
-            content_encoding=message.content_encoding, queue=queue_name,
-            properties=dict(message.properties or {}),
-            delivery_info=_plain(message.delivery_info),
-            revoked=isinstance(headers.get("id"), str) and headers["id"] in self.revocations,
-        )
+        delivery = self._delivery(message, key)
+        headers = delivery.headers
         reason = self._refusal(delivery)
         if reason:
             deadletters.store(delivery, reason, self.hostname)
@@ -213,6 +204,20 @@ class Worker:
             self._acked_early.add(key)
         if self.limits.admit(job, delivery):
             self.pool.submit(delivery)
+
+    def _delivery(self, message, key) -> Delivery:
+        headers = message.headers if isinstance(message.headers, dict) else {}
+        if headers.get("compression") and not message.errors:
+            # kombu's Message has decompressed the body (capped: jobs.compression).
+            headers = {k: v for k, v in headers.items() if k != "compression"}
+        queue_name = (message.delivery_info or {}).get("routing_key") or self.queues[0]
+        return Delivery(
+            tag=key, headers=headers, body=message.body, content_type=message.content_type,
+            content_encoding=message.content_encoding, queue=queue_name,
+            properties=dict(message.properties or {}),
+            delivery_info=_plain(message.delivery_info),
+            revoked=isinstance(headers.get("id"), str) and headers["id"] in self.revocations,
+        )
 
     def _on_undecodable(self, message, exc) -> None:
         """kombu could not unpack a message (its body would not decompress, or inflates past
@@ -282,7 +287,7 @@ class Worker:
         self._acked_early.discard(key)
         self.processed += 1
         if outcome.kind is Kind.LOST:
-            outcome = self._worker_lost(message, outcome)
+            outcome = self._worker_lost(message, outcome, key)
         elif outcome.kind is Kind.REVOKED and outcome.reason == "terminated":
             logger.warning("Job %s[%s] terminated (revoked)", outcome.name, outcome.job_id)
         elif outcome.kind is Kind.TIME_LIMIT:
@@ -301,9 +306,14 @@ class Worker:
             # the prefetch count is reached: start over on a fresh connection.
             self._broken = exc
 
-    def _worker_lost(self, message, outcome: Outcome) -> Outcome:
+    def _worker_lost(self, message, outcome: Outcome, key) -> Outcome:
         job = registry.get(outcome.name) if outcome.name in registry else None
         requeue = job.option("reject_on_worker_lost") if job else True
+        poison = self._lost_too_often(job, message) if requeue and job and message else None
+        if poison:
+            deadletters.store(self._delivery(message, key), poison, self.hostname)
+            self._record_failure(message, outcome, WorkerLostError(poison))
+            return Outcome(Kind.FAILED, outcome.job_id, outcome.name, poison)
         if requeue:
             logger.error("Job %s[%s] lost with its process (%s); it will run again",
                          outcome.name, outcome.job_id, outcome.reason)
@@ -311,6 +321,23 @@ class Worker:
         error = WorkerLostError(f"the process running the job died ({outcome.reason})")
         self._record_failure(message, outcome, error)
         return Outcome(Kind.FAILED, outcome.job_id, outcome.name, str(error))
+
+    def _lost_too_often(self, job, message) -> str | None:
+        """Why a job lost with its process is poison, for a job whose row doesn't count its
+        starts (results ignored, or STARTED not tracked): it is counted here instead, each
+        time its attempt dies with the process running it; None while under the limit."""
+        headers = message.headers if isinstance(message.headers, dict) else {}
+        if counts_starts(job, bool(headers.get("ignore_result"))):
+            return None  # its STARTED write counts, and stops it after the limit
+        key = (headers.get("id"), headers.get("retries"))
+        losses = self._losses[key] = self._losses.pop(key, 0) + 1
+        if len(self._losses) > 10_000:
+            del self._losses[next(iter(self._losses))]  # the oldest
+        if losses < settings.TASK_MAX_DELIVERIES:
+            return None
+        del self._losses[key]
+        return (f"lost the process running it {losses} times (TASK_MAX_DELIVERIES = "
+                f"{settings.TASK_MAX_DELIVERIES}); it may be killing the workers that run it")
 
     def _record_failure(self, message, outcome: Outcome, error: Exception) -> None:
         """Record FAILURE for a job whose process could not (it was killed)."""
