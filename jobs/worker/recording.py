@@ -34,7 +34,7 @@ def _upsert(message: JobMessage, fields: dict, started: bool = True) -> None:
     db = connections[router.db_for_write(Row)]
     if not started and db.vendor in UPSERTING:
         _insert_or_update(message, fields, db)
-    elif not _update(message, fields) and not _create(message, fields):
+    elif not _update(message, fields, db) and not _create(message, fields):
         # Written meanwhile, or owned by a later attempt (which the filter leaves alone).
         _attempt(message).update(**fields)
 
@@ -43,9 +43,8 @@ def _upsert(message: JobMessage, fields: dict, started: bool = True) -> None:
 UPSERTING = ("postgresql", "sqlite")
 
 
-def _update(message: JobMessage, fields: dict) -> int:
+def _update(message: JobMessage, fields: dict, db) -> int:
     """``_attempt(message).update(**fields)`` as one statement built once; rows updated."""
-    db = connections[router.db_for_write(Row)]
     sql = _update_sql(db.alias, tuple(fields))
     with db.cursor() as cursor:
         cursor.execute(sql, [*_prepared(fields, db), message.id, message.retries])
