@@ -103,12 +103,17 @@ def _insert_or_update_sql(alias: str, names: tuple[str, ...], updated: tuple[str
     quote = connections[alias].ops.quote_name
     table, column = quote(Row._meta.db_table), _columns(quote)
     return (
-        f"INSERT INTO {table} ({', '.join(column[n] for n in names)}) "
-        f"VALUES ({', '.join(['%s'] * len(names))}) "
-        f"ON CONFLICT ({column['job_id']}) DO UPDATE SET "
+        _insert_or_sql(table, column, names)
         + ", ".join(f"{column[n]} = excluded.{column[n]}" for n in updated)
         + f" WHERE {table}.{column['retries']} <= %s"
     )
+
+
+def _insert_or_sql(table: str, column: dict[str, str], names: tuple[str, ...]) -> str:
+    """``INSERT`` of a row with ``names``, up to the ``SET`` of its ``ON CONFLICT`` update."""
+    return (f"INSERT INTO {table} ({', '.join(column[n] for n in names)}) "
+            f"VALUES ({', '.join(['%s'] * len(names))}) "
+            f"ON CONFLICT ({column['job_id']}) DO UPDATE SET ")
 
 
 def _created(fields: dict) -> dict:
@@ -173,10 +178,8 @@ def _start_sql(alias: str, names: tuple[str, ...]) -> str:
     retries, deliveries = column["retries"], column["deliveries"]
     updated = ["state", "worker", "date_started", "retries", "date_done"]
     return (
-        f"INSERT INTO {table} ({', '.join(column[n] for n in names)}) "
-        f"VALUES ({', '.join(['%s'] * len(names))}) "
-        f"ON CONFLICT ({column['job_id']}) DO UPDATE SET "
-        f"{deliveries} = CASE WHEN {table}.{retries} = excluded.{retries} "
+        _insert_or_sql(table, column, names)
+        + f"{deliveries} = CASE WHEN {table}.{retries} = excluded.{retries} "
         f"THEN {table}.{deliveries} + 1 ELSE 1 END, "
         + ", ".join(f"{column[n]} = excluded.{column[n]}" for n in updated)
         + f" WHERE {table}.{retries} <= excluded.{retries} "
