@@ -89,6 +89,8 @@ def database_from_url(url: str) -> dict:
             "PORT": str(parts.port or ""),
             "CONN_MAX_AGE": 60,
             "CONN_HEALTH_CHECKS": True,
+            # One test database per test run, so that two runs on one server never collide.
+            "TEST": {"NAME": f"test_{unquote(parts.path.lstrip('/')) or 'postgres'}_{os.getpid()}"},
         }
     raise ValueError(f"DATABASE_URL: unsupported scheme {parts.scheme!r} in {url!r}")
 
