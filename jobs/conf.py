@@ -60,8 +60,27 @@ DEFAULTS: dict[str, Any] = {
     # Results
     "RESULT_EXPIRES": timedelta(days=1),
     # Extension points
-    "MIDDLEWARE": [],
+    "MIDDLEWARE": None,  # None: DEFAULT_MIDDLEWARE
 }
+
+#: What ``JOBS["MIDDLEWARE"]`` holds unless set: every feature beyond the bare delivery of a
+#: message. Order matters, as in Django's MIDDLEWARE: ``execute`` hooks wrap the ones listed
+#: after them, and ``receive`` hooks run in this order. Write the whole list to change it.
+DEFAULT_MIDDLEWARE = [
+    "jobs.middleware.signing.Signing",  # refuse forged messages, first
+    "jobs.middleware.signals.Signals",
+    "jobs.middleware.logging.Logging",
+    "jobs.middleware.unique.Unique",
+    "jobs.middleware.delay.DelayedJobs",
+    "jobs.middleware.expiry.Expiry",
+    "jobs.middleware.revocation.Revocation",
+    "jobs.middleware.acks.EarlyAcks",
+    "jobs.middleware.results.Results",
+    "jobs.middleware.poison.PoisonJobs",
+    "jobs.middleware.retries.Retries",
+    "jobs.middleware.time_limits.TimeLimits",  # its soft limit covers the job's code only
+    "jobs.middleware.rate_limits.RateLimits",  # holds deliveries last, time limit set
+]
 
 # Celery spells this one without the TASK_/WORKER_ prefix; accept both.
 ALIASES = {"PREFETCH_MULTIPLIER": "WORKER_PREFETCH_MULTIPLIER"}

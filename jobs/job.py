@@ -12,10 +12,11 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from django.utils import timezone
 
-from jobs import broker, compression as compressions, context, signals, unique
+from jobs import broker, compression as compressions, context, unique
 from jobs.conf import settings
 from jobs.exceptions import ConfigurationError, Retry
 from jobs.messages import Envelope, JobMessage, encode
+from jobs.middleware import stack
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -144,11 +145,7 @@ class Job(Generic[P, R]):
             if self.typing:
                 self.check_arguments(args, kwargs)
             return self.apply(args, kwargs, **options)
-        envelope = self.prepare(args, kwargs, **options)
-        with unique.held(self, envelope.message) as existing:
-            if existing is not None:
-                return existing  # the same call is queued or running: not sent again
-            return self.publish(envelope, **options)
+        return self.publish(self.prepare(args, kwargs, **options), **options)
 
     def prepare(self, args=None, kwargs=None, **options) -> Envelope:
         """Build and serialize one call without sending it (``apply_async`` is ``prepare``
@@ -164,19 +161,29 @@ class Job(Generic[P, R]):
                       self.func, settings.TASK_MAX_MESSAGE_SIZE)
 
     def publish(self, envelope: Envelope, **options):
-        """Send a prepared call to its queue; returns its :class:`jobs.JobResult`.
-        Options: ``on_commit``, ``compression``, ``retry``, ``retry_policy``."""
+        """Send a prepared call to its queue, through the middleware's publishing hooks
+        (which may change it, or answer with the handle of a job already queued); returns
+        its :class:`jobs.JobResult`. Options: ``on_commit``, ``compression``, ``retry``,
+        ``retry_policy``."""
         from jobs.results import JobResult
 
-        broker.publish(
-            envelope,
-            on_commit=options.get("on_commit"),
-            compression=options.get("compression") or self.compression,
-            retry=options.get("retry"),
-            retry_policy=options.get("retry_policy"),
-        )
+        middleware = stack()
+        envelope = middleware.before_publish(self, envelope, options)
+        if not isinstance(envelope, Envelope):
+            return envelope  # a middleware answered for it (e.g. the same unique call)
+        try:
+            broker.publish(
+                envelope,
+                on_commit=options.get("on_commit"),
+                compression=options.get("compression") or self.compression,
+                retry=options.get("retry"),
+                retry_policy=options.get("retry_policy"),
+            )
+        except BaseException as exc:
+            middleware.publish_failed(self, envelope, exc)
+            raise
         message = envelope.message
-        signals.job_enqueued.send(self, job_id=message.id, name=self.name, message=message)
+        middleware.notify("after_publish", self, message)
         return JobResult(message.id, name=self.name)
 
     def _check_options(self, options: dict, method: str) -> None:
@@ -199,19 +206,29 @@ class Job(Generic[P, R]):
                 self.check_arguments(args, kwargs)
         if settings.ALWAYS_EAGER:
             return [self.apply(args, kwargs, **options) for args, kwargs in pairs]
-        if self.unique:  # each call takes its own lock
-            return [self.apply_async(args, kwargs, **options) for args, kwargs in pairs]
         serializer = options.get("serializer") or self.serializer or settings.TASK_SERIALIZER
         limit = settings.TASK_MAX_MESSAGE_SIZE
         options = {**options, "queue": options.get("queue") or broker.route(self.name, self.queue)}
-        envelopes = [encode(self.build_message(args, kwargs, options), serializer, self.func,
-                            limit) for args, kwargs in pairs]
-        broker.publish_many(envelopes, on_commit=options.get("on_commit"),
-                            compression=options.get("compression") or self.compression)
+        middleware = stack()
+        handles, envelopes = [], []
+        for args, kwargs in pairs:
+            envelope = encode(self.build_message(args, kwargs, options), serializer, self.func,
+                              limit)
+            envelope = middleware.before_publish(self, envelope, options)
+            if isinstance(envelope, Envelope):
+                envelopes.append(envelope)
+                envelope = JobResult(envelope.message.id, name=self.name)
+            handles.append(envelope)
+        try:
+            broker.publish_many(envelopes, on_commit=options.get("on_commit"),
+                                compression=options.get("compression") or self.compression)
+        except BaseException as exc:
+            for envelope in envelopes:
+                middleware.publish_failed(self, envelope, exc)
+            raise
         for envelope in envelopes:
-            signals.job_enqueued.send(self, job_id=envelope.message.id, name=self.name,
-                                      message=envelope.message)
-        return [JobResult(e.message.id, name=self.name) for e in envelopes]
+            middleware.notify("after_publish", self, envelope.message)
+        return handles
 
     def check_arguments(self, args: tuple, kwargs: dict) -> None:
         """Raise TypeError, naming the job, if the function can't be called so."""
@@ -263,7 +280,7 @@ class Job(Generic[P, R]):
 
     def apply(self, args=None, kwargs=None, **options):
         """Run now, in this process, as a worker would; returns an EagerResult."""
-        from jobs.worker.eager import run_eagerly
+        from jobs.eager import run_eagerly
 
         return run_eagerly(self, tuple(args or ()), dict(kwargs or {}), options)
 

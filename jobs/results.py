@@ -151,19 +151,9 @@ class JobResult:
         A job already running goes on, unless ``terminate=True``: then a prefork worker
         kills the process running it (within a heartbeat, a few seconds).
         """
-        now = timezone.now()
-        revoked = {"exc_type": "JobRevoked", "exc_module": "jobs.exceptions",
-                   "exc_message": ["terminated" if terminate else reason]}
-        rows = Row.objects.filter(job_id=self.id).exclude(state__in=READY_STATES)
-        if not terminate:
-            rows = rows.exclude(state=States.STARTED)
-        updated = rows.update(state=States.REVOKED, result=revoked, date_done=now)
-        if not updated:
-            _, updated = Row.objects.get_or_create(job_id=self.id, defaults={
-                "name": self.name or "", "state": States.REVOKED, "result": revoked,
-                "date_done": now,
-            })
-        if updated:
+        from jobs.lifecycle import revoke_request
+
+        if revoke_request(self.id, self.name or "", terminate, reason):
             from jobs.unique import release
 
             release(self.id)  # a revoked job no longer holds its unique lock

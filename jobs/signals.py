@@ -1,10 +1,24 @@
-"""Signals sent at each step of a job's life. Logging, metrics and the dashboard listen here.
+"""Signals sent at each step of a job's life (by :class:`jobs.middleware.signals.Signals`).
 
 Every job signal is sent with ``sender`` = the Job (or its name when the job is unknown),
-``job_id`` and ``name`` keyword arguments, plus the ones listed.
+``job_id`` and ``name`` keyword arguments, plus the ones listed. Receivers are observers:
+signals are sent with ``send_robust``, and a receiver that raises is logged with its
+traceback and changes nothing (the job's outcome stands; it never runs again for it).
 """
 
+import logging
+
 from django.dispatch import Signal
+
+logger = logging.getLogger("jobs.signals")
+
+
+def send(signal: Signal, sender, **kwargs) -> None:
+    """Send ``signal`` robustly, logging each receiver that raised."""
+    for receiver, response in signal.send_robust(sender, **kwargs):
+        if isinstance(response, Exception):
+            logger.error("A receiver of a jobs signal raised; ignored: %s",
+                         getattr(receiver, "__qualname__", receiver), exc_info=response)
 
 #: A message was handed to the broker (or deferred to on_commit). kwargs: message.
 job_enqueued = Signal()
@@ -14,7 +28,7 @@ job_started = Signal()
 job_succeeded = Signal()
 #: The job raised and won't be retried. kwargs: request, exception, traceback, runtime.
 job_failed = Signal()
-#: The job raised and will run again. kwargs: request, exception, countdown.
+#: The job raised and will run again. kwargs: request, exception, eta (when it runs again).
 job_retried = Signal()
 #: The job was revoked or expired and did not run. kwargs: reason.
 job_revoked = Signal()

@@ -17,11 +17,8 @@ import hashlib
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
-from django.dispatch import receiver
 from django.utils import timezone
 from kombu.utils.json import dumps
-
-from jobs import signals
 
 #: Seconds a lock lasts after its job is due, unless the job says ``unique_for``.
 DEFAULT_TIMEOUT = 3600
@@ -94,79 +91,13 @@ def release(job_id: str) -> int:
     return deleted
 
 
-class _Held:
-    """``with held(job, message) as existing``: the lock for the duration of the send;
-    released again if sending fails, so a call that raised can be made again at once."""
-
-    __slots__ = ("job", "message", "taken")
-
-    def __init__(self, job, message) -> None:
-        self.job, self.message, self.taken = job, message, False
-
-    def __enter__(self):
-        existing = acquire(self.job, self.message)
-        self.taken = existing is None
-        return existing
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None and self.taken:
-            release(self.message.id)
-        return False
-
-
-class _NotUnique:
-    __slots__ = ()
-
-    def __enter__(self):
-        return None
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        return False
-
-
-_NOT_UNIQUE = _NotUnique()
-
-
-def held(job, message):
-    """A context manager that holds ``job``'s unique lock for ``message`` (nothing when the
-    job isn't unique); it yields the JobResult of the job already holding it, or None."""
-    return _Held(job, message) if job.unique else _NOT_UNIQUE
-
-
-# Releasing when a job ends ---------------------------------------------------------------------
-
-
-def _is_unique(sender) -> bool:
-    return bool(getattr(sender, "unique", False))
-
-
-def _in_worker(request) -> bool:
-    return request is None or not request.is_eager
-
-
-@receiver(signals.job_succeeded, dispatch_uid="jobs.unique.succeeded")
-@receiver(signals.job_failed, dispatch_uid="jobs.unique.failed")
-def _release_when_done(sender, job_id, request=None, **kwargs) -> None:
-    if _is_unique(sender) and _in_worker(request):
-        release(job_id)
-
-
-@receiver(signals.job_revoked, dispatch_uid="jobs.unique.revoked")
-def _release_when_revoked(sender, job_id, **kwargs) -> None:
-    if _is_unique(sender):
-        release(job_id)
-
-
-@receiver(signals.job_retried, dispatch_uid="jobs.unique.retried")
-def _extend_for_retry(sender, job_id, request=None, eta=None, **kwargs) -> None:
-    """A retry is the same job, still to run: keep the lock until after the retry is due."""
-    if not (_is_unique(sender) and _in_worker(request)):
-        return
+def extend(job, job_id: str, eta) -> int:
+    """A retry is the same job, still to run: keep its lock until after the retry is due."""
     from jobs.models import UniqueLock
 
     due = max(eta or timezone.now(), timezone.now())
-    UniqueLock.objects.filter(job_id=job_id).update(
-        expires_at=due + timedelta(seconds=sender.unique_for or DEFAULT_TIMEOUT))
+    return UniqueLock.objects.filter(job_id=job_id).update(
+        expires_at=due + timedelta(seconds=job.unique_for or DEFAULT_TIMEOUT))
 
 
 def validate(job, where: str) -> None:

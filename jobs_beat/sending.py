@@ -64,8 +64,8 @@ def publish(prepared: Prepared, *, on_commit: bool = False) -> None:
         return
     broker.publish(prepared.envelope, on_commit=on_commit, compression=prepared.compression)
     message = prepared.envelope.message
-    signals.job_enqueued.send(prepared.sender, job_id=message.id, name=message.name,
-                              message=message)
+    signals.send(signals.job_enqueued, prepared.sender, job_id=message.id, name=message.name,
+                 message=message)
 
 
 def send_job(name: str, args=(), kwargs=None, **options):

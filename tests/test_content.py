@@ -250,7 +250,7 @@ def test_compressed_jobs_run_now_and_later(broker_url, start_worker):
 
 def deliver(job, args):
     """Run ``job`` as a worker runs what it receives; returns its row."""
-    from jobs.worker.execute import Delivery, execute
+    from jobs.execution import Delivery, execute
 
     envelope = encode(JobMessage(id=str(uuid.uuid4()), name=job.name, args=args), "json")
     execute(Delivery(tag=1, headers=envelope.headers, body=envelope.payload.encode(),

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, example, given, settings as hypothesis_setti
 from jobs import security
 from jobs.compression import decompress
 from jobs.exceptions import InvalidMessage
+from jobs.execution import Delivery
 from jobs.messages import JobMessage, decode, encode
-from jobs.worker.execute import Delivery
-from jobs.worker.storable import storable
+from jobs.storable import storable
 
 fuzz = hypothesis_settings(max_examples=150, deadline=None,
                            suppress_health_check=[HealthCheck.too_slow,

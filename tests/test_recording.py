@@ -1,4 +1,4 @@
-"""The worker's writes of a job's states (jobs.worker.recording), one SQL statement each:
+"""The worker's writes of a job's states (jobs.lifecycle), one SQL statement each:
 what they leave in the JobResult table, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
@@ -8,10 +8,9 @@ from datetime import datetime
 
 import pytest
 
-from jobs import JobResult as Handle
+from jobs import JobResult as Handle, lifecycle as recording
 from jobs.messages import JobMessage
 from jobs.models import JobResult, States
-from jobs.worker import recording
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.pg]
 

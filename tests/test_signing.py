@@ -147,7 +147,7 @@ def test_headers_survive_a_json_round_trip(signing):
 
 
 def test_a_compressed_message_is_verified_on_its_decompressed_body(signing):
-    from jobs.worker.execute import Delivery
+    from jobs.execution import Delivery
 
     signing(KEY)
     message = sent()

@@ -19,11 +19,9 @@ import time
 from collections import deque
 from multiprocessing import get_context
 
-from jobs.registry import registry
-from jobs.worker import connections
-from jobs.worker.execute import Delivery, execute
-from jobs.worker.limits import limits_for
-from jobs.worker.outcome import Kind, Outcome
+from jobs import connections
+from jobs.execution import Delivery, execute
+from jobs.outcome import Kind, Outcome
 
 logger = logging.getLogger("jobs.worker")
 
@@ -71,12 +69,15 @@ class Pool:
         return False
 
     def _run(self, delivery: Delivery) -> Outcome:
+        connections.before_job()
         try:
             return execute(delivery, self.hostname, self.accept)
         except Exception as exc:  # a bug or the database down: don't lose the message
             logger.exception("Could not run job %s", delivery.headers.get("id"))
             return Outcome(Kind.REQUEUE, delivery.headers.get("id") or "",
                            delivery.headers.get("task") or "", reason=f"{type(exc).__name__}: {exc}")
+        finally:
+            connections.after_job()
 
 
 class SoloPool(Pool):
@@ -145,7 +146,7 @@ class _Child:
         self.process = process
         self.conn = conn
         self.delivery: Delivery | None = None
-        self.deadline: float | None = None  # monotonic time of the hard time limit
+        self.deadline: float | None = None  # monotonic time its job's time_limit passes
         self.killed: Kind | None = None  # why we killed it: TIME_LIMIT or REVOKED
         self.done = 0
 
@@ -269,9 +270,7 @@ class PreforkPool(Pool):
 
     def _send(self, child: _Child, delivery: Delivery) -> None:
         child.delivery = delivery
-        name = delivery.headers.get("task")
-        hard, _ = limits_for(registry._jobs.get(name), delivery.headers)
-        child.deadline = time.monotonic() + hard if hard else None
+        child.deadline = time.monotonic() + delivery.time_limit if delivery.time_limit else None
         try:
             child.conn.send_bytes(_pack_delivery(delivery))
         except (OSError, ValueError):
@@ -419,7 +418,7 @@ def _unpack_outcome(data: bytes) -> Completion:
 
 def _child_main(conn, hostname: str, accept: set[str], max_memory_kb: int | None) -> None:
     """The loop of a prefork child: receive a delivery, run it, send back the outcome."""
-    from jobs import signals
+    from jobs.middleware import stack
 
     # The parent decides when we stop: a Ctrl-C or a SIGTERM sent to the whole process
     # group must not kill jobs the parent means to finish.
@@ -427,7 +426,7 @@ def _child_main(conn, hostname: str, accept: set[str], max_memory_kb: int | None
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGQUIT, signal.SIG_DFL)
     _die_with_parent()
-    signals.worker_process_init.send(None, pid=os.getpid())
+    stack().notify("process_started")
     pool = Pool(1, hostname, accept)
     while True:
         try:

@@ -2,8 +2,11 @@
 
 The main thread owns the kombu connection (channels are not thread-safe): it drains
 events, dispatches deliveries to the pool, and acknowledges from the pool's completions.
-Acknowledgement comes after the outcome is recorded (at-least-once) unless a job says
-``acks_late=False``.
+Acknowledgement comes after the outcome is recorded (at-least-once).
+
+The worker knows no feature: every message goes through the middleware's ``receive``
+hooks (which may hold it, park it or refuse it) and every outcome through their
+``completed`` hooks; the middleware act through the methods under "For middleware".
 """
 
 from __future__ import annotations
@@ -14,24 +17,21 @@ import queue
 import signal
 import socket
 import time
-from datetime import datetime
 
 from kombu import Consumer
 from kombu.serialization import prepare_accept_content, registry as serializers
 from kombu.utils.url import maybe_sanitize_url
 
-from jobs import security, signals
-from jobs.broker import broker_url, is_database_broker, new_connection, queue_for
+from jobs import deadletters, lifecycle
+from jobs.broker import broker_url, new_connection, queue_for
 from jobs.conf import settings
-from jobs.exceptions import TimeLimitExceeded, WorkerLostError
-from jobs.messages import decode, parse_datetime
+from jobs.execution import Delivery, Execution, body_of
+from jobs.messages import decode
+from jobs.middleware import stack
+from jobs.outcome import Kind, Outcome
 from jobs.registry import registry
-from jobs.worker import deadletters, delayed, heartbeat, recording
-from jobs.worker.execute import Delivery, counts_starts
-from jobs.worker.outcome import Kind, Outcome
+from jobs.worker import heartbeat
 from jobs.worker.pools import POOLS
-from jobs.worker.ratelimit import RateLimits
-from jobs.worker.revocations import Revocations
 
 logger = logging.getLogger("jobs.worker")
 
@@ -66,9 +66,9 @@ class Worker:
         self.stopping = False
         self.processed = 0
         self._generation = 0
-        self._inflight: dict[tuple, object] = {}  # (generation, delivery tag) -> kombu Message
+        # (generation, delivery tag) -> (kombu Message, Delivery)
+        self._inflight: dict[tuple, tuple[object, Delivery]] = {}
         self._acked_early: set[tuple] = set()
-        self._losses: dict[tuple, int] = {}  # (job id, retries) -> times lost with its process
         self._broken: Exception | None = None
         self._flush = None  # the channel's batched acknowledgement, where it has one
         self._flush_at = 0.0
@@ -79,9 +79,8 @@ class Worker:
             max_memory_per_child=self.max_memory_per_child,
         )
         self.heart = heartbeat.Heart(self)
-        self.limits = RateLimits()
-        self.revocations = Revocations()
-        self.releaser = None if is_database_broker() else delayed.Releaser(self.queues)
+        self.middleware = stack()
+        self.connection = self.channel = None
 
     # Running -----------------------------------------------------------------------------
 
@@ -90,7 +89,7 @@ class Worker:
         self._install_signal_handlers()
         self.pool.start()
         self.heart.start()
-        signals.worker_ready.send(self)
+        self.middleware.notify("worker_started", self)
         code = 0
         try:
             self._consume_forever()
@@ -100,7 +99,7 @@ class Worker:
             self.pool.terminate()
             code = 1
         finally:
-            signals.worker_shutdown.send(self)
+            self.middleware.notify("worker_stopped", self)
             self.heart.stop()
         return code
 
@@ -131,7 +130,6 @@ class Worker:
                             auto_declare=True)
         if self.prefetch:
             consumer.qos(prefetch_count=self.prefetch)
-        self.revocations.refresh()  # deliveries may come as soon as we consume
         consumer.consume()
         self.connection, self.channel = conn, channel
         self._broken = None
@@ -155,8 +153,7 @@ class Worker:
                 except TimeoutError:
                     conn.heartbeat_check()
         consumer.cancel()
-        if self.releaser is not None:
-            self.releaser.flush()  # delayed jobs received since the last turn: park them now
+        self.middleware.call("worker_stopping", self)
         self._hand_back_backlog()
         self._warm_shutdown()  # while the running jobs' messages can still be acknowledged
 
@@ -171,38 +168,23 @@ class Worker:
         return room <= 0 or (room < self.prefetch // 2 and inflight > self.concurrency)
 
     def _tick(self) -> None:
-        if self.releaser is not None:
-            self.releaser.flush()
         self._process_completions()
-        self.revocations.maybe_refresh()
-        for delivery in self.limits.due():
-            self.pool.submit(delivery)
+        self.middleware.call("tick", self)
         self.pool.maintain()
         self.heart.maybe_beat()
-        if self.releaser is not None:
-            self.releaser.maybe_release(self.connection)
 
     # Receiving ---------------------------------------------------------------------------
 
     def _on_message(self, message) -> None:
         key = (self._generation, message.delivery_tag)
         delivery = self._delivery(message, key)
-        headers = delivery.headers
+        self._inflight[key] = (message, delivery)
         reason = self._refusal(delivery)
         if reason:
-            deadletters.store(delivery, reason, self.hostname)
-            message.ack()
+            self.dead_letter(delivery, reason)
             return
-        eta = _eta(headers)
-        if eta is not None and self.releaser is not None and self.releaser.should_park(eta):
-            self.releaser.park(message, delivery)  # acknowledged once written (_tick)
-            return
-        self._inflight[key] = message
-        job = registry.get(headers["task"])
-        if not job.option("acks_late"):
-            message.ack()
-            self._acked_early.add(key)
-        if self.limits.admit(job, delivery):
+        delivery = self.middleware.receive(self, delivery)
+        if delivery is not None:
             self.pool.submit(delivery)
 
     def _delivery(self, message, key) -> Delivery:
@@ -216,7 +198,6 @@ class Worker:
             content_encoding=message.content_encoding, queue=queue_name,
             properties=dict(message.properties or {}),
             delivery_info=_plain(message.delivery_info),
-            revoked=isinstance(headers.get("id"), str) and headers["id"] in self.revocations,
         )
 
     def _on_undecodable(self, message, exc) -> None:
@@ -240,9 +221,6 @@ class Worker:
         if delivery.content_type not in self.accept:
             return (f"content type {delivery.content_type!r} is not accepted "
                     f"(ACCEPT_CONTENT = {sorted(settings.ACCEPT_CONTENT)})")
-        forged = security.check_delivery(delivery)
-        if forged:
-            return forged
         if name not in registry:
             return f"unregistered job {name!r} — is the module imported by this worker?"
         return None
@@ -282,17 +260,12 @@ class Worker:
             self._broken = exc
 
     def _complete(self, key, outcome: Outcome) -> None:
-        message = self._inflight.pop(key, None)
+        message, delivery = self._inflight.pop(key, None) or (None, None)
         early = key in self._acked_early
         self._acked_early.discard(key)
         self.processed += 1
-        if outcome.kind is Kind.LOST:
-            outcome = self._worker_lost(message, outcome, key)
-        elif outcome.kind is Kind.REVOKED and outcome.reason == "terminated":
-            logger.warning("Job %s[%s] terminated (revoked)", outcome.name, outcome.job_id)
-        elif outcome.kind is Kind.TIME_LIMIT:
-            self._record_failure(message, outcome, TimeLimitExceeded(
-                f"{outcome.name}[{outcome.job_id}] passed its hard time limit and was killed"))
+        if self.middleware.completing:
+            outcome = self.middleware.completed(self, delivery, outcome)
         if message is None or early:
             return  # acknowledged already, or its connection is gone (redelivered anyway)
         try:
@@ -306,54 +279,63 @@ class Worker:
             # the prefetch count is reached: start over on a fresh connection.
             self._broken = exc
 
-    def _worker_lost(self, message, outcome: Outcome, key) -> Outcome:
-        job = registry.get(outcome.name) if outcome.name in registry else None
-        requeue = job.option("reject_on_worker_lost") if job else True
-        poison = self._lost_too_often(job, message) if requeue and job and message else None
-        if poison:
-            deadletters.store(self._delivery(message, key), poison, self.hostname)
-            self._record_failure(message, outcome, WorkerLostError(poison))
-            return Outcome(Kind.FAILED, outcome.job_id, outcome.name, poison)
-        if requeue:
-            logger.error("Job %s[%s] lost with its process (%s); it will run again",
-                         outcome.name, outcome.job_id, outcome.reason)
-            return Outcome(Kind.REQUEUE, outcome.job_id, outcome.name, outcome.reason)
-        error = WorkerLostError(f"the process running the job died ({outcome.reason})")
-        self._record_failure(message, outcome, error)
-        return Outcome(Kind.FAILED, outcome.job_id, outcome.name, str(error))
+    # For middleware ----------------------------------------------------------------------
 
-    def _lost_too_often(self, job, message) -> str | None:
-        """Why a job lost with its process is poison, for a job whose row doesn't count its
-        starts (results ignored, or STARTED not tracked): it is counted here instead, each
-        time its attempt dies with the process running it; None while under the limit."""
-        headers = message.headers if isinstance(message.headers, dict) else {}
-        if counts_starts(job, bool(headers.get("ignore_result"))):
-            return None  # its STARTED write counts, and stops it after the limit
-        key = (headers.get("id"), headers.get("retries"))
-        losses = self._losses[key] = self._losses.pop(key, 0) + 1
-        if len(self._losses) > 10_000:
-            del self._losses[next(iter(self._losses))]  # the oldest
-        if losses < settings.TASK_MAX_DELIVERIES:
-            return None
-        del self._losses[key]
-        return (f"lost the process running it {losses} times (TASK_MAX_DELIVERIES = "
-                f"{settings.TASK_MAX_DELIVERIES}); it may be killing the workers that run it")
+    def submit(self, delivery: Delivery) -> None:
+        """Run ``delivery`` (one a middleware held back from :meth:`_on_message`)."""
+        self.pool.submit(delivery)
 
-    def _record_failure(self, message, outcome: Outcome, error: Exception) -> None:
-        """Record FAILURE for a job whose process could not (it was killed)."""
-        logger.error("Job %s[%s] failed: %s", outcome.name, outcome.job_id, error,
-                     extra={"job_id": outcome.job_id})
-        if message is None:
-            return
+    def ack(self, delivery: Delivery) -> None:
+        """Acknowledge ``delivery``'s message: it is done with, here."""
+        message = self._take(delivery)
+        if message is not None:
+            message.ack()
+
+    def requeue(self, delivery: Delivery) -> None:
+        """Hand ``delivery``'s message back to the broker, to be delivered again."""
+        message = self._take(delivery)
+        if message is not None:
+            message.requeue()
+
+    def ack_early(self, delivery: Delivery) -> None:
+        """Acknowledge ``delivery``'s message now, before its job runs (at-most-once)."""
+        message, _ = self._inflight[delivery.tag]
+        message.ack()
+        self._acked_early.add(delivery.tag)
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Store ``delivery`` as a dead letter with ``reason`` and acknowledge it."""
+        deadletters.store(delivery, reason, self.hostname)
+        self.ack(delivery)
+
+    def record_failure(self, delivery: Delivery | None, outcome: Outcome,
+                       error: Exception) -> Outcome:
+        """Record FAILURE with ``error`` for a job whose own process could not (it was
+        killed), and tell the observers; returns the FAILED outcome."""
+        failed = Outcome(Kind.FAILED, outcome.job_id, outcome.name,
+                         f"{type(error).__name__}: {error}", exception=error)
+        if delivery is None:
+            logger.error("Job %s[%s] failed: %s", outcome.name, outcome.job_id, error,
+                         extra={"job_id": outcome.job_id})
+            return failed
         try:
-            msg = decode(message.headers, message.body, message.content_type,
-                         message.content_encoding, self.accept)
-            recording.mark_failed(msg, error, "", None, self.hostname)
-            job = registry.get(msg.name)
-            signals.job_failed.send(job, job_id=msg.id, name=msg.name, request=None,
-                                    exception=error, traceback="", runtime=None)
+            message = decode(delivery.headers, body_of(delivery), delivery.content_type,
+                             delivery.content_encoding, self.accept, delivery.queue)
+            lifecycle.mark_failed(message, error, "", None, self.hostname)
+            execution = Execution(message, registry.get(message.name), self.hostname, delivery)
+            self.middleware.notify("finished", execution, failed)
         except Exception:
             logger.exception("Could not record the failure of %s", outcome.job_id)
+        return failed
+
+    def _take(self, delivery: Delivery):
+        """The message of ``delivery``, no longer in flight; None if acknowledged already
+        or its connection is gone."""
+        message, _ = self._inflight.pop(delivery.tag, (None, None))
+        if delivery.tag in self._acked_early:
+            self._acked_early.discard(delivery.tag)
+            return None
+        return message
 
     # Stopping ----------------------------------------------------------------------------
 
@@ -377,10 +359,8 @@ class Worker:
         self.stopping = True
 
     def _hand_back_backlog(self) -> None:
-        for delivery in [*self.limits.take_all(), *self.pool.take_backlog()]:
-            message = self._inflight.pop(delivery.tag, None)
-            if message is not None and delivery.tag not in self._acked_early:
-                message.requeue()
+        for delivery in self.pool.take_backlog():
+            self.requeue(delivery)
 
     def _warm_shutdown(self) -> None:
         if self._shut_down:
@@ -404,8 +384,7 @@ class Worker:
 
     def _forget_inflight(self) -> None:
         self._flush = None
-        if self.releaser is not None:
-            self.releaser.forget()
+        self.middleware.call("connection_lost", self)
         self._inflight.clear()
         self._acked_early.clear()
 
@@ -426,13 +405,6 @@ def _why_not_a_job(delivery: Delivery, accept) -> str:
         if isinstance(body, dict) and "task" in body:
             return "a Celery protocol 1 message; send with protocol 2 (Celery's default)"
     return "not a job message: the 'task' and 'id' headers are missing"
-
-
-def _eta(headers: dict) -> datetime | None:
-    try:
-        return parse_datetime(headers.get("eta"))
-    except ValueError:
-        return None
 
 
 def _plain(info) -> dict:

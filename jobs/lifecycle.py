@@ -1,4 +1,14 @@
-"""Writing job states to the ``JobResult`` table, one short statement each.
+"""A job's states: every write of a job's state goes through this module.
+
+The rules, written once:
+
+- A job's row belongs to its latest attempt: a late write of an attempt never overwrites
+  the state written by a retry that followed it (``retries`` only grows).
+- STARTED counts deliveries: the same attempt started again (its worker died) adds one to
+  ``deliveries``; a retry starts counting afresh. The poison-job cap reads that count.
+- A REVOKED job may not start: the STARTED write skips a REVOKED row and reports it.
+- A revocation never overwrites a final state (SUCCESS, FAILURE, REVOKED), and a job that
+  has started is only revoked when it is to be terminated.
 
 A job's two writes (STARTED, then its outcome) are the worker's per-job cost on the
 database. They are written as one SQL statement each, built once from the model's fields,
@@ -16,9 +26,9 @@ from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from jobs.messages import JobMessage
-from jobs.models import JobResult as Row, States
+from jobs.models import READY_STATES, JobResult as Row, States
 from jobs.results import exception_to_dict
-from jobs.worker.storable import storable
+from jobs.storable import storable
 
 
 def _attempt(message: JobMessage):
@@ -215,5 +225,31 @@ def mark_retry(message: JobMessage, exc: BaseException | None, traceback: str,
 
 def mark_revoked(message: JobMessage, reason: str, hostname: str = "") -> None:
     _upsert(message, {"state": States.REVOKED, "date_done": timezone.now(), "worker": hostname,
-                      "result": {"exc_type": "JobRevoked", "exc_module": "jobs.exceptions",
-                                 "exc_message": [reason]}})
+                      "result": _revoked_result(reason)})
+
+
+def counts_starts(job, ignore_result: bool) -> bool:
+    """Whether the job's row counts its starts (its STARTED write, which also refuses a
+    revoked job): STARTED is tracked and the result kept."""
+    return bool(job.option("track_started")) and not (ignore_result or job.option("ignore_result"))
+
+
+def revoke_request(job_id: str, name: str = "", terminate: bool = False,
+                   reason: str = "revoked") -> bool:
+    """Record that ``job_id`` must not run (a worker that receives it records REVOKED
+    instead); with ``terminate``, a running one is revoked too, and its worker kills it.
+    Returns whether the row now says REVOKED because of this call."""
+    now = timezone.now()
+    revoked = _revoked_result("terminated" if terminate else reason)
+    rows = Row.objects.filter(job_id=job_id).exclude(state__in=READY_STATES)
+    if not terminate:
+        rows = rows.exclude(state=States.STARTED)
+    if rows.update(state=States.REVOKED, result=revoked, date_done=now):
+        return True
+    _, created = Row.objects.get_or_create(job_id=job_id, defaults={
+        "name": name, "state": States.REVOKED, "result": revoked, "date_done": now})
+    return created
+
+
+def _revoked_result(reason: str) -> dict:
+    return {"exc_type": "JobRevoked", "exc_module": "jobs.exceptions", "exc_message": [reason]}

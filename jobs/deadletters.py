@@ -6,7 +6,7 @@ import logging
 
 from jobs import signals
 from jobs.models import DeadLetter
-from jobs.worker.storable import storable
+from jobs.storable import storable
 
 logger = logging.getLogger("jobs.worker")
 
@@ -14,7 +14,7 @@ _HEADER_LIMIT = 64 * 1024
 
 
 def store(delivery, reason: str, hostname: str = "") -> DeadLetter:
-    """Keep ``delivery`` (a :class:`jobs.worker.execute.Delivery`) whole with ``reason``."""
+    """Keep ``delivery`` (a :class:`jobs.execution.Delivery`) whole with ``reason``."""
     headers = delivery.headers if isinstance(delivery.headers, dict) else {}
     name, job_id = _text(headers.get("task"), 255), _text(headers.get("id"), 255)
     body = delivery.body if isinstance(delivery.body, bytes) else \
@@ -34,7 +34,7 @@ def store(delivery, reason: str, hostname: str = "") -> DeadLetter:
     )
     logger.warning("Dead-lettered message %s (%s) from queue %r: %s", job_id or "?",
                    name or "no job name", delivery.queue, reason, extra={"job_id": job_id})
-    signals.job_dead_lettered.send(name or None, job_id=job_id, name=name, reason=reason,
+    signals.send(signals.job_dead_lettered, name or None, job_id=job_id, name=name, reason=reason,
                                    queue=delivery.queue)
     return letter
 

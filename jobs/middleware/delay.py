@@ -18,7 +18,9 @@ from django.db import transaction
 from django.utils import timezone
 from kombu import Connection
 
-from jobs.broker import queue_for
+from jobs.broker import is_database_broker, queue_for
+from jobs.messages import parse_datetime
+from jobs.middleware import Middleware
 
 logger = logging.getLogger("jobs.worker")
 
@@ -26,12 +28,53 @@ PARK_HORIZON = timedelta(seconds=1)  # nearer than this, the worker just waits f
 RELEASE_EVERY = 0.5  # seconds between looks for due jobs
 
 
+class DelayedJobs(Middleware):
+    """Parks deliveries due later than :data:`PARK_HORIZON` in the database and releases
+    them to the broker when due (nothing to do on the database broker)."""
+
+    def __init__(self) -> None:
+        self.releaser: Releaser | None = None
+
+    def worker_started(self, worker) -> None:
+        self.releaser = None if is_database_broker() else Releaser(worker)
+
+    def receive(self, worker, delivery):
+        if self.releaser is None:
+            return delivery
+        eta = _eta(delivery.headers)
+        if eta is None or not self.releaser.should_park(eta):
+            return delivery
+        self.releaser.park(delivery)  # acknowledged once written (at the next tick)
+        return None
+
+    def tick(self, worker) -> None:
+        if self.releaser is not None:
+            self.releaser.flush()
+            self.releaser.maybe_release(worker.connection)
+
+    def connection_lost(self, worker) -> None:
+        if self.releaser is not None:
+            self.releaser.forget()
+
+    def worker_stopping(self, worker) -> None:
+        if self.releaser is not None:
+            self.releaser.flush()  # delayed jobs received since the last tick: park them now
+
+
+def _eta(headers: dict) -> datetime | None:
+    try:
+        return parse_datetime(headers.get("eta"))
+    except ValueError:
+        return None
+
+
 class Releaser:
-    def __init__(self, queues: list[str]) -> None:
-        self.queues = queues
+    def __init__(self, worker) -> None:
+        self.worker = worker
+        self.queues = worker.queues
         self._store: Connection | None = None
         self._next = 0.0
-        self._parked: list = []  # (kombu message, delivery) to park at the next flush
+        self._parked: list = []  # deliveries to park at the next flush
 
     @property
     def store(self) -> Connection:
@@ -45,10 +88,10 @@ class Releaser:
     def should_park(self, eta: datetime) -> bool:
         return eta - timezone.now() > PARK_HORIZON
 
-    def park(self, message, delivery) -> None:
-        """Keep ``message`` in the database until its eta: noted now, written and then
+    def park(self, delivery) -> None:
+        """Keep ``delivery`` in the database until its eta: noted now, written and then
         acknowledged by :meth:`flush` with the others received in the same round."""
-        self._parked.append((message, delivery))
+        self._parked.append(delivery)
 
     def flush(self) -> None:
         """Write the noted messages in one transaction, then acknowledge them. A crash in
@@ -59,23 +102,23 @@ class Releaser:
         try:
             database = self.store.default_channel.database
             with transaction.atomic(using=database), self.store.Producer() as producer:
-                for message, delivery in parked:
+                for delivery in parked:
                     producer.publish(
                         delivery.body, exchange="", routing_key=delivery.queue,
-                        headers=delivery.headers, content_type=message.content_type,
-                        content_encoding=message.content_encoding,
-                        priority=(message.properties or {}).get("priority"),
-                        correlation_id=(message.properties or {}).get("correlation_id"),
+                        headers=delivery.headers, content_type=delivery.content_type,
+                        content_encoding=delivery.content_encoding,
+                        priority=delivery.properties.get("priority"),
+                        correlation_id=delivery.properties.get("correlation_id"),
                         retry=False,
                     )
         except Exception as exc:  # the database is down: the broker keeps them meanwhile
             logger.error("Could not park %d delayed job(s), handing them back: %s",
                          len(parked), exc)
-            for message, _ in parked:
-                message.requeue()
+            for delivery in parked:
+                self.worker.requeue(delivery)
             return
-        for message, delivery in parked:
-            message.ack()
+        for delivery in parked:
+            self.worker.ack(delivery)
             logger.info("Job %s[%s] is delayed until %s", delivery.headers.get("task"),
                         delivery.headers.get("id"), delivery.headers.get("eta"),
                         extra={"job_id": delivery.headers.get("id")})

@@ -9,6 +9,7 @@ Celery's broadcast; one made earlier than that is always seen.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from datetime import timedelta
@@ -16,6 +17,8 @@ from datetime import timedelta
 from django.db import DatabaseError
 from django.utils import timezone
 
+from jobs.middleware import Middleware
+from jobs.middleware.results import revoke
 from jobs.models import JobResult, States
 
 logger = logging.getLogger("jobs.worker")
@@ -54,3 +57,28 @@ class Revocations:
         if len(self._revoked) > 10_000:
             cutoff = now - KEEP
             self._revoked = {k: v for k, v in self._revoked.items() if v and v >= cutoff}
+
+
+class Revocation(Middleware):
+    """Marks deliveries of revoked jobs in the worker; where the job runs, a marked one is
+    recorded REVOKED instead of running."""
+
+    def __init__(self) -> None:
+        self.revocations = Revocations()
+
+    def worker_started(self, worker) -> None:
+        self.revocations.refresh()
+
+    def tick(self, worker) -> None:
+        self.revocations.maybe_refresh()
+
+    def receive(self, worker, delivery):
+        job_id = delivery.headers.get("id")
+        if job_id in self.revocations:
+            return dataclasses.replace(delivery, revoked=True)
+        return delivery
+
+    def execute(self, execution, call_next):
+        if execution.delivery is not None and execution.delivery.revoked:
+            return revoke(execution, "revoked before it started")
+        return call_next(execution)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 
 class Kind(StrEnum):
@@ -24,4 +26,8 @@ class Outcome:
     name: str = ""
     reason: str = ""
     runtime: float = 0.0
-
+    # Known in the process that ran the job only (a prefork child sends the fields above):
+    value: Any = None  # SUCCEEDED: what the function returned
+    exception: BaseException | None = None  # FAILED, RETRIED: what it raised
+    traceback: str = ""
+    eta: datetime | None = None  # RETRIED: when it runs again

@@ -1,17 +1,42 @@
-"""Time limits for running jobs.
+"""Time limits for running jobs: ``time_limit`` and ``soft_time_limit``.
 
 The soft limit raises :class:`SoftTimeLimitExceeded` inside the job (SIGALRM), so it can
 clean up; this works wherever the job runs in its process's main thread (the prefork and
-solo pools). The hard limit is enforced by the prefork pool, which kills the child process.
+solo pools). The hard limit is set on the delivery as its ``time_limit``: the prefork pool
+kills the child process running it when it passes, and the job is recorded as FAILURE with
+:class:`TimeLimitExceeded`. The threads pool can enforce neither.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 from contextlib import contextmanager
 
-from jobs.exceptions import SoftTimeLimitExceeded
+from jobs.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from jobs.middleware import Middleware
+from jobs.outcome import Kind
+from jobs.registry import registry
+
+
+class TimeLimits(Middleware):
+    def receive(self, worker, delivery):
+        hard, _ = limits_for(registry.get(delivery.headers["task"]), delivery.headers)
+        return dataclasses.replace(delivery, time_limit=hard) if hard else delivery
+
+    def execute(self, execution, call_next):
+        soft = execution.message.soft_time_limit or execution.job.option("soft_time_limit")
+        if not soft:
+            return call_next(execution)
+        with soft_time_limit(soft):
+            return call_next(execution)
+
+    def completed(self, worker, delivery, outcome):
+        if outcome.kind is not Kind.TIME_LIMIT:
+            return outcome
+        return worker.record_failure(delivery, outcome, TimeLimitExceeded(
+            f"{outcome.name}[{outcome.job_id}] passed its hard time limit and was killed"))
 
 
 def _raise_soft_limit(signum, frame):

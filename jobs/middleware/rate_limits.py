@@ -8,6 +8,9 @@ from collections import defaultdict, deque
 
 from kombu.utils.limits import TokenBucket
 
+from jobs.middleware import Middleware
+from jobs.registry import registry
+
 UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -18,7 +21,27 @@ def per_second(rate) -> float:
     return float(count) / UNITS[unit or "s"]
 
 
-class RateLimits:
+class RateLimits(Middleware):
+    def receive(self, worker, delivery):
+        return delivery if self.limits.admit(registry.get(delivery.headers["task"]), delivery) \
+            else None
+
+    def tick(self, worker) -> None:
+        for delivery in self.limits.due():
+            worker.submit(delivery)
+
+    def connection_lost(self, worker) -> None:
+        self.limits.take_all()  # their messages come again on the next connection
+
+    def worker_stopping(self, worker) -> None:
+        for delivery in self.limits.take_all():
+            worker.requeue(delivery)
+
+    def __init__(self) -> None:
+        self.limits = Buckets()
+
+
+class Buckets:
     def __init__(self) -> None:
         self._buckets: dict[str, TokenBucket] = {}
         self._waiting: dict[str, deque] = defaultdict(deque)

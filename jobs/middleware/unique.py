@@ -1,0 +1,33 @@
+"""``@job(unique=True)``: a call is sent only if the same call isn't queued or running.
+
+The lock (:mod:`jobs.unique`) is taken before the message is sent, released if sending
+fails, kept across retries, and released when the job reaches a final state.
+"""
+
+from __future__ import annotations
+
+from jobs import unique
+from jobs.middleware import Middleware
+from jobs.outcome import Kind
+
+_RELEASING = frozenset({Kind.SUCCEEDED, Kind.FAILED, Kind.REVOKED})
+
+
+class Unique(Middleware):
+    def before_publish(self, job, envelope, options):
+        if not job.unique:
+            return envelope
+        existing = unique.acquire(job, envelope.message)
+        return envelope if existing is None else existing  # the same call, already queued
+
+    def publish_failed(self, job, envelope, exc) -> None:
+        if job.unique:
+            unique.release(envelope.message.id)
+
+    def finished(self, execution, outcome) -> None:
+        if not execution.job.unique:
+            return
+        if outcome.kind in _RELEASING:
+            unique.release(execution.message.id)
+        elif outcome.kind is Kind.RETRIED:
+            unique.extend(execution.job, execution.message.id, outcome.eta)
