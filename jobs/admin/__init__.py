@@ -27,7 +27,27 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.text import Truncator
 
-from jobs.dashboard import DashboardViews
+from jobs.admin.dashboard import DashboardViews
+from jobs.admin.filters import (
+    DateRangeFilter,
+    JobNameFilter,
+    MessageStatusFilter,
+    OnlineFilter,
+    QueueFilter,
+    StateFilter,
+    WorkerFilter,
+    message_status,
+)
+from jobs.admin.operations import (
+    OperationError,
+    message_job_id,
+    payload_headers,
+    request_shutdown,
+    retry_job,
+    revoke_job,
+    revoke_message,
+    run_now,
+)
 from jobs.display import (  # noqa: F401  (re-exported: jobs_beat's admin uses them)
     BODY_LIMIT,
     TEXT_LIMIT,
@@ -40,27 +60,7 @@ from jobs.display import (  # noqa: F401  (re-exported: jobs_beat's admin uses t
     state_badge,
     timestamp,
 )
-from jobs.filters import (
-    DateRangeFilter,
-    JobNameFilter,
-    MessageStatusFilter,
-    OnlineFilter,
-    QueueFilter,
-    StateFilter,
-    WorkerFilter,
-    message_status,
-)
 from jobs.models import READY_STATES, DeadLetter, JobResult, Message, Worker
-from jobs.operations import (
-    OperationError,
-    message_job_id,
-    payload_headers,
-    request_shutdown,
-    retry_job,
-    revoke_job,
-    revoke_message,
-    run_now,
-)
 
 #: Jobs it started, listed on a job's page; the rest are a link away.
 CHILDREN_SHOWN = 10
