@@ -40,23 +40,20 @@ from jobs.admin.filters import (
 )
 from jobs.admin.operations import (
     OperationError,
-    message_job_id,
-    payload_headers,
     request_shutdown,
     retry_job,
     revoke_job,
     revoke_message,
     run_now,
 )
-from jobs.display import (  # noqa: F401  (re-exported: jobs_beat's admin uses them)
-    BODY_LIMIT,
-    TEXT_LIMIT,
+from jobs.display import (
     badge,
     body_text,
     code_block,
     format_runtime,
     json_block,
-    pretty_json,
+    message_job_id,
+    payload_headers,
     state_badge,
     timestamp,
 )
