@@ -1,7 +1,10 @@
-"""Showing jobs to people: durations, times, state badges, code and JSON blocks.
+"""Showing jobs to people: durations, times, state badges, code and JSON blocks, and what a
+queued message carries.
 
-Used by the admin pages and the dashboard. Badge and code styles use the admin's CSS
-variables, so they follow its light and dark themes.
+Used by the admin pages of both apps and by the dashboard. It lives outside ``jobs.admin`` so
+that ``jobs_beat``'s admin can use it without importing that package, which registers the
+jobs ModelAdmins as it loads. Badge and code styles use the admin's CSS variables, so they
+follow its light and dark themes.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import dateformat, timezone
 from django.utils.html import format_html
 
-from jobs.models import States
+from jobs.models import Message, States
 
 #: Characters of a JSON value or traceback shown on a page; the rest is cut.
 TEXT_LIMIT = 100_000
@@ -109,3 +112,18 @@ def body_text(body: bytes | memoryview | None, limit: int = BODY_LIMIT):
     if len(data) > limit:
         text += f"\n… ({len(data):,} bytes in all; the first {limit:,} are shown)"
     return code_block(text)
+
+
+def payload_headers(message: Message) -> dict:
+    """The headers of a queued message's payload, or ``{}`` if it has none readable."""
+    try:
+        headers = json.loads(message.payload)["headers"]
+    except (ValueError, TypeError, KeyError):
+        return {}
+    return headers if isinstance(headers, dict) else {}
+
+
+def message_job_id(message: Message) -> str | None:
+    """The id of the job a queued message carries, if it carries one."""
+    job_id = payload_headers(message).get("id")
+    return job_id if isinstance(job_id, str) and job_id else None

@@ -12,7 +12,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
-from jobs.admin import state_badge, timestamp
+from jobs.display import state_badge, timestamp
 from jobs.models import JobResult
 from jobs_beat import scheduler
 from jobs_beat.forms import CrontabScheduleForm, PeriodicTaskForm

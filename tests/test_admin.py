@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from jobs.admin import format_runtime
+from jobs.display import format_runtime
 from jobs.models import DeadLetter, JobResult, Message, States, Worker
 
 pytestmark = pytest.mark.django_db

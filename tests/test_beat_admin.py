@@ -3,6 +3,8 @@ edits that a running scheduler picks up without a restart."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -14,7 +16,7 @@ from django.urls import reverse
 from jobs.models import JobResult, States
 from jobs_beat.models import CrontabSchedule, PeriodicTask
 from jobs_beat.scheduler import TASK_HEADER
-from tests.conftest import wait_for
+from tests.conftest import ROOT, wait_for
 from tests.test_beat_scheduler import ADD, every, fresh, periodic, sent_due_times
 
 CHANGELIST = "admin:jobs_beat_periodictask_changelist"
@@ -271,3 +273,41 @@ def test_a_task_disabled_with_queryset_update_stops_at_once(start_beat):
     runs = runs_of(task)
     time.sleep(2.5)
     assert runs_of(task) == runs
+
+
+# Independence from the jobs admin --------------------------------------------------------
+
+#: Run in a fresh interpreter: Django set up without admin autodiscovery, then only
+#: jobs_beat's admin imported. Prints the jobs.admin modules loaded and whether the jobs
+#: ModelAdmins got registered.
+IMPORT_BEAT_ADMIN_ALONE = """
+import json, sys
+import django
+from django.conf import settings
+settings.configure(INSTALLED_APPS=[
+    "django.contrib.admin.apps.SimpleAdminConfig", "django.contrib.auth",
+    "django.contrib.contenttypes", "django.contrib.messages", "django.contrib.sessions",
+    "jobs", "jobs_beat",
+])
+django.setup()
+import jobs_beat.admin
+from django.contrib import admin
+from jobs.models import JobResult
+from jobs_beat.models import PeriodicTask
+print(json.dumps({
+    "modules": sorted(m for m in sys.modules if m == "jobs.admin" or m.startswith("jobs.admin.")),
+    "beat_registered": admin.site.is_registered(PeriodicTask),
+    "jobs_registered": admin.site.is_registered(JobResult),
+}))
+"""
+
+
+def test_importing_the_beat_admin_does_not_import_the_jobs_admin():
+    # Importing jobs.admin registers the jobs ModelAdmins on the default site as a side
+    # effect, so jobs_beat takes its display helpers from jobs.display instead.
+    process = subprocess.run([sys.executable, "-c", IMPORT_BEAT_ADMIN_ALONE], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+    assert process.returncode == 0, process.stderr
+    loaded = json.loads(process.stdout)
+    assert loaded["modules"] == []
+    assert (loaded["beat_registered"], loaded["jobs_registered"]) == (True, False)

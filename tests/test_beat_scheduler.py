@@ -17,7 +17,7 @@ from django.core.checks import run_checks
 from django.db import connection
 from django.utils import timezone
 
-from jobs.admin import payload_headers
+from jobs.display import payload_headers
 from jobs.models import Message
 from jobs_beat import crontab
 from jobs_beat.models import (

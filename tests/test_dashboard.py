@@ -11,7 +11,7 @@ import pytest
 from django.core.cache import cache
 from django.urls import reverse
 
-from jobs import dashboard, stats
+from jobs.admin import dashboard, stats
 from jobs.models import JobResult, Message, States, Worker
 from project.demo import jobs as demo
 from tests.conftest import broker_params, wait_for

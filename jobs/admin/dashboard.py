@@ -1,6 +1,6 @@
 """The monitoring dashboard: what workers, queues and jobs are doing, in one small document.
 
-:func:`snapshot` gathers it: job statistics from :mod:`jobs.stats` (bounded queries, fast
+:func:`snapshot` gathers it: job statistics from :mod:`jobs.admin.stats` (bounded queries, fast
 however many results the table holds), workers from their heartbeat rows, and queue depths
 from the broker, time-bound: a broker that is down shows as unavailable and never holds up
 the page. The admin serves it as a page and as JSON that the page polls
@@ -22,7 +22,8 @@ from django.utils.http import urlencode
 from kombu.transport.virtual import Channel as VirtualChannel
 from kombu.utils.url import maybe_sanitize_url
 
-from jobs import broker, stats
+from jobs import broker
+from jobs.admin import stats
 from jobs.conf import settings
 from jobs.display import format_time
 from jobs.models import DeadLetter, States, Worker

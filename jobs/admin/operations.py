@@ -3,10 +3,9 @@ queued one, ask a worker to shut down. Each acts on rows only; workers do the re
 
 from __future__ import annotations
 
-import json
-
 from django.utils import timezone
 
+from jobs.display import message_job_id, payload_headers
 from jobs.exceptions import JobsError, NotRegistered, PublishError
 from jobs.models import JobResult as Row, Message, Worker
 from jobs.registry import registry
@@ -41,21 +40,6 @@ def revoke_job(row: Row) -> None:
     """Make sure ``row``'s job doesn't run; if it runs now, its worker stops it at its next
     heartbeat where the pool can (prefork)."""
     JobResult(row.job_id, name=row.name).revoke(terminate=True)
-
-
-def payload_headers(message: Message) -> dict:
-    """The headers of a queued message's payload, or ``{}`` if it has none readable."""
-    try:
-        headers = json.loads(message.payload)["headers"]
-    except (ValueError, TypeError, KeyError):
-        return {}
-    return headers if isinstance(headers, dict) else {}
-
-
-def message_job_id(message: Message) -> str | None:
-    """The id of the job a queued message carries, if it carries one."""
-    job_id = payload_headers(message).get("id")
-    return job_id if isinstance(job_id, str) and job_id else None
 
 
 def revoke_message(message: Message, reason: str = "revoked") -> str | None:

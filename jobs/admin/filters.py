@@ -84,7 +84,7 @@ class QueueFilter(ValueFilter):
     parameter_name = "queue"
 
     def values(self):
-        from jobs.dashboard import known_queues
+        from jobs.admin.dashboard import known_queues
 
         return sorted(known_queues(_recent_workers()))
 

@@ -1,0 +1,39 @@
+"""The admin for jobs: results, workers, queued and delayed messages, dead letters, and the
+dashboard (``jobs/jobresult/dashboard/``, linked from the admin index).
+
+Rows are written by workers and brokers, never edited by hand. What an operator may do to them
+are actions, each behind a permission:
+
+* job results: retry and revoke (change permission), delete (delete permission);
+* workers: shut down (change permission on workers);
+* queued messages: run a delayed job now and revoke (change permission), delete (delete
+  permission; the job is recorded REVOKED, so nothing disappears silently);
+* dead letters: requeue (change permission), delete.
+
+Job arguments and results are possibly sensitive: they show only on the pages of job results
+and dead letters, to users who may view those. Every action is a POST through the admin, with
+its CSRF protection.
+
+One module per admin: ``results``, ``messages``, ``deadletters`` and ``workers`` register
+theirs on import (Django imports this package when it autodiscovers admins); ``readonly``
+holds what they share; ``operations`` what their actions do to the rows; ``filters`` their
+list filters; ``dashboard`` and ``stats`` the monitoring page. Display helpers that
+``jobs_beat`` uses too live in :mod:`jobs.display`, which doesn't register anything.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from jobs.admin.deadletters import DeadLetterAdmin
+from jobs.admin.messages import MessageAdmin
+from jobs.admin.results import JobResultAdmin
+from jobs.admin.workers import WorkerAdmin
+
+__all__ = ["DeadLetterAdmin", "JobResultAdmin", "MessageAdmin", "WorkerAdmin"]
+
+if admin.site.index_template is None:
+    # The admin index gets a "Jobs monitoring" box linking the dashboard (for users who may
+    # view job results). A project with its own index template can include
+    # "admin/jobs/monitoring_links.html" in it.
+    admin.site.index_template = "admin/jobs/index.html"
