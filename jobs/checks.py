@@ -43,6 +43,7 @@ def check_settings(app_configs=None, **kwargs):
     errors += _check_numbers()
     errors += _check_compression()
     errors += _check_signing_keys(settings.SIGNING_KEYS)
+    errors += _check_middleware(settings.MIDDLEWARE)
     return errors
 
 
@@ -218,4 +219,38 @@ def _check_signing_keys(keys) -> list:
     if not errors and len(set(keys)) != len(keys):
         errors.append(_error("JOBS['SIGNING_KEYS'] lists the same key twice.", hint,
                              "jobs.E021"))
+    return errors
+
+
+def _check_middleware(paths) -> list:
+    """Each entry of MIDDLEWARE imports and is a Middleware; leaving out the results
+    middleware (no result is recorded then) is worth a warning."""
+    from django.utils.module_loading import import_string
+
+    from jobs.conf import DEFAULT_MIDDLEWARE
+    from jobs.middleware import Middleware
+
+    if paths is None:
+        return []
+    hint = "Write a list of dotted paths; the defaults are jobs.conf.DEFAULT_MIDDLEWARE."
+    if not isinstance(paths, (list, tuple)) or not all(isinstance(p, str) for p in paths):
+        return [_error(f"JOBS['MIDDLEWARE'] = {paths!r} is not a list of dotted paths.",
+                       hint, "jobs.E030")]
+    errors = []
+    for path in paths:
+        try:
+            cls = import_string(path)
+        except ImportError as exc:
+            errors.append(_error(f"JOBS['MIDDLEWARE']: {path!r} can't be imported ({exc}).",
+                                 hint, "jobs.E030"))
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, Middleware)):
+            errors.append(_error(f"JOBS['MIDDLEWARE']: {path!r} is not a subclass of "
+                                 "jobs.middleware.Middleware.", hint, "jobs.E030"))
+    results = next(p for p in DEFAULT_MIDDLEWARE if p.endswith(".Results"))
+    if not errors and results not in paths:
+        errors.append(Warning(
+            f"JOBS['MIDDLEWARE'] leaves out {results!r}: no job's state or result is recorded.",
+            hint="Keep it in the list unless no one reads results.", obj="settings.JOBS",
+            id="jobs.W030"))
     return errors

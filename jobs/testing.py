@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from contextlib import contextmanager
 
 import pytest
@@ -88,3 +90,33 @@ def jobs_eager(settings):
     """Run jobs inline at ``.delay()``, as ``JOBS["ALWAYS_EAGER"] = True`` does."""
     settings.JOBS = {**(jobs_settings.user_settings or {}), "ALWAYS_EAGER": True}
     yield
+
+
+@contextmanager
+def running_worker(queues: list[str] | None = None, pool: str = "solo", concurrency: int = 1,
+                   **options):
+    """A real worker consuming in a thread of this process (``solo`` or ``threads`` pool),
+    on the configured broker; stopped (warm) when the block ends. Jobs run here, so a test
+    can watch them without starting a process::
+
+        with running_worker():
+            assert add.delay(2, 3).get(timeout=10) == 5
+
+    With SQLite, the database must be one the worker's thread can see: use pytest-django's
+    ``transactional_db``.
+    """
+    from jobs.worker import Worker
+
+    worker = Worker(queues=queues, pool=pool, concurrency=concurrency, **options)
+    thread = threading.Thread(target=worker.run, name="jobs-test-worker", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while getattr(worker, "channel", None) is None:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the worker did not start consuming")
+        time.sleep(0.01)
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        thread.join(60)

@@ -16,6 +16,7 @@ import os
 import queue
 import signal
 import socket
+import threading
 import time
 
 from kombu import Consumer
@@ -340,6 +341,8 @@ class Worker:
     # Stopping ----------------------------------------------------------------------------
 
     def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # run in a thread (tests): stopped with stop()
         def warm(signum, frame):
             if self.stopping:
                 raise ColdShutdown()
