@@ -60,6 +60,10 @@ class DelayedJobs(Middleware):
         if self.releaser is not None:
             self.releaser.flush()  # delayed jobs received since the last tick: park them now
 
+    def worker_stopped(self, worker) -> None:
+        if self.releaser is not None:
+            self.releaser.close()
+
 
 def _eta(headers: dict) -> datetime | None:
     try:
@@ -122,6 +126,11 @@ class Releaser:
             logger.info("Job %s[%s] is delayed until %s", delivery.headers.get("task"),
                         delivery.headers.get("id"), delivery.headers.get("eta"),
                         extra={"job_id": delivery.headers.get("id")})
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.release()
+            self._store = None
 
     def forget(self) -> None:
         """Drop the noted messages (their connection is gone: they come back anyway)."""
