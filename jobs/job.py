@@ -4,113 +4,37 @@ from __future__ import annotations
 
 import inspect
 import random
-import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from django.utils import timezone
 
-from jobs import broker, compression as compressions, context, unique
+from jobs import broker, context
 from jobs.conf import settings
 from jobs.exceptions import ConfigurationError, Retry
 from jobs.messages import Envelope, JobMessage, encode
 from jobs.middleware import stack
+from jobs.options import APPLY_OPTIONS, JobOptions, priority_problem, queue_problem
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-#: Options ``@job`` accepts, with their defaults (None: take the JOBS setting).
-OPTIONS: dict[str, Any] = {
-    "name": None,
-    "bind": False,
-    "queue": None,
-    "priority": None,
-    "serializer": None,
-    "compression": None,
-    "max_retries": None,
-    "default_retry_delay": None,
-    "autoretry_for": (),
-    "dont_autoretry_for": (),
-    "retry_kwargs": None,
-    "retry_backoff": False,
-    "retry_backoff_max": 600,
-    "retry_jitter": True,
-    "time_limit": None,
-    "soft_time_limit": None,
-    "acks_late": None,
-    "reject_on_worker_lost": None,
-    "ignore_result": None,
-    "track_started": None,
-    "expires": None,
-    "rate_limit": None,
-    "typing": True,
-    "unique": False,
-    "unique_for": None,
-    "unique_key": None,
-}
-
-APPLY_OPTIONS = frozenset({
-    "countdown", "eta", "expires", "queue", "priority", "headers", "task_id", "job_id",
-    "time_limit", "soft_time_limit", "serializer", "compression", "on_commit", "retry",
-    "retry_policy", "ignore_result", "retries", "parent_id", "root_id", "group_id",
-})
-
-QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
-RATE_LIMIT = re.compile(r"^\d+(\.\d+)?(/[smh])?$")
-
 
 class Job(Generic[P, R]):
     """What ``@job`` makes of a function. Call it to run inline; ``delay()`` to enqueue."""
 
     def __init__(self, func: Callable[..., R], **options: Any) -> None:
-        unknown = set(options) - set(OPTIONS)
-        if unknown:
-            raise ConfigurationError(
-                f"@job on {func.__module__}.{func.__qualname__}: unknown option(s) "
-                f"{', '.join(sorted(unknown))}. Known options: {', '.join(sorted(OPTIONS))}."
-            )
-        values = {**OPTIONS, **options}
+        self.options = JobOptions.of(func, options)
         self.func = func
-        self.name: str = values["name"] or f"{func.__module__}.{func.__qualname__}"
+        self.name: str = self.options.name or f"{func.__module__}.{func.__qualname__}"
         self.__name__ = func.__name__
         self.__qualname__ = func.__qualname__
         self.__module__ = func.__module__
         self.__doc__ = func.__doc__
         self.__wrapped__ = func
-        for key, value in values.items():
-            if key != "name":
-                setattr(self, key, value)
-        self._validate()
         self.signature = inspect.signature(func)
-
-    def _validate(self) -> None:
-        where = f"@job {self.name!r}"
-        if self.queue is not None and not (isinstance(self.queue, str) and QUEUE_NAME.match(self.queue)):
-            raise ConfigurationError(f"{where}: queue={self.queue!r} is not a valid queue name.")
-        for option in ("autoretry_for", "dont_autoretry_for"):
-            value = getattr(self, option)
-            if isinstance(value, type):
-                value = (value,)
-            if not all(isinstance(t, type) and issubclass(t, BaseException) for t in value):
-                raise ConfigurationError(f"{where}: {option} must be a tuple of exception classes.")
-            setattr(self, option, tuple(value))
-        for option in ("time_limit", "soft_time_limit", "max_retries", "default_retry_delay"):
-            value = getattr(self, option)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or value < 0):
-                raise ConfigurationError(f"{where}: {option}={value!r} must be a positive number.")
-        if self.rate_limit is not None and not RATE_LIMIT.match(str(self.rate_limit)):
-            raise ConfigurationError(
-                f"{where}: rate_limit={self.rate_limit!r}; write it as '10/s', '100/m' or '1000/h'."
-            )
-        if self.priority is not None and not (isinstance(self.priority, int) and 0 <= self.priority <= 255):
-            raise ConfigurationError(f"{where}: priority={self.priority!r} must be 0..255.")
-        if self.compression is not None and not compressions.known(self.compression):
-            raise ConfigurationError(f"{where}: compression={self.compression!r} is not "
-                                     f"available; use one of {', '.join(compressions.names())}.")
-        unique.validate(self, where)
 
     def __repr__(self) -> str:
         return f"<@job {self.name}>"
@@ -255,8 +179,10 @@ class Job(Generic[P, R]):
         elif expires is not None:
             expires = _aware(expires, "expires")
         queue = options.get("queue") or broker.route(self.name, self.queue)
-        if not QUEUE_NAME.match(queue):
-            raise ValueError(f"{self.name}: queue={queue!r} is not a valid queue name")
+        priority = options.get("priority", self.priority)
+        problem = queue_problem(queue) or priority_problem(priority)
+        if problem:
+            raise ValueError(f"{self.name}: {problem}")
         parent = context.current.get()
         job_id = options.get("task_id") or options.get("job_id") or str(uuid.uuid4())
         return JobMessage(
@@ -273,7 +199,7 @@ class Job(Generic[P, R]):
             root_id=options.get("root_id") or parent.root_id or parent.id,
             parent_id=options.get("parent_id") or parent.id,
             group_id=options.get("group_id"),
-            priority=options.get("priority", self.priority),
+            priority=priority,
             ignore_result=options.get("ignore_result", self.ignore_result) or False,
             headers=options.get("headers") or {},
         )
@@ -309,18 +235,12 @@ class Job(Generic[P, R]):
             delay = self.retry_delay(request.retries) if countdown is None else countdown
             eta = timezone.now() + timedelta(seconds=delay)
         if not request.is_eager:
-            message = self.build_message(request.args, request.kwargs, {
-                **options,
-                "eta": eta,
-                "task_id": request.id,
-                "retries": request.retries + 1,
-                "queue": options.get("queue") or request.queue,
-                "root_id": request.root_id,
-                "parent_id": request.parent_id,
-                "on_commit": False,
-            })
-            envelope = encode(message, self.serializer or settings.TASK_SERIALIZER, self.func)
-            broker.publish(envelope, on_commit=False)
+            options = {**options, "eta": eta, "task_id": request.id,
+                       "retries": request.retries + 1,
+                       "queue": options.get("queue") or request.queue,
+                       "root_id": request.root_id, "parent_id": request.parent_id,
+                       "on_commit": False}
+            self.publish(self.prepare(request.args, request.kwargs, **options), **options)
         wait = max(0.0, (eta - timezone.now()).total_seconds())
         return Retry(f"retry {request.retries + 1} in {wait:.1f}s", exc=exc, when=eta)
 
@@ -363,6 +283,11 @@ class Job(Generic[P, R]):
             value = getattr(settings, _SETTING_FOR[name])
         return value
 
+
+for _option in JobOptions.__dataclass_fields__:
+    if _option != "name":  # the job's own name attribute, which has the default filled in
+        setattr(Job, _option, property(attrgetter(f"options.{_option}"),
+                                       doc=f"The ``{_option}`` option of ``@job``."))
 
 _SETTING_FOR = {
     "acks_late": "ACKS_LATE",

@@ -98,21 +98,3 @@ def extend(job, job_id: str, eta) -> int:
     due = max(eta or timezone.now(), timezone.now())
     return UniqueLock.objects.filter(job_id=job_id).update(
         expires_at=due + timedelta(seconds=job.unique_for or DEFAULT_TIMEOUT))
-
-
-def validate(job, where: str) -> None:
-    """Check ``unique``, ``unique_for`` and ``unique_key`` at declaration; either of the last
-    two implies ``unique=True``."""
-    from jobs.exceptions import ConfigurationError
-
-    if not isinstance(job.unique, bool):
-        raise ConfigurationError(f"{where}: unique={job.unique!r} must be True or False.")
-    limit = job.unique_for
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float))
-                              or not 0 < limit < float("inf")):
-        raise ConfigurationError(f"{where}: unique_for={limit!r} must be a positive number "
-                                 "of seconds.")
-    if job.unique_key is not None and not callable(job.unique_key):
-        raise ConfigurationError(f"{where}: unique_key must be a callable taking the job's "
-                                 "arguments.")
-    job.unique = job.unique or limit is not None or job.unique_key is not None

@@ -8,7 +8,7 @@ from functools import lru_cache
 from django import forms
 from django.core.exceptions import ValidationError
 
-from jobs.job import QUEUE_NAME
+from jobs.options import queue_problem
 from jobs.registry import registry
 from jobs_beat.models import CrontabSchedule, PeriodicTask
 
@@ -64,7 +64,7 @@ class PeriodicTaskForm(forms.ModelForm):
 
     def clean_queue(self) -> str:
         queue = self.cleaned_data.get("queue") or ""
-        if queue and not QUEUE_NAME.match(queue):
+        if queue and queue_problem(queue):
             raise ValidationError("A queue name is 1-200 letters, digits and _ . : -")
         return queue
 

@@ -18,8 +18,9 @@ from django.utils import timezone
 
 from jobs import broker, signals
 from jobs.conf import settings
-from jobs.job import QUEUE_NAME, Job
+from jobs.job import Job
 from jobs.messages import Envelope, JobMessage, encode
+from jobs.options import priority_problem, queue_problem
 from jobs.registry import registry
 
 
@@ -83,8 +84,9 @@ def send_job(name: str, args=(), kwargs=None, **options):
 
 def _plain_message(name: str, args: tuple, kwargs: dict, options: dict) -> JobMessage:
     queue = options.get("queue") or broker.route(name)
-    if not QUEUE_NAME.match(queue):
-        raise ValueError(f"{name}: queue={queue!r} is not a valid queue name")
+    problem = queue_problem(queue) or priority_problem(options.get("priority"))
+    if problem:
+        raise ValueError(f"{name}: {problem}")
     expires = options.get("expires")
     if isinstance(expires, (int, float)):
         expires = timezone.now() + timedelta(seconds=expires)

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from jobs.job import QUEUE_NAME
+from jobs.options import priority_problem, queue_problem
 from jobs_beat import schedules
 from jobs_beat.models import (
     ClockedSchedule,
@@ -143,13 +143,10 @@ def _options(where: str, options) -> tuple[str, int | None, int | None]:
     if unknown:
         raise EntryError("jobs_beat.E006", f"{where}: unknown option(s): {', '.join(unknown)}.",
                          f"Known options: {', '.join(OPTION_KEYS)}.")
-    queue = options.get("queue") or ""
-    if queue and not (isinstance(queue, str) and QUEUE_NAME.match(queue)):
-        raise EntryError("jobs_beat.E006", f"{where}: queue={queue!r} is not a valid queue name.")
-    priority = options.get("priority")
-    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
-                                 or not 0 <= priority <= 255):
-        raise EntryError("jobs_beat.E006", f"{where}: priority={priority!r} must be 0..255.")
+    queue, priority = options.get("queue") or "", options.get("priority")
+    problem = (queue and queue_problem(queue)) or priority_problem(priority)
+    if problem:
+        raise EntryError("jobs_beat.E006", f"{where}: {problem}.")
     expires = options.get("expires")
     if expires is not None and (isinstance(expires, bool) or not isinstance(expires, (int, float))
                                 or expires < 1):

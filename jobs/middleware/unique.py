@@ -15,8 +15,8 @@ _RELEASING = frozenset({Kind.SUCCEEDED, Kind.FAILED, Kind.REVOKED})
 
 class Unique(Middleware):
     def before_publish(self, job, envelope, options):
-        if not job.unique:
-            return envelope
+        if not job.unique or envelope.message.retries:
+            return envelope  # a retry: the job holds its lock already (kept by finished())
         existing = unique.acquire(job, envelope.message)
         return envelope if existing is None else existing  # the same call, already queued
 
