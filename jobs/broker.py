@@ -17,7 +17,7 @@ from kombu.utils.url import maybe_sanitize_url
 
 from jobs.compression import for_payload
 from jobs.conf import on_reset, settings
-from jobs.exceptions import PublishError
+from jobs.exceptions import PublishError, TransportUnavailable
 from jobs.messages import Envelope
 
 logger = logging.getLogger("jobs.broker")
@@ -51,13 +51,17 @@ def transport_options(url: str | None = None) -> dict:
 
 def new_connection(url: str | None = None) -> Connection:
     """A new, unconnected kombu Connection for ``url`` (default: BROKER_URL)."""
-    from jobs.transport import register
+    from jobs.transport import register, unavailable
 
     register()
     url = url or broker_url()
+    try:
+        transport = _transport_class(url)
+    except ImportError as exc:  # say which package is missing, and which extra installs it
+        raise TransportUnavailable(unavailable(url) or str(exc)) from None
     return Connection(
         url,
-        transport=_transport_class(url),
+        transport=transport,
         transport_options=transport_options(url),
         connect_timeout=settings.BROKER_CONNECTION_TIMEOUT,
     )

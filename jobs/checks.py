@@ -9,16 +9,7 @@ from django.core.checks import Error, Tags, Warning, register
 
 from jobs.conf import ALIASES, DEFAULTS, settings
 
-KNOWN_SCHEMES = {
-    "django": None,
-    "redis": "redis",
-    "rediss": "redis",
-    "sentinel": "redis",
-    "amqp": "amqp",
-    "amqps": "amqp",
-    "pyamqp": "amqp",
-    "memory": None,
-}
+KNOWN_SCHEMES = ("django", "redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp", "memory")
 POOLS = ("prefork", "threads", "solo")
 
 
@@ -61,17 +52,17 @@ def _check_broker(url) -> list:
             "Known transports: " + ", ".join(sorted(KNOWN_SCHEMES)) + ".",
             "jobs.E004",
         )]
-    extra = KNOWN_SCHEMES[scheme]
-    module = {"redis": "redis", "amqp": "amqp"}.get(extra)
-    if module:
-        try:
-            __import__(module)
-        except ImportError:
-            return [_error(
-                f"JOBS['BROKER_URL'] needs the {module!r} package, which is not installed.",
-                f"pip install 'django-jobs[{extra}]'",
-                "jobs.E005",
-            )]
+    return _check_transport(url)
+
+
+def _check_transport(url: str) -> list:
+    """Import the transport the URL names, as a worker or a publisher will. (This replaces
+    jobs.E005, which only looked for the client package.)"""
+    from jobs.transport import unavailable
+
+    reason = unavailable(url)
+    if reason:
+        return [_error(reason, "Install it where this project and its workers run.", "jobs.E013")]
     return []
 
 

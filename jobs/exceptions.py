@@ -11,6 +11,10 @@ class ConfigurationError(JobsError, ImproperlyConfigured):
     """A setting or a job's declaration is wrong."""
 
 
+class TransportUnavailable(ConfigurationError):
+    """The broker's transport can't be loaded: a package it imports is not installed."""
+
+
 class NotRegistered(JobsError, KeyError):
     """No job of that name is known to this process."""
 

@@ -1,10 +1,18 @@
 """``manage.py check`` explains a bad JOBS setting."""
 
+import os
+import subprocess
+import sys
+
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
 from jobs.checks import check_settings
+from jobs.exceptions import TransportUnavailable
+from project.demo.jobs import add
+from tests.conftest import ROOT
 
 
 def ids(settings_value, settings):
@@ -59,3 +67,82 @@ def test_manage_py_check_fails_on_a_bad_setting(settings):
     settings.JOBS = {"BROKER_URL": "kafka://localhost"}
     with pytest.raises(SystemCheckError, match="unknown transport 'kafka'"):
         call_command("check")
+
+
+# A broker whose transport can't be loaded (a package it imports is not installed) ------------
+
+REDIS = "redis://127.0.0.1:6379/15"
+NO_PACKAGING = "the Redis broker needs the 'packaging' package: pip install 'django-jobs[redis]'"
+#: Modules that import a broker's client: forgotten while a package is hidden, so that they
+#: are imported again, and fail, as in an environment without it.
+IMPORTERS = ("kombu.transport.redis", "jobs.transport.redis", "kombu.transport.pyamqp")
+
+
+@pytest.fixture
+def uninstalled(monkeypatch):
+    """``uninstalled("redis")``: ``import redis`` fails in this process until the test ends."""
+
+    def hide(*packages: str) -> None:
+        for name in packages:
+            monkeypatch.setitem(sys.modules, name, None)
+        for name in IMPORTERS:
+            monkeypatch.delitem(sys.modules, name, raising=False)
+
+    return hide
+
+
+def test_a_package_the_transport_needs_missing_is_an_error(settings, uninstalled):
+    uninstalled("packaging")
+    settings.JOBS = {"BROKER_URL": REDIS}
+    (error,) = check_settings()
+    assert (error.id, error.msg) == ("jobs.E013", NO_PACKAGING)
+
+
+@pytest.mark.parametrize("url, message", [
+    (REDIS, "the Redis broker needs the 'redis' package: pip install 'django-jobs[redis]'"),
+    ("sentinel://127.0.0.1:26379",
+     "the Redis broker needs the 'redis' package: pip install 'django-jobs[redis]'"),
+])
+def test_a_missing_redis_client_is_named(settings, uninstalled, url, message):
+    uninstalled("redis")
+    settings.JOBS = {"BROKER_URL": url}
+    assert [(e.id, e.msg) for e in check_settings()] == [("jobs.E013", message)]
+
+
+def test_a_missing_rabbitmq_client_is_named(settings, uninstalled):
+    uninstalled("amqp")
+    settings.JOBS = {"BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//"}
+    assert [(e.id, e.msg) for e in check_settings()] == [
+        ("jobs.E013", "the RabbitMQ broker needs the 'amqp' package: pip install 'django-jobs[amqp]'")]
+
+
+def test_the_database_broker_needs_no_extra(settings, uninstalled):
+    uninstalled("redis", "amqp", "packaging")
+    assert ids({"BROKER_URL": "django://"}, settings) == []
+
+
+def test_manage_py_check_reports_the_missing_package(settings, uninstalled):
+    uninstalled("packaging")
+    settings.JOBS = {"BROKER_URL": REDIS}
+    with pytest.raises(SystemCheckError, match=r"\(jobs.E013\) " + NO_PACKAGING.replace("[", r"\[")):
+        call_command("check")
+
+
+def test_sending_a_job_without_the_transport_is_a_configuration_error(settings, uninstalled):
+    uninstalled("packaging")
+    settings.JOBS = {"BROKER_URL": REDIS}
+    with pytest.raises(TransportUnavailable) as raised:
+        add.delay(2, 3)
+    assert str(raised.value) == NO_PACKAGING
+    assert isinstance(raised.value, ImproperlyConfigured)
+
+
+def test_the_worker_says_in_one_line_which_package_is_missing():
+    # As `manage.py jobs_worker` in an environment without 'packaging'.
+    hidden = ("import sys; sys.modules['packaging'] = None; "
+              "from django.core.management import execute_from_command_line; "
+              "execute_from_command_line(['manage.py', 'jobs_worker'])")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "JOBS_BROKER_URL": REDIS}
+    done = subprocess.run([sys.executable, "-c", hidden], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr, done.stdout) == (1, f"CommandError: {NO_PACKAGING}\n", "")

@@ -1,8 +1,69 @@
-"""kombu transports that ship with jobs: ``django://``, messages as rows in the database."""
+"""kombu transports that ship with jobs: ``django://``, messages as rows in the database.
 
-from kombu.transport import TRANSPORT_ALIASES
+Also what to tell a user whose broker's transport can't be loaded in this process (a package
+it imports is not installed): :func:`unavailable`.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from kombu.transport import TRANSPORT_ALIASES, resolve_transport
 
 
 def register() -> None:
     """Make ``django://`` URLs resolve to :class:`jobs.transport.django.Transport`."""
     TRANSPORT_ALIASES.setdefault("django", "jobs.transport.django:Transport")
+
+
+#: Per URL scheme: the broker's name in messages, and the extra that installs its transport's
+#: packages (None: the base install has them).
+BROKERS = {
+    "redis": ("Redis broker", "redis"),
+    "rediss": ("Redis broker", "redis"),
+    "sentinel": ("Redis broker", "redis"),
+    "amqp": ("RabbitMQ broker", "amqp"),
+    "amqps": ("RabbitMQ broker", "amqp"),
+    "pyamqp": ("RabbitMQ broker", "amqp"),
+    "django": ("database broker", None),
+}
+#: Transports of ours that replace kombu's for a scheme (jobs.broker connects with them).
+REPLACEMENTS = {
+    "redis": "jobs.transport.redis:Transport",
+    "rediss": "jobs.transport.redis:Transport",
+}
+#: Client libraries that kombu's transport module imports only if they are there: without them
+#: the module loads, and fails later, when it connects.
+CLIENTS = {"redis": "redis", "rediss": "redis", "sentinel": "redis"}
+
+
+def unavailable(url: str) -> str | None:
+    """Why the transport for the broker ``url`` can't be loaded in this process, in one line
+    naming the missing package and the extra that installs it; None if it loads."""
+    if not isinstance(url, str):
+        return None  # not a URL: the system checks say so (jobs.E003)
+    scheme = url.partition("://")[0]
+    register()
+    try:
+        if scheme in CLIENTS:
+            import_module(CLIENTS[scheme])
+        resolve_transport(REPLACEMENTS.get(scheme, scheme))
+    except KeyError:
+        return None  # not a transport at all: the system checks say so (jobs.E004)
+    except ImportError as exc:
+        return _explain(scheme, exc)
+    return None
+
+
+def _explain(scheme: str, exc: ImportError) -> str:
+    broker, extra = BROKERS.get(scheme, (f"{scheme!r} broker", None))
+    missing = (exc.name or "").partition(".")[0] if isinstance(exc, ModuleNotFoundError) else ""
+    if extra:
+        install = f": pip install 'django-jobs[{extra}]'"
+    else:
+        install = f": pip install {missing}" if missing else ""
+    if missing:
+        return f"the {broker} needs the {missing!r} package{install}"
+    # Installed but not importable as the transport needs it (too old, say), or kombu's own
+    # "Missing redis library": the extra installs the versions that fit.
+    return f"the {broker} can't load its transport ({exc}){install}"

@@ -4,7 +4,9 @@ import sys
 from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError
 
+from jobs.broker import broker_url
 from jobs.log import configure as configure_logging
+from jobs.transport import unavailable
 from jobs.worker import Worker, banner
 from jobs.worker.pools import POOLS
 
@@ -35,6 +37,13 @@ class Command(BaseCommand):
         parser.add_argument("--max-memory-per-child", type=int, default=None,
                             help="Replace a prefork child once its resident memory passes "
                                  "this many KiB (checked after each job).")
+
+    def execute(self, *args, **options):
+        # Before the system checks (jobs.E013 says the same): one line, not a report.
+        reason = unavailable(broker_url())
+        if reason:
+            raise CommandError(reason)
+        return super().execute(*args, **options)
 
     def handle(self, *args, **options):
         level = options["loglevel"].upper()
