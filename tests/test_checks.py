@@ -85,8 +85,13 @@ def uninstalled(monkeypatch):
     def hide(*packages: str) -> None:
         for name in packages:
             monkeypatch.setitem(sys.modules, name, None)
+            for loaded in [m for m in sys.modules if m.startswith(f"{name}.")]:
+                monkeypatch.setitem(sys.modules, loaded, None)  # imported by an earlier test
         for name in IMPORTERS:
             monkeypatch.delitem(sys.modules, name, raising=False)
+            parent, _, child = name.rpartition(".")
+            # ``from kombu.transport import redis`` would find the module loaded before.
+            monkeypatch.delattr(sys.modules[parent], child, raising=False)
 
     return hide
 
