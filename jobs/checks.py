@@ -75,11 +75,11 @@ def _check_broker(url) -> list:
 
 
 def _check_serializers() -> list:
-    from kombu.serialization import registry as serializers
+    from jobs.compat.kombu import serializer_decodes, serializer_encodes
 
     errors = []
     name = settings.TASK_SERIALIZER
-    if name not in serializers._encoders:
+    if not serializer_encodes(name):
         errors.append(_error(
             f"JOBS['TASK_SERIALIZER'] = {name!r} is not a known serializer.",
             "Use 'json' (the default) or 'msgpack' (pip install 'django-jobs[msgpack]').",
@@ -94,13 +94,13 @@ def _check_serializers() -> list:
         ))
         return errors
     for item in accept:
-        if item not in serializers._encoders and item not in serializers._decoders:
+        if not serializer_encodes(item) and not serializer_decodes(item):
             errors.append(_error(
                 f"JOBS['ACCEPT_CONTENT'] lists {item!r}, which is not a known serializer.",
                 "Use serializer names such as 'json' or 'msgpack'.",
                 "jobs.E007",
             ))
-    if name in serializers._encoders and name not in accept:
+    if serializer_encodes(name) and name not in accept:
         errors.append(_error(
             f"JOBS['TASK_SERIALIZER'] = {name!r} is not in ACCEPT_CONTENT, so workers would "
             "refuse every message this project sends.",
