@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from urllib.parse import urlsplit
 
 from django.core.checks import Error, Tags, Warning, register
 
@@ -53,7 +52,9 @@ def _check_broker(url) -> list:
             "Use 'django://' (the database), 'redis://host:6379/0' or 'amqp://user:pw@host//'.",
             "jobs.E003",
         )]
-    scheme = urlsplit(url).scheme
+    from jobs.broker import Broker
+
+    scheme = Broker.scheme_of(url)
     if scheme not in KNOWN_SCHEMES:
         return [_error(
             f"JOBS['BROKER_URL'] uses the unknown transport {scheme!r}.",
@@ -159,6 +160,12 @@ def _check_numbers() -> list:
             errors.append(_error(
                 f"JOBS[{key!r}] = {value!r} must be a positive number or None.", "", "jobs.E010"
             ))
+    limit = settings.BROKER_POOL_LIMIT
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        errors.append(_error(
+            f"JOBS['BROKER_POOL_LIMIT'] = {limit!r} must be a number of connections kept open "
+            "for publishing (0 or None: a new connection for each send).", "", "jobs.E010"
+        ))
     if settings.WORKER_POOL not in POOLS:
         errors.append(_error(
             f"JOBS['WORKER_POOL'] = {settings.WORKER_POOL!r} is not a pool.",

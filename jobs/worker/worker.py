@@ -18,10 +18,9 @@ from datetime import datetime
 
 from kombu import Consumer
 from kombu.serialization import prepare_accept_content, registry as serializers
-from kombu.utils.url import maybe_sanitize_url
 
 from jobs import security, signals
-from jobs.broker import broker_url, is_database_broker, new_connection, queue_for
+from jobs.broker import get_broker, new_connection, queue_for
 from jobs.conf import settings
 from jobs.exceptions import TimeLimitExceeded, WorkerLostError
 from jobs.messages import decode, parse_datetime
@@ -81,7 +80,7 @@ class Worker:
         self.heart = heartbeat.Heart(self)
         self.limits = RateLimits()
         self.revocations = Revocations()
-        self.releaser = None if is_database_broker() else delayed.Releaser(self.queues)
+        self.releaser = None if get_broker().durable_delay else delayed.Releaser(self.queues)
 
     # Running -----------------------------------------------------------------------------
 
@@ -136,11 +135,8 @@ class Worker:
         self.connection, self.channel = conn, channel
         self._broken = None
         # Acknowledge a batch of completions in one round trip where the transport can.
-        qos = getattr(channel, "qos", None)  # virtual transports' (amqp acks cost no reply)
-        self._flush = getattr(qos, "flush_acks", None)
-        if self._flush is not None:
-            qos.defer_acks = True
-        logger.info("Connected to %s; consuming from %s", maybe_sanitize_url(broker_url()),
+        self._flush = get_broker().batch_acks(channel)
+        logger.info("Connected to %s; consuming from %s", get_broker().display_url,
                     ", ".join(self.queues))
         while not self.stopping:
             self._tick()
