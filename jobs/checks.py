@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from urllib.parse import urlsplit
 
 from django.core.checks import Error, Tags, Warning, register
 
@@ -45,7 +44,9 @@ def _check_broker(url) -> list:
             "Use 'django://' (the database), 'redis://host:6379/0' or 'amqp://user:pw@host//'.",
             "jobs.E003",
         )]
-    scheme = urlsplit(url).scheme
+    from jobs.broker import Broker
+
+    scheme = Broker.scheme_of(url)
     if scheme not in KNOWN_SCHEMES:
         return [_error(
             f"JOBS['BROKER_URL'] uses the unknown transport {scheme!r}.",
@@ -67,11 +68,11 @@ def _check_transport(url: str) -> list:
 
 
 def _check_serializers() -> list:
-    from kombu.serialization import registry as serializers
+    from jobs.compat.kombu import serializer_decodes, serializer_encodes
 
     errors = []
     name = settings.TASK_SERIALIZER
-    if name not in serializers._encoders:
+    if not serializer_encodes(name):
         errors.append(_error(
             f"JOBS['TASK_SERIALIZER'] = {name!r} is not a known serializer.",
             "Use 'json' (the default) or 'msgpack' (pip install 'django-jobs[msgpack]').",
@@ -86,13 +87,13 @@ def _check_serializers() -> list:
         ))
         return errors
     for item in accept:
-        if item not in serializers._encoders and item not in serializers._decoders:
+        if not serializer_encodes(item) and not serializer_decodes(item):
             errors.append(_error(
                 f"JOBS['ACCEPT_CONTENT'] lists {item!r}, which is not a known serializer.",
                 "Use serializer names such as 'json' or 'msgpack'.",
                 "jobs.E007",
             ))
-    if name in serializers._encoders and name not in accept:
+    if serializer_encodes(name) and name not in accept:
         errors.append(_error(
             f"JOBS['TASK_SERIALIZER'] = {name!r} is not in ACCEPT_CONTENT, so workers would "
             "refuse every message this project sends.",
@@ -151,6 +152,12 @@ def _check_numbers() -> list:
             errors.append(_error(
                 f"JOBS[{key!r}] = {value!r} must be a positive number or None.", "", "jobs.E010"
             ))
+    limit = settings.BROKER_POOL_LIMIT
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        errors.append(_error(
+            f"JOBS['BROKER_POOL_LIMIT'] = {limit!r} must be a number of connections kept open "
+            "for publishing (0 or None: a new connection for each send).", "", "jobs.E010"
+        ))
     if settings.WORKER_POOL not in POOLS:
         errors.append(_error(
             f"JOBS['WORKER_POOL'] = {settings.WORKER_POOL!r} is not a pool.",

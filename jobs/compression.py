@@ -18,6 +18,7 @@ import zlib
 
 from kombu import compression as kombu_compression
 
+from jobs.compat.kombu import compression_aliases, compression_content_type
 from jobs.conf import settings
 from jobs.exceptions import InvalidMessage
 
@@ -43,10 +44,14 @@ def install() -> None:
     """Cap kombu's own decoders: its Message decompresses a body as soon as it arrives, in
     the worker's main process, before any check of ours could run."""
     for content_type in _STREAMING:
-        decoder = kombu_compression._decoders.get(content_type)
-        if decoder is not None and not getattr(decoder, "capped", False):
-            kombu_compression.register(kombu_compression._encoders[content_type],
-                                       _capped_decoder(content_type, decoder), content_type)
+        try:
+            encoder, _ = kombu_compression.get_encoder(content_type)
+            decoder = kombu_compression.get_decoder(content_type)
+        except KeyError:  # not registered (its module is missing)
+            continue
+        if not getattr(decoder, "capped", False):
+            kombu_compression.register(encoder, _capped_decoder(content_type, decoder),
+                                       content_type)
 
 
 install()
@@ -54,13 +59,19 @@ install()
 
 def known(name: str) -> bool:
     """Whether kombu can compress with ``name`` ("zlib", "bzip2", ... or a content type)."""
-    return (isinstance(name, str)
-            and kombu_compression._aliases.get(name, name) in kombu_compression._encoders)
+    if not isinstance(name, str):
+        return False
+    try:
+        kombu_compression.get_encoder(name)
+    except KeyError:
+        return False
+    return True
 
 
 def names() -> list[str]:
-    return sorted(kombu_compression._aliases) + sorted(
-        t for t in kombu_compression._encoders if t not in kombu_compression._aliases.values())
+    aliases = compression_aliases()
+    return sorted(aliases) + sorted(
+        t for t in kombu_compression.encoders() if t not in aliases.values())
 
 
 def for_payload(compression: str | None, payload: bytes | str) -> str | None:
@@ -80,7 +91,7 @@ def decompress(body: bytes, compression: str, limit: int | None) -> bytes:
     """``body`` decompressed, or InvalidMessage if it can't be or would pass ``limit`` bytes."""
     if not isinstance(compression, str):
         raise InvalidMessage(f"unknown compression {compression!r}")
-    content_type = kombu_compression._aliases.get(compression, compression)
+    content_type = compression_content_type(compression)
     if isinstance(body, str):
         body = body.encode("latin-1", "replace")
     try:

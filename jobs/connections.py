@@ -10,6 +10,17 @@ import time
 
 from django.db import InterfaceError, OperationalError, connections, reset_queries
 
+from jobs.compat.django import (
+    abandon_transaction,
+    check_health_before_next_use,
+    clear_errors,
+    errors_occurred,
+    in_atomic_block,
+    initialized_connections,
+    is_usable,
+    past_max_age,
+)
+
 #: With CONN_HEALTH_CHECKS, a connection idle this long is checked before its next job. A
 #: worker busy with one job after another skips the check, as a request cycle that never
 #: ends would: a connection that died meanwhile is replaced on its first failed statement
@@ -22,8 +33,8 @@ _last_job_end = 0.0
 def before_job() -> None:
     reset_queries()  # with DEBUG on, Django keeps every query of the process otherwise
     if time.monotonic() - _last_job_end > IDLE_BEFORE_CHECK:
-        for conn in connections.all(initialized_only=True):
-            conn.health_check_done = False
+        for conn in initialized_connections():
+            check_health_before_next_use(conn)
 
 
 def after_job() -> None:
@@ -33,21 +44,19 @@ def after_job() -> None:
 
 
 def _recycle() -> None:
-    for conn in connections.all(initialized_only=True):
+    for conn in initialized_connections():
         if conn.connection is None:
             continue
-        if conn.in_atomic_block:
+        if in_atomic_block(conn):
             # A job left a transaction open; it will never be committed by anyone.
-            conn.rollback()
-            conn.in_atomic_block = False
-            conn.savepoint_ids = []
-            conn.needs_rollback = False
+            abandon_transaction(conn)
         # CONN_MAX_AGE = 0 keeps the connection (see above); a positive age ends it.
-        obsolete = conn.settings_dict.get("CONN_MAX_AGE") and conn.close_at is not None \
-            and time.monotonic() >= conn.close_at
-        if obsolete or (conn.errors_occurred and not conn.is_usable()):
-            conn.close()
-        conn.errors_occurred = False
+        if conn.settings_dict.get("CONN_MAX_AGE") and past_max_age(conn):
+            conn.close()  # a new connection starts without errors
+        elif errors_occurred(conn):
+            if not is_usable(conn):
+                conn.close()
+            clear_errors(conn)
 
 
 def close_all() -> None:
@@ -61,7 +70,7 @@ def once_more_if_disconnected(func, *args, **kwargs):
     try:
         return func(*args, **kwargs)
     except (InterfaceError, OperationalError):
-        for conn in connections.all(initialized_only=True):
-            if conn.connection is not None and not conn.in_atomic_block and not conn.is_usable():
+        for conn in initialized_connections():
+            if conn.connection is not None and not in_atomic_block(conn) and not is_usable(conn):
                 conn.close()
         return func(*args, **kwargs)

@@ -25,6 +25,7 @@ from django.db import IntegrityError, connections, router, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
+from jobs.compat.django import in_atomic_block
 from jobs.messages import JobMessage
 from jobs.models import READY_STATES, JobResult as Row, States
 from jobs.results import exception_to_dict
@@ -83,7 +84,7 @@ def _create(message: JobMessage, fields: dict) -> bool:
     """Insert the job's row in one statement; False if it exists already."""
     # Inside the caller's transaction, a savepoint: a failed insert must not spoil it.
     db = router.db_for_write(Row)
-    savepoint = transaction.atomic(using=db) if connections[db].in_atomic_block else nullcontext()
+    savepoint = transaction.atomic(using=db) if in_atomic_block(connections[db]) else nullcontext()
     try:
         with savepoint:
             Row.objects.create(job_id=message.id, **_identity(message), **_created(fields),

@@ -14,6 +14,7 @@ from django.db import DatabaseError, connections, router
 from django.utils import timezone
 
 from jobs import exceptions
+from jobs.compat.django import in_atomic_block
 from jobs.models import EXCEPTION_STATES, READY_STATES, JobResult as Row, States
 
 
@@ -170,7 +171,7 @@ def _notifications():
     yields a ``wait(seconds, job_id)`` function, or None where that can't be (not
     PostgreSQL with psycopg 3, or inside a transaction, where LISTEN waits for the commit)."""
     connection = connections[router.db_for_read(Row)]
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
+    if connection.vendor != "postgresql" or in_atomic_block(connection):
         yield None
         return
     try:

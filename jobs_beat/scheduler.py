@@ -36,7 +36,7 @@ from django.db import DatabaseError, connection, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from jobs.broker import is_database_broker
+from jobs.broker import get_broker
 from jobs.exceptions import PublishError
 from jobs_beat import missed_runs, sending
 from jobs_beat.models import PLAN_FIELDS, PeriodicTask, plan_key, plan_key_of_values
@@ -149,7 +149,7 @@ class Scheduler:
                 return sent
 
     def _claim_batch(self, now: datetime) -> tuple[list[Claim], int, bool]:
-        in_transaction = is_database_broker()
+        in_transaction = get_broker().transactional_enqueue
         claims: list[Claim] = []
         sent = 0
         with transaction.atomic():
@@ -271,7 +271,7 @@ def run_now(task: PeriodicTask, now: datetime | None = None) -> str:
     Returns the job id. Raises what sending raises (TypeError, PublishError)."""
     now = now or timezone.now()
     prepared = prepare_run(task, now, now)
-    in_transaction = is_database_broker()
+    in_transaction = get_broker().transactional_enqueue
     if not in_transaction:
         sending.publish(prepared)
     with transaction.atomic():

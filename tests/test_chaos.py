@@ -11,7 +11,7 @@ import subprocess
 import pytest
 from kombu import Connection
 
-from jobs.broker import queue_for, transport_options
+from jobs.broker import Broker, queue_for
 from jobs.models import DeadLetter, JobResult as Row
 from project.demo import jobs as demo
 from tests.conftest import ROOT, SERVICES, broker_params, wait_for
@@ -155,7 +155,8 @@ def test_garbage_is_dead_lettered_and_good_jobs_run_around_it(broker_url, start_
              headers={"task": "project.demo.jobs.add", "id": "g6"}),
     ]
     good = []
-    with Connection(broker_url, transport_options=transport_options(broker_url)) as conn:
+    options = Broker.for_url(broker_url).transport_options
+    with Connection(broker_url, transport_options=options) as conn:
         producer = conn.Producer()
         for item in garbage:
             good.append(demo.add.delay(len(good), 1))

@@ -15,7 +15,7 @@ import pytest
 from kombu import Connection
 
 from jobs import security
-from jobs.broker import queue_for, transport_options
+from jobs.broker import Broker, queue_for
 from jobs.models import DeadLetter, JobResult as Row
 from project.demo import jobs as demo
 from tests.conftest import wait_for
@@ -149,7 +149,8 @@ def test_hostile_messages_are_dead_lettered_and_good_jobs_all_succeed(
     good: list = []
 
     def send(rounds) -> None:
-        with Connection(broker_url, transport_options=transport_options(broker_url)) as conn:
+        options = Broker.for_url(broker_url).transport_options
+        with Connection(broker_url, transport_options=options) as conn:
             producer = conn.Producer()
             for round_ in rounds:
                 start = len(good)

@@ -154,12 +154,12 @@ def test_types_json_lacks_round_trip_with_kombus_json():
 @pytest.fixture
 def sent(settings, monkeypatch):
     """Ids of messages as they are handed to a (memory) broker."""
-    from jobs import broker
+    from jobs.broker import Broker
 
     settings.JOBS = {"BROKER_URL": "memory://"}
     ids = []
-    monkeypatch.setattr(broker, "_sender",
-                        lambda envelope, *args: lambda: ids.append(envelope.message.id))
+    monkeypatch.setattr(Broker, "_sender",
+                        lambda self, envelope, *args: lambda: ids.append(envelope.message.id))
     return ids
 
 

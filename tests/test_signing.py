@@ -10,7 +10,7 @@ import pytest
 from kombu import Connection
 
 from jobs import security
-from jobs.broker import queue_for, transport_options
+from jobs.broker import Broker, queue_for
 from jobs.checks import check_settings
 from jobs.messages import JobMessage, encode
 from jobs.models import DeadLetter, JobResult as Row
@@ -200,7 +200,8 @@ def test_a_signing_worker_runs_signed_jobs_and_dead_letters_forged_ones(
     start_worker(broker_url, "-c", "1")
     tampered = encode(JobMessage(id="tampered-1", name="project.demo.jobs.add", args=(1, 2)),
                       "json")
-    with Connection(broker_url, transport_options=transport_options(broker_url)) as conn:
+    options = Broker.for_url(broker_url).transport_options
+    with Connection(broker_url, transport_options=options) as conn:
         producer = conn.Producer()
         send = partial(producer.publish, exchange="", routing_key="default",
                        declare=[queue_for("default")], content_type="application/json",

@@ -9,7 +9,6 @@ the page. The admin serves it as a page and as JSON that the page polls
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 from datetime import datetime
 
@@ -19,20 +18,15 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.http import urlencode
-from kombu.transport.virtual import Channel as VirtualChannel
-from kombu.utils.url import maybe_sanitize_url
 
 from jobs import broker
 from jobs.admin import stats
 from jobs.conf import settings
 from jobs.display import format_time
 from jobs.models import DeadLetter, States, Worker
-from jobs.transport.django import queue_depths as database_queue_depths
 
 logger = logging.getLogger("jobs.dashboard")
 
-#: Seconds the broker may take to report its queue depths.
-BROKER_TIMEOUT = 2.0
 #: Workers shown (the dashboard of a fleet lists the first ones by name).
 MAX_WORKERS = 100
 
@@ -68,69 +62,9 @@ def known_queues(workers: list[Worker]) -> set[str]:
 
 
 def queue_depths(names: set[str]) -> dict:
-    """Messages per queue: *ready* to be taken, *reserved* by a worker, *delayed* until due.
-
-    Delayed jobs are rows of the database queue for every broker (a worker parks them there
-    until due). On Redis and RabbitMQ the broker is asked for the ready count; the reserved
-    count is the broker's own business there and shows as unknown (None).
-    """
-    parked = database_queue_depths()
-    if broker.is_database_broker():
-        names = names | set(parked)
-        rows = [{"name": name, "ready": parked.get(name, {}).get("ready", 0),
-                 "reserved": parked.get(name, {}).get("leased", 0),
-                 "delayed": parked.get(name, {}).get("delayed", 0)} for name in sorted(names)]
-        return {"available": True, "error": "", "rows": rows}
-    counts, error = broker_counts(sorted(names))
-    rows = [{"name": name, "ready": counts.get(name) if counts is not None else None,
-             "reserved": None, "delayed": sum(parked.get(name, {}).values())}
-            for name in sorted(names | set(parked))]
-    return {"available": counts is not None, "error": error, "rows": rows}
-
-
-def broker_counts(names: list[str], timeout: float = BROKER_TIMEOUT) -> tuple[dict | None, str]:
-    """Ready messages per queue from the broker, or ``(None, why)`` if it can't say in time."""
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    future = pool.submit(_ask_broker, broker.broker_url(), names)
-    pool.shutdown(wait=False)  # a broker that hangs keeps the thread, not the page
-    try:
-        return future.result(timeout=timeout), ""
-    except concurrent.futures.TimeoutError:
-        return None, f"the broker did not answer within {timeout:g} s"
-    except Exception as exc:
-        logger.warning("Could not read queue depths: %s", exc)
-        return None, f"{type(exc).__name__}: {exc}"
-
-
-def _ask_broker(url: str, names: list[str]) -> dict[str, int]:
-    counts = {}
-    with broker.new_connection(url) as connection:
-        connection.connect()
-        channel = connection.channel()
-        for name in names:
-            try:
-                counts[name] = _ready(channel, name)
-            except connection.channel_errors:
-                counts[name] = 0  # never declared: nothing was sent to it yet
-                channel = _fresh(channel, connection)
-        channel.close()
-    return counts
-
-
-def _ready(channel, name: str) -> int:
-    if isinstance(channel, VirtualChannel):
-        # Redis: the transport's own count; its passive declare ignores global_keyprefix.
-        return channel._size(name)
-    return channel.queue_declare(name, passive=True).message_count
-
-
-def _fresh(channel, connection):
-    """A usable channel after a channel error (AMQP closes the channel on one)."""
-    try:
-        channel.close()
-    except Exception:
-        pass
-    return connection.channel()
+    """Messages per queue: *ready* to be taken, *reserved* by a worker, *delayed* until due
+    (None where the broker doesn't say), time-bound (:meth:`jobs.broker.Broker.queue_depths`)."""
+    return broker.get_broker().queue_depths(names)
 
 
 # The whole -------------------------------------------------------------------------------
@@ -158,16 +92,11 @@ def snapshot(now: datetime | None = None, *, workers: bool = True,
     }
     return {
         "now": format_time(now), "window_minutes": stats.WINDOW_MINUTES,
-        "broker": _shown_url(broker.broker_url()),
+        "broker": broker.get_broker().display_url,
         "totals": totals, "throughput": series,
         "workers": [worker_row(worker, now) for worker in online] if workers else None,
         "queues": queues, "running": running, "slowest": slowest, "failing": failing,
     }
-
-
-def _shown_url(url: str) -> str:
-    """The broker URL without its password."""
-    return maybe_sanitize_url(url) if "@" in url else url
 
 
 # In the admin ----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 from kombu import Connection
 
-from jobs.broker import is_database_broker, queue_for
+from jobs.broker import get_broker, queue_for
 from jobs.messages import parse_datetime
 from jobs.middleware import Middleware
 
@@ -36,7 +36,7 @@ class DelayedJobs(Middleware):
         self.releaser: Releaser | None = None
 
     def worker_started(self, worker) -> None:
-        self.releaser = None if is_database_broker() else Releaser(worker)
+        self.releaser = None if get_broker().durable_delay else Releaser(worker)
 
     def receive(self, worker, delivery):
         if self.releaser is None:

@@ -1,4 +1,6 @@
-"""kombu transports that ship with jobs: ``django://``, messages as rows in the database.
+"""kombu transports that ship with jobs: ``django://`` (messages as rows in the database),
+and ``jobs-redis``, kombu's Redis transport with an atomic claim (:mod:`jobs.transport.redis`),
+which the Broker names for ``redis://`` and ``rediss://`` URLs.
 
 Also what to tell a user whose broker's transport can't be loaded in this process (a package
 it imports is not installed): :func:`unavailable`.
@@ -8,12 +10,16 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from kombu.transport import TRANSPORT_ALIASES, resolve_transport
+from kombu.transport import resolve_transport
+
+from jobs.compat.kombu import register_transport
 
 
 def register() -> None:
-    """Make ``django://`` URLs resolve to :class:`jobs.transport.django.Transport`."""
-    TRANSPORT_ALIASES.setdefault("django", "jobs.transport.django:Transport")
+    """Make the aliases ``django`` and ``jobs-redis`` resolve to our transports, in URLs and
+    in ``Connection(url, transport=alias)``."""
+    register_transport("django", "jobs.transport.django:Transport")
+    register_transport("jobs-redis", "jobs.transport.redis:Transport")
 
 
 #: Per URL scheme: the broker's name in messages, and the extra that installs its transport's
@@ -27,11 +33,8 @@ BROKERS = {
     "pyamqp": ("RabbitMQ broker", "amqp"),
     "django": ("database broker", None),
 }
-#: Transports of ours that replace kombu's for a scheme (jobs.broker connects with them).
-REPLACEMENTS = {
-    "redis": "jobs.transport.redis:Transport",
-    "rediss": "jobs.transport.redis:Transport",
-}
+#: Transports of ours that replace kombu's for a scheme (the Broker connects with them).
+REPLACEMENTS = {"redis": "jobs-redis", "rediss": "jobs-redis"}
 #: Client libraries that kombu's transport module imports only if they are there: without them
 #: the module loads, and fails later, when it connects.
 CLIENTS = {"redis": "redis", "rediss": "redis", "sentinel": "redis"}

@@ -35,6 +35,7 @@ from kombu.log import get_logger
 from kombu.transport import virtual
 from kombu.utils.json import dumps, loads
 
+from jobs.compat.kombu import VirtualChannel, VirtualQoS, VirtualTransport
 from jobs.transport.listener import Listener
 from jobs.transport.table import ClaimedRow, MessageTable, queue_depths
 from jobs.transport.tolerant import tolerant
@@ -47,7 +48,7 @@ logger = get_logger("jobs.transport")
 MAX_BATCH = 100
 
 
-class QoS(virtual.QoS):
+class QoS(VirtualQoS):
     """kombu's prefetch bookkeeping, with ack, reject and restore done on the rows.
 
     Restoring unacked messages releases this channel's leases instead of publishing the
@@ -64,18 +65,18 @@ class QoS(virtual.QoS):
             table.release(owner, [delivery_tag])
         else:
             table.delete(owner, delivery_tag)
-        self._quick_ack(delivery_tag)
+        self.settle(delivery_tag)
 
     def unacked_tags(self) -> list[str]:
         """Delivery tags of the messages delivered and neither acked nor rejected yet."""
-        dirty = self._dirty
+        settled = self.settled
         # A copy first: the consuming thread may add deliveries while a heartbeat reads.
-        return [tag for tag in tuple(self._delivered) if tag not in dirty]
+        return [tag for tag in tuple(self.delivered) if tag not in settled]
 
     def restore_unacked(self):
         self.channel.release_leases()
-        self._flush()
-        self._delivered.clear()
+        self.forget_settled()
+        self.delivered.clear()
         return []
 
     def restore_unacked_once(self, stderr=None):
@@ -83,15 +84,15 @@ class QoS(virtual.QoS):
 
         Unlike kombu's, this runs when only undelivered (buffered) rows are held, too.
         """
-        self._on_collect.cancel()
-        if getattr(self._delivered, "restored", False):
+        self.cancel_restore_at_collect()
+        if self.restored:
             return
-        self._delivered.restored = True
+        self.restored = True
         if self.restore_at_shutdown and self.channel.do_restore:
             self.restore_unacked()
 
 
-class Channel(virtual.Channel):
+class Channel(VirtualChannel):
     """A consumer or producer of ``django://``: claims, buffers and renews its messages."""
 
     QoS = QoS
@@ -115,25 +116,25 @@ class Channel(virtual.Channel):
         self._lock = threading.RLock()  # extend_leases() may run in a heartbeat thread
         self._renewed_at = monotonic()
 
-    def _put(self, queue, message, **kwargs):
+    def put_message(self, queue, message, **kwargs):
         """Insert ``message`` as a row of ``queue``.
 
-        Priority follows kombu's Redis transport: ``_get_message_priority(reverse=False)``
-        and the lowest number is delivered first, so 0 is the most urgent (and the
-        default). A ``headers["eta"]`` in the future keeps the row invisible until then.
+        Priority follows kombu's Redis transport (``reverse=False``): the lowest number is
+        delivered first, so 0 is the most urgent (and the default). A ``headers["eta"]`` in
+        the future keeps the row invisible until then.
         """
         now = timezone.now()
         visible_at = max(_eta(message) or now, now)
         self.table.insert(
             queue,
-            priority=self._get_message_priority(message, reverse=False),
+            priority=self.message_priority(message, reverse=False),
             payload=dumps(message),
             visible_at=visible_at,
             delivery_tag=message["properties"]["delivery_tag"],
             notify=visible_at <= now,
         )
 
-    def _get(self, queue, timeout=None):
+    def get_message(self, queue, timeout=None):
         """The next message of ``queue``: buffered, else from a new claim."""
         with self._lock:
             self._renew_if_due()
@@ -169,9 +170,9 @@ class Channel(virtual.Channel):
         return super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
 
     def basic_cancel(self, consumer_tag):
-        queue = self._tag_to_queue.get(consumer_tag)
+        queue = self.consumer_queues.get(consumer_tag)
         super().basic_cancel(consumer_tag)
-        if queue is not None and queue not in self._active_queues:
+        if queue is not None and queue not in self.consumed_queues:
             self._no_ack_queues.discard(queue)
             self._release_buffered(queue)
 
@@ -189,15 +190,15 @@ class Channel(virtual.Channel):
     def extend_leases(self) -> int:
         """Renew the lease of every message this channel holds, delivered or buffered.
 
-        Called automatically from ``drain_events`` and ``_get`` every third of the
+        Called automatically from ``drain_events`` and ``get_message`` every third of the
         visibility timeout; call it yourself when the consumer can't drain for that long.
         Returns how many leases were renewed. Buffered rows whose lease ran out and went
         to another consumer are dropped from the buffer.
         """
         with self._lock:
             tags = [row.delivery_tag for rows in self._buffer.values() for row in rows]
-            if self._qos is not None:
-                tags += self._qos.unacked_tags()
+            if self.qos_if_made is not None:
+                tags += self.qos_if_made.unacked_tags()
             held = self.table.renew(self.lease_owner, tags, self._lease_until())
             self._renewed_at = monotonic()
             for queue, rows in self._buffer.items():
@@ -231,23 +232,23 @@ class Channel(virtual.Channel):
     def _lease_until(self) -> datetime:
         return timezone.now() + timedelta(seconds=self.visibility_timeout)
 
-    def _size(self, queue):
+    def queue_size(self, queue):
         return self.table.size(queue)
 
-    def _purge(self, queue):
+    def purge_queue(self, queue):
         return self.table.purge(queue)
 
-    def _delete(self, queue, *args, **kwargs):
+    def delete_queue(self, queue, *args, **kwargs):
         self.table.drop(queue)
 
-    def _new_queue(self, queue, **kwargs):
+    def new_queue(self, queue, **kwargs):
         """Nothing to create: a queue is the rows that name it."""
 
-    def _has_queue(self, queue, **kwargs):
+    def has_queue(self, queue, **kwargs):
         return True
 
 
-class Transport(virtual.Transport):
+class Transport(VirtualTransport):
     """kombu transport for ``django://`` URLs (registered by :mod:`jobs.transport`)."""
 
     Channel = Channel
@@ -281,7 +282,7 @@ class Transport(virtual.Transport):
         started = monotonic()
         while True:
             try:
-                return self.cycle.get(self._deliver, timeout=timeout)
+                return self.cycle.get(self.deliver, timeout=timeout)
             except Empty:
                 pass
             wait = self.polling_interval

@@ -7,6 +7,7 @@ from time import monotonic, sleep
 
 from django.db import connections
 
+from jobs.compat.django import connection_params
 from jobs.transport.table import NOTIFY_CHANNEL
 
 logger = logging.getLogger("jobs.transport")
@@ -63,7 +64,7 @@ class Listener:
             self._give_up(exc)
             return None
         try:
-            params = django_connection.get_connection_params()
+            params = connection_params(django_connection)
             self._pg = psycopg.connect(**params, autocommit=True)
             self._pg.execute(f"LISTEN {NOTIFY_CHANNEL}")
         except psycopg.Error as exc:

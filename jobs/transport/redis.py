@@ -27,9 +27,9 @@ from uuid import uuid4
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
-from redis import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
+from jobs.compat.kombu.redis import RedisChannel, RedisQoS, execute_prefixed, forget_unacked
 from jobs.transport.tolerant import tolerant
 
 #: KEYS: the queue keys in order, then the unacked hash and index.
@@ -79,7 +79,7 @@ WAIT = 1.0
 WAIT_MANY = 0.25  # when there are several queues or priorities to look at
 
 
-class QoS(kombu_redis.QoS):
+class QoS(RedisQoS):
     #: Set by a consumer that acknowledges in batches: ``ack`` then only notes the tag, and
     #: :meth:`flush_acks` removes the noted messages from the unacked records in one round
     #: trip. Until then they stay restorable, so a crash in between redelivers them.
@@ -90,35 +90,31 @@ class QoS(kombu_redis.QoS):
         self._pending_acks: list[str] = []
 
     def append(self, message, delivery_tag):
-        if self.channel._claimed.pop(delivery_tag, None):
+        if self.channel.claimed.pop(delivery_tag, None):
             # Already recorded on the server by the claim script.
-            return kombu_redis.virtual.QoS.append(self, message, delivery_tag)
+            return self.append_locally(message, delivery_tag)
         return super().append(message, delivery_tag)
 
     def ack(self, delivery_tag):
         if not self.defer_acks:
             return super().ack(delivery_tag)
         self._pending_acks.append(delivery_tag)
-        kombu_redis.virtual.QoS.ack(self, delivery_tag)
+        self.ack_locally(delivery_tag)
 
     def flush_acks(self) -> None:
         """Forget the acknowledged messages: two commands for the whole batch (what kombu's
         ack does for one message), in one transaction."""
         tags, self._pending_acks = self._pending_acks, []
         if tags:
-            with self.channel.conn_or_acquire() as client:
-                pipe = client.pipeline()
-                pipe.zrem(self.unacked_index_key, *tags)
-                pipe.hdel(self.unacked_key, *tags)
-                pipe.execute()
+            forget_unacked(self.channel, tags)
 
 
-class Channel(kombu_redis.Channel):
+class Channel(RedisChannel):
     QoS = QoS
     Message = tolerant(kombu_redis.Channel.Message)
 
     def __init__(self, *args, **kwargs):
-        self._claimed: dict[str, bool] = {}
+        self.claimed: dict[str, bool] = {}  # tags the claim script recorded
         self._waiting = False
         self._poll_keys: list[str] = []
         self._shared_client = None
@@ -126,7 +122,7 @@ class Channel(kombu_redis.Channel):
         super().__init__(*args, **kwargs)
 
     @contextmanager
-    def conn_or_acquire(self, client=None):
+    def command_client(self, client=None):
         """A client for one command or pipeline. kombu builds a new client object for every
         publish and ack (its constructor costs more than the command); one per channel,
         drawing connections from the channel's pool, serves them all."""
@@ -134,7 +130,7 @@ class Channel(kombu_redis.Channel):
             yield client
             return
         if self._shared_client is None:
-            self._shared_client = self._create_client()
+            self._shared_client = self.new_client()
         yield self._shared_client
 
     def _room(self) -> int:
@@ -144,30 +140,31 @@ class Channel(kombu_redis.Channel):
         return CLAIM_MAX if room is None else max(1, min(CLAIM_MAX, room))
 
     def _claim_args(self, keys: list[str], want: int = 1) -> list:
-        names = [*keys, self.unacked_key, self.unacked_index_key]
+        names = [*keys, *self.unacked_keys()]
         if self.global_keyprefix:
             names = [self.global_keyprefix + name for name in names]
         return ["EVALSHA", CLAIM_SHA, len(names), *names, repr(time()), len(keys), want]
 
     def _claim_now(self, client, keys: list[str], want: int):
-        """Run the claim script on ``client`` and return its reply. Our arguments carry the
-        key prefix already: redis-py's own execute_command, not kombu's prefixing one."""
+        """Run the claim script on ``client`` and return its reply (our arguments carry the
+        key prefix already)."""
         try:
-            return Redis.execute_command(client, *self._claim_args(keys, want))
+            return execute_prefixed(client, *self._claim_args(keys, want))
         except NoScriptError:  # the server lost its scripts (a restart): load it again
             client.script_load(CLAIM)
-            return Redis.execute_command(client, *self._claim_args(keys, want))
+            return execute_prefixed(client, *self._claim_args(keys, want))
 
-    def _put(self, queue, message, **kwargs):
+    def put_message(self, queue, message, **kwargs):
         """LPUSH one message on a connection this channel keeps for publishing.
 
         A channel publishes from one thread at a time, so the connection needn't go back to
         the pool after each command; skipping the pool and the client's command wrapper
         halves the cost of a publish. Batches and expiring queues take kombu's path.
         """
-        if kwargs.get("_publish_batch") is not None or (self._expires and queue in self._expires):
-            return super()._put(queue, message, **kwargs)
-        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
+        expiring = self.expiring_queues
+        if kwargs.get(self.PUBLISH_BATCH) is not None or (expiring and queue in expiring):
+            return super().put_message(queue, message, **kwargs)
+        key = self.queue_key(queue, self.message_priority(message, reverse=False))
         if self.global_keyprefix:
             key = self.global_keyprefix + key
         connection = self._put_connection
@@ -185,37 +182,37 @@ class Channel(kombu_redis.Channel):
     def publish_many(self, by_queue: dict[str, list], chunk: int = 1000) -> None:
         """Publish prepared messages (queue name -> messages, in order) in one pipeline:
         a single LPUSH per queue and priority for each ``chunk`` messages."""
-        with self.conn_or_acquire() as client:
+        expiring = self.expiring_queues
+        with self.command_client() as client:
             pipe = client.pipeline(transaction=False)
             for queue, messages in by_queue.items():
                 keys: dict[str, list] = {}
                 for message in messages:
-                    self._inplace_augment_message(message, "", queue)
-                    key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
+                    self.augment_message(message, "", queue)
+                    key = self.queue_key(queue, self.message_priority(message, reverse=False))
                     keys.setdefault(key, []).append(_envelope_json(message))
                 for key, payloads in keys.items():
                     for i in range(0, len(payloads), chunk):
                         pipe.lpush(key, *payloads[i:i + chunk])
-                if self._expires and queue in self._expires:  # as kombu's _put does
+                if expiring and queue in expiring:  # as kombu's put_message does
                     for priority in self.priority_steps:
-                        pipe.pexpire(self._q_for_pri(queue, priority), self._expires[queue])
+                        pipe.pexpire(self.queue_key(queue, priority), expiring[queue])
             pipe.execute()
 
-    def _disconnect_pools(self):
+    def disconnect_pools(self):
         self._shared_client = None
         self._put_connection = None  # the pool's disconnect closes it
-        super()._disconnect_pools()
+        super().disconnect_pools()
 
-    def _brpop_start(self, timeout=None):
-        queues = self._queue_cycle.consume(len(self.active_queues))
+    def start_wait(self, timeout=None):
+        queues = self.queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
-        keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
+        keys = [self.queue_key(queue, pri) for pri in self.priority_steps for queue in queues]
         connection = self.client.connection
         claim = self._claim_args(keys, self._room())
         self._poll_keys = keys
-        self._in_poll = connection
-        self._brpop_sent_at = kombu_redis.monotonic()
+        self.wait_sent(connection)
         if self._waiting:
             # The claim goes right behind the wait: the server runs it the moment the wait
             # returns (a message came, or the time is up), without another round trip.
@@ -226,7 +223,7 @@ class Channel(kombu_redis.Channel):
         else:
             connection.send_command(*claim)
 
-    def _brpop_read(self, **options):
+    def read_wait(self, **options):
         connection = self.client.connection
         try:
             try:
@@ -244,22 +241,23 @@ class Channel(kombu_redis.Channel):
                 connection.disconnect()
                 raise
         finally:
-            self._in_poll = None
-            self._flush_brpop_reauth()
+            self.wait_read()
+            self.flush_reauth()
         # Nothing: wait for the next message; else claim again at once, while they come.
         self._waiting = not reply
         if not reply:
             raise Empty()
+        deliver = self.transport_deliver()
         for i in range(0, len(reply), 3):
-            self._deliver_claimed(bytes_to_str(reply[i]), reply[i + 1], reply[i + 2])
+            self._deliver_claimed(deliver, bytes_to_str(reply[i]), reply[i + 1], reply[i + 2])
         return True
 
-    def _deliver_claimed(self, key: str, item, tag) -> None:
+    def _deliver_claimed(self, deliver, key: str, item, tag) -> None:
         if self.global_keyprefix and key.startswith(self.global_keyprefix):
             key = key[len(self.global_keyprefix):]
         queue = key.rsplit(self.sep, 1)[0]
-        self._queue_cycle.rotate(queue)
-        self.connection._deliver(self._claimed_envelope(item, tag, queue), queue)
+        self.queue_cycle.rotate(queue)
+        deliver(self._claimed_envelope(item, tag, queue), queue)
 
     def _claimed_envelope(self, item, tag, queue: str) -> dict:
         """The envelope of an item the claim script took and recorded as unacknowledged
@@ -282,13 +280,13 @@ class Channel(kombu_redis.Channel):
                        "content-encoding": "binary",
                        "properties": {"delivery_tag": tag, "body_encoding": None,
                                       "delivery_info": {"exchange": "", "routing_key": queue}}}
-        self._claimed[tag] = True  # recorded by the script, or nothing to record
+        self.claimed[tag] = True  # recorded by the script, or nothing to record
         return payload
 
-    def _get(self, queue):
+    def get_message(self, queue):
         """One message by direct access (basic_get), claimed the same atomic way."""
-        keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps]
-        with self.conn_or_acquire() as client:
+        keys = [self.queue_key(queue, pri) for pri in self.priority_steps]
+        with self.command_client() as client:
             reply = self._claim_now(client, keys, 1)
         if not reply:
             raise Empty()

@@ -15,6 +15,7 @@ from django.db import InterfaceError, OperationalError, connections
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from jobs.compat.django import close_if_unusable_or_obsolete, in_atomic_block
 from jobs.models import Message
 
 #: PostgreSQL NOTIFY channel on which publishers wake waiting consumers.
@@ -145,8 +146,8 @@ class MessageTable:
             # Drop a broken connection so that kombu's retry gets a fresh one; never inside
             # the caller's transaction, which must see its own error.
             conn = self.connection
-            if not conn.in_atomic_block:
-                conn.close_if_unusable_or_obsolete()
+            if not in_atomic_block(conn):
+                close_if_unusable_or_obsolete(conn)
             raise
 
     def _dt(self, value: datetime):

@@ -6,16 +6,15 @@ from jobs.worker.worker import Worker
 def banner(worker: Worker) -> str:
     """The start-up summary a worker prints."""
     from django.conf import settings as django_settings
-    from kombu.utils.url import maybe_sanitize_url
 
     from jobs import __name__ as package
-    from jobs.broker import broker_url
+    from jobs.broker import get_broker
     from jobs.registry import registry
 
     db = django_settings.DATABASES["default"]
     lines = [
         f" -------------- {worker.hostname} ({package} worker)",
-        f" broker:       {maybe_sanitize_url(broker_url())}",
+        f" broker:       {get_broker().display_url}",
         f" database:     {db['ENGINE'].rsplit('.', 1)[-1]} {db.get('NAME')}",
         f" queues:       {', '.join(worker.queues)}",
         f" pool:         {worker.pool_name} (concurrency {worker.concurrency}, "

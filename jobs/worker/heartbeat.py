@@ -9,6 +9,7 @@ import time
 from django.db import DatabaseError
 from django.utils import timezone
 
+from jobs.broker import get_broker
 from jobs.models import JobResult, States, Worker as WorkerRow
 
 logger = logging.getLogger("jobs.worker")
@@ -23,12 +24,10 @@ class Heart:
 
     def start(self) -> None:
         w = self.worker
-        from jobs.broker import broker_url
-
         try:
             self.row = WorkerRow.objects.create(
                 hostname=w.hostname, pid=os.getpid(), queues=w.queues, pool=w.pool_name,
-                concurrency=w.concurrency, broker=_safe_url(broker_url()),
+                concurrency=w.concurrency, broker=get_broker().display_url,
             )
         except DatabaseError as exc:
             logger.warning("Could not record this worker: %s", exc)
@@ -70,26 +69,18 @@ class Heart:
     def _renew_leases(self) -> None:
         """Keep the broker from handing our running jobs to another worker.
 
-        kombu's Redis transport restores an unacknowledged message once its visibility
-        timeout passes; refreshing the time of our in-flight messages keeps a long job ours,
-        while a dead worker's messages come back after one timeout.
+        A message a worker holds is given to another after a timeout (a lease on
+        ``django://``, the visibility timeout on Redis); renewing those of our in-flight
+        messages keeps a long job ours, while a dead worker's come back after one timeout.
         """
+        broker = get_broker()
         channel = getattr(self.worker, "channel", None)
-        if channel is None:
+        if channel is None or not broker.renews_leases:
             return
+        generation = self.worker._generation
+        tags = [key[1] for key in self.worker._inflight if key[0] == generation]
         try:
-            if hasattr(channel, "unacked_index_key") and hasattr(channel, "conn_or_acquire"):
-                now = time.time()
-                tags = {key[1]: now for key in self.worker._inflight
-                        if key[0] == self.worker._generation}
-                if tags:
-                    # Not channel.client: its connection may be waiting for a claim's reply.
-                    with channel.conn_or_acquire() as client:
-                        client.zadd(channel.unacked_index_key, tags, xx=True)
-                # And bring back the messages of workers that died.
-                channel.qos.restore_visible(num=100, interval=1)
-            elif hasattr(channel, "extend_leases") and self.worker._inflight:
-                channel.extend_leases()
+            broker.renew_leases(channel, tags)
         except Exception as exc:
             logger.warning("Could not renew message leases: %s", exc)
 
@@ -110,9 +101,3 @@ def _setting(name):
 
     return getattr(settings, name)
 
-
-def _safe_url(url: str) -> str:
-    """The broker URL without its password."""
-    from kombu.utils.url import maybe_sanitize_url
-
-    return maybe_sanitize_url(url)

@@ -21,10 +21,9 @@ import time
 
 from kombu import Consumer
 from kombu.serialization import prepare_accept_content, registry as serializers
-from kombu.utils.url import maybe_sanitize_url
 
 from jobs import deadletters, lifecycle
-from jobs.broker import broker_url, new_connection, queue_for
+from jobs.broker import get_broker, new_connection, queue_for
 from jobs.conf import settings
 from jobs.execution import Delivery, Execution, body_of
 from jobs.messages import decode
@@ -135,11 +134,8 @@ class Worker:
         self.connection, self.channel = conn, channel
         self._broken = None
         # Acknowledge a batch of completions in one round trip where the transport can.
-        qos = getattr(channel, "qos", None)  # virtual transports' (amqp acks cost no reply)
-        self._flush = getattr(qos, "flush_acks", None)
-        if self._flush is not None:
-            qos.defer_acks = True
-        logger.info("Connected to %s; consuming from %s", maybe_sanitize_url(broker_url()),
+        self._flush = get_broker().batch_acks(channel)
+        logger.info("Connected to %s; consuming from %s", get_broker().display_url,
                     ", ".join(self.queues))
         while not self.stopping:
             self._tick()

@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
-from jobs.broker import is_database_broker
+from jobs.broker import get_broker
 from jobs.conf import settings as jobs_settings
 from jobs.models import JobResult, Message, States, Worker
 from jobs.results import EagerResult
@@ -136,7 +136,9 @@ def summary() -> dict:
     return {
         "eager": eager,
         "workers_online": Worker.objects.online().count(),
-        "queued": Message.objects.count() if is_database_broker() and not eager else None,
+        # With the database broker, the queue is the Message rows.
+        "queued": (Message.objects.count()
+                   if get_broker().transactional_enqueue and not eager else None),
     }
 
 

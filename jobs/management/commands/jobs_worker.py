@@ -4,7 +4,7 @@ import sys
 from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError
 
-from jobs.broker import broker_url
+from jobs.broker import get_broker
 from jobs.log import configure as configure_logging
 from jobs.transport import unavailable
 from jobs.worker import Worker, banner
@@ -40,7 +40,7 @@ class Command(BaseCommand):
 
     def execute(self, *args, **options):
         # Before the system checks (jobs.E013 says the same): one line, not a report.
-        reason = unavailable(broker_url())
+        reason = unavailable(get_broker().url)
         if reason:
             raise CommandError(reason)
         return super().execute(*args, **options)

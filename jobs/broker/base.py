@@ -1,0 +1,305 @@
+"""The Broker: how to reach the message broker, how to publish to it, what it can do."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import fnmatch
+import logging
+import re
+from typing import ClassVar
+from urllib.parse import urlsplit
+
+from django.db import connection as db_connection, transaction
+from kombu import Connection, Exchange, Queue
+from kombu.transport import virtual
+
+from jobs.broker.publisher import PUBLISHER_ERRORS, FreeList
+from jobs.compat import kombu as kombu_compat
+from jobs.compat.django import in_atomic_block
+from jobs.conf import settings
+from jobs.exceptions import PublishError, TransportUnavailable
+from jobs.messages import Envelope
+
+logger = logging.getLogger("jobs.broker")
+
+#: Seconds the broker may take to report its queue depths.
+DEPTHS_TIMEOUT = 2.0
+
+
+class Broker:
+    """A message broker reached through kombu's own transport for its URL's scheme, with
+    no ability beyond publishing and consuming (``memory://``, kombu's other transports).
+
+    :class:`jobs.broker.kinds` holds the brokers jobs knows better: ``django://``, Redis and
+    RabbitMQ. Build one with :meth:`for_url`, or take the project's with
+    :func:`jobs.broker.get_broker`.
+    """
+
+    #: The message is written in the publisher's database transaction: it is seen with the
+    #: commit and gone with a rollback, so publishing needn't wait for ``on_commit``.
+    transactional_enqueue = False
+    #: The broker holds a delayed message until its eta by itself; elsewhere a worker parks
+    #: it in the database until due (:mod:`jobs.middleware.delay`).
+    durable_delay = False
+    #: The worker's heartbeat must call :meth:`renew_leases` for its in-flight messages.
+    renews_leases = False
+    #: The priorities the broker orders deliveries by, lowest number first (empty: none).
+    priority_levels = range(0)
+    #: The kombu transport alias to use (None: kombu's own for the URL's scheme).
+    transport: str | None = None
+    #: Transport options that make this broker safe for jobs; BROKER_TRANSPORT_OPTIONS wins.
+    default_transport_options: ClassVar[dict] = {}
+    #: Several messages go out in one pipeline (``channel.publish_many``).
+    pipelines_batches = False
+
+    def __init__(self, url: str) -> None:
+        from jobs.transport import register
+
+        register()
+        self.url = url
+        self.scheme = self.scheme_of(url)
+        #: The URL without passwords, to show and to log.
+        self.display_url = without_passwords(url)
+        self.transport_options = {**self.default_transport_options,
+                                  **settings.BROKER_TRANSPORT_OPTIONS}
+        self.connection_options: dict = {"connect_timeout": settings.BROKER_CONNECTION_TIMEOUT}
+        self.publishers = FreeList(self, settings.BROKER_POOL_LIMIT or 0)
+        self._queues: dict[str, Queue] = {}
+        self._routes: dict[str, str] = {}
+        self._loadable = False  # its transport was seen to import, in this process
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.display_url}>"
+
+    @staticmethod
+    def scheme_of(url: str) -> str:
+        """The scheme of a broker URL: "django", "redis", "amqp", ..."""
+        return urlsplit(url).scheme
+
+    @classmethod
+    def for_url(cls, url: str) -> Broker:
+        """The broker of ``url``, of the class that knows its scheme."""
+        from jobs.broker.kinds import KINDS
+
+        return KINDS.get(cls.scheme_of(url), Broker)(url)
+
+    # Connecting ----------------------------------------------------------------------------
+
+    def connection(self) -> Connection:
+        """A new, unconnected kombu Connection to this broker; TransportUnavailable, in one
+        line naming the missing package and its extra, if its transport can't be loaded."""
+        if not self._loadable:
+            from jobs.transport import unavailable
+
+            problem = unavailable(self.url)
+            if problem:
+                raise TransportUnavailable(problem)
+            self._loadable = True
+        return Connection(self.url, transport=self.transport,
+                          transport_options=dict(self.transport_options),
+                          **self.connection_options)
+
+    def close(self) -> None:
+        """Close the idle publishers' connections."""
+        self.publishers.close()
+
+    # Routing -------------------------------------------------------------------------------
+
+    def queue_for(self, name: str) -> Queue:
+        """The kombu Queue for ``name``: a durable queue bound to a direct exchange of the same
+        name, as Celery declares its queues, so the two can share them."""
+        queue = self._queues.get(name)
+        if queue is None:
+            if len(self._queues) >= 1024:
+                self._queues.clear()
+            queue = self._queues[name] = Queue(name, Exchange(name, "direct"), routing_key=name)
+        return queue
+
+    def route(self, job_name: str, job_queue: str | None = None) -> str:
+        """The queue for a job: its own ``queue=``, else TASK_ROUTES, else the default queue."""
+        if job_queue:
+            return job_queue
+        queue = self._routes.get(job_name)
+        if queue is None:
+            if len(self._routes) >= 4096:
+                self._routes.clear()
+            queue = self._routes[job_name] = (
+                _route_from_table(job_name, settings.TASK_ROUTES or {})
+                or settings.TASK_DEFAULT_QUEUE)
+        return queue
+
+    # Publishing ----------------------------------------------------------------------------
+
+    def publish(self, envelope: Envelope, *, on_commit: bool | None = None, compression=None,
+                retry: bool | None = None, retry_policy: dict | None = None) -> None:
+        """Send ``envelope`` to its queue.
+
+        Inside ``transaction.atomic()`` the message waits for the commit, so no worker sees
+        a job for rows that were rolled back, unless the broker writes it in the same
+        transaction (:attr:`transactional_enqueue`). ``on_commit=False`` sends now.
+        """
+        send = self._sender(envelope, compression, retry, retry_policy)
+        if on_commit is None:
+            on_commit = settings.TASK_ENQUEUE_ON_COMMIT
+        if on_commit and not self.transactional_enqueue and in_atomic_block(db_connection):
+            transaction.on_commit(send)
+        else:
+            send()
+
+    def publish_many(self, envelopes: list[Envelope], *, on_commit: bool | None = None,
+                     compression=None) -> None:
+        """Send many messages through one publisher, pipelined where the broker can batch
+        (one round trip per batch on Redis)."""
+        if envelopes:
+            self._now_or_on_commit(self._sender(envelopes, compression, None, None), on_commit)
+
+    def publish_raw(self, queue: str, body: bytes, *, headers: dict, content_type: str,
+                    content_encoding: str, properties: dict | None = None) -> None:
+        """Send an already-serialized message as it is (requeueing a dead letter)."""
+        properties = properties or {}
+        try:
+            with self.publishers.publisher() as publisher:
+                publisher.producer.publish(
+                    body, exchange="", routing_key=queue, declare=[self.queue_for(queue)],
+                    headers=headers, content_type=content_type,
+                    content_encoding=content_encoding,
+                    correlation_id=properties.get("correlation_id"),
+                    priority=properties.get("priority"), delivery_mode=2,
+                    retry=settings.TASK_PUBLISH_RETRY,
+                    retry_policy=settings.TASK_PUBLISH_RETRY_POLICY,
+                )
+        except PUBLISHER_ERRORS as exc:
+            raise PublishError(f"could not send to {self.display_url!r}: {exc}") from exc
+
+    def _now_or_on_commit(self, send, on_commit: bool | None) -> None:
+        if on_commit is None:
+            on_commit = settings.TASK_ENQUEUE_ON_COMMIT
+        if on_commit and not self.transactional_enqueue and in_atomic_block(db_connection):
+            transaction.on_commit(send)
+        else:
+            send()
+
+    def _sender(self, envelopes, compression, retry, retry_policy):
+        if isinstance(envelopes, Envelope):
+            envelopes = (envelopes,)
+        compression = compression or settings.TASK_COMPRESSION
+        retry = settings.TASK_PUBLISH_RETRY if retry is None else retry
+        publishers = self.publishers
+
+        def send() -> None:
+            try:
+                try:
+                    publishers.send(envelopes, compression)
+                except PUBLISHER_ERRORS:
+                    if not retry:
+                        raise
+                    # The connection broke or can't be made: try again as the policy says.
+                    policy = retry_policy or settings.TASK_PUBLISH_RETRY_POLICY
+                    publishers.send(envelopes, compression, policy)
+            except PUBLISHER_ERRORS as exc:
+                message = envelopes[0].message
+                more = f" (and {len(envelopes) - 1} more)" if len(envelopes) > 1 else ""
+                raise PublishError(
+                    f"could not send job {message.name}[{message.id}]{more} to "
+                    f"{self.display_url!r}: {exc}"
+                ) from exc
+
+        return send
+
+    # What the broker can do ----------------------------------------------------------------
+
+    def renew_leases(self, channel, delivery_tags: list[str]) -> None:
+        """Keep the broker from handing these in-flight messages of ``channel`` to another
+        consumer (the worker's heartbeat calls this when :attr:`renews_leases`)."""
+
+    def batch_acks(self, channel):
+        """Have ``channel`` send acknowledgements in batches where it can: returns the
+        function that sends those noted so far, or None (each goes at once)."""
+        return None
+
+    def queue_depths(self, names) -> dict:
+        """Messages per queue, as the dashboard shows them: *ready* to be taken, *reserved*
+        by a worker, *delayed* until due; None where the broker doesn't say.
+
+        Here the broker is asked for the ready count (time-bound: one that is down shows as
+        unavailable, and never holds up the caller); the reserved count is its own business.
+        Delayed jobs are rows in the database, parked there by workers until due.
+        """
+        from jobs.transport.table import queue_depths as parked_depths
+
+        parked = parked_depths()
+        counts, error = self.ready_counts(sorted(names))
+        rows = [{"name": name, "ready": counts.get(name) if counts is not None else None,
+                 "reserved": None, "delayed": sum(parked.get(name, {}).values())}
+                for name in sorted(set(names) | set(parked))]
+        return {"available": counts is not None, "error": error, "rows": rows}
+
+    def ready_counts(self, names: list[str], timeout: float = DEPTHS_TIMEOUT,
+                     ) -> tuple[dict | None, str]:
+        """Ready messages per queue, or ``(None, why)`` if the broker can't say in time."""
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        future = pool.submit(self._ask_ready_counts, names)
+        pool.shutdown(wait=False)  # a broker that hangs keeps the thread, not the caller
+        try:
+            return future.result(timeout=timeout), ""
+        except concurrent.futures.TimeoutError:
+            return None, f"the broker did not answer within {timeout:g} s"
+        except Exception as exc:
+            logger.warning("Could not read queue depths: %s", exc)
+            return None, f"{type(exc).__name__}: {exc}"
+
+    def _ask_ready_counts(self, names: list[str]) -> dict[str, int]:
+        counts = {}
+        with self.connection() as connection:
+            connection.connect()
+            channel = connection.channel()
+            for name in names:
+                try:
+                    counts[name] = _ready(channel, name)
+                except connection.channel_errors:
+                    counts[name] = 0  # never declared: nothing was sent to it yet
+                    channel = _fresh(channel, connection)
+            channel.close()
+        return counts
+
+    def purge(self, names) -> int:
+        """Delete the messages of these queues that are ready to be taken (not those held by
+        a worker, nor delayed ones); returns how many."""
+        purged = 0
+        with self.connection() as connection:
+            channel = connection.channel()
+            for name in names:
+                try:
+                    purged += self.queue_for(name)(channel).purge() or 0
+                except connection.channel_errors:  # never declared: nothing to purge
+                    channel = _fresh(channel, connection)
+            channel.close()
+        return purged
+
+
+def without_passwords(url: str) -> str:
+    """``url`` with its passwords masked (a failover list of URLs has several)."""
+    return re.sub(r"(://[^:/@;]*:)[^@;/]*@", r"\1**@", url)
+
+
+def _route_from_table(job_name: str, routes: dict) -> str | None:
+    for pattern, target in routes.items():
+        if pattern == job_name or fnmatch.fnmatchcase(job_name, pattern):
+            return target["queue"] if isinstance(target, dict) else target
+    return None
+
+
+def _ready(channel, name: str) -> int:
+    if isinstance(channel, virtual.Channel):
+        return kombu_compat.queue_size(channel, name)
+    return channel.queue_declare(name, passive=True).message_count
+
+
+def _fresh(channel, connection):
+    """A usable channel after a channel error (AMQP closes the channel on one)."""
+    try:
+        channel.close()
+    except Exception:
+        pass
+    return connection.channel()
+

@@ -1,0 +1,128 @@
+"""The brokers jobs knows well: the project's database, Redis, RabbitMQ."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from typing import ClassVar
+
+from django.db import DEFAULT_DB_ALIAS
+
+from jobs.broker.base import Broker
+
+logger = logging.getLogger("jobs.broker")
+
+
+class DatabaseBroker(Broker):
+    """``django://``: messages are rows in the project's database (:mod:`jobs.transport.django`).
+
+    A message published inside ``transaction.atomic()`` is a row of that transaction, a
+    delayed one a row that stays invisible until its eta, and a consumer's lease on a row is
+    renewed while it runs the job.
+    """
+
+    durable_delay = True
+    renews_leases = True
+    priority_levels = range(256)
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        #: The database alias of the message rows (transport option ``database``).
+        self.database = self.transport_options.get("database", DEFAULT_DB_ALIAS)
+        # The caller's transaction is the default database's: rows written elsewhere must
+        # wait for its commit like any other broker's messages.
+        self.transactional_enqueue = self.database == DEFAULT_DB_ALIAS
+
+    def renew_leases(self, channel, delivery_tags: list[str]) -> None:
+        if delivery_tags:
+            channel.extend_leases()
+
+    def queue_depths(self, names) -> dict:
+        """Messages per queue, all counted in the database (one query)."""
+        from jobs.transport.table import queue_depths
+
+        counts = queue_depths(self.database)
+        rows = [{"name": name, "ready": counts.get(name, {}).get("ready", 0),
+                 "reserved": counts.get(name, {}).get("leased", 0),
+                 "delayed": counts.get(name, {}).get("delayed", 0)}
+                for name in sorted(set(names) | set(counts))]
+        return {"available": True, "error": "", "rows": rows}
+
+
+class RedisBroker(Broker):
+    """``redis://``, ``rediss://``: kombu's Redis layout (Celery shares the queues), consumed
+    through :mod:`jobs.transport.redis`, which takes a message from its queue and records it
+    as unacknowledged in one step.
+
+    A killed worker's messages come back after a short visibility timeout, which a live
+    worker's heartbeat keeps renewing for the messages it holds.
+    """
+
+    renews_leases = True
+    #: kombu's Redis transport serves priorities 0..9, grouped by its ``priority_steps``.
+    priority_levels = range(10)
+    transport = "jobs-redis"
+    pipelines_batches = True
+    default_transport_options: ClassVar[dict] = {
+        # kombu's default (one hour) would hold a dead worker's jobs that long; the worker
+        # renews the visibility of its in-flight messages, so a short timeout is safe.
+        "visibility_timeout": 60,
+        # A worker killed while restoring others' messages holds this lock until it expires
+        # (kombu's default is five minutes, which stalls every restore that long).
+        "unacked_mutex_expire": 10,
+    }
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        if self.scheme == "rediss":
+            # kombu turns TLS on for rediss:// only when it picks the transport from the
+            # URL's scheme; naming ours, say it here as kombu would (ssl_* options in the
+            # URL's query take precedence).
+            self.connection_options["ssl"] = {"ssl_cert_reqs": ssl.CERT_NONE}
+            if "ssl_cert_reqs" not in url:
+                logger.warning("%s: rediss:// without ssl_cert_reqs does not check the "
+                               "server's certificate (add ?ssl_cert_reqs=required)",
+                               self.display_url)
+
+    def renew_leases(self, channel, delivery_tags: list[str]) -> None:
+        from jobs.compat.kombu import redis as kombu_redis_compat  # needs the redis extra
+
+        if delivery_tags:
+            kombu_redis_compat.touch_unacked(channel, delivery_tags, time.time())
+        # And bring back the messages of workers that died.
+        kombu_redis_compat.restore_visible(channel, num=100, interval=1)
+
+    def batch_acks(self, channel):
+        qos = channel.qos
+        qos.defer_acks = True
+        return qos.flush_acks
+
+
+class SentinelBroker(RedisBroker):
+    """``sentinel://``: Redis behind Sentinel, through kombu's own Sentinel transport (a
+    message is taken, then recorded as unacknowledged; each ack is a round trip)."""
+
+    transport = None
+    pipelines_batches = False
+
+    def batch_acks(self, channel):
+        return None
+
+
+class AmqpBroker(Broker):
+    """``amqp://`` (RabbitMQ), through kombu's transport as it is. RabbitMQ hands a dead
+    consumer's messages to another as soon as its connection closes, and keeps no priority
+    order on our queues (declared without ``x-max-priority``, like Celery's)."""
+
+
+#: URL scheme -> the class of its broker (others: :class:`Broker`).
+KINDS: dict[str, type[Broker]] = {
+    "django": DatabaseBroker,
+    "redis": RedisBroker,
+    "rediss": RedisBroker,
+    "sentinel": SentinelBroker,
+    "amqp": AmqpBroker,
+    "amqps": AmqpBroker,
+    "pyamqp": AmqpBroker,
+}

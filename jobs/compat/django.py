@@ -1,0 +1,89 @@
+"""Django's undocumented connection internals, spelt in this module only.
+
+A worker treats its database connections the way Django's request cycle does (keep them
+across jobs, check their health after a pause, end a transaction a job left open, close the
+broken and the old ones), and that needs attributes of Django's database wrapper that are
+not in its documentation. Each is named here, once; ``tests/test_django_contract.py`` checks
+them against the installed Django, so that a release that changes one fails that test, by
+name, rather than a worker.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from operator import attrgetter
+
+from django.db import connections
+
+#: Every undocumented name of Django's ``BaseDatabaseWrapper`` (or ``connections``) used here.
+USED = frozenset({
+    "BaseDatabaseWrapper.in_atomic_block",
+    "BaseDatabaseWrapper.savepoint_ids",
+    "BaseDatabaseWrapper.needs_rollback",
+    "BaseDatabaseWrapper.atomic_blocks",
+    "BaseDatabaseWrapper.commit_on_exit",
+    "BaseDatabaseWrapper.health_check_done",
+    "BaseDatabaseWrapper.close_at",
+    "BaseDatabaseWrapper.errors_occurred",
+    "BaseDatabaseWrapper.is_usable",
+    "BaseDatabaseWrapper.close_if_unusable_or_obsolete",
+    "BaseDatabaseWrapper.get_connection_params",
+    "ConnectionHandler.all(initialized_only=)",
+})
+
+
+#: (connection) -> bool: whether it is inside ``transaction.atomic()``. An attrgetter, as
+#: cheap as reading the attribute: publishing asks at every call.
+in_atomic_block = attrgetter("in_atomic_block")
+
+#: (connection) -> bool: whether a database error was raised on it since the last clear.
+errors_occurred = attrgetter("errors_occurred")
+
+
+#: () -> list: this thread's database connections that were used (the others have nothing
+#: to tidy). A partial: the worker asks before and after every job.
+initialized_connections = partial(connections.all, initialized_only=True)
+
+
+def check_health_before_next_use(connection) -> None:
+    """With CONN_HEALTH_CHECKS, have Django check the connection before its next query."""
+    connection.health_check_done = False
+
+
+def abandon_transaction(connection) -> None:
+    """Roll back a transaction that will never be committed (a job entered ``atomic()`` and
+    never left it), and make the connection usable outside ``atomic()`` again."""
+    # Leave the atomic blocks first: Django refuses to roll back inside one.
+    connection.in_atomic_block = False
+    connection.atomic_blocks = []
+    connection.savepoint_ids = []
+    connection.needs_rollback = False
+    connection.commit_on_exit = True
+    connection.rollback()
+    connection.set_autocommit(True)
+
+
+def past_max_age(connection) -> bool:
+    """Whether the connection has lived its CONN_MAX_AGE (None: it lives for ever)."""
+    return connection.close_at is not None and time.monotonic() >= connection.close_at
+
+
+def clear_errors(connection) -> None:
+    connection.errors_occurred = False
+
+
+def is_usable(connection) -> bool:
+    """Whether the connection still answers (a round trip to the server)."""
+    return connection.is_usable()
+
+
+def close_if_unusable_or_obsolete(connection) -> None:
+    """Close the connection if it is broken or past CONN_MAX_AGE, as Django does after a
+    request."""
+    connection.close_if_unusable_or_obsolete()
+
+
+def connection_params(connection) -> dict:
+    """The driver's connect() arguments of ``connection``'s settings (to open another one)."""
+    return connection.get_connection_params()

@@ -1,0 +1,90 @@
+"""The contract with Django: every undocumented name of its database connections that jobs
+relies on (all of them spelt in :mod:`jobs.compat.django`) exists in the installed Django, as
+we use it. A release that changes one fails here, naming it."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from django.db import connection, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.utils import ConnectionHandler
+
+from jobs.compat import django as django_compat
+
+#: Attributes Django sets on every connection in ``__init__``, and their types.
+ATTRIBUTES = {
+    "BaseDatabaseWrapper.in_atomic_block": bool,
+    "BaseDatabaseWrapper.savepoint_ids": list,
+    "BaseDatabaseWrapper.needs_rollback": bool,
+    "BaseDatabaseWrapper.atomic_blocks": list,
+    "BaseDatabaseWrapper.commit_on_exit": bool,
+    "BaseDatabaseWrapper.health_check_done": bool,
+    "BaseDatabaseWrapper.close_at": (float, type(None)),
+    "BaseDatabaseWrapper.errors_occurred": bool,
+}
+
+#: Methods we call, and their parameters.
+METHODS = {
+    "BaseDatabaseWrapper.is_usable": "(self)",
+    "BaseDatabaseWrapper.close_if_unusable_or_obsolete": "(self)",
+    "BaseDatabaseWrapper.get_connection_params": "(self)",
+    "ConnectionHandler.all(initialized_only=)": "(self, initialized_only=False)",
+}
+
+
+def test_every_name_the_adapter_uses_is_checked_here():
+    assert sorted(django_compat.USED ^ (set(ATTRIBUTES) | set(METHODS))) == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", sorted(ATTRIBUTES))
+def test_a_connection_still_has_the_attribute(name):
+    connection.ensure_connection()
+    attribute = name.split(".", 1)[1]
+    assert isinstance(getattr(connections["default"], attribute), ATTRIBUTES[name]), \
+        f"{name} is gone or changed its type"
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_the_method_still_takes_what_we_pass(name):
+    owner, method = name.split("(")[0].split(".")
+    function = getattr({"BaseDatabaseWrapper": BaseDatabaseWrapper,
+                        "ConnectionHandler": ConnectionHandler}[owner], method)
+    assert str(inspect.signature(function)) == METHODS[name], f"{name} changed its parameters"
+
+
+def test_django_checks_health_again_when_told_to():
+    source = inspect.getsource(BaseDatabaseWrapper.close_if_health_check_failed)
+    assert "health_check_done" in source, "BaseDatabaseWrapper.health_check_done is not read"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_in_atomic_block_says_whether_a_transaction_is_open():
+    assert django_compat.in_atomic_block(connection) is False
+    with transaction.atomic():
+        assert django_compat.in_atomic_block(connection) is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_abandoned_transaction_is_rolled_back_and_the_connection_usable_again():
+    from jobs.models import Message
+
+    atomic = transaction.atomic()
+    atomic.__enter__()
+    Message.objects.create(queue="abandoned", payload="{}", delivery_tag="abandoned-1")
+    django_compat.abandon_transaction(connection)
+
+    assert not django_compat.in_atomic_block(connection)
+    assert connection.get_autocommit()
+    assert not Message.objects.filter(queue="abandoned").exists()
+    with transaction.atomic():  # a new transaction starts cleanly
+        Message.objects.create(queue="after", payload="{}", delivery_tag="after-1")
+    assert Message.objects.filter(queue="after").count() == 1
+
+
+@pytest.mark.django_db
+def test_the_connection_params_open_another_connection():
+    params = django_compat.connection_params(connection)
+    assert isinstance(params, dict) and params
