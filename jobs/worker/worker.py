@@ -99,6 +99,11 @@ class Worker:
             logger.warning("Cold shutdown: leaving unfinished jobs to be delivered again")
             self.pool.terminate()
             code = 1
+        except BaseException:
+            # A bug: end the children too (they ignore SIGTERM, and the interpreter would
+            # wait for them forever on its way out); their messages are delivered again.
+            self.pool.terminate()
+            raise
         finally:
             signals.worker_shutdown.send(self)
             self.heart.stop()
