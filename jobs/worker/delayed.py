@@ -14,11 +14,12 @@ import logging
 import time
 from datetime import datetime, timedelta
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 from kombu import Connection
 
 from jobs.broker import queue_for
+from jobs.worker.database import database
 
 logger = logging.getLogger("jobs.worker")
 
@@ -56,9 +57,13 @@ class Releaser:
         parked, self._parked = self._parked, []
         if not parked:
             return
+        if database.down:  # the broker keeps them until it is back
+            for message, _ in parked:
+                message.requeue()
+            return
         try:
-            database = self.store.default_channel.database
-            with transaction.atomic(using=database), self.store.Producer() as producer:
+            alias = self.store.default_channel.database
+            with transaction.atomic(using=alias), self.store.Producer() as producer:
                 for message, delivery in parked:
                     producer.publish(
                         delivery.body, exchange="", routing_key=delivery.queue,
@@ -69,8 +74,9 @@ class Releaser:
                         retry=False,
                     )
         except Exception as exc:  # the database is down: the broker keeps them meanwhile
-            logger.error("Could not park %d delayed job(s), handing them back: %s",
-                         len(parked), exc)
+            if not database.failed(exc):
+                logger.error("Could not park %d delayed job(s), handing them back: %s",
+                             len(parked), exc)
             for message, _ in parked:
                 message.requeue()
             return
@@ -85,10 +91,16 @@ class Releaser:
         self._parked = []
 
     def maybe_release(self, broker: Connection) -> int:
-        if time.monotonic() < self._next:
+        if time.monotonic() < self._next or database.down:
             return 0
         self._next = time.monotonic() + RELEASE_EVERY
-        return self.release(broker)
+        try:
+            return self.release(broker)
+        except DatabaseError as exc:
+            # A job moved but not yet deleted from the database is moved again later.
+            if not database.failed(exc):
+                raise
+            return 0
 
     def release(self, broker: Connection) -> int:
         """Move due jobs of our queues to the broker; returns how many."""

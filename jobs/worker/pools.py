@@ -21,6 +21,7 @@ from multiprocessing import get_context
 
 from jobs.registry import registry
 from jobs.worker import connections
+from jobs.worker.database import is_connection_error
 from jobs.worker.execute import Delivery, execute
 from jobs.worker.limits import limits_for
 from jobs.worker.outcome import Kind, Outcome
@@ -74,9 +75,12 @@ class Pool:
         try:
             return execute(delivery, self.hostname, self.accept)
         except Exception as exc:  # a bug or the database down: don't lose the message
-            logger.exception("Could not run job %s", delivery.headers.get("id"))
-            return Outcome(Kind.REQUEUE, delivery.headers.get("id") or "",
-                           delivery.headers.get("task") or "", reason=f"{type(exc).__name__}: {exc}")
+            job_id, name = delivery.headers.get("id") or "", delivery.headers.get("task") or ""
+            reason = f"{type(exc).__name__}: {exc}"
+            if is_connection_error(exc):  # the worker says it once, not a traceback per job
+                return Outcome(Kind.NO_DATABASE, job_id, name, reason=reason)
+            logger.exception("Could not run job %s", job_id, extra={"job_id": job_id})
+            return Outcome(Kind.REQUEUE, job_id, name, reason=reason)
 
 
 class SoloPool(Pool):

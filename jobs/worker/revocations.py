@@ -17,6 +17,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from jobs.models import JobResult, States
+from jobs.worker.database import database
 
 logger = logging.getLogger("jobs.worker")
 
@@ -41,13 +42,16 @@ class Revocations:
             self.refresh()
 
     def refresh(self) -> None:
+        if database.down:
+            return  # read again, from where it stopped, once it is back
         now = timezone.now()
         since = (self._since - OVERLAP) if self._since else now - KEEP
         try:
             rows = list(JobResult.objects.filter(state=States.REVOKED, date_done__gte=since)
                         .order_by().values_list("job_id", "date_done")[:10_000])
         except DatabaseError as exc:
-            logger.warning("Could not read revoked jobs: %s", exc)
+            if not database.failed(exc):
+                logger.warning("Could not read revoked jobs: %s", exc)
             return
         self._since = now
         self._revoked.update(rows)

@@ -27,6 +27,7 @@ from jobs.exceptions import TimeLimitExceeded, WorkerLostError
 from jobs.messages import decode, parse_datetime
 from jobs.registry import registry
 from jobs.worker import deadletters, delayed, heartbeat, recording
+from jobs.worker.database import ERRORS as DATABASE_ERRORS, database
 from jobs.worker.execute import Delivery, counts_starts
 from jobs.worker.outcome import Kind, Outcome
 from jobs.worker.pools import POOLS
@@ -70,6 +71,7 @@ class Worker:
         self._acked_early: set[tuple] = set()
         self._losses: dict[tuple, int] = {}  # (job id, retries) -> times lost with its process
         self._broken: Exception | None = None
+        self._left_unacked = False  # messages came while the database was down (_on_message)
         self._flush = None  # the channel's batched acknowledgement, where it has one
         self._flush_at = 0.0
         self._shut_down = False
@@ -112,20 +114,25 @@ class Worker:
     def _consume_forever(self) -> None:
         backoff = 0.5
         while not self.stopping:
+            self._wait_for_database()
             conn = new_connection()
             try:
                 conn.ensure_connection(max_retries=1)
                 self._consume(conn)
                 backoff = 0.5
-            except conn.connection_errors + conn.channel_errors + (OSError,) as exc:
+            except (conn.connection_errors + conn.channel_errors + (OSError,)
+                    + DATABASE_ERRORS) as exc:
                 if self.stopping:
                     break
+                self._forget_inflight()
+                if database.failed(exc) and database.down:
+                    continue  # the database (django://'s, or one a step needed): wait for it
                 logger.error("Broker connection lost (%s: %s); reconnecting in %.1fs",
                              type(exc).__name__, exc, backoff)
-                self._forget_inflight()
                 self._sleep_processing(backoff)
                 backoff = min(backoff * 2, 30.0)
             finally:
+                self.channel = None
                 self._close(conn)
 
     def _consume(self, conn) -> None:
@@ -140,6 +147,7 @@ class Worker:
         consumer.consume()
         self.connection, self.channel = conn, channel
         self._broken = None
+        self._left_unacked = False
         # Acknowledge a batch of completions in one round trip where the transport can.
         qos = getattr(channel, "qos", None)  # virtual transports' (amqp acks cost no reply)
         self._flush = getattr(qos, "flush_acks", None)
@@ -150,8 +158,13 @@ class Worker:
         while not self.stopping:
             self._tick()
             if self._broken is not None:
-                raise ConnectionError(f"acknowledgement failed: {self._broken}")
-            if self._enough_in_hand():
+                raise ConnectionError(f"acknowledgement failed: {self._broken}") from self._broken
+            if not database.available() or self._left_unacked:
+                if self._stand_down():
+                    return  # the connection closes, handing back what it held; see above
+                self._wait_for_completion(POLL)
+                conn.heartbeat_check()
+            elif self._enough_in_hand():
                 self._wait_for_completion(POLL)
                 conn.heartbeat_check()
             else:
@@ -164,6 +177,27 @@ class Worker:
             self.releaser.flush()  # delayed jobs received since the last turn: park them now
         self._hand_back_backlog()
         self._warm_shutdown()  # while the running jobs' messages can still be acknowledged
+
+    # The database unreachable (jobs.worker.database) --------------------------------------
+
+    def _stand_down(self) -> bool:
+        """Take no more jobs while the database is unreachable: hand back those not started
+        yet, let the running ones end (their outcomes are acknowledged, or handed back when
+        they can't be recorded). True once none is left: the broker connection can close,
+        which hands back whatever else it holds (messages left unacknowledged too) and
+        leaves no consumer state behind."""
+        if self.releaser is not None:
+            self.releaser.flush()
+        self._hand_back_backlog()
+        if self._inflight:
+            return False
+        self._flush_acks(force=True)
+        return True
+
+    def _wait_for_database(self) -> None:
+        """Without a broker connection, until the database answers (probed once a second)."""
+        while not self.stopping and not database.available():
+            self._sleep_processing(POLL)
 
     def _enough_in_hand(self) -> bool:
         """Whether to wait for completions rather than fetch more: the prefetch count is
@@ -190,6 +224,11 @@ class Worker:
     # Receiving ---------------------------------------------------------------------------
 
     def _on_message(self, message) -> None:
+        if database.down:
+            # Left unacknowledged: the broker has it again when the connection closes
+            # (_stand_down), as it does for what arrives while it closes.
+            self._left_unacked = True
+            return
         key = (self._generation, message.delivery_tag)
         delivery = self._delivery(message, key)
         headers = delivery.headers
@@ -298,18 +337,29 @@ class Worker:
         elif outcome.kind is Kind.TIME_LIMIT:
             self._record_failure(message, outcome, TimeLimitExceeded(
                 f"{outcome.name}[{outcome.job_id}] passed its hard time limit and was killed"))
+        elif outcome.kind is Kind.NO_DATABASE:
+            self._no_database(outcome)
         if message is None or early:
             return  # acknowledged already, or its connection is gone (redelivered anyway)
         try:
-            if outcome.kind is Kind.REQUEUE:
+            if outcome.kind in (Kind.REQUEUE, Kind.NO_DATABASE):
                 message.reject(requeue=True)
             else:
                 message.ack()
         except Exception as exc:  # the connection died under us: the broker redelivers
-            logger.warning("Could not acknowledge %s: %s", outcome.job_id, exc)
+            if not database.failed(exc):  # django://'s database: said once, not per job
+                logger.warning("Could not acknowledge %s: %s", outcome.job_id, exc)
             # kombu still counts the message as unacknowledged, and would stop fetching once
             # the prefetch count is reached: start over on a fresh connection.
             self._broken = exc
+
+    def _no_database(self, outcome: Outcome) -> None:
+        """A job could not start or record its outcome for a database connection error: it
+        runs again. Whether the database is down is said once, not for each job."""
+        down = database.reported(outcome.reason)
+        (logger.debug if down else logger.warning)(
+            "Job %s[%s] will run again: its database connection failed (%s)", outcome.name,
+            outcome.job_id, outcome.reason, extra={"job_id": outcome.job_id})
 
     def _worker_lost(self, message, outcome: Outcome, key) -> Outcome:
         job = registry.get(outcome.name) if outcome.name in registry else None
