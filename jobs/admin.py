@@ -35,6 +35,7 @@ from jobs.display import (  # noqa: F401  (re-exported: jobs_beat's admin uses t
     body_text,
     code_block,
     format_runtime,
+    format_time,
     json_block,
     pretty_json,
     state_badge,
@@ -375,7 +376,7 @@ class WorkerAdmin(ReadOnlyAdmin):
         (None, {"fields": ("hostname", "pid", "online", "queue_names", "pool", "concurrency",
                            "broker")}),
         ("Activity", {"fields": ("started", "seen", "stopped", "stop_requested", "processed",
-                                 "active")}),
+                                 "active", "database_wait")}),
     )
     readonly_fields = tuple(field for _, options in fieldsets for field in options["fields"])
 
@@ -383,6 +384,14 @@ class WorkerAdmin(ReadOnlyAdmin):
     seen = timestamp("last_seen", "last seen")
     stopped = timestamp("stopped_at", "stopped at")
     stop_requested = timestamp("stop_requested_at", "shutdown requested")
+
+    @admin.display(description="last wait for the database")
+    def database_wait(self, obj):
+        """Written once the database is back: a worker can't write while it waits."""
+        if obj.database_wait is None:
+            return None
+        return (f"{format_runtime(obj.database_wait)}, from {format_time(obj.database_lost_at)} "
+                f"to {format_time(obj.database_back_at)}")
 
     def get_urls(self):
         view = self.admin_site.admin_view(self.shutdown_view)
