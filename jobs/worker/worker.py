@@ -115,6 +115,8 @@ class Worker:
         backoff = 0.5
         while not self.stopping:
             self._wait_for_database()
+            if self.stopping:
+                break
             conn = new_connection()
             try:
                 conn.ensure_connection(max_retries=1)
