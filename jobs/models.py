@@ -169,6 +169,13 @@ class Worker(models.Model):
     active = models.PositiveIntegerField(default=0)
     stop_requested_at = models.DateTimeField(
         null=True, blank=True, help_text="Set to ask the worker for a warm shutdown.")
+    # A worker can't write while its database is out of reach: it writes the wait after.
+    database_lost_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When the worker last found its database unreachable and stopped taking jobs.")
+    database_back_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When the database answered again after that, and the worker resumed.")
 
     objects = WorkerQuerySet.as_manager()
 
@@ -186,6 +193,13 @@ class Worker(models.Model):
     @property
     def is_online(self) -> bool:
         return self.stopped_at is None and self.last_seen >= timezone.now() - offline_after()
+
+    @property
+    def database_wait(self) -> float | None:
+        """Seconds the worker last waited for its database to answer, if it ever did."""
+        if self.database_lost_at is None or self.database_back_at is None:
+            return None
+        return (self.database_back_at - self.database_lost_at).total_seconds()
 
 
 class MessageQuerySet(models.QuerySet):

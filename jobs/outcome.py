@@ -16,7 +16,9 @@ class Kind(StrEnum):
     REJECTED = "rejected"  # dead-lettered: no worker can run it
     LOST = "lost"  # the process running it died
     TIME_LIMIT = "time limit"  # killed for running past its hard time limit
-    REQUEUE = "requeue"  # it could not run now (e.g. the database is down): deliver again
+    REQUEUE = "requeue"  # it could not run now: deliver again
+    NO_DATABASE = "no database"  # it could not start or record its outcome: the database
+    # connection failed (jobs.database); deliver again
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from jobs.broker import get_broker
+from jobs.database import PROBE_EVERY, database
 from jobs.exceptions import PublishError
 from jobs_beat import missed_runs, sending
 from jobs_beat.models import PLAN_FIELDS, PeriodicTask, plan_key, plan_key_of_values
@@ -81,6 +82,9 @@ class Scheduler:
         started = False
         try:
             while not stop.is_set():
+                if not database.available():  # said once; probed once a second meanwhile
+                    stop.wait(min(self.tick_interval, PROBE_EVERY))
+                    continue
                 if not started:
                     started = self._start()
                     if not started:
@@ -100,8 +104,9 @@ class Scheduler:
                 sync_schedule()
             count = PeriodicTask.objects.enabled().count()
         except DatabaseError as exc:
-            logger.warning("Scheduler: database error at start (%s); trying again", exc)
             connection.close()
+            if not database.failed(exc):
+                logger.warning("Scheduler: database error at start (%s); trying again", exc)
             return False
         logger.info("Scheduler %s: scheduling %d enabled periodic task(s)", self.name, count)
         return True
@@ -110,8 +115,9 @@ class Scheduler:
         try:
             return self.tick()
         except DatabaseError as exc:
-            logger.warning("Scheduler: database error (%s); trying again", exc)
             connection.close()
+            if not database.failed(exc):
+                logger.warning("Scheduler: database error (%s); trying again", exc)
         except Exception:
             logger.exception("Scheduler: unexpected error; going on")
         return self.tick_interval

@@ -625,6 +625,19 @@ def test_workers_are_read_only(admin_client, workers):
     assert 'name="_save"' not in response.text
 
 
+def test_a_worker_page_shows_its_last_wait_for_the_database(admin_client, workers, settings):
+    settings.TIME_ZONE = "UTC"
+    online, _ = workers
+    back = datetime(2030, 1, 7, 9, 20, tzinfo=UTC)
+    Worker.objects.filter(pk=online.pk).update(database_lost_at=back - timedelta(seconds=31),
+                                               database_back_at=back)
+
+    response = admin_client.get(change(online))
+
+    assert "Last wait for the database" in response.text
+    assert "31.00 s, from 2030-01-07 09:19:29 to 2030-01-07 09:20:00" in response.text
+
+
 def shutdown_url(worker) -> str:
     return reverse("admin:jobs_worker_shutdown", args=[worker.pk])
 

@@ -203,6 +203,27 @@ def test_workers_online_show_queues_pool_concurrency_load_and_heartbeat():
         "concurrency": 4, "active": 3, "load": 75, "processed": 120, "seen_ago": 2.0}
 
 
+def test_a_worker_that_waited_for_its_database_lately_says_how_long_and_until_when(settings):
+    settings.TIME_ZONE = "UTC"
+    now = datetime(2030, 1, 7, 9, 30, 0, tzinfo=UTC)
+    Worker.objects.create(hostname="jobs@waited", pid=1, queues=["default"], pool="prefork",
+                          concurrency=2, last_seen=now,
+                          database_lost_at=now - timedelta(minutes=10, seconds=31),
+                          database_back_at=now - timedelta(minutes=10))
+    Worker.objects.create(hostname="jobs@long-ago", pid=2, queues=["default"], pool="prefork",
+                          concurrency=2, last_seen=now,
+                          database_lost_at=now - timedelta(hours=3, seconds=5),
+                          database_back_at=now - timedelta(hours=3))
+
+    workers = {w["hostname"]: w["database_wait"] for w in dashboard.snapshot(now)["workers"]}
+
+    assert workers == {
+        "jobs@waited": {"seconds": 31.0, "text": "31.00 s", "since": "2030-01-07 09:19:29",
+                        "until": "2030-01-07 09:20:00"},
+        "jobs@long-ago": None,
+    }
+
+
 def test_queue_depths_on_the_database_broker_count_ready_reserved_and_delayed():
     now = datetime.now(UTC)
     for fields in ({}, {}, {"lease_owner": "w", "lease_until": now + timedelta(seconds=30)},

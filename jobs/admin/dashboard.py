@@ -22,7 +22,7 @@ from django.utils.http import urlencode
 from jobs import broker
 from jobs.admin import stats
 from jobs.conf import settings
-from jobs.display import format_time
+from jobs.display import format_runtime, format_time
 from jobs.models import DeadLetter, States, Worker
 
 logger = logging.getLogger("jobs.dashboard")
@@ -48,7 +48,19 @@ def worker_row(worker: Worker, now: datetime) -> dict:
         "processed": worker.processed, "last_seen": format_time(worker.last_seen),
         "seen_ago": round(max(0.0, (now - worker.last_seen).total_seconds()), 1),
         "stopping": worker.stop_requested_at is not None,
+        "database_wait": database_wait(worker, now),
     }
+
+
+def database_wait(worker: Worker, now: datetime) -> dict | None:
+    """The worker's latest wait for its database, if it ended within the dashboard's window.
+    While its database is unreachable a worker can't write its row (its heartbeat just
+    stops): it writes the wait once the database is back."""
+    back = worker.database_back_at
+    if worker.database_wait is None or back < stats.window_start(now):
+        return None
+    return {"seconds": round(worker.database_wait, 1), "text": format_runtime(worker.database_wait),
+            "since": format_time(worker.database_lost_at), "until": format_time(back)}
 
 
 def known_queues(workers: list[Worker]) -> set[str]:

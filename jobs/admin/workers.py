@@ -8,7 +8,7 @@ from django.urls import path
 from jobs.admin.filters import OnlineFilter
 from jobs.admin.operations import OperationError, request_shutdown
 from jobs.admin.readonly import ReadOnlyAdmin
-from jobs.display import timestamp
+from jobs.display import format_runtime, format_time, timestamp
 from jobs.models import Worker
 
 
@@ -25,7 +25,7 @@ class WorkerAdmin(ReadOnlyAdmin):
         (None, {"fields": ("hostname", "pid", "online", "queue_names", "pool", "concurrency",
                            "broker")}),
         ("Activity", {"fields": ("started", "seen", "stopped", "stop_requested", "processed",
-                                 "active")}),
+                                 "active", "database_wait")}),
     )
     readonly_fields = tuple(field for _, options in fieldsets for field in options["fields"])
 
@@ -33,6 +33,14 @@ class WorkerAdmin(ReadOnlyAdmin):
     seen = timestamp("last_seen", "last seen")
     stopped = timestamp("stopped_at", "stopped at")
     stop_requested = timestamp("stop_requested_at", "shutdown requested")
+
+    @admin.display(description="last wait for the database")
+    def database_wait(self, obj):
+        """Written once the database is back: a worker can't write while it waits."""
+        if obj.database_wait is None:
+            return None
+        return (f"{format_runtime(obj.database_wait)}, from {format_time(obj.database_lost_at)} "
+                f"to {format_time(obj.database_back_at)}")
 
     def get_urls(self):
         view = self.admin_site.admin_view(self.shutdown_view)

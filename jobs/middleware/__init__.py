@@ -10,7 +10,7 @@ Hooks are of two kinds:
 
 - **Steering hooks** decide what happens: ``before_publish``, ``publish_failed``,
   ``receive``, ``execute``, ``completed``, and the worker's ``tick``, ``connection_lost``
-  and ``worker_stopping``. An exception raised by one of them is an error of the job's
+  and ``stand_down``. An exception raised by one of them is an error of the job's
   delivery: at the call site for the publishing hooks; in the worker, the message is handed
   back (the worker reconnects and the broker delivers it again).
 - **Observer hooks** only watch: ``after_publish``, ``started``, ``finished``,
@@ -80,8 +80,9 @@ class Middleware:
     def connection_lost(self, worker) -> None:
         """The broker connection broke: deliveries held from it will come again; drop them."""
 
-    def worker_stopping(self, worker) -> None:
-        """The worker stops consuming: hand back (``worker.requeue``) what you hold."""
+    def stand_down(self, worker) -> None:
+        """The worker takes no more jobs for now (it stops, or waits for its database):
+        finish with every delivery you hold, or hand it back (``worker.requeue``)."""
 
     def worker_stopped(self, worker) -> None:
         """Observer: the worker has stopped."""
@@ -103,7 +104,7 @@ class Middleware:
 
 
 STEERING = ("before_publish", "publish_failed", "receive", "completed", "execute", "tick",
-            "connection_lost", "worker_stopping")
+            "connection_lost", "stand_down")
 OBSERVING = ("after_publish", "worker_started", "worker_stopped", "process_started", "started",
              "finished")
 

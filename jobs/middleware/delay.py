@@ -14,11 +14,12 @@ import logging
 import time
 from datetime import datetime, timedelta
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 from kombu import Connection
 
 from jobs.broker import get_broker, queue_for
+from jobs.database import database
 from jobs.messages import parse_datetime
 from jobs.middleware import Middleware
 
@@ -56,7 +57,7 @@ class DelayedJobs(Middleware):
         if self.releaser is not None:
             self.releaser.forget()
 
-    def worker_stopping(self, worker) -> None:
+    def stand_down(self, worker) -> None:
         if self.releaser is not None:
             self.releaser.flush()  # delayed jobs received since the last tick: park them now
 
@@ -103,9 +104,13 @@ class Releaser:
         parked, self._parked = self._parked, []
         if not parked:
             return
+        if database.down:  # the broker keeps them until it is back
+            for delivery in parked:
+                self.worker.requeue(delivery)
+            return
         try:
-            database = self.store.default_channel.database
-            with transaction.atomic(using=database), self.store.Producer() as producer:
+            alias = self.store.default_channel.database
+            with transaction.atomic(using=alias), self.store.Producer() as producer:
                 for delivery in parked:
                     producer.publish(
                         delivery.body, exchange="", routing_key=delivery.queue,
@@ -116,8 +121,9 @@ class Releaser:
                         retry=False,
                     )
         except Exception as exc:  # the database is down: the broker keeps them meanwhile
-            logger.error("Could not park %d delayed job(s), handing them back: %s",
-                         len(parked), exc)
+            if not database.failed(exc):
+                logger.error("Could not park %d delayed job(s), handing them back: %s",
+                             len(parked), exc)
             for delivery in parked:
                 self.worker.requeue(delivery)
             return
@@ -137,10 +143,16 @@ class Releaser:
         self._parked = []
 
     def maybe_release(self, broker: Connection) -> int:
-        if time.monotonic() < self._next:
+        if time.monotonic() < self._next or database.down:
             return 0
         self._next = time.monotonic() + RELEASE_EVERY
-        return self.release(broker)
+        try:
+            return self.release(broker)
+        except DatabaseError as exc:
+            # A job moved but not yet deleted from the database is moved again later.
+            if not database.failed(exc):
+                raise
+            return 0
 
     def release(self, broker: Connection) -> int:
         """Move due jobs of our queues to the broker; returns how many."""

@@ -33,7 +33,7 @@ class RateLimits(Middleware):
     def connection_lost(self, worker) -> None:
         self.limits.take_all()  # their messages come again on the next connection
 
-    def worker_stopping(self, worker) -> None:
+    def stand_down(self, worker) -> None:
         for delivery in self.limits.take_all():
             worker.requeue(delivery)
 

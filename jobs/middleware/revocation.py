@@ -17,6 +17,7 @@ from datetime import timedelta
 from django.db import DatabaseError
 from django.utils import timezone
 
+from jobs.database import database
 from jobs.middleware import Middleware
 from jobs.middleware.results import revoke
 from jobs.models import JobResult, States
@@ -44,13 +45,16 @@ class Revocations:
             self.refresh()
 
     def refresh(self) -> None:
+        if database.down:
+            return  # read again, from where it stopped, once it is back
         now = timezone.now()
         since = (self._since - OVERLAP) if self._since else now - KEEP
         try:
             rows = list(JobResult.objects.filter(state=States.REVOKED, date_done__gte=since)
                         .order_by().values_list("job_id", "date_done")[:10_000])
         except DatabaseError as exc:
-            logger.warning("Could not read revoked jobs: %s", exc)
+            if not database.failed(exc):
+                logger.warning("Could not read revoked jobs: %s", exc)
             return
         self._since = now
         self._revoked.update(rows)

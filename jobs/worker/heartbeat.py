@@ -10,6 +10,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from jobs.broker import get_broker
+from jobs.database import database
 from jobs.models import JobResult, States, Worker as WorkerRow
 
 logger = logging.getLogger("jobs.worker")
@@ -21,17 +22,24 @@ class Heart:
         self.interval = float(_setting("WORKER_HEARTBEAT_INTERVAL"))
         self.row: WorkerRow | None = None
         self._next = 0.0
+        self._outage_written = None  # the database outage last written to the row
+        self._create_later = False  # the database was out of reach at start
 
     def start(self) -> None:
-        w = self.worker
         try:
-            self.row = WorkerRow.objects.create(
-                hostname=w.hostname, pid=os.getpid(), queues=w.queues, pool=w.pool_name,
-                concurrency=w.concurrency, broker=get_broker().display_url,
-            )
+            self._create_row()
         except DatabaseError as exc:
-            logger.warning("Could not record this worker: %s", exc)
+            self._create_later = database.failed(exc)  # by a heartbeat, once it is back
+            if not self._create_later:
+                logger.warning("Could not record this worker: %s", exc)
         self._next = time.monotonic() + self.interval
+
+    def _create_row(self) -> None:
+        w = self.worker
+        self.row = WorkerRow.objects.create(
+            hostname=w.hostname, pid=os.getpid(), queues=w.queues, pool=w.pool_name,
+            concurrency=w.concurrency, broker=get_broker().display_url,
+        )
 
     def maybe_beat(self) -> None:
         if time.monotonic() < self._next:
@@ -41,18 +49,29 @@ class Heart:
 
     def beat(self) -> None:
         self._renew_leases()
-        if self.row is None:
-            return
+        if database.down or (self.row is None and not self._create_later):
+            return  # the worker waits for it; the row tells of the wait once it is back
         try:
+            if self.row is None:
+                self._create_row()
+            outage = database.last_outage
             row = WorkerRow.objects.filter(pk=self.row.pk)
             row.update(last_seen=timezone.now(), processed=self.worker.processed,
-                       active=self.worker.pool.running())
+                       active=self.worker.pool.running(), **self._outage_fields(outage))
+            self._outage_written = outage
             if row.filter(stop_requested_at__isnull=False).exists():
                 logger.warning("Shutdown requested from the admin: warm shutdown")
                 self.worker.stop()
             self._terminate_revoked()
         except DatabaseError as exc:
-            logger.warning("Heartbeat not recorded: %s", exc)
+            if not database.failed(exc):
+                logger.warning("Heartbeat not recorded: %s", exc)
+
+    def _outage_fields(self, outage) -> dict:
+        """The latest database outage the worker waited through, unless written already."""
+        if outage is None or outage == self._outage_written:
+            return {}
+        return {"database_lost_at": outage[0], "database_back_at": outage[1]}
 
     def _terminate_revoked(self) -> None:
         """Kill running jobs that were revoked with ``terminate=True``."""
@@ -85,7 +104,7 @@ class Heart:
             logger.warning("Could not renew message leases: %s", exc)
 
     def stop(self) -> None:
-        if self.row is None:
+        if self.row is None or database.down:
             return
         try:
             WorkerRow.objects.filter(pk=self.row.pk).update(

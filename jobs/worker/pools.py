@@ -20,6 +20,7 @@ from collections import deque
 from multiprocessing import get_context
 
 from jobs import connections
+from jobs.database import is_connection_error
 from jobs.execution import Delivery, execute
 from jobs.outcome import Kind, Outcome
 
@@ -73,9 +74,12 @@ class Pool:
         try:
             return execute(delivery, self.hostname, self.accept)
         except Exception as exc:  # a bug or the database down: don't lose the message
-            logger.exception("Could not run job %s", delivery.headers.get("id"))
-            return Outcome(Kind.REQUEUE, delivery.headers.get("id") or "",
-                           delivery.headers.get("task") or "", reason=f"{type(exc).__name__}: {exc}")
+            job_id, name = delivery.headers.get("id") or "", delivery.headers.get("task") or ""
+            reason = f"{type(exc).__name__}: {exc}"
+            if is_connection_error(exc):  # the worker says it once, not a traceback per job
+                return Outcome(Kind.NO_DATABASE, job_id, name, reason=reason)
+            logger.exception("Could not run job %s", job_id, extra={"job_id": job_id})
+            return Outcome(Kind.REQUEUE, job_id, name, reason=reason)
         finally:
             connections.after_job()
 

@@ -25,6 +25,7 @@ from kombu.serialization import prepare_accept_content, registry as serializers
 from jobs import deadletters, lifecycle
 from jobs.broker import get_broker, new_connection, queue_for
 from jobs.conf import settings
+from jobs.database import ERRORS as DATABASE_ERRORS, database
 from jobs.execution import Delivery, Execution, body_of
 from jobs.messages import decode
 from jobs.middleware import stack
@@ -70,6 +71,7 @@ class Worker:
         self._inflight: dict[tuple, tuple[object, Delivery]] = {}
         self._acked_early: set[tuple] = set()
         self._broken: Exception | None = None
+        self._left_unacked = False  # messages came while the database was down (_on_message)
         self._flush = None  # the channel's batched acknowledgement, where it has one
         self._flush_at = 0.0
         self._shut_down = False
@@ -98,6 +100,11 @@ class Worker:
             logger.warning("Cold shutdown: leaving unfinished jobs to be delivered again")
             self.pool.terminate()
             code = 1
+        except BaseException:
+            # A bug: end the children too (they ignore SIGTERM, and the interpreter would
+            # wait for them forever on its way out); their messages are delivered again.
+            self.pool.terminate()
+            raise
         finally:
             self.middleware.notify("worker_stopped", self)
             self.heart.stop()
@@ -106,20 +113,27 @@ class Worker:
     def _consume_forever(self) -> None:
         backoff = 0.5
         while not self.stopping:
+            self._wait_for_database()
+            if self.stopping:
+                break
             conn = new_connection()
             try:
                 conn.ensure_connection(max_retries=1)
                 self._consume(conn)
                 backoff = 0.5
-            except conn.connection_errors + conn.channel_errors + (OSError,) as exc:
+            except (conn.connection_errors + conn.channel_errors + (OSError,)
+                    + DATABASE_ERRORS) as exc:
                 if self.stopping:
                     break
+                self._forget_inflight()
+                if database.failed(exc) and database.down:
+                    continue  # the database (django://'s, or one a step needed): wait for it
                 logger.error("Broker connection lost (%s: %s); reconnecting in %.1fs",
                              type(exc).__name__, exc, backoff)
-                self._forget_inflight()
                 self._sleep_processing(backoff)
                 backoff = min(backoff * 2, 30.0)
             finally:
+                self.channel = None
                 self._close(conn)
 
     def _consume(self, conn) -> None:
@@ -133,6 +147,7 @@ class Worker:
         consumer.consume()
         self.connection, self.channel = conn, channel
         self._broken = None
+        self._left_unacked = False
         # Acknowledge a batch of completions in one round trip where the transport can.
         self._flush = get_broker().batch_acks(channel)
         logger.info("Connected to %s; consuming from %s", get_broker().display_url,
@@ -140,8 +155,13 @@ class Worker:
         while not self.stopping:
             self._tick()
             if self._broken is not None:
-                raise ConnectionError(f"acknowledgement failed: {self._broken}")
-            if self._enough_in_hand():
+                raise ConnectionError(f"acknowledgement failed: {self._broken}") from self._broken
+            if not database.available() or self._left_unacked:
+                if self._stand_down():
+                    return  # the connection closes, handing back what it held; see above
+                self._wait_for_completion(POLL)
+                conn.heartbeat_check()
+            elif self._enough_in_hand():
                 self._wait_for_completion(POLL)
                 conn.heartbeat_check()
             else:
@@ -150,9 +170,29 @@ class Worker:
                 except TimeoutError:
                     conn.heartbeat_check()
         consumer.cancel()
-        self.middleware.call("worker_stopping", self)
+        self.middleware.call("stand_down", self)
         self._hand_back_backlog()
         self._warm_shutdown()  # while the running jobs' messages can still be acknowledged
+
+    # The database unreachable (jobs.database) -------------------------------------------
+
+    def _stand_down(self) -> bool:
+        """Take no more jobs while the database is unreachable: hand back those not started
+        yet, let the running ones end (their outcomes are acknowledged, or handed back when
+        they can't be recorded). True once none is left: the broker connection can close,
+        which hands back whatever else it holds (messages left unacknowledged too) and
+        leaves no consumer state behind."""
+        self.middleware.call("stand_down", self)
+        self._hand_back_backlog()
+        if self._inflight:
+            return False
+        self._flush_acks(force=True)
+        return True
+
+    def _wait_for_database(self) -> None:
+        """Without a broker connection, until the database answers (probed once a second)."""
+        while not self.stopping and not database.available():
+            self._sleep_processing(POLL)
 
     def _enough_in_hand(self) -> bool:
         """Whether to wait for completions rather than fetch more: the prefetch count is
@@ -173,6 +213,11 @@ class Worker:
     # Receiving ---------------------------------------------------------------------------
 
     def _on_message(self, message) -> None:
+        if database.down:
+            # Left unacknowledged: the broker has it again when the connection closes
+            # (_stand_down), as it does for what arrives while it closes.
+            self._left_unacked = True
+            return
         key = (self._generation, message.delivery_tag)
         delivery = self._delivery(message, key)
         self._inflight[key] = (message, delivery)
@@ -261,20 +306,31 @@ class Worker:
         early = key in self._acked_early
         self._acked_early.discard(key)
         self.processed += 1
-        if self.middleware.completing:
+        if outcome.kind is Kind.NO_DATABASE:
+            self._no_database(outcome)
+        elif self.middleware.completing:
             outcome = self.middleware.completed(self, delivery, outcome)
         if message is None or early:
             return  # acknowledged already, or its connection is gone (redelivered anyway)
         try:
-            if outcome.kind is Kind.REQUEUE:
+            if outcome.kind in (Kind.REQUEUE, Kind.NO_DATABASE):
                 message.reject(requeue=True)
             else:
                 message.ack()
         except Exception as exc:  # the connection died under us: the broker redelivers
-            logger.warning("Could not acknowledge %s: %s", outcome.job_id, exc)
+            if not database.failed(exc):  # django://'s database: said once, not per job
+                logger.warning("Could not acknowledge %s: %s", outcome.job_id, exc)
             # kombu still counts the message as unacknowledged, and would stop fetching once
             # the prefetch count is reached: start over on a fresh connection.
             self._broken = exc
+
+    def _no_database(self, outcome: Outcome) -> None:
+        """A job could not start or record its outcome for a database connection error: it
+        runs again. Whether the database is down is said once, not for each job."""
+        down = database.reported(outcome.reason)
+        (logger.debug if down else logger.warning)(
+            "Job %s[%s] will run again: its database connection failed (%s)", outcome.name,
+            outcome.job_id, outcome.reason, extra={"job_id": outcome.job_id})
 
     # For middleware ----------------------------------------------------------------------
 

@@ -130,3 +130,23 @@ def refresh_report(report_id, seconds=0.0):
 def limited(i):
     """At most five starts a second in each worker."""
     return i
+
+
+@job
+def leave_mark(directory, i, seconds=0.05):
+    """Sleeps, then appends a line to the file named ``i`` in ``directory``: a side effect
+    that can be checked after the fact (one line per run), made even while the database
+    is down."""
+    time.sleep(seconds)
+    with open(os.path.join(directory, str(i)), "a") as out:
+        out.write(f"{os.getpid()}\n")
+    return i
+
+
+@job(bind=True)
+def note_due_time(self, directory):
+    """Appends its job id to a file of ``directory`` named for the due time of the periodic
+    run that sent it: a due time sent twice shows as two different ids in one file."""
+    due = self.request.headers.get("periodic_task_due_at") or "unscheduled"
+    with open(os.path.join(directory, due), "a") as out:
+        out.write(f"{self.request.id}\n")

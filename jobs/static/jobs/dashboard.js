@@ -114,6 +114,15 @@
     return el("span", {}, [bar, worker.active + "/" + worker.concurrency]);
   }
 
+  /* A worker's name, and the latest wait for its database if there was one lately. */
+  function worker(w) {
+    var name = link(w.url, w.hostname + (w.stopping ? " (stopping)" : ""));
+    var wait = w.database_wait;
+    if (!wait) return name;
+    return el("span", {}, [name, el("span", {"class": "jobs-note", title: "from " + wait.since + " to " + wait.until},
+      ["waited " + wait.text + " for its database, until " + wait.until])]);
+  }
+
   function render(data) {
     document.getElementById("jobs-updated").textContent = data.now;
     document.getElementById("jobs-broker").textContent = data.broker;
@@ -123,7 +132,7 @@
     panel.hidden = data.workers === null;
     if (data.workers !== null) {
       fill("jobs-workers", data.workers, "No worker is online.", function (w) {
-        return [link(w.url, w.hostname + (w.stopping ? " (stopping)" : "")), w.queues.join(", "),
+        return [worker(w), w.queues.join(", "),
                 w.pool, num(load(w)), w.processed, num(w.seen_ago + " s ago")];
       });
     }
