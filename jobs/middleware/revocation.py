@@ -17,6 +17,7 @@ from datetime import timedelta
 from django.db import DatabaseError
 from django.utils import timezone
 
+from jobs.conf import settings
 from jobs.database import database
 from jobs.middleware import Middleware
 from jobs.middleware.results import revoke
@@ -27,6 +28,25 @@ logger = logging.getLogger("jobs.worker")
 INTERVAL = 1.0  # seconds between two reads
 KEEP = timedelta(hours=1)  # how long a revocation is remembered (a message older is rare)
 OVERLAP = timedelta(seconds=5)  # re-read a little of the past: clocks and commits lag
+
+
+def terminate_revoked(pool) -> None:
+    """Kill the pool's running jobs that were revoked with ``terminate=True``."""
+    running = pool.running_ids()
+    if not running or database.down:
+        return
+    # A row revoked before its job started has no start time: the job is dropped where it
+    # runs when its STARTED write finds the row revoked; no need to kill it.
+    try:
+        revoked = list(JobResult.objects.filter(
+            job_id__in=running, state=States.REVOKED, date_started__isnull=False,
+        ).values_list("job_id", flat=True))
+    except DatabaseError as exc:
+        if not database.failed(exc):
+            logger.warning("Could not read revoked running jobs: %s", exc)
+        return
+    for job_id in revoked:
+        pool.terminate_job(job_id)
 
 
 class Revocations:
@@ -65,16 +85,22 @@ class Revocations:
 
 class Revocation(Middleware):
     """Marks deliveries of revoked jobs in the worker; where the job runs, a marked one is
-    recorded REVOKED instead of running."""
+    recorded REVOKED instead of running. A running job revoked with ``terminate=True`` is
+    stopped where the pool can (prefork kills its child), within a heartbeat interval."""
 
     def __init__(self) -> None:
         self.revocations = Revocations()
+        self._next_terminate = 0.0
 
     def worker_started(self, worker) -> None:
         self.revocations.refresh()
 
     def tick(self, worker) -> None:
         self.revocations.maybe_refresh()
+        now = time.monotonic()
+        if now >= self._next_terminate:
+            self._next_terminate = now + settings.WORKER_HEARTBEAT_INTERVAL
+            terminate_revoked(worker.pool)
 
     def receive(self, worker, delivery):
         job_id = delivery.headers.get("id")

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from jobs.broker import get_broker
 from jobs.database import database
-from jobs.models import JobResult, States, Worker as WorkerRow
+from jobs.models import Worker as WorkerRow
 
 logger = logging.getLogger("jobs.worker")
 
@@ -62,7 +62,6 @@ class Heart:
             if row.filter(stop_requested_at__isnull=False).exists():
                 logger.warning("Shutdown requested from the admin: warm shutdown")
                 self.worker.stop()
-            self._terminate_revoked()
         except DatabaseError as exc:
             if not database.failed(exc):
                 logger.warning("Heartbeat not recorded: %s", exc)
@@ -72,18 +71,6 @@ class Heart:
         if outage is None or outage == self._outage_written:
             return {}
         return {"database_lost_at": outage[0], "database_back_at": outage[1]}
-
-    def _terminate_revoked(self) -> None:
-        """Kill running jobs that were revoked with ``terminate=True``."""
-        running = self.worker.pool.running_ids()
-        if not running:
-            return
-        # A row revoked before its job started has no start time: the child drops that job
-        # itself when it sees the row, no need to kill it.
-        revoked = JobResult.objects.filter(job_id__in=running, state=States.REVOKED,
-                                           date_started__isnull=False)
-        for job_id in revoked.values_list("job_id", flat=True):
-            self.worker.pool.terminate_job(job_id)
 
     def _renew_leases(self) -> None:
         """Keep the broker from handing our running jobs to another worker.
