@@ -4,14 +4,20 @@ Run with a real worker in this process (jobs.testing.running_worker)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
+from datetime import timedelta
 
 import pytest
+from django.dispatch import Signal
+from django.utils import timezone
 
 from jobs import job, signals
+from jobs.broker import get_broker
 from jobs.conf import DEFAULT_MIDDLEWARE
 from jobs.exceptions import JobsError
+from jobs.messages import encode
 from jobs.middleware import Middleware
 from jobs.models import DeadLetter, JobResult as Row
 from jobs.outcome import Kind
@@ -25,6 +31,14 @@ runs: Counter = Counter()
 def counted(key):
     runs[key] += 1
     return key
+
+
+@job(bind=True)
+def retried_once(self, key):
+    runs[key] += 1
+    if self.request.retries == 0:
+        raise self.retry(countdown=0)
+    return self.request.retries
 
 
 @job
@@ -88,8 +102,8 @@ def caplog(caplog, monkeypatch):
 
 @pytest.fixture
 def raising_receivers():
-    hooked = [signals.job_enqueued, signals.job_started, signals.job_succeeded,
-              signals.job_failed, signals.worker_ready]
+    hooked = [value for value in vars(signals).values() if isinstance(value, Signal)]
+    assert len(hooked) == 10  # every job_* and worker_* signal
     for signal in hooked:
         signal.connect(_raise, dispatch_uid="test-raising")
     yield
@@ -105,14 +119,29 @@ def test_a_receiver_that_raises_changes_no_outcome_and_reruns_nothing(
         first = counted.delay(key)
         assert first.get(timeout=20) == key
         assert picky.delay("bad").get(timeout=20, propagate=False) is not None
+        assert retried_once.delay(key + "-retried").get(timeout=20) == 1
+        revoked = counted.apply_async((key + "-revoked",), countdown=0.5)
+        revoked.revoke()
+        unknown = send_unregistered()
         last = counted.delay(key + "-last")
         assert last.get(timeout=20) == key + "-last"
-        wait_for(lambda: worker.processed == 3 and not worker._inflight,
+        wait_for(lambda: revoked.state == "REVOKED", message="not revoked")
+        wait_for(lambda: DeadLetter.objects.filter(job_id=unknown).exists(),
+                 message="not dead-lettered")
+        wait_for(lambda: worker.processed == 6 and not worker._inflight,
                  message="the worker did not settle")
-    assert runs[key] == 1
+    assert (runs[key], runs[key + "-retried"], runs[key + "-revoked"]) == (1, 2, 0)
     assert Row.objects.get(job_id=first.id).state == "SUCCESS"
     assert Row.objects.get(job_id=first.id).deliveries == 1
     assert "receiver bug" in caplog.text
+
+
+def send_unregistered() -> str:
+    """A message naming a job no worker has (it is dead-lettered); returns its id."""
+    envelope = counted.prepare(("x",), {})
+    message = dataclasses.replace(envelope.message, name="nowhere.to.be.found")
+    get_broker().publish(encode(message, "json"), on_commit=False)
+    return message.id
 
 
 def test_an_observer_hook_that_raises_is_logged_and_changes_nothing(
@@ -188,3 +217,12 @@ def test_leaving_out_the_results_middleware_is_a_warning(settings):
     settings.JOBS = {**settings.JOBS, "MIDDLEWARE": [
         p for p in DEFAULT_MIDDLEWARE if not p.endswith("Results")]}
     assert "jobs.W030" in [m.id for m in run_checks()]
+
+
+@pytest.mark.parametrize("broker_url", broker_params(), indirect=True)
+def test_a_job_due_within_a_second_waits_for_its_time(broker_url):
+    with running_worker():
+        sent = timezone.now()
+        result = counted.apply_async(("soon",), countdown=0.6)
+        assert result.get(timeout=20) == "soon"
+    assert Row.objects.get(job_id=result.id).date_started >= sent + timedelta(seconds=0.6)

@@ -1,6 +1,6 @@
 """Delayed jobs on Redis and RabbitMQ: kept in the database until due, not in worker memory.
 
-A message whose eta is more than a moment away is parked as a row of the ``django://``
+A message due in less than a second waits in the worker until its eta; one due later is parked as a row of the ``django://``
 transport (its ``visible_at`` is the eta), then acknowledged. When due, the worker that
 serves its queue moves it back to the broker. So a delayed job survives restarts of workers
 and brokers, shows in the admin with its due time, and a million of them cost no worker memory
@@ -10,6 +10,8 @@ With the ``django://`` broker none of this is needed: its rows carry the eta the
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import time
 from datetime import datetime, timedelta
@@ -25,39 +27,53 @@ from jobs.middleware import Middleware
 
 logger = logging.getLogger("jobs.worker")
 
-PARK_HORIZON = timedelta(seconds=1)  # nearer than this, the worker just waits for it
+PARK_HORIZON = timedelta(seconds=1)  # due sooner than this, the worker holds it until due
 RELEASE_EVERY = 0.5  # seconds between looks for due jobs
 
 
 class DelayedJobs(Middleware):
     """Parks deliveries due later than :data:`PARK_HORIZON` in the database and releases
-    them to the broker when due (nothing to do on the database broker)."""
+    them to the broker when due (the database broker holds them itself); one due sooner
+    waits in the worker until its time."""
 
     def __init__(self) -> None:
         self.releaser: Releaser | None = None
+        self._soon: list = []  # heap of (eta, n, delivery): due within PARK_HORIZON
+        self._count = itertools.count()
 
     def worker_started(self, worker) -> None:
         self.releaser = None if get_broker().durable_delay else Releaser(worker)
 
     def receive(self, worker, delivery):
-        if self.releaser is None:
-            return delivery
         eta = _eta(delivery.headers)
-        if eta is None or not self.releaser.should_park(eta):
+        if eta is None:
             return delivery
-        self.releaser.park(delivery)  # acknowledged once written (at the next tick)
+        now = timezone.now()
+        if eta <= now:
+            return delivery
+        if self.releaser is not None and eta - now > PARK_HORIZON:
+            self.releaser.park(delivery)  # acknowledged once written (at the next tick)
+        else:
+            heapq.heappush(self._soon, (eta, next(self._count), delivery))
         return None
 
     def tick(self, worker) -> None:
+        if self._soon:
+            now = timezone.now()
+            while self._soon and self._soon[0][0] <= now:
+                worker.submit(heapq.heappop(self._soon)[2])
         if self.releaser is not None:
             self.releaser.flush()
             self.releaser.maybe_release(worker.connection)
 
     def connection_lost(self, worker) -> None:
+        self._soon.clear()  # their messages come again on the next connection
         if self.releaser is not None:
             self.releaser.forget()
 
     def stand_down(self, worker) -> None:
+        while self._soon:
+            worker.requeue(heapq.heappop(self._soon)[2])
         if self.releaser is not None:
             self.releaser.flush()  # delayed jobs received since the last tick: park them now
 
@@ -89,9 +105,6 @@ class Releaser:
             register()
             self._store = Connection("django://")
         return self._store
-
-    def should_park(self, eta: datetime) -> bool:
-        return eta - timezone.now() > PARK_HORIZON
 
     def park(self, delivery) -> None:
         """Keep ``delivery`` in the database until its eta: noted now, written and then
