@@ -67,7 +67,7 @@ DEFAULTS: dict[str, Any] = {
 #: message. Order matters, as in Django's MIDDLEWARE: ``execute`` hooks wrap the ones listed
 #: after them, and ``receive`` hooks run in this order. Write the whole list to change it.
 DEFAULT_MIDDLEWARE = [
-    "jobs.middleware.signing.Signing",  # refuse forged messages, first
+    "jobs.middleware.signing.Signing",  # refuse forged messages, first; sign what is sent
     "jobs.middleware.signals.Signals",
     "jobs.middleware.logging.Logging",
     "jobs.middleware.unique.Unique",

@@ -17,7 +17,6 @@ from typing import Any
 from kombu.serialization import dumps, loads
 
 from jobs.exceptions import EncodeError, InvalidMessage, MessageTooLarge
-from jobs.security import sign
 
 EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
@@ -99,9 +98,7 @@ def encode(message: JobMessage, serializer: str, func=None,
             f"TASK_MAX_MESSAGE_SIZE ({max_size:,}); store large data elsewhere (a file, a row) "
             "and pass a reference to it"
         )
-    headers = message.header_dict()
-    sign(headers, payload, content_type, content_encoding)
-    return Envelope(message, payload, content_type, content_encoding, headers)
+    return Envelope(message, payload, content_type, content_encoding, message.header_dict())
 
 
 def _explain_encode_error(message: JobMessage, serializer: str, func, exc) -> EncodeError:

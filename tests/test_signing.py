@@ -13,6 +13,7 @@ from jobs import security
 from jobs.broker import Broker, queue_for
 from jobs.checks import check_settings
 from jobs.messages import JobMessage, encode
+from jobs.middleware.signing import Signing
 from jobs.models import DeadLetter, JobResult as Row
 from project.demo import jobs as demo
 from tests.conftest import broker_params, wait_for
@@ -33,7 +34,7 @@ def signing(settings):
 def sent(**fields):
     """What a worker receives for a job encoded here: headers, body bytes, content type."""
     message = JobMessage(id="job-1", name="project.demo.jobs.add", args=(1, 2), **fields)
-    envelope = encode(message, "json")
+    envelope = Signing().before_publish(None, encode(message, "json"), {})
     return dict(headers=dict(envelope.headers), body=envelope.payload.encode(),
                 content_type=envelope.content_type,
                 content_encoding=envelope.content_encoding)
@@ -198,8 +199,9 @@ def test_a_signing_worker_runs_signed_jobs_and_dead_letters_forged_ones(
     monkeypatch.setenv("JOBS_SIGNING_KEYS", json.dumps([KEY]))
     signing(KEY)
     start_worker(broker_url, "-c", "1")
-    tampered = encode(JobMessage(id="tampered-1", name="project.demo.jobs.add", args=(1, 2)),
-                      "json")
+    tampered = Signing().before_publish(
+        None, encode(JobMessage(id="tampered-1", name="project.demo.jobs.add", args=(1, 2)),
+                     "json"), {})
     options = Broker.for_url(broker_url).transport_options
     with Connection(broker_url, transport_options=options) as conn:
         producer = conn.Producer()

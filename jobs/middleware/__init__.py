@@ -18,8 +18,12 @@ Hooks are of two kinds:
   with its traceback and changes nothing: a job's outcome stands, and a finished job never
   runs again because of an observer.
 
-Only the hooks a class overrides are called, so a middleware costs nothing where it has
-nothing to do.
+Order, as in Django: ``receive`` hooks run in list order and ``execute`` hooks wrap the ones
+listed after them (the message comes in from the first listed); ``before_publish`` hooks run
+in reverse list order (a message goes out from the last listed), so that the first listed,
+``Signing``, signs what every other middleware has made of a message and checks it first
+when it comes in. Only the hooks a class overrides are called, so a middleware costs nothing
+where it has nothing to do.
 """
 
 from __future__ import annotations
@@ -116,7 +120,10 @@ class Stack:
         self.middleware = middleware
         self.hooks = {name: [getattr(m, name) for m in middleware if _overrides(m, name)]
                       for name in STEERING + OBSERVING}
-        self.publishing = self.hooks["before_publish"]
+        # A message goes out through the layers from the innermost (the last listed) and
+        # comes in from the outermost, as Django's response and request middleware do: so
+        # the signature is the last thing added to a message and the first thing checked.
+        self.publishing = self.hooks["before_publish"][::-1]
         self.receiving = self.hooks["receive"]
         self.completing = self.hooks["completed"]
 
@@ -138,7 +145,7 @@ class Stack:
         return envelope
 
     def publish_failed(self, job, envelope, exc) -> None:
-        for hook in self.hooks["publish_failed"]:
+        for hook in self.hooks["publish_failed"][::-1]:
             hook(job, envelope, exc)
 
     def receive(self, worker, delivery):

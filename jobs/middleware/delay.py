@@ -1,11 +1,12 @@
 """Delayed jobs on Redis and RabbitMQ: kept in the database until due, not in worker memory.
 
-A message due in less than a second waits in the worker until its eta; one due later is parked as a row of the ``django://``
-transport (its ``visible_at`` is the eta), then acknowledged. When due, the worker that
-serves its queue moves it back to the broker. So a delayed job survives restarts of workers
-and brokers, shows in the admin with its due time, and a million of them cost no worker memory
-(the visibility-timeout duplicates Celery's in-memory ETA jobs suffer can't happen).
-With the ``django://`` broker none of this is needed: its rows carry the eta themselves.
+A message due in less than a second waits in the worker until its eta. One due later is
+parked as a row of the ``django://`` transport (its ``visible_at`` is the eta), then
+acknowledged; when due, the worker that serves its queue moves it back to the broker. So a
+delayed job survives restarts of workers and brokers, shows in the admin with its due time,
+and a million of them cost no worker memory (the visibility-timeout duplicates Celery's
+in-memory ETA jobs suffer can't happen). With the ``django://`` broker the rows carry the eta
+themselves: only the wait of the last second is left to the worker.
 """
 
 from __future__ import annotations
