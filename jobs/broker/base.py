@@ -138,13 +138,7 @@ class Broker:
         a job for rows that were rolled back, unless the broker writes it in the same
         transaction (:attr:`transactional_enqueue`). ``on_commit=False`` sends now.
         """
-        send = self._sender(envelope, compression, retry, retry_policy)
-        if on_commit is None:
-            on_commit = settings.TASK_ENQUEUE_ON_COMMIT
-        if on_commit and not self.transactional_enqueue and in_atomic_block(db_connection):
-            transaction.on_commit(send)
-        else:
-            send()
+        self._now_or_on_commit(self._sender(envelope, compression, retry, retry_policy), on_commit)
 
     def publish_many(self, envelopes: list[Envelope], *, on_commit: bool | None = None,
                      compression=None) -> None:
