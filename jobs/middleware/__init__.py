@@ -126,15 +126,19 @@ class Stack:
         self.publishing = self.hooks["before_publish"][::-1]
         self.receiving = self.hooks["receive"]
         self.completing = self.hooks["completed"]
+        self._chains: dict = {}  # core -> it wrapped in the execute hooks
 
     def __iter__(self):
         return iter(self.middleware)
 
     def execute(self, core):
         """``core`` wrapped in every ``execute`` hook, the first listed outermost."""
-        call = core
-        for hook in reversed(self.hooks["execute"]):
-            call = partial(hook, call_next=call)
+        call = self._chains.get(core)
+        if call is None:
+            call = core
+            for hook in reversed(self.hooks["execute"]):
+                call = partial(hook, call_next=call)
+            self._chains[core] = call
         return call
 
     def before_publish(self, job, envelope, options):

@@ -7,7 +7,14 @@ from jobs.registry import registry
 
 
 class EarlyAcks(Middleware):
+    def __init__(self) -> None:
+        self._early: dict[str, bool] = {}  # job name -> acknowledged on receipt (per settings)
+
     def receive(self, worker, delivery):
-        if not registry.get(delivery.headers["task"]).option("acks_late"):
+        name = delivery.headers["task"]
+        early = self._early.get(name)
+        if early is None:
+            early = self._early[name] = not registry.get(name).option("acks_late")
+        if early:
             worker.ack_early(delivery)
         return delivery

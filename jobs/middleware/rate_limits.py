@@ -23,8 +23,14 @@ def per_second(rate) -> float:
 
 class RateLimits(Middleware):
     def receive(self, worker, delivery):
-        return delivery if self.limits.admit(registry.get(delivery.headers["task"]), delivery) \
-            else None
+        name = delivery.headers["task"]
+        if name in self._unlimited:
+            return delivery
+        job = registry.get(name)
+        if not job.rate_limit:
+            self._unlimited.add(name)
+            return delivery
+        return delivery if self.limits.admit(job, delivery) else None
 
     def tick(self, worker) -> None:
         for delivery in self.limits.due():
@@ -39,6 +45,7 @@ class RateLimits(Middleware):
 
     def __init__(self) -> None:
         self.limits = Buckets()
+        self._unlimited: set[str] = set()  # names of jobs without a rate limit
 
 
 class Buckets:

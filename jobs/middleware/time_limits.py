@@ -21,8 +21,20 @@ from jobs.registry import registry
 
 
 class TimeLimits(Middleware):
+    def __init__(self) -> None:
+        self._hard: dict[str, float | None] = {}  # job name -> its own hard limit (per settings)
+
     def receive(self, worker, delivery):
-        hard, _ = limits_for(registry.get(delivery.headers["task"]), delivery.headers)
+        headers = delivery.headers
+        limits = headers.get("timelimit")
+        if isinstance(limits, (list, tuple)) and limits and limits[0] is not None:
+            # The message's own (a producer may send anything: limits_for checks it).
+            hard, _ = limits_for(registry.get(headers["task"]), headers)
+        else:
+            name = headers["task"]
+            if name not in self._hard:
+                self._hard[name] = limits_for(registry.get(name), {})[0]
+            hard = self._hard[name]
         return dataclasses.replace(delivery, time_limit=hard) if hard else delivery
 
     def execute(self, execution, call_next):
