@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from jobs import JobResult
-from jobs.models import DeadLetter, JobResult as Row, Worker
+from jobs.models import DeadLetter, JobResult as Row, Message, Worker
 from project.demo import jobs as demo
 from tests.conftest import broker_params, wait_for
 
@@ -185,7 +185,8 @@ def test_a_dead_letter_requeued_from_the_admin_runs(broker_url, start_worker, ad
 def test_a_delayed_job_survives_the_restart_of_its_worker(broker_url, start_worker):
     first = start_worker(broker_url, "-c", "1")
     handle = demo.add.apply_async((5, 5), countdown=3)
-    time.sleep(1)  # received and parked by the worker (Redis, RabbitMQ), or waiting in its row
+    # Parked by the worker as a row of the database (Redis, RabbitMQ), or a row from the start.
+    wait_for(lambda: Message.objects.exists(), message="the delayed job was not parked")
     first.kill_all(signal.SIGKILL)
     start_worker(broker_url, "-c", "1")
     assert handle.get(timeout=30) == 10
