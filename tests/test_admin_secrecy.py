@@ -10,7 +10,7 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import NoReverseMatch, reverse
 
-from jobs.models import DeadLetter, JobResult, Message, States, Worker
+from jobs.models import DeadLetter, JobRecord, Message, States, Worker
 from project.demo import jobs as demo
 
 pytestmark = pytest.mark.django_db
@@ -24,7 +24,7 @@ def rows(settings):
     """A result, a dead letter and a queued message that each carry the secret."""
     settings.JOBS = {**settings.JOBS, "BROKER_URL": "django://"}
     handle = demo.add.delay(SECRET, "-x")  # a row of the database broker's queue
-    result = JobResult.objects.create(job_id="r-1", name="project.demo.jobs.add",
+    result = JobRecord.objects.create(job_id="r-1", name="project.demo.jobs.add",
                                       state=States.SUCCESS, args=[SECRET, "-x"],
                                       result=RESULT_SECRET)
     letter = DeadLetter.objects.create(
@@ -58,13 +58,13 @@ def staff(django_user_model):
 def pages(rows) -> list[str]:
     """Every admin page of the jobs app that could show a job's arguments or result."""
     urls = [reverse("admin:index"), reverse("admin:app_list", args=["jobs"])]
-    for model in ("jobresult", "deadletter", "message", "worker"):
+    for model in ("jobrecord", "deadletter", "message", "worker"):
         urls.append(reverse(f"admin:jobs_{model}_changelist"))
     for key in ("result", "letter", "message", "worker"):
         obj = rows[key]
         urls.append(reverse(f"admin:jobs_{obj._meta.model_name}_change", args=[obj.pk]))
     try:
-        urls.append(reverse("admin:jobs_jobresult_job", args=[rows["result"].job_id]))
+        urls.append(reverse("admin:jobs_jobrecord_job", args=[rows["result"].job_id]))
     except NoReverseMatch:
         pass
     return urls
@@ -96,16 +96,16 @@ def test_staff_who_may_view_workers_and_queued_messages_see_no_arguments(staff, 
 def test_dead_letters_show_their_body_only_with_their_view_permission(staff, rows):
     url = reverse("admin:jobs_deadletter_change", args=[rows["letter"].pk])
 
-    refused = staff("view_jobresult").get(url)
+    refused = staff("view_jobrecord").get(url)
     assert refused.status_code == 403
     assert SECRET not in refused.content.decode()
     assert SECRET in staff("view_deadletter").get(url).content.decode()
 
 
 def test_the_view_permission_on_results_shows_arguments_and_results(staff, rows):
-    client = staff("view_jobresult")
+    client = staff("view_jobrecord")
 
-    response = client.get(reverse("admin:jobs_jobresult_change", args=[rows["result"].pk]))
+    response = client.get(reverse("admin:jobs_jobrecord_change", args=[rows["result"].pk]))
 
     assert SECRET in response.content.decode()
     assert RESULT_SECRET in response.content.decode()
@@ -116,6 +116,6 @@ def test_even_a_superuser_sees_arguments_only_on_result_and_dead_letter_pages(
         admin_client, rows):
     leaks = shown(admin_client, pages(rows))
 
-    assert reverse("admin:jobs_jobresult_change", args=[rows["result"].pk]) in leaks
+    assert reverse("admin:jobs_jobrecord_change", args=[rows["result"].pk]) in leaks
     assert reverse("admin:jobs_deadletter_change", args=[rows["letter"].pk]) in leaks
-    assert all("/jobresult/" in url or "/deadletter/" in url for url in leaks), leaks
+    assert all("/jobrecord/" in url or "/deadletter/" in url for url in leaks), leaks

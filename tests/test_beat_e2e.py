@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from jobs.models import JobResult, States
+from jobs.models import JobRecord, States
 from jobs_beat.models import PeriodicTask
 from tests.conftest import broker_params, wait_for
 from tests.test_beat_scheduler import ADD, every
@@ -24,7 +24,7 @@ def every_second(x: int) -> PeriodicTask:
 
 
 def results_of(x: int) -> list:
-    return [row.result for row in JobResult.objects.filter(name=ADD, state=States.SUCCESS)
+    return [row.result for row in JobRecord.objects.filter(name=ADD, state=States.SUCCESS)
             if row.args == [x, 1]]
 
 
@@ -43,7 +43,7 @@ def test_a_worker_with_beat_runs_a_one_second_task_again_and_again(broker_url, s
 
     def last_run_succeeded():
         task.refresh_from_db()
-        return JobResult.objects.filter(job_id=task.last_job_id, state=States.SUCCESS).exists()
+        return JobRecord.objects.filter(job_id=task.last_job_id, state=States.SUCCESS).exists()
 
     wait_for(last_run_succeeded, timeout=10, message="the task's last result did not appear")
 

@@ -26,7 +26,7 @@ from django.db import connection, connections
 from django.utils import timezone
 
 from jobs.admin import dashboard
-from jobs.models import JobResult as Row, States
+from jobs.models import JobRecord, States
 from jobs_beat.models import PeriodicTask
 from project.demo import jobs as demo
 from tests.conftest import (
@@ -172,7 +172,7 @@ def runs(directory: Path) -> int:
 
 
 def succeeded(handles) -> int:
-    return Row.objects.filter(job_id__in=[h.id for h in handles], state=States.SUCCESS).count()
+    return JobRecord.objects.filter(job_id__in=[h.id for h in handles], state=States.SUCCESS).count()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -195,7 +195,7 @@ def ran_more_than_once(directory: Path) -> int:
 
 def check_every_job_succeeded_once_recorded(name: str, handles, directory: Path) -> None:
     n = len(handles)
-    rows = {r.job_id: r for r in Row.objects.filter(job_id__in=[h.id for h in handles])}
+    rows = {r.job_id: r for r in JobRecord.objects.filter(job_id__in=[h.id for h in handles])}
     states = [rows[h.id].state if h.id in rows else "no row" for h in handles]
     assert states == [States.SUCCESS] * n, (name, [s for s in states if s != States.SUCCESS][:10])
     assert [rows[h.id].result for h in handles] == list(range(n)), name

@@ -13,7 +13,7 @@ from jobs import job, signals
 from jobs.conf import DEFAULT_MIDDLEWARE
 from jobs.exceptions import JobsError
 from jobs.middleware import Middleware
-from jobs.models import DeadLetter, JobResult as Row
+from jobs.models import DeadLetter, JobRecord
 from jobs.outcome import Kind
 from jobs.testing import running_worker
 from tests.conftest import broker_params, wait_for
@@ -110,8 +110,8 @@ def test_a_receiver_that_raises_changes_no_outcome_and_reruns_nothing(
         wait_for(lambda: worker.processed == 3 and not worker._inflight,
                  message="the worker did not settle")
     assert runs[key] == 1
-    assert Row.objects.get(job_id=first.id).state == "SUCCESS"
-    assert Row.objects.get(job_id=first.id).deliveries == 1
+    assert JobRecord.objects.get(job_id=first.id).state == "SUCCESS"
+    assert JobRecord.objects.get(job_id=first.id).deliveries == 1
     assert "receiver bug" in caplog.text
 
 

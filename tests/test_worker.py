@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from jobs import JobResult
-from jobs.models import DeadLetter, JobResult as Row, Worker
+from jobs.models import DeadLetter, JobRecord, Worker
 from project.demo import jobs as demo
 from tests.conftest import broker_params, wait_for
 
@@ -29,7 +29,7 @@ def test_a_hard_time_limit_kills_the_job_and_the_worker_goes_on(broker_url, star
     with pytest.raises(Exception, match="passed its hard time limit"):
         stuck.get(timeout=20)
     assert stuck.state == "FAILURE"
-    assert Row.objects.get(job_id=stuck.id).result["exc_type"] == "TimeLimitExceeded"
+    assert JobRecord.objects.get(job_id=stuck.id).result["exc_type"] == "TimeLimitExceeded"
     assert after.get(timeout=20) == 3
 
 
@@ -46,7 +46,7 @@ def test_a_job_whose_process_died_fails_with_worker_lost_when_not_redelivered(
     handle = demo.die_once.delay()
     with pytest.raises(Exception, match="the process running the job died"):
         handle.get(timeout=20)
-    assert Row.objects.get(job_id=handle.id).result["exc_type"] == "WorkerLostError"
+    assert JobRecord.objects.get(job_id=handle.id).result["exc_type"] == "WorkerLostError"
     assert demo.add.delay(2, 2).get(timeout=20) == 4
 
 
@@ -146,7 +146,7 @@ def test_warm_shutdown_hands_back_jobs_it_had_not_started(broker_url, start_work
     start_worker(broker_url, "-c", "1")
     assert [h.get(timeout=30) for h in waiting] == [0, 1, 2]
     assert demo.add.delay(1, 1).get(timeout=30) == 2  # queued after anything handed back
-    assert Row.objects.get(job_id=running.id).deliveries == 1  # it finished: not run again
+    assert JobRecord.objects.get(job_id=running.id).deliveries == 1  # it finished: not run again
 
 
 @brokers
@@ -158,7 +158,7 @@ def test_prefetch_multiplier_one_keeps_short_jobs_from_waiting_behind_a_long_one
     start_worker(broker_url, "-c", "1", "--prefetch-multiplier", "1", "-n", "free@e2e")
     short = [demo.add.delay(i, i) for i in range(4)]
     assert [h.get(timeout=5) for h in short] == [0, 2, 4, 6]
-    assert {Row.objects.get(job_id=h.id).worker for h in short} == {"free@e2e"}
+    assert {JobRecord.objects.get(job_id=h.id).worker for h in short} == {"free@e2e"}
     assert long.state == "STARTED"
 
 
@@ -201,7 +201,7 @@ def test_acks_late_false_does_not_run_a_job_again_after_its_worker_died(broker_u
     assert demo.add.delay(1, 1).get(timeout=20) == 2
     time.sleep(5)  # longer than the lease (visibility_timeout 4 s in tests)
     assert handle.state == "STARTED"
-    assert Row.objects.get(job_id=handle.id).deliveries == 1
+    assert JobRecord.objects.get(job_id=handle.id).deliveries == 1
 
 
 def test_publishing_to_a_broker_that_is_down_fails_fast_with_a_clear_error(settings):
@@ -230,7 +230,7 @@ def test_jobs_succeed_after_the_database_dropped_the_workers_connections(broker_
                        "WHERE datname = current_database() AND pid <> pg_backend_pid()")
     handles = [demo.add.delay(i, i) for i in range(10)]
     assert [h.get(timeout=30) for h in handles] == [2 * i for i in range(10)]
-    assert not Row.objects.filter(state="FAILURE").exists()
+    assert not JobRecord.objects.filter(state="FAILURE").exists()
 
 
 @database_broker
@@ -238,7 +238,7 @@ def test_a_rate_limit_spaces_the_starts_of_a_job(broker_url, start_worker):
     start_worker(broker_url, "-c", "2")
     handles = [demo.limited.delay(i) for i in range(6)]
     assert [h.get(timeout=30) for h in handles] == list(range(6))
-    starts = sorted(Row.objects.filter(name="project.demo.jobs.limited")
+    starts = sorted(JobRecord.objects.filter(name="project.demo.jobs.limited")
                     .values_list("date_started", flat=True))
     gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)]
     assert min(gaps) >= 0.15  # five a second: one every 0.2 s

@@ -128,8 +128,9 @@ class DashboardViews:
     def dashboard_urls(self) -> list:
         view = self.admin_site.admin_view
         return [
-            path("dashboard/", view(self.dashboard_view), name="jobs_jobresult_dashboard"),
-            path("dashboard.json", view(self.dashboard_data_view), name="jobs_jobresult_dashboard_data"),
+            path("dashboard/", view(self.dashboard_view), name="jobs_jobrecord_dashboard"),
+            path("dashboard.json", view(self.dashboard_data_view),
+                 name="jobs_jobrecord_dashboard_data"),
         ]
 
     def dashboard_snapshot(self, request) -> dict:
@@ -149,7 +150,7 @@ class DashboardViews:
             "opts": self.model._meta,
             "app_label": self.model._meta.app_label,
             "snapshot": data,
-            "data_url": reverse(f"{self.admin_site.name}:jobs_jobresult_dashboard_data"),
+            "data_url": reverse(f"{self.admin_site.name}:jobs_jobrecord_dashboard_data"),
             "refresh": self.dashboard_refresh,
         }
         return TemplateResponse(request, self.dashboard_template, context)
@@ -160,9 +161,9 @@ class DashboardViews:
     def _add_links(self, data: dict, request) -> None:
         """URLs of the pages behind the numbers, for those the user may open."""
         site, user = self.admin_site.name, request.user
-        results = reverse(f"{site}:jobs_jobresult_changelist")
+        results = reverse(f"{site}:jobs_jobrecord_changelist")
         for job in data["running"]:
-            job["url"] = reverse(f"{site}:jobs_jobresult_change", args=[job.pop("pk")])
+            job["url"] = reverse(f"{site}:jobs_jobrecord_change", args=[job.pop("pk")])
         for row in data["slowest"] + data["failing"]:
             row["url"] = f"{results}?{urlencode({'name': row['name']})}"
         for worker in data["workers"] or ():
@@ -186,3 +187,4 @@ class DashboardViews:
             "dead_letters": reverse(f"{site}:jobs_deadletter_changelist")
                             if user.has_perm("jobs.view_deadletter") else None,
         }
+

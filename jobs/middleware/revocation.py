@@ -20,7 +20,7 @@ from django.utils import timezone
 from jobs.database import database
 from jobs.middleware import Middleware
 from jobs.middleware.results import revoke
-from jobs.models import JobResult, States
+from jobs.models import JobRecord, States
 
 logger = logging.getLogger("jobs.worker")
 
@@ -50,7 +50,7 @@ class Revocations:
         now = timezone.now()
         since = (self._since - OVERLAP) if self._since else now - KEEP
         try:
-            rows = list(JobResult.objects.filter(state=States.REVOKED, date_done__gte=since)
+            rows = list(JobRecord.objects.filter(state=States.REVOKED, date_done__gte=since)
                         .order_by().values_list("job_id", "date_done")[:10_000])
         except DatabaseError as exc:
             if not database.failed(exc):

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from jobs.broker import get_broker
 from jobs.database import database
-from jobs.models import JobResult, States, Worker as WorkerRow
+from jobs.models import JobRecord, States, Worker as WorkerRow
 
 logger = logging.getLogger("jobs.worker")
 
@@ -80,7 +80,7 @@ class Heart:
             return
         # A row revoked before its job started has no start time: the child drops that job
         # itself when it sees the row, no need to kill it.
-        revoked = JobResult.objects.filter(job_id__in=running, state=States.REVOKED,
+        revoked = JobRecord.objects.filter(job_id__in=running, state=States.REVOKED,
                                            date_started__isnull=False)
         for job_id in revoked.values_list("job_id", flat=True):
             self.worker.pool.terminate_job(job_id)
