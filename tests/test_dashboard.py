@@ -432,3 +432,11 @@ def test_job_results_list_links_to_the_dashboard(admin_client):
 
     assert f'<a href="{reverse(DASHBOARD)}">Dashboard</a>' in response.text
 
+
+def test_the_dashboards_old_address_redirects_to_it_for_good(admin_client):
+    # Its address before the model was renamed JobRecord, which people bookmarked.
+    response = admin_client.get("/admin/jobs/jobresult/dashboard/")
+
+    assert response.status_code == 301
+    assert response["Location"] == reverse(DASHBOARD) == "/admin/jobs/jobrecord/dashboard/"
+    assert admin_client.get(response["Location"]).status_code == 200

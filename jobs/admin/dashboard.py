@@ -18,6 +18,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.http import urlencode
+from django.views.generic import RedirectView
 
 from jobs import broker
 from jobs.admin import stats
@@ -188,3 +189,11 @@ class DashboardViews:
                             if user.has_perm("jobs.view_deadletter") else None,
         }
 
+
+def moved_dashboard_urls(site) -> list:
+    """The dashboard's address before the model was renamed JobRecord, answered with a
+    permanent redirect so that bookmarks keep working. It lies outside the model admin's own
+    URLs (``jobs/jobrecord/``), so it belongs to the site's."""
+    redirect = RedirectView.as_view(pattern_name=f"{site.name}:jobs_jobrecord_dashboard",
+                                    permanent=True, query_string=True)
+    return [path("jobs/jobresult/dashboard/", redirect)]
