@@ -57,7 +57,7 @@ def test_a_celery_task_runs_on_a_jobs_worker_with_its_args_and_kwargs(
 @brokers
 def test_celerys_retries_count_reaches_the_job(broker_url, celery_app, start_worker):
     start_worker(broker_url, "-c", "1")
-    sent = send(celery_app, "project.demo.jobs.whoami", retries=2)
+    sent = send(celery_app, "tests.jobs_app.jobs.whoami", retries=2)
 
     row = wait_for(lambda: JobRecord.objects.filter(job_id=sent.id, state="SUCCESS").first())
     assert row.result["retries"] == 2

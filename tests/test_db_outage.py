@@ -28,7 +28,6 @@ from django.utils import timezone
 from jobs.admin import dashboard
 from jobs.models import JobRecord, States
 from jobs_beat.models import PeriodicTask
-from project.demo import jobs as demo
 from tests.conftest import (
     AMQP_URL,
     BROKERS,
@@ -39,6 +38,7 @@ from tests.conftest import (
     require,
     wait_for,
 )
+from tests.jobs_app import jobs as testjobs
 from tests.test_beat_scheduler import every
 from tests.test_chaos import report
 
@@ -150,8 +150,8 @@ def enqueue(settings, name: str, url: str, directory: Path, n: int = N, **option
     directory.mkdir()
     if name == "django":
         options["queue"] = DATABASE_QUEUE
-    return demo.leave_mark.delay_many([(str(directory), i, JOB_SECONDS) for i in range(n)],
-                                      **options)
+    return testjobs.leave_mark.delay_many([(str(directory), i, JOB_SECONDS) for i in range(n)],
+                                          **options)
 
 
 def start_workers(start_worker, brokers: dict, beat: str = "") -> dict:
@@ -219,7 +219,7 @@ def check_said_once_each_way(name: str, output: str, at_most: bool = False) -> N
 def schedule_every_second(directory: Path) -> PeriodicTask:
     directory.mkdir()
     return PeriodicTask.objects.create(name=f"note-due-{directory.parent.name}",
-                                       task="project.demo.jobs.note_due_time",
+                                       task="tests.jobs_app.jobs.note_due_time",
                                        args=[str(directory)], interval=every(1))
 
 

@@ -12,6 +12,7 @@ from jobs.messages import JobMessage, encode
 from jobs.models import DeadLetter, JobRecord, Worker
 from project.demo import jobs as demo
 from tests.conftest import broker_params, wait_for
+from tests.jobs_app import jobs as testjobs
 
 pytestmark = pytest.mark.e2e
 brokers = pytest.mark.parametrize("broker_url", broker_params(), indirect=True)
@@ -33,7 +34,7 @@ def test_results_arrive_with_their_values(broker_url, start_worker):
 @brokers
 def test_untracked_jobs_are_recorded_once_done(broker_url, start_worker):
     start_worker(broker_url, "-c", "2")
-    handles = [demo.add_untracked.delay(i, 1) for i in range(20)]
+    handles = [testjobs.add_untracked.delay(i, 1) for i in range(20)]
     assert [h.get(timeout=30) for h in handles] == [i + 1 for i in range(20)]
     rows = {row.job_id: row for row in JobRecord.objects.filter(job_id__in=[h.id for h in handles])}
     assert len(rows) == 20
@@ -95,7 +96,7 @@ def test_an_unregistered_job_is_dead_lettered_and_the_worker_goes_on(broker_url,
 @brokers
 def test_retries_end_in_success_with_their_count(broker_url, start_worker):
     start_worker(broker_url, "-c", "2")
-    handle = demo.flaky.delay(3)
+    handle = testjobs.flaky.delay(3)
     assert handle.get(timeout=30) == 2
     assert JobRecord.objects.get(job_id=handle.id).retries == 2
 
@@ -112,7 +113,7 @@ def test_a_delayed_job_waits_for_its_time(broker_url, start_worker):
 @brokers
 def test_a_job_routed_to_another_queue_is_left_to_its_workers(broker_url, start_worker):
     start_worker(broker_url, "-c", "1", "-Q", "default")
-    handle = demo.on_other_queue.delay(21)
+    handle = testjobs.on_other_queue.delay(21)
     time.sleep(1.5)
     assert handle.state == "PENDING"
     start_worker(broker_url, "-c", "1", "-Q", "other")
