@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from jobs.display import format_runtime
 from jobs.models import DeadLetter, JobRecord, Message, States, Worker
+from tests import factories
 
 pytestmark = pytest.mark.django_db
 
@@ -26,12 +27,11 @@ TRACEBACK = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueErr
 
 @pytest.fixture
 def failed_job():
-    return JobRecord.objects.create(
+    return factories.record(
         job_id="0f9c2a1e-failed", name="shop.jobs.charge", state=States.FAILURE,
         args=[SECRET_ARG, 12], kwargs={"token": SECRET_KWARG},
         result={"exc_type": "ValueError", "exc_module": "builtins", "exc_message": ["boom"]},
         traceback=TRACEBACK, queue="payments", worker="jobs@host-a", retries=2, runtime=1.5,
-        date_done=timezone.now(),
     )
 
 
@@ -73,8 +73,7 @@ def test_result_list_shows_jobs_with_a_state_badge(admin_client, failed_job):
 
 
 def test_result_list_offers_filters_by_state_name_queue_worker_and_dates(admin_client, failed_job):
-    Worker.objects.create(hostname="jobs@host-a", pid=1, queues=["payments"], pool="solo",
-                          concurrency=1)
+    factories.worker_row(hostname="jobs@host-a", queues=["payments"])
 
     response = admin_client.get(changelist("jobrecord"))
 
@@ -90,8 +89,7 @@ def filter_choices(response, title: str) -> list[str]:
 def test_result_list_filter_choices_come_from_the_project_not_the_table(admin_client,
                                                                          failed_job, settings):
     settings.JOBS = {**settings.JOBS, "TASK_ROUTES": {"shop.*": "shop"}}
-    Worker.objects.create(hostname="jobs@host-b", pid=1, queues=["mail"], pool="solo",
-                          concurrency=1)
+    factories.worker_row(hostname="jobs@host-b", queues=["mail"])
 
     response = admin_client.get(changelist("jobrecord"))
 
@@ -117,7 +115,7 @@ def test_result_list_reads_no_distinct_values_of_the_results_table(admin_client,
 
 
 def test_result_list_finds_a_whole_job_id_alone(admin_client, failed_job):
-    JobRecord.objects.create(job_id=f"{failed_job.job_id}-and-more", name="shop.jobs.refund")
+    factories.record(job_id=f"{failed_job.job_id}-and-more", name="shop.jobs.refund")
 
     response = admin_client.get(changelist("jobrecord"), {"q": failed_job.job_id})
 
@@ -125,7 +123,7 @@ def test_result_list_finds_a_whole_job_id_alone(admin_client, failed_job):
 
 
 def test_result_list_filters_by_state(admin_client, failed_job):
-    JobRecord.objects.create(job_id="ok-1", name="shop.jobs.charge", state=States.SUCCESS)
+    factories.record(job_id="ok-1", state=States.SUCCESS)
 
     response = admin_client.get(changelist("jobrecord"), {"state": "SUCCESS"})
 
@@ -134,7 +132,7 @@ def test_result_list_filters_by_state(admin_client, failed_job):
 
 
 def test_result_list_searches_job_ids(admin_client, failed_job):
-    JobRecord.objects.create(job_id="other-job", name="shop.jobs.refund")
+    factories.record(job_id="other-job", name="shop.jobs.refund")
 
     response = admin_client.get(changelist("jobrecord"), {"q": "0f9c2a1e"})
 
@@ -143,7 +141,7 @@ def test_result_list_searches_job_ids(admin_client, failed_job):
 
 
 def test_result_list_searches_arguments(admin_client, failed_job):
-    JobRecord.objects.create(job_id="other-job", name="shop.jobs.charge", args=["card-1111"])
+    factories.record(job_id="other-job", args=["card-1111"])
 
     response = admin_client.get(changelist("jobrecord"), {"q": "4242-4242"})
 
@@ -154,8 +152,7 @@ def test_result_list_filters_by_a_range_of_times_in_the_current_time_zone(admin_
                                                                           settings):
     settings.TIME_ZONE = "Europe/Paris"
     for job_id, hour in (("too-early", 9), ("inside", 11), ("too-late", 13)):
-        JobRecord.objects.create(job_id=job_id,
-                                 date_done=datetime(2025, 1, 2, hour, 0, tzinfo=UTC))
+        factories.record(job_id=job_id, date_done=datetime(2025, 1, 2, hour, 0, tzinfo=UTC))
 
     response = admin_client.get(changelist("jobrecord"), {
         "date_done__gte": "2025-01-02T11:00", "date_done__lt": "2025-01-02T13:00"})
@@ -174,8 +171,8 @@ def test_result_list_date_range_form_keeps_the_other_filters(admin_client, faile
 
 def test_result_list_puts_the_newest_first(admin_client):
     now = timezone.now()
-    JobRecord.objects.create(job_id="older-job", date_created=now - timedelta(hours=1))
-    JobRecord.objects.create(job_id="newer-job", date_created=now)
+    factories.record(job_id="older-job", date_created=now - timedelta(hours=1))
+    factories.record(job_id="newer-job", date_created=now)
 
     text = admin_client.get(changelist("jobrecord")).text
 
@@ -184,8 +181,7 @@ def test_result_list_puts_the_newest_first(admin_client):
 
 def test_result_list_shows_times_to_the_second(admin_client, settings):
     settings.TIME_ZONE = "Europe/Paris"
-    JobRecord.objects.create(job_id="timed-job",
-                             date_created=datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC))
+    factories.record(job_id="timed-job", date_created=datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC))
 
     response = admin_client.get(changelist("jobrecord"))
 
@@ -238,9 +234,8 @@ def test_results_cannot_be_added_by_hand(admin_client):
 
 
 def test_result_detail_links_to_its_parent_job(admin_client):
-    parent = JobRecord.objects.create(job_id="parent-job", root_id="parent-job")
-    child = JobRecord.objects.create(job_id="child-job", parent_id="parent-job",
-                                     root_id="parent-job")
+    parent = factories.record(job_id="parent-job", root_id="parent-job")
+    child = factories.record(job_id="child-job", parent_id="parent-job", root_id="parent-job")
 
     response = admin_client.get(change(child))
 
@@ -248,10 +243,9 @@ def test_result_detail_links_to_its_parent_job(admin_client):
 
 
 def test_result_detail_lists_the_jobs_it_started(admin_client):
-    parent = JobRecord.objects.create(job_id="parent-job")
-    child = JobRecord.objects.create(job_id="child-job", parent_id="parent-job",
-                                     state=States.SUCCESS)
-    JobRecord.objects.create(job_id="stranger-job")
+    parent = factories.record(job_id="parent-job")
+    child = factories.record(job_id="child-job", parent_id="parent-job", state=States.SUCCESS)
+    factories.record(job_id="stranger-job")
 
     text = admin_client.get(change(parent)).text
 
@@ -260,10 +254,10 @@ def test_result_detail_lists_the_jobs_it_started(admin_client):
 
 
 def test_result_detail_links_to_the_list_of_its_jobs_when_they_are_many(admin_client):
-    parent = JobRecord.objects.create(job_id="parent-job")
+    parent = factories.record(job_id="parent-job")
     JobRecord.objects.bulk_create(JobRecord(job_id=f"child-{i:02}", parent_id="parent-job")
                                   for i in range(11))
-    JobRecord.objects.create(job_id="stranger-job")
+    factories.record(job_id="stranger-job")
 
     link = re.search(r'<a href="([^"]+)">list them</a>', admin_client.get(change(parent)).text)
     response = admin_client.get(html.unescape(link.group(1)))
@@ -273,7 +267,7 @@ def test_result_detail_links_to_the_list_of_its_jobs_when_they_are_many(admin_cl
 
 
 def test_result_detail_names_a_parent_without_a_row(admin_client):
-    child = JobRecord.objects.create(job_id="child-job", parent_id="gone-job")
+    child = factories.record(job_id="child-job", parent_id="gone-job")
 
     assert "gone-job (no result recorded)" in admin_client.get(change(child)).text
 
@@ -341,9 +335,8 @@ def test_delete_permission_allows_deleting(staff_client, failed_job):
 @pytest.fixture
 def failed_add():
     """A failed run of a job this project has: ``project.demo.jobs.add(2, 3)``."""
-    return JobRecord.objects.create(
-        job_id="failed-add", name="project.demo.jobs.add", state=States.FAILURE, args=[2, 3],
-        kwargs={}, queue="other", root_id="failed-add", date_done=timezone.now())
+    return factories.record(job_id="failed-add", name=factories.ADD, state=States.FAILURE,
+                            args=[2, 3], kwargs={}, queue="other", root_id="failed-add")
 
 
 def retry_url(row) -> str:
@@ -411,8 +404,8 @@ def test_retry_refuses_a_job_that_has_not_finished(admin_client, failed_add, job
 
 
 def test_retry_action_retries_each_selected_job(admin_client, failed_add, jobs_captured):
-    other = JobRecord.objects.create(job_id="failed-add-2", name="project.demo.jobs.add",
-                                     state=States.FAILURE, args=[5, 6])
+    other = factories.record(job_id="failed-add-2", name=factories.ADD, state=States.FAILURE,
+                             args=[5, 6])
 
     admin_client.post(changelist("jobrecord"), {
         "action": "retry", "_selected_action": [failed_add.pk, other.pk]})
@@ -424,8 +417,8 @@ def test_the_new_job_lists_the_one_it_retried_as_its_parent(admin_client, failed
                                                              jobs_captured):
     admin_client.post(retry_url(failed_add))
     [sent] = jobs_captured.messages
-    JobRecord.objects.create(job_id=sent.id, name=sent.name, parent_id=sent.parent_id,
-                             state=States.SUCCESS)
+    factories.record(job_id=sent.id, name=sent.name, parent_id=sent.parent_id,
+                     state=States.SUCCESS)
 
     text = admin_client.get(change(failed_add)).text
 
@@ -540,10 +533,9 @@ def test_a_job_id_not_recorded_yet_leads_to_the_list_saying_so(admin_client):
 
 @pytest.fixture
 def dead_letter():
-    return DeadLetter.objects.create(
-        queue="default", job_id="dead-1", job_name="shop.jobs.gone",
+    return factories.dead_letter(
+        job_id="dead-1", job_name="shop.jobs.gone",
         reason="NotRegistered: no job named 'shop.jobs.gone' " + "x" * 200,
-        content_type="application/json", headers={"task": "shop.jobs.gone", "id": "dead-1"},
         properties={"correlation_id": "dead-1"}, body=b'[[1, 2], {}, {}] caf\xc3\xa9 \xff',
         worker="jobs@host-a",
     )
@@ -590,10 +582,10 @@ def test_dead_letters_can_be_deleted(admin_client, dead_letter):
 @pytest.fixture
 def workers():
     now = timezone.now()
-    online = Worker.objects.create(hostname="jobs@alive", pid=101, queues=["default", "mail"],
-                                   pool="prefork", concurrency=4, processed=12)
-    stopped = Worker.objects.create(hostname="jobs@gone", pid=202, queues=["default"],
-                                    pool="threads", concurrency=8, stopped_at=now)
+    online = factories.worker_row(hostname="jobs@alive", pid=101, queues=["default", "mail"],
+                                  pool="prefork", concurrency=4, processed=12)
+    stopped = factories.worker_row(hostname="jobs@gone", pid=202, pool="threads",
+                                   concurrency=8, stopped_at=now)
     return online, stopped
 
 
@@ -665,8 +657,7 @@ def test_shutdown_of_a_stopped_worker_says_so(admin_client, workers):
 
 def test_shutdown_action_asks_each_selected_worker(admin_client, workers):
     online, _ = workers
-    other = Worker.objects.create(hostname="jobs@other", pid=303, queues=["default"],
-                                  pool="solo", concurrency=1)
+    other = factories.worker_row(hostname="jobs@other", pid=303)
 
     admin_client.post(changelist("worker"), {"action": "shut_down",
                                              "_selected_action": [online.pk, other.pk]})
@@ -695,9 +686,7 @@ def test_worker_page_offers_shutdown_while_the_worker_runs(admin_client, workers
 
 
 def message(**fields) -> Message:
-    payload = {"body": "W1tdLCB7fSwge31d", "headers": {"task": "shop.jobs.charge", "id": "m-1"},
-               "properties": {"delivery_tag": "t"}}
-    return Message.objects.create(queue="default", payload=json.dumps(payload), **fields)
+    return factories.message_row(job_id="m-1", **fields)
 
 
 def test_message_list_is_titled_queued_messages_with_a_due_column(admin_client):
@@ -744,7 +733,7 @@ def test_message_detail_shows_the_job_name_and_id_but_not_the_payload(admin_clie
 
 
 def test_message_detail_survives_a_payload_that_is_not_a_job(admin_client):
-    row = Message.objects.create(queue="default", payload="[not json")
+    row = factories.message_row(payload="[not json")
 
     assert admin_client.get(change(row)).status_code == 200
 
@@ -759,7 +748,7 @@ def test_messages_can_be_deleted(admin_client):
 
 def test_message_list_shows_each_jobs_recorded_state(admin_client):
     message()
-    JobRecord.objects.create(job_id="m-1", state=States.REVOKED)
+    factories.record(job_id="m-1", state=States.REVOKED)
 
     response = admin_client.get(changelist("message"))
 
@@ -801,7 +790,7 @@ def test_revoking_a_delayed_job_records_it_revoked_and_keeps_it_until_due(admin_
 
 def test_revoking_a_job_a_worker_holds_asks_the_worker_to_stop_it(admin_client):
     held = message(lease_owner="w", lease_until=timezone.now() + timedelta(seconds=30))
-    JobRecord.objects.create(job_id="m-1", state=States.STARTED)
+    factories.record(job_id="m-1", state=States.STARTED)
 
     admin_client.post(changelist("message"), {"action": "revoke",
                                               "_selected_action": [held.pk]})
@@ -812,7 +801,7 @@ def test_revoking_a_job_a_worker_holds_asks_the_worker_to_stop_it(admin_client):
 
 def test_message_list_survives_a_job_id_that_is_not_a_string(admin_client):
     payload = {"headers": {"task": "x", "id": ["not", "an", "id"]}}
-    Message.objects.create(queue="default", payload=json.dumps(payload))
+    factories.message_row(payload=json.dumps(payload))
 
     assert admin_client.get(changelist("message")).status_code == 200
 

@@ -10,8 +10,9 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import NoReverseMatch, reverse
 
-from jobs.models import DeadLetter, JobRecord, Message, States, Worker
+from jobs.models import Message
 from project.demo import jobs as demo
+from tests import factories
 
 pytestmark = pytest.mark.django_db
 
@@ -24,15 +25,12 @@ def rows(settings):
     """A result, a dead letter and a queued message that each carry the secret."""
     settings.JOBS = {**settings.JOBS, "BROKER_URL": "django://"}
     handle = demo.add.delay(SECRET, "-x")  # a row of the database broker's queue
-    result = JobRecord.objects.create(job_id="r-1", name="project.demo.jobs.add",
-                                      state=States.SUCCESS, args=[SECRET, "-x"],
-                                      result=RESULT_SECRET)
-    letter = DeadLetter.objects.create(
-        queue="default", job_id="d-1", job_name="project.demo.jobs.add", reason="bad signature",
-        content_type="application/json",
-        headers={"task": "project.demo.jobs.add", "id": "d-1", "argsrepr": repr((SECRET,))},
+    result = factories.record(name=factories.ADD, args=[SECRET, "-x"], result=RESULT_SECRET)
+    letter = factories.dead_letter(
+        job_id="d-1", job_name=factories.ADD, reason="bad signature",
+        headers={"task": factories.ADD, "id": "d-1", "argsrepr": repr((SECRET,))},
         body=f'[["{SECRET}"], {{}}, {{}}]'.encode())
-    worker = Worker.objects.create(hostname="jobs@a", pid=1, pool="solo", concurrency=1)
+    worker = factories.worker_row()
     message = Message.objects.get()
     assert SECRET in message.payload
     return {"result": result, "letter": letter, "message": message, "worker": worker,

@@ -10,8 +10,10 @@ import pytest
 
 from jobs.models import JobRecord, States
 from jobs_beat.models import PeriodicTask
+from tests import factories
 from tests.conftest import broker_params, wait_for
-from tests.test_beat_scheduler import ADD, every
+from tests.factories import every
+from tests.test_beat_scheduler import ADD
 
 pytestmark = [pytest.mark.e2e, pytest.mark.pg]
 brokers = pytest.mark.parametrize("broker_url", broker_params(), indirect=True)
@@ -19,8 +21,7 @@ brokers = pytest.mark.parametrize("broker_url", broker_params(), indirect=True)
 
 def every_second(x: int) -> PeriodicTask:
     """``add(x, 1)`` every second; ``x`` tells this test's results from any others."""
-    return PeriodicTask.objects.create(name=f"add-{x}", task=ADD, args=[x, 1],
-                                       interval=every(1))
+    return factories.periodic_task(f"add-{x}", args=[x, 1], interval=every(1))
 
 
 def results_of(x: int) -> list:

@@ -13,8 +13,9 @@ from django.urls import reverse
 
 from jobs.admin import dashboard, stats
 from jobs.broker import get_broker
-from jobs.models import JobRecord, Message, States, Worker
+from jobs.models import JobRecord, States
 from project.demo import jobs as demo
+from tests import factories
 from tests.conftest import broker_params, wait_for
 
 pytestmark = [pytest.mark.django_db, pytest.mark.pg]
@@ -26,10 +27,8 @@ DATA = "admin:jobs_jobrecord_dashboard_data"
 
 def finished(name="shop.jobs.charge", state=States.SUCCESS, ago=60.0, runtime=0.5, **fields):
     done = NOW - timedelta(seconds=ago)
-    return JobRecord.objects.create(
-        job_id=f"{name}-{JobRecord.objects.count()}", name=name, state=state,
-        date_created=done - timedelta(seconds=runtime + 1), date_done=done, runtime=runtime,
-        **fields)
+    return factories.record(name=name, state=state, date_done=done, runtime=runtime,
+                            date_created=done - timedelta(seconds=runtime + 1), **fields)
 
 
 def minute(index_from_now: int) -> int:
@@ -92,8 +91,7 @@ def test_the_current_minute_is_counted_afresh_each_time():
 
 def test_revoked_and_unfinished_jobs_are_not_counted_as_succeeded_or_failed():
     finished(state=States.REVOKED, ago=60)
-    JobRecord.objects.create(job_id="running", state=States.STARTED,
-                             date_started=NOW - timedelta(seconds=30))
+    factories.record(state=States.STARTED, date_started=NOW - timedelta(seconds=30))
 
     totals = dashboard.snapshot(NOW)["totals"]
 
@@ -104,8 +102,7 @@ def test_retried_counts_jobs_finished_after_a_retry_and_jobs_waiting_for_one():
     finished(ago=3 * 60, retries=2)
     finished(state=States.FAILURE, ago=3 * 60, retries=3)
     finished(ago=3 * 60)
-    JobRecord.objects.create(job_id="waiting", state=States.RETRY, retries=1,
-                             date_started=NOW - timedelta(minutes=7))
+    factories.record(state=States.RETRY, retries=1, date_started=NOW - timedelta(minutes=7))
 
     snapshot = dashboard.snapshot(NOW)
 
@@ -165,10 +162,10 @@ def test_most_failing_jobs_show_failures_runs_and_rate():
 
 
 def test_running_jobs_show_their_runtime_so_far_longest_first():
-    JobRecord.objects.create(job_id="short", name="shop.jobs.a", state=States.STARTED,
-                             worker="jobs@a", date_started=NOW - timedelta(seconds=3))
-    JobRecord.objects.create(job_id="long", name="shop.jobs.b", state=States.STARTED,
-                             worker="jobs@b", date_started=NOW - timedelta(seconds=125))
+    factories.record(job_id="short", name="shop.jobs.a", state=States.STARTED, worker="jobs@a",
+                     date_started=NOW - timedelta(seconds=3))
+    factories.record(job_id="long", name="shop.jobs.b", state=States.STARTED, worker="jobs@b",
+                     date_started=NOW - timedelta(seconds=125))
 
     snapshot = dashboard.snapshot(NOW)
 
@@ -189,11 +186,10 @@ def test_running_jobs_list_the_first_ten_and_count_them_all():
 
 def test_workers_online_show_queues_pool_concurrency_load_and_heartbeat():
     now = datetime.now(UTC)
-    Worker.objects.create(hostname="jobs@alive", pid=1, queues=["default", "mail"],
-                          pool="prefork", concurrency=4, active=3, processed=120,
-                          last_seen=now - timedelta(seconds=2))
-    Worker.objects.create(hostname="jobs@gone", pid=2, queues=["default"], pool="threads",
-                          concurrency=8, stopped_at=now)
+    factories.worker_row(hostname="jobs@alive", queues=["default", "mail"], pool="prefork",
+                         concurrency=4, active=3, processed=120,
+                         last_seen=now - timedelta(seconds=2))
+    factories.worker_row(hostname="jobs@gone", pool="threads", concurrency=8, stopped_at=now)
 
     [worker] = dashboard.snapshot(now)["workers"]
 
@@ -206,14 +202,12 @@ def test_workers_online_show_queues_pool_concurrency_load_and_heartbeat():
 def test_a_worker_that_waited_for_its_database_lately_says_how_long_and_until_when(settings):
     settings.TIME_ZONE = "UTC"
     now = datetime(2030, 1, 7, 9, 30, 0, tzinfo=UTC)
-    Worker.objects.create(hostname="jobs@waited", pid=1, queues=["default"], pool="prefork",
-                          concurrency=2, last_seen=now,
-                          database_lost_at=now - timedelta(minutes=10, seconds=31),
-                          database_back_at=now - timedelta(minutes=10))
-    Worker.objects.create(hostname="jobs@long-ago", pid=2, queues=["default"], pool="prefork",
-                          concurrency=2, last_seen=now,
-                          database_lost_at=now - timedelta(hours=3, seconds=5),
-                          database_back_at=now - timedelta(hours=3))
+    factories.worker_row(hostname="jobs@waited", last_seen=now,
+                         database_lost_at=now - timedelta(minutes=10, seconds=31),
+                         database_back_at=now - timedelta(minutes=10))
+    factories.worker_row(hostname="jobs@long-ago", last_seen=now,
+                         database_lost_at=now - timedelta(hours=3, seconds=5),
+                         database_back_at=now - timedelta(hours=3))
 
     workers = {w["hostname"]: w["database_wait"] for w in dashboard.snapshot(now)["workers"]}
 
@@ -228,7 +222,7 @@ def test_queue_depths_on_the_database_broker_count_ready_reserved_and_delayed():
     now = datetime.now(UTC)
     for fields in ({}, {}, {"lease_owner": "w", "lease_until": now + timedelta(seconds=30)},
                    {"visible_at": now + timedelta(hours=1)}):
-        Message.objects.create(queue="mail", payload="{}", **fields)
+        factories.message_row(queue="mail", **fields)
 
     queues = dashboard.snapshot(now)["queues"]
 
@@ -238,8 +232,7 @@ def test_queue_depths_on_the_database_broker_count_ready_reserved_and_delayed():
 
 def test_queues_of_settings_and_workers_show_even_when_empty(settings):
     settings.JOBS = {**settings.JOBS, "TASK_ROUTES": {"shop.jobs.*": {"queue": "shop"}}}
-    Worker.objects.create(hostname="jobs@a", pid=1, queues=["reports"], pool="solo",
-                          concurrency=1)
+    factories.worker_row(queues=["reports"])
 
     rows = dashboard.snapshot()["queues"]["rows"]
 
@@ -324,8 +317,7 @@ def test_dashboard_data_is_json_for_users_who_may_view_results(staff_client):
 
 def test_dashboard_leaves_out_workers_and_dead_letters_for_users_who_may_not_view_them(
         staff_client):
-    Worker.objects.create(hostname="jobs@secret-host", pid=1, queues=["default"], pool="solo",
-                          concurrency=1)
+    factories.worker_row(hostname="jobs@secret-host")
 
     response = staff_client("view_jobrecord").get(reverse(DATA))
 
@@ -349,10 +341,9 @@ def test_dashboard_links_each_number_to_the_rows_behind_it(admin_client, setting
 
 def test_the_failed_count_links_to_the_failures_of_the_last_hour(admin_client):
     now = datetime.now(UTC)
-    JobRecord.objects.create(job_id="recent", state=States.FAILURE, date_done=now)
-    JobRecord.objects.create(job_id="old", state=States.FAILURE,
-                             date_done=now - timedelta(hours=2))
-    JobRecord.objects.create(job_id="fine", state=States.SUCCESS, date_done=now)
+    factories.record(job_id="recent", state=States.FAILURE, date_done=now)
+    factories.record(job_id="old", state=States.FAILURE, date_done=now - timedelta(hours=2))
+    factories.record(job_id="fine", state=States.SUCCESS, date_done=now)
 
     link = admin_client.get(reverse(DATA)).json()["links"]["failed"]
     response = admin_client.get(link)
@@ -370,8 +361,7 @@ def test_dashboard_links_only_to_pages_the_user_may_open(staff_client):
 
 def test_dashboard_never_shows_arguments_or_results(admin_client):
     finished(args=["card-4242"], kwargs={"token": "hunter2"}, result={"secret": "s3"})
-    JobRecord.objects.create(job_id="r", state=States.STARTED, args=["card-4242"],
-                             date_started=datetime.now(UTC))
+    factories.record(state=States.STARTED, args=["card-4242"], date_started=datetime.now(UTC))
 
     for url in (reverse(DASHBOARD), reverse(DATA)):
         text = admin_client.get(url).text

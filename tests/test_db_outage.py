@@ -38,8 +38,8 @@ from tests.conftest import (
     require,
     wait_for,
 )
+from tests.factories import every
 from tests.jobs_app import jobs as testjobs
-from tests.test_beat_scheduler import every
 from tests.test_chaos import report
 
 pytestmark = [pytest.mark.pg, pytest.mark.e2e]
