@@ -117,9 +117,9 @@ class Database:
 
     def _connection(self):
         if self._alias is None:
-            from jobs.models import JobResult
+            from jobs.models import JobRecord
 
-            self._alias = router.db_for_write(JobResult)
+            self._alias = router.db_for_write(JobRecord)
         return connections[self._alias]
 
     def _close(self) -> None:

@@ -266,12 +266,12 @@ class Job(Generic[P, R]):
 
     def update_state(self, state: str, meta: dict | None = None, job_id: str | None = None):
         """Record a custom state (e.g. PROGRESS) with ``meta`` for the running job."""
-        from jobs.models import JobResult as Row
+        from jobs.models import JobRecord
 
         job_id = job_id or self.request.id
         if job_id is None:
             raise RuntimeError(f"{self.name}.update_state() needs a running job or a job_id")
-        Row.objects.update_or_create(
+        JobRecord.objects.update_or_create(
             job_id=job_id, defaults={"state": state, "meta": meta, "name": self.name}
         )
 

@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from jobs.compat.django import in_atomic_block
 from jobs.messages import JobMessage
-from jobs.models import READY_STATES, JobResult as Row, States
+from jobs.models import READY_STATES, JobRecord, States
 from jobs.results import exception_to_dict
 from jobs.storable import storable
 
@@ -35,14 +35,14 @@ from jobs.storable import storable
 def _attempt(message: JobMessage):
     """The row, unless a later attempt of the job (a retry) has written it already: an
     attempt's late write must not overwrite the state of the retry that followed it."""
-    return Row.objects.filter(job_id=message.id, retries__lte=message.retries)
+    return JobRecord.objects.filter(job_id=message.id, retries__lte=message.retries)
 
 
 def _upsert(message: JobMessage, fields: dict, started: bool = True) -> None:
     """Write ``fields`` to the job's row, unless a later attempt owns it. ``started``: the
     row is there (STARTED was recorded), so an UPDATE comes first; else, where the database
     has ``ON CONFLICT``, one statement inserts the row or updates the one there."""
-    db = connections[router.db_for_write(Row)]
+    db = connections[router.db_for_write(JobRecord)]
     if not started and db.vendor in UPSERTING:
         _insert_or_update(message, fields, db)
     elif not _update(message, fields, db) and not _create(message, fields):
@@ -63,7 +63,7 @@ def _update(message: JobMessage, fields: dict, db) -> int:
 
 
 def _prepared(fields: dict, db) -> list:
-    return [Row._meta.get_field(name).get_db_prep_save(value, db)
+    return [JobRecord._meta.get_field(name).get_db_prep_save(value, db)
             for name, value in fields.items()]
 
 
@@ -72,22 +72,22 @@ def _update_sql(alias: str, names: tuple[str, ...]) -> str:
     quote = connections[alias].ops.quote_name
     column = _columns(quote)
     assignments = ", ".join(f"{column[name]} = %s" for name in names)
-    return (f"UPDATE {quote(Row._meta.db_table)} SET {assignments} "
+    return (f"UPDATE {quote(JobRecord._meta.db_table)} SET {assignments} "
             f"WHERE {column['job_id']} = %s AND {column['retries']} <= %s")
 
 
 def _columns(quote) -> dict[str, str]:
-    return {f.name: quote(f.column) for f in Row._meta.concrete_fields}
+    return {f.name: quote(f.column) for f in JobRecord._meta.concrete_fields}
 
 
 def _create(message: JobMessage, fields: dict) -> bool:
     """Insert the job's row in one statement; False if it exists already."""
     # Inside the caller's transaction, a savepoint: a failed insert must not spoil it.
-    db = router.db_for_write(Row)
+    db = router.db_for_write(JobRecord)
     savepoint = transaction.atomic(using=db) if in_atomic_block(connections[db]) else nullcontext()
     try:
         with savepoint:
-            Row.objects.create(job_id=message.id, **_identity(message), **_created(fields),
+            JobRecord.objects.create(job_id=message.id, **_identity(message), **_created(fields),
                                **fields)
     except IntegrityError:
         return False
@@ -104,7 +104,7 @@ def _insert_or_update(message: JobMessage, fields: dict, db) -> None:
 
 @cache
 def _other_fields(names: tuple[str, ...]) -> list:
-    return [f for f in Row._meta.concrete_fields if not f.primary_key and f.name not in names]
+    return [f for f in JobRecord._meta.concrete_fields if not f.primary_key and f.name not in names]
 
 
 @cache
@@ -112,7 +112,7 @@ def _insert_or_update_sql(alias: str, names: tuple[str, ...], updated: tuple[str
     """Insert the row; if the job has one, update ``updated`` in it, as
     ``_attempt(message).update()`` would: not where a later attempt wrote."""
     quote = connections[alias].ops.quote_name
-    table, column = quote(Row._meta.db_table), _columns(quote)
+    table, column = quote(JobRecord._meta.db_table), _columns(quote)
     return (
         _insert_or_sql(table, column, names)
         + ", ".join(f"{column[n]} = excluded.{column[n]}" for n in updated)
@@ -156,7 +156,7 @@ def mark_started(message: JobMessage, hostname: str, track: bool,
     now = timezone.now()
     fields = {"state": States.STARTED, "worker": hostname, "date_started": now,
               "retries": message.retries, "date_done": None}
-    db = connections[router.db_for_write(Row)]
+    db = connections[router.db_for_write(JobRecord)]
     if db.vendor in UPSERTING:
         return _start(message, fields, db)
     if _create(message, {"deliveries": 1, **fields}):
@@ -185,7 +185,7 @@ def _start_sql(alias: str, names: tuple[str, ...]) -> str:
     """Insert the STARTED row; if the job has one: count a redelivery of the same attempt
     (or start afresh for a retry), unless it was revoked or a later attempt owns it."""
     quote = connections[alias].ops.quote_name
-    table, column = quote(Row._meta.db_table), _columns(quote)
+    table, column = quote(JobRecord._meta.db_table), _columns(quote)
     retries, deliveries = column["retries"], column["deliveries"]
     updated = ["state", "worker", "date_started", "retries", "date_done"]
     return (
@@ -242,12 +242,12 @@ def revoke_request(job_id: str, name: str = "", terminate: bool = False,
     Returns whether the row now says REVOKED because of this call."""
     now = timezone.now()
     revoked = _revoked_result("terminated" if terminate else reason)
-    rows = Row.objects.filter(job_id=job_id).exclude(state__in=READY_STATES)
+    rows = JobRecord.objects.filter(job_id=job_id).exclude(state__in=READY_STATES)
     if not terminate:
         rows = rows.exclude(state=States.STARTED)
     if rows.update(state=States.REVOKED, result=revoked, date_done=now):
         return True
-    _, created = Row.objects.get_or_create(job_id=job_id, defaults={
+    _, created = JobRecord.objects.get_or_create(job_id=job_id, defaults={
         "name": name, "state": States.REVOKED, "result": revoked, "date_done": now})
     return created
 

@@ -25,7 +25,7 @@ READY_STATES = frozenset({States.SUCCESS, States.FAILURE, States.REVOKED})
 EXCEPTION_STATES = frozenset({States.FAILURE, States.REVOKED, States.RETRY})
 
 
-class JobResultQuerySet(models.QuerySet):
+class JobRecordQuerySet(models.QuerySet):
     def ready(self):
         return self.filter(state__in=READY_STATES)
 
@@ -46,7 +46,7 @@ class JobResultQuerySet(models.QuerySet):
         return self.ready().older_than(expires)
 
 
-class JobResult(models.Model):
+class JobRecord(models.Model):
     """The state and outcome of one job, written by workers, read from any process.
 
     ``state`` is a free string so that jobs may set custom states with ``update_state``;
@@ -74,9 +74,11 @@ class JobResult(models.Model):
     date_done = models.DateTimeField(null=True, blank=True)
     runtime = models.FloatField(null=True, blank=True, help_text="Seconds spent running.")
 
-    objects = JobResultQuerySet.as_manager()
+    objects = JobRecordQuerySet.as_manager()
 
     class Meta:
+        # The table keeps the name it had when the model was called JobResult.
+        db_table = "jobs_jobresult"
         verbose_name = "job result"
         ordering = ["-date_created"]
         # Every job writes its row twice: each index costs both writes (and the planner's
@@ -131,7 +133,7 @@ class DeadLetter(models.Model):
         from jobs.broker import publish_raw
 
         if self.job_id:
-            JobResult.objects.filter(job_id=self.job_id).update(deliveries=0)
+            JobRecord.objects.filter(job_id=self.job_id).update(deliveries=0)
         publish_raw(
             self.queue or "default", bytes(self.body), headers=self.headers or {},
             content_type=self.content_type, content_encoding=self.content_encoding,

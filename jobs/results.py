@@ -15,19 +15,19 @@ from django.utils import timezone
 
 from jobs import exceptions
 from jobs.compat.django import in_atomic_block
-from jobs.models import EXCEPTION_STATES, READY_STATES, JobResult as Row, States
+from jobs.models import EXCEPTION_STATES, READY_STATES, JobRecord, States
 
 
 class JobResult:
     """Look up a job by id: ``JobResult(job_id).get(timeout=10)``.
 
-    Reads the ``jobs.JobResult`` row; a job no worker has picked up yet is PENDING.
+    Reads the :class:`jobs.models.JobRecord` row; a job no worker has picked up yet is PENDING.
     """
 
     def __init__(self, id: str, name: str | None = None) -> None:
         self.id = str(id)
         self.name = name
-        self._row: Row | None = None
+        self._row: JobRecord | None = None
 
     def __repr__(self) -> str:
         return f"<JobResult {self.id} [{self.state}]>"
@@ -40,11 +40,11 @@ class JobResult:
 
     # Reading the row -------------------------------------------------------------------------
 
-    def _fetch(self) -> Row | None:
+    def _fetch(self) -> JobRecord | None:
         if self._row is not None and self._row.state in READY_STATES:
             return self._row  # a finished job doesn't change again
         # No ORDER BY (the model's default ordering): the id is unique.
-        self._row = next(iter(Row.objects.filter(job_id=self.id).order_by()[:1]), None)
+        self._row = next(iter(JobRecord.objects.filter(job_id=self.id).order_by()[:1]), None)
         return self._row
 
     @property
@@ -143,7 +143,7 @@ class JobResult:
 
     def forget(self) -> None:
         """Delete the stored result."""
-        Row.objects.filter(job_id=self.id).delete()
+        JobRecord.objects.filter(job_id=self.id).delete()
         self._row = None
 
     def revoke(self, terminate: bool = False, reason: str = "revoked") -> None:
@@ -170,7 +170,7 @@ def _notifications():
     """While the block runs, this thread's database connection LISTENs for finished jobs;
     yields a ``wait(seconds, job_id)`` function, or None where that can't be (not
     PostgreSQL with psycopg 3, or inside a transaction, where LISTEN waits for the commit)."""
-    connection = connections[router.db_for_read(Row)]
+    connection = connections[router.db_for_read(JobRecord)]
     if connection.vendor != "postgresql" or in_atomic_block(connection):
         yield None
         return
@@ -256,7 +256,7 @@ class EagerResult(JobResult):
 
 
 def exception_to_dict(exc: BaseException) -> dict:
-    """The JSON form of an exception stored in ``JobResult.result``."""
+    """The JSON form of an exception stored in ``JobRecord.result``."""
     cls = type(exc)
     try:
         args = [a if isinstance(a, (str, int, float, bool, type(None))) else repr(a)

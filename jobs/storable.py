@@ -1,4 +1,4 @@
-"""Values as the ``JobResult`` JSON columns can hold them, whatever a message carried.
+"""Values as the ``JobRecord`` JSON columns can hold them, whatever a message carried.
 
 A message's arguments come from a producer and may hold what no JSON column takes: bytes
 (kombu's JSON carries them), NaN and infinities (which kombu's JSON parser accepts), NUL

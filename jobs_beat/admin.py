@@ -13,7 +13,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from jobs.display import state_badge, timestamp
-from jobs.models import JobResult
+from jobs.models import JobRecord
 from jobs_beat import scheduler
 from jobs_beat.forms import CrontabScheduleForm, PeriodicTaskForm
 from jobs_beat.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask
@@ -62,7 +62,7 @@ class PeriodicTaskAdmin(admin.ModelAdmin):
     last_run = timestamp("last_run_at", "last run")
 
     def get_queryset(self, request):
-        state = JobResult.objects.filter(job_id=OuterRef("last_job_id")).values("state")[:1]
+        state = JobRecord.objects.filter(job_id=OuterRef("last_job_id")).values("state")[:1]
         return super().get_queryset(request).annotate(last_state=Subquery(state))
 
     @admin.display(description="schedule")
@@ -74,7 +74,7 @@ class PeriodicTaskAdmin(admin.ModelAdmin):
         if not obj.last_job_id:
             return None
         try:
-            url = reverse(f"{self.admin_site.name}:jobs_jobresult_changelist")
+            url = reverse(f"{self.admin_site.name}:jobs_jobrecord_changelist")
         except NoReverseMatch:
             return obj.last_job_id
         state = getattr(obj, "last_state", None)

@@ -30,6 +30,12 @@ INSTALLED_APPS = [
     "project.demo",
 ]
 
+# The jobs the tests run (tests/jobs_app/), installed only for the tests: when JOBS_TEST_APP=1,
+# which tests/conftest.py sets for the processes the tests start, and by default under pytest
+# (it sets PYTEST_VERSION), whose Django plugin loads these settings before any conftest runs.
+if os.environ.get("JOBS_TEST_APP", "1" if "PYTEST_VERSION" in os.environ else "0") == "1":
+    INSTALLED_APPS.append("tests.jobs_app")
+
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -17,6 +17,10 @@ from pathlib import Path
 
 import pytest
 
+# The jobs the tests run (tests/jobs_app/) must be installed in every process a test starts:
+# workers, schedulers, other manage.py commands (project/settings.py reads this).
+os.environ.setdefault("JOBS_TEST_APP", "1")
+
 pytest_plugins = ["jobs.testing"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,6 +155,7 @@ class CommandProcess:
             "JOBS_BROKER_TRANSPORT_OPTIONS": json.dumps(TEST_TRANSPORT_OPTIONS),
             "JOBS_WORKER_HEARTBEAT_INTERVAL": str(TEST_HEARTBEAT),
             "PYTHONUNBUFFERED": "1",
+            "JOBS_TEST_APP": "1",
         }
         self.log = log
         self._out = open(log, "wb")

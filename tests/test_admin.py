@@ -15,7 +15,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from jobs.display import format_runtime
-from jobs.models import DeadLetter, JobResult, Message, States, Worker
+from jobs.models import DeadLetter, JobRecord, Message, States, Worker
+from tests import factories
 
 pytestmark = pytest.mark.django_db
 
@@ -26,12 +27,11 @@ TRACEBACK = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueErr
 
 @pytest.fixture
 def failed_job():
-    return JobResult.objects.create(
+    return factories.record(
         job_id="0f9c2a1e-failed", name="shop.jobs.charge", state=States.FAILURE,
         args=[SECRET_ARG, 12], kwargs={"token": SECRET_KWARG},
         result={"exc_type": "ValueError", "exc_module": "builtins", "exc_message": ["boom"]},
         traceback=TRACEBACK, queue="payments", worker="jobs@host-a", retries=2, runtime=1.5,
-        date_done=timezone.now(),
     )
 
 
@@ -64,7 +64,7 @@ def json_blocks(response) -> list:
 
 
 def test_result_list_shows_jobs_with_a_state_badge(admin_client, failed_job):
-    response = admin_client.get(changelist("jobresult"))
+    response = admin_client.get(changelist("jobrecord"))
 
     assert response.status_code == 200
     assert failed_job.job_id in response.text
@@ -73,10 +73,9 @@ def test_result_list_shows_jobs_with_a_state_badge(admin_client, failed_job):
 
 
 def test_result_list_offers_filters_by_state_name_queue_worker_and_dates(admin_client, failed_job):
-    Worker.objects.create(hostname="jobs@host-a", pid=1, queues=["payments"], pool="solo",
-                          concurrency=1)
+    factories.worker_row(hostname="jobs@host-a", queues=["payments"])
 
-    response = admin_client.get(changelist("jobresult"))
+    response = admin_client.get(changelist("jobrecord"))
 
     titles = re.findall(r'data-filter-title="([^"]+)"', response.text)
     assert titles == ["state", "job name", "queue", "worker", "date done", "date created"]
@@ -90,10 +89,9 @@ def filter_choices(response, title: str) -> list[str]:
 def test_result_list_filter_choices_come_from_the_project_not_the_table(admin_client,
                                                                          failed_job, settings):
     settings.JOBS = {**settings.JOBS, "TASK_ROUTES": {"shop.*": "shop"}}
-    Worker.objects.create(hostname="jobs@host-b", pid=1, queues=["mail"], pool="solo",
-                          concurrency=1)
+    factories.worker_row(hostname="jobs@host-b", queues=["mail"])
 
-    response = admin_client.get(changelist("jobresult"))
+    response = admin_client.get(changelist("jobrecord"))
 
     assert "project.demo.jobs.add" in filter_choices(response, "job name")
     assert "shop.jobs.charge" not in filter_choices(response, "job name")
@@ -103,7 +101,7 @@ def test_result_list_filter_choices_come_from_the_project_not_the_table(admin_cl
 
 
 def test_result_list_filters_by_a_value_that_is_not_among_the_choices(admin_client, failed_job):
-    response = admin_client.get(changelist("jobresult"), {"name": "shop.jobs.charge"})
+    response = admin_client.get(changelist("jobrecord"), {"name": "shop.jobs.charge"})
 
     assert [r.job_id for r in response.context["cl"].result_list] == [failed_job.job_id]
     assert "shop.jobs.charge" in filter_choices(response, "job name")
@@ -111,41 +109,41 @@ def test_result_list_filters_by_a_value_that_is_not_among_the_choices(admin_clie
 
 def test_result_list_reads_no_distinct_values_of_the_results_table(admin_client, failed_job):
     with CaptureQueriesContext(connection) as queries:
-        admin_client.get(changelist("jobresult"))
+        admin_client.get(changelist("jobrecord"))
 
     assert not [q["sql"] for q in queries if "DISTINCT" in q["sql"] and "jobs_jobresult" in q["sql"]]
 
 
 def test_result_list_finds_a_whole_job_id_alone(admin_client, failed_job):
-    JobResult.objects.create(job_id=f"{failed_job.job_id}-and-more", name="shop.jobs.refund")
+    factories.record(job_id=f"{failed_job.job_id}-and-more", name="shop.jobs.refund")
 
-    response = admin_client.get(changelist("jobresult"), {"q": failed_job.job_id})
+    response = admin_client.get(changelist("jobrecord"), {"q": failed_job.job_id})
 
     assert [r.job_id for r in response.context["cl"].result_list] == [failed_job.job_id]
 
 
 def test_result_list_filters_by_state(admin_client, failed_job):
-    JobResult.objects.create(job_id="ok-1", name="shop.jobs.charge", state=States.SUCCESS)
+    factories.record(job_id="ok-1", state=States.SUCCESS)
 
-    response = admin_client.get(changelist("jobresult"), {"state": "SUCCESS"})
+    response = admin_client.get(changelist("jobrecord"), {"state": "SUCCESS"})
 
     assert "ok-1" in response.text
     assert failed_job.job_id not in response.text
 
 
 def test_result_list_searches_job_ids(admin_client, failed_job):
-    JobResult.objects.create(job_id="other-job", name="shop.jobs.refund")
+    factories.record(job_id="other-job", name="shop.jobs.refund")
 
-    response = admin_client.get(changelist("jobresult"), {"q": "0f9c2a1e"})
+    response = admin_client.get(changelist("jobrecord"), {"q": "0f9c2a1e"})
 
     assert failed_job.job_id in response.text
     assert "other-job" not in response.text
 
 
 def test_result_list_searches_arguments(admin_client, failed_job):
-    JobResult.objects.create(job_id="other-job", name="shop.jobs.charge", args=["card-1111"])
+    factories.record(job_id="other-job", args=["card-1111"])
 
-    response = admin_client.get(changelist("jobresult"), {"q": "4242-4242"})
+    response = admin_client.get(changelist("jobrecord"), {"q": "4242-4242"})
 
     assert [r.job_id for r in response.context["cl"].result_list] == [failed_job.job_id]
 
@@ -154,10 +152,9 @@ def test_result_list_filters_by_a_range_of_times_in_the_current_time_zone(admin_
                                                                           settings):
     settings.TIME_ZONE = "Europe/Paris"
     for job_id, hour in (("too-early", 9), ("inside", 11), ("too-late", 13)):
-        JobResult.objects.create(job_id=job_id,
-                                 date_done=datetime(2025, 1, 2, hour, 0, tzinfo=UTC))
+        factories.record(job_id=job_id, date_done=datetime(2025, 1, 2, hour, 0, tzinfo=UTC))
 
-    response = admin_client.get(changelist("jobresult"), {
+    response = admin_client.get(changelist("jobrecord"), {
         "date_done__gte": "2025-01-02T11:00", "date_done__lt": "2025-01-02T13:00"})
 
     assert [r.job_id for r in response.context["cl"].result_list] == ["inside"]
@@ -165,7 +162,7 @@ def test_result_list_filters_by_a_range_of_times_in_the_current_time_zone(admin_
 
 
 def test_result_list_date_range_form_keeps_the_other_filters(admin_client, failed_job):
-    response = admin_client.get(changelist("jobresult"), {"state": "FAILURE"})
+    response = admin_client.get(changelist("jobrecord"), {"state": "FAILURE"})
 
     form = re.search(r'<form method="get" class="jobs-range">(.*?)</form>', response.text,
                      flags=re.DOTALL).group(1)
@@ -174,28 +171,27 @@ def test_result_list_date_range_form_keeps_the_other_filters(admin_client, faile
 
 def test_result_list_puts_the_newest_first(admin_client):
     now = timezone.now()
-    JobResult.objects.create(job_id="older-job", date_created=now - timedelta(hours=1))
-    JobResult.objects.create(job_id="newer-job", date_created=now)
+    factories.record(job_id="older-job", date_created=now - timedelta(hours=1))
+    factories.record(job_id="newer-job", date_created=now)
 
-    text = admin_client.get(changelist("jobresult")).text
+    text = admin_client.get(changelist("jobrecord")).text
 
     assert text.index("newer-job") < text.index("older-job")
 
 
 def test_result_list_shows_times_to_the_second(admin_client, settings):
     settings.TIME_ZONE = "Europe/Paris"
-    JobResult.objects.create(job_id="timed-job",
-                             date_created=datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC))
+    factories.record(job_id="timed-job", date_created=datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC))
 
-    response = admin_client.get(changelist("jobresult"))
+    response = admin_client.get(changelist("jobrecord"))
 
     assert '<td class="field-created">2025-01-02 04:04:05</td>' in response.text
 
 
 def test_result_list_pages_by_fifty_without_counting_the_whole_table(admin_client):
-    JobResult.objects.bulk_create(JobResult(job_id=f"job-{i:03}") for i in range(51))
+    JobRecord.objects.bulk_create(JobRecord(job_id=f"job-{i:03}") for i in range(51))
 
-    response = admin_client.get(changelist("jobresult"))
+    response = admin_client.get(changelist("jobrecord"))
 
     assert len(response.context["cl"].result_list) == 50
     assert response.context["cl"].show_full_result_count is False
@@ -234,13 +230,12 @@ def test_result_detail_is_read_only(admin_client, failed_job):
 
 
 def test_results_cannot_be_added_by_hand(admin_client):
-    assert admin_client.get(reverse("admin:jobs_jobresult_add")).status_code == 403
+    assert admin_client.get(reverse("admin:jobs_jobrecord_add")).status_code == 403
 
 
 def test_result_detail_links_to_its_parent_job(admin_client):
-    parent = JobResult.objects.create(job_id="parent-job", root_id="parent-job")
-    child = JobResult.objects.create(job_id="child-job", parent_id="parent-job",
-                                     root_id="parent-job")
+    parent = factories.record(job_id="parent-job", root_id="parent-job")
+    child = factories.record(job_id="child-job", parent_id="parent-job", root_id="parent-job")
 
     response = admin_client.get(change(child))
 
@@ -248,10 +243,9 @@ def test_result_detail_links_to_its_parent_job(admin_client):
 
 
 def test_result_detail_lists_the_jobs_it_started(admin_client):
-    parent = JobResult.objects.create(job_id="parent-job")
-    child = JobResult.objects.create(job_id="child-job", parent_id="parent-job",
-                                     state=States.SUCCESS)
-    JobResult.objects.create(job_id="stranger-job")
+    parent = factories.record(job_id="parent-job")
+    child = factories.record(job_id="child-job", parent_id="parent-job", state=States.SUCCESS)
+    factories.record(job_id="stranger-job")
 
     text = admin_client.get(change(parent)).text
 
@@ -260,10 +254,10 @@ def test_result_detail_lists_the_jobs_it_started(admin_client):
 
 
 def test_result_detail_links_to_the_list_of_its_jobs_when_they_are_many(admin_client):
-    parent = JobResult.objects.create(job_id="parent-job")
-    JobResult.objects.bulk_create(JobResult(job_id=f"child-{i:02}", parent_id="parent-job")
+    parent = factories.record(job_id="parent-job")
+    JobRecord.objects.bulk_create(JobRecord(job_id=f"child-{i:02}", parent_id="parent-job")
                                   for i in range(11))
-    JobResult.objects.create(job_id="stranger-job")
+    factories.record(job_id="stranger-job")
 
     link = re.search(r'<a href="([^"]+)">list them</a>', admin_client.get(change(parent)).text)
     response = admin_client.get(html.unescape(link.group(1)))
@@ -273,17 +267,17 @@ def test_result_detail_links_to_the_list_of_its_jobs_when_they_are_many(admin_cl
 
 
 def test_result_detail_names_a_parent_without_a_row(admin_client):
-    child = JobResult.objects.create(job_id="child-job", parent_id="gone-job")
+    child = factories.record(job_id="child-job", parent_id="gone-job")
 
     assert "gone-job (no result recorded)" in admin_client.get(change(child)).text
 
 
 def test_superuser_can_delete_a_result(admin_client, failed_job):
-    response = admin_client.post(reverse("admin:jobs_jobresult_delete", args=[failed_job.pk]),
+    response = admin_client.post(reverse("admin:jobs_jobrecord_delete", args=[failed_job.pk]),
                                  {"post": "yes"})
 
     assert response.status_code == 302
-    assert not JobResult.objects.filter(pk=failed_job.pk).exists()
+    assert not JobRecord.objects.filter(pk=failed_job.pk).exists()
 
 
 # Job results: permissions --------------------------------------------------------------------
@@ -292,7 +286,7 @@ def test_superuser_can_delete_a_result(admin_client, failed_job):
 def test_staff_without_view_permission_gets_403_and_no_arguments(staff_client, failed_job):
     client = staff_client()
 
-    for url in (changelist("jobresult"), change(failed_job)):
+    for url in (changelist("jobrecord"), change(failed_job)):
         response = client.get(url)
         assert response.status_code == 403
         assert SECRET_ARG not in response.text
@@ -302,37 +296,37 @@ def test_staff_without_view_permission_gets_403_and_no_arguments(staff_client, f
 def test_staff_with_other_jobs_permissions_still_cannot_see_results(staff_client, failed_job):
     client = staff_client("view_deadletter", "view_worker", "view_message")
 
-    assert client.get(changelist("jobresult")).status_code == 403
+    assert client.get(changelist("jobrecord")).status_code == 403
     assert client.get(change(failed_job)).status_code == 403
 
 
 def test_view_permission_shows_results_and_their_arguments(staff_client, failed_job):
-    client = staff_client("view_jobresult")
+    client = staff_client("view_jobrecord")
 
-    assert client.get(changelist("jobresult")).status_code == 200
+    assert client.get(changelist("jobrecord")).status_code == 200
     response = client.get(change(failed_job))
     assert response.status_code == 200
     assert [SECRET_ARG, 12] in json_blocks(response)
 
 
 def test_view_permission_alone_cannot_delete(staff_client, failed_job):
-    client = staff_client("view_jobresult")
+    client = staff_client("view_jobrecord")
 
-    delete_url = reverse("admin:jobs_jobresult_delete", args=[failed_job.pk])
+    delete_url = reverse("admin:jobs_jobrecord_delete", args=[failed_job.pk])
     assert client.get(delete_url).status_code == 403
     assert client.post(delete_url, {"post": "yes"}).status_code == 403
-    client.post(changelist("jobresult"), {"action": "delete_selected",
+    client.post(changelist("jobrecord"), {"action": "delete_selected",
                                           "_selected_action": [failed_job.pk], "post": "yes"})
-    assert JobResult.objects.filter(pk=failed_job.pk).exists()
+    assert JobRecord.objects.filter(pk=failed_job.pk).exists()
 
 
 def test_delete_permission_allows_deleting(staff_client, failed_job):
-    client = staff_client("view_jobresult", "delete_jobresult")
+    client = staff_client("view_jobrecord", "delete_jobrecord")
 
-    client.post(changelist("jobresult"), {"action": "delete_selected",
+    client.post(changelist("jobrecord"), {"action": "delete_selected",
                                           "_selected_action": [failed_job.pk], "post": "yes"})
 
-    assert not JobResult.objects.filter(pk=failed_job.pk).exists()
+    assert not JobRecord.objects.filter(pk=failed_job.pk).exists()
 
 
 # Job results: retry and revoke ---------------------------------------------------------------
@@ -341,17 +335,16 @@ def test_delete_permission_allows_deleting(staff_client, failed_job):
 @pytest.fixture
 def failed_add():
     """A failed run of a job this project has: ``project.demo.jobs.add(2, 3)``."""
-    return JobResult.objects.create(
-        job_id="failed-add", name="project.demo.jobs.add", state=States.FAILURE, args=[2, 3],
-        kwargs={}, queue="other", root_id="failed-add", date_done=timezone.now())
+    return factories.record(job_id="failed-add", name=factories.ADD, state=States.FAILURE,
+                            args=[2, 3], kwargs={}, queue="other", root_id="failed-add")
 
 
 def retry_url(row) -> str:
-    return reverse("admin:jobs_jobresult_retry", args=[row.pk])
+    return reverse("admin:jobs_jobrecord_retry", args=[row.pk])
 
 
 def revoke_url(row) -> str:
-    return reverse("admin:jobs_jobresult_revoke", args=[row.pk])
+    return reverse("admin:jobs_jobrecord_revoke", args=[row.pk])
 
 
 def page_messages(response) -> list[str]:
@@ -375,7 +368,7 @@ def test_retry_links_to_the_new_job(admin_client, failed_add, jobs_captured):
     response = admin_client.post(retry_url(failed_add), follow=True)
 
     [sent] = jobs_captured.messages
-    link = reverse("admin:jobs_jobresult_job", args=[sent.id])
+    link = reverse("admin:jobs_jobrecord_job", args=[sent.id])
     assert page_messages(response) == [
         f'Retried: failed-add as <a href="{link}">{sent.id}</a>']
 
@@ -392,7 +385,7 @@ def test_retry_of_a_job_this_project_does_not_have_sends_nothing(admin_client, f
 
 def test_retry_of_a_job_whose_arguments_no_longer_fit_sends_nothing(admin_client, failed_add,
                                                                     jobs_captured):
-    JobResult.objects.filter(pk=failed_add.pk).update(args=[2])
+    JobRecord.objects.filter(pk=failed_add.pk).update(args=[2])
 
     response = admin_client.post(retry_url(failed_add), follow=True)
 
@@ -402,7 +395,7 @@ def test_retry_of_a_job_whose_arguments_no_longer_fit_sends_nothing(admin_client
 
 
 def test_retry_refuses_a_job_that_has_not_finished(admin_client, failed_add, jobs_captured):
-    JobResult.objects.filter(pk=failed_add.pk).update(state=States.STARTED)
+    JobRecord.objects.filter(pk=failed_add.pk).update(state=States.STARTED)
 
     response = admin_client.post(retry_url(failed_add), follow=True)
 
@@ -411,10 +404,10 @@ def test_retry_refuses_a_job_that_has_not_finished(admin_client, failed_add, job
 
 
 def test_retry_action_retries_each_selected_job(admin_client, failed_add, jobs_captured):
-    other = JobResult.objects.create(job_id="failed-add-2", name="project.demo.jobs.add",
-                                     state=States.FAILURE, args=[5, 6])
+    other = factories.record(job_id="failed-add-2", name=factories.ADD, state=States.FAILURE,
+                             args=[5, 6])
 
-    admin_client.post(changelist("jobresult"), {
+    admin_client.post(changelist("jobrecord"), {
         "action": "retry", "_selected_action": [failed_add.pk, other.pk]})
 
     assert sorted(m.args for m in jobs_captured.messages) == [(2, 3), (5, 6)]
@@ -424,17 +417,17 @@ def test_the_new_job_lists_the_one_it_retried_as_its_parent(admin_client, failed
                                                              jobs_captured):
     admin_client.post(retry_url(failed_add))
     [sent] = jobs_captured.messages
-    JobResult.objects.create(job_id=sent.id, name=sent.name, parent_id=sent.parent_id,
-                             state=States.SUCCESS)
+    factories.record(job_id=sent.id, name=sent.name, parent_id=sent.parent_id,
+                     state=States.SUCCESS)
 
     text = admin_client.get(change(failed_add)).text
 
-    new = JobResult.objects.get(job_id=sent.id)
+    new = JobRecord.objects.get(job_id=sent.id)
     assert f'<a href="{change(new)}">{sent.id}</a>' in text
 
 
 def test_revoke_keeps_a_job_waiting_for_a_retry_from_running(admin_client, failed_add):
-    JobResult.objects.filter(pk=failed_add.pk).update(state=States.RETRY)
+    JobRecord.objects.filter(pk=failed_add.pk).update(state=States.RETRY)
 
     admin_client.post(revoke_url(failed_add))
 
@@ -443,7 +436,7 @@ def test_revoke_keeps_a_job_waiting_for_a_retry_from_running(admin_client, faile
 
 
 def test_revoke_of_a_running_job_asks_its_worker_to_terminate_it(admin_client, failed_add):
-    JobResult.objects.filter(pk=failed_add.pk).update(state=States.STARTED)
+    JobRecord.objects.filter(pk=failed_add.pk).update(state=States.STARTED)
 
     admin_client.post(revoke_url(failed_add))
 
@@ -469,7 +462,7 @@ def test_job_page_offers_retry_for_a_finished_job(admin_client, failed_add):
 
 
 def test_job_page_offers_revoke_for_a_job_not_finished(admin_client, failed_add):
-    JobResult.objects.filter(pk=failed_add.pk).update(state=States.STARTED)
+    JobRecord.objects.filter(pk=failed_add.pk).update(state=States.STARTED)
 
     text = admin_client.get(change(failed_add)).text
 
@@ -478,19 +471,19 @@ def test_job_page_offers_revoke_for_a_job_not_finished(admin_client, failed_add)
 
 
 def test_job_page_offers_no_actions_to_users_who_may_only_view(staff_client, failed_add):
-    text = staff_client("view_jobresult").get(change(failed_add)).text
+    text = staff_client("view_jobrecord").get(change(failed_add)).text
 
     assert retry_url(failed_add) not in text
     assert revoke_url(failed_add) not in text
 
 
 def test_retry_and_revoke_need_the_change_permission(staff_client, failed_add, jobs_captured):
-    client = staff_client("view_jobresult")
+    client = staff_client("view_jobrecord")
 
     assert client.post(retry_url(failed_add)).status_code == 403
-    client.post(changelist("jobresult"), {"action": "retry",
+    client.post(changelist("jobrecord"), {"action": "retry",
                                           "_selected_action": [failed_add.pk]})
-    JobResult.objects.filter(pk=failed_add.pk).update(state=States.STARTED)
+    JobRecord.objects.filter(pk=failed_add.pk).update(state=States.STARTED)
     assert client.post(revoke_url(failed_add)).status_code == 403
 
     assert jobs_captured.messages == []
@@ -499,7 +492,7 @@ def test_retry_and_revoke_need_the_change_permission(staff_client, failed_add, j
 
 
 def test_the_change_permission_allows_retrying(staff_client, failed_add, jobs_captured):
-    client = staff_client("view_jobresult", "change_jobresult")
+    client = staff_client("view_jobrecord", "change_jobrecord")
 
     client.post(retry_url(failed_add))
 
@@ -511,7 +504,7 @@ def test_actions_are_refused_without_a_csrf_token(admin_user, failed_add, jobs_c
     client.force_login(admin_user)
 
     assert client.post(retry_url(failed_add)).status_code == 403
-    client.post(changelist("jobresult"), {"action": "retry",
+    client.post(changelist("jobrecord"), {"action": "retry",
                                           "_selected_action": [failed_add.pk]})
 
     assert jobs_captured.messages == []
@@ -523,13 +516,13 @@ def test_actions_are_not_taken_on_a_get(admin_client, failed_add, jobs_captured)
 
 
 def test_a_job_id_leads_to_its_page_once_recorded(admin_client, failed_add):
-    response = admin_client.get(reverse("admin:jobs_jobresult_job", args=["failed-add"]))
+    response = admin_client.get(reverse("admin:jobs_jobrecord_job", args=["failed-add"]))
 
     assert response["Location"] == change(failed_add)
 
 
 def test_a_job_id_not_recorded_yet_leads_to_the_list_saying_so(admin_client):
-    response = admin_client.get(reverse("admin:jobs_jobresult_job", args=["not-yet"]),
+    response = admin_client.get(reverse("admin:jobs_jobrecord_job", args=["not-yet"]),
                                 follow=True)
 
     assert page_messages(response) == ["Job not-yet has no result yet: it waits for a worker."]
@@ -540,10 +533,9 @@ def test_a_job_id_not_recorded_yet_leads_to_the_list_saying_so(admin_client):
 
 @pytest.fixture
 def dead_letter():
-    return DeadLetter.objects.create(
-        queue="default", job_id="dead-1", job_name="shop.jobs.gone",
+    return factories.dead_letter(
+        job_id="dead-1", job_name="shop.jobs.gone",
         reason="NotRegistered: no job named 'shop.jobs.gone' " + "x" * 200,
-        content_type="application/json", headers={"task": "shop.jobs.gone", "id": "dead-1"},
         properties={"correlation_id": "dead-1"}, body=b'[[1, 2], {}, {}] caf\xc3\xa9 \xff',
         worker="jobs@host-a",
     )
@@ -590,10 +582,10 @@ def test_dead_letters_can_be_deleted(admin_client, dead_letter):
 @pytest.fixture
 def workers():
     now = timezone.now()
-    online = Worker.objects.create(hostname="jobs@alive", pid=101, queues=["default", "mail"],
-                                   pool="prefork", concurrency=4, processed=12)
-    stopped = Worker.objects.create(hostname="jobs@gone", pid=202, queues=["default"],
-                                    pool="threads", concurrency=8, stopped_at=now)
+    online = factories.worker_row(hostname="jobs@alive", pid=101, queues=["default", "mail"],
+                                  pool="prefork", concurrency=4, processed=12)
+    stopped = factories.worker_row(hostname="jobs@gone", pid=202, pool="threads",
+                                   concurrency=8, stopped_at=now)
     return online, stopped
 
 
@@ -665,8 +657,7 @@ def test_shutdown_of_a_stopped_worker_says_so(admin_client, workers):
 
 def test_shutdown_action_asks_each_selected_worker(admin_client, workers):
     online, _ = workers
-    other = Worker.objects.create(hostname="jobs@other", pid=303, queues=["default"],
-                                  pool="solo", concurrency=1)
+    other = factories.worker_row(hostname="jobs@other", pid=303)
 
     admin_client.post(changelist("worker"), {"action": "shut_down",
                                              "_selected_action": [online.pk, other.pk]})
@@ -676,7 +667,7 @@ def test_shutdown_action_asks_each_selected_worker(admin_client, workers):
 
 def test_shutdown_needs_the_change_permission_on_workers(staff_client, workers):
     online, _ = workers
-    client = staff_client("view_worker", "change_jobresult")
+    client = staff_client("view_worker", "change_jobrecord")
 
     assert shutdown_url(online) not in client.get(change(online)).text
     assert client.post(shutdown_url(online)).status_code == 403
@@ -695,9 +686,7 @@ def test_worker_page_offers_shutdown_while_the_worker_runs(admin_client, workers
 
 
 def message(**fields) -> Message:
-    payload = {"body": "W1tdLCB7fSwge31d", "headers": {"task": "shop.jobs.charge", "id": "m-1"},
-               "properties": {"delivery_tag": "t"}}
-    return Message.objects.create(queue="default", payload=json.dumps(payload), **fields)
+    return factories.message_row(job_id="m-1", **fields)
 
 
 def test_message_list_is_titled_queued_messages_with_a_due_column(admin_client):
@@ -744,7 +733,7 @@ def test_message_detail_shows_the_job_name_and_id_but_not_the_payload(admin_clie
 
 
 def test_message_detail_survives_a_payload_that_is_not_a_job(admin_client):
-    row = Message.objects.create(queue="default", payload="[not json")
+    row = factories.message_row(payload="[not json")
 
     assert admin_client.get(change(row)).status_code == 200
 
@@ -759,7 +748,7 @@ def test_messages_can_be_deleted(admin_client):
 
 def test_message_list_shows_each_jobs_recorded_state(admin_client):
     message()
-    JobResult.objects.create(job_id="m-1", state=States.REVOKED)
+    factories.record(job_id="m-1", state=States.REVOKED)
 
     response = admin_client.get(changelist("message"))
 
@@ -795,24 +784,24 @@ def test_revoking_a_delayed_job_records_it_revoked_and_keeps_it_until_due(admin_
     admin_client.post(changelist("message"), {"action": "revoke",
                                               "_selected_action": [delayed.pk]})
 
-    assert JobResult.objects.get(job_id="m-1").state == States.REVOKED
+    assert JobRecord.objects.get(job_id="m-1").state == States.REVOKED
     assert Message.objects.filter(pk=delayed.pk).exists()
 
 
 def test_revoking_a_job_a_worker_holds_asks_the_worker_to_stop_it(admin_client):
     held = message(lease_owner="w", lease_until=timezone.now() + timedelta(seconds=30))
-    JobResult.objects.create(job_id="m-1", state=States.STARTED)
+    factories.record(job_id="m-1", state=States.STARTED)
 
     admin_client.post(changelist("message"), {"action": "revoke",
                                               "_selected_action": [held.pk]})
 
-    result = JobResult.objects.get(job_id="m-1")
+    result = JobRecord.objects.get(job_id="m-1")
     assert (result.state, result.result["exc_message"]) == (States.REVOKED, ["terminated"])
 
 
 def test_message_list_survives_a_job_id_that_is_not_a_string(admin_client):
     payload = {"headers": {"task": "x", "id": ["not", "an", "id"]}}
-    Message.objects.create(queue="default", payload=json.dumps(payload))
+    factories.message_row(payload=json.dumps(payload))
 
     assert admin_client.get(changelist("message")).status_code == 200
 
@@ -822,21 +811,21 @@ def test_deleting_a_queued_job_records_it_revoked(admin_client):
 
     admin_client.post(reverse("admin:jobs_message_delete", args=[row.pk]), {"post": "yes"})
 
-    result = JobResult.objects.get(job_id="m-1")
+    result = JobRecord.objects.get(job_id="m-1")
     assert (result.state, result.name) == (States.REVOKED, "shop.jobs.charge")
     assert result.result["exc_message"] == ["deleted from the admin"]
 
 
 def test_message_actions_need_the_change_permission(staff_client):
     delayed = message(visible_at=timezone.now() + timedelta(hours=1))
-    client = staff_client("view_message", "change_jobresult")
+    client = staff_client("view_message", "change_jobrecord")
 
     for action in ("run_now", "revoke"):
         client.post(changelist("message"), {"action": action, "_selected_action": [delayed.pk]})
 
     delayed.refresh_from_db()
     assert delayed.visible_at > timezone.now()
-    assert not JobResult.objects.filter(job_id="m-1").exists()
+    assert not JobRecord.objects.filter(job_id="m-1").exists()
 
 
 # Formatting ----------------------------------------------------------------------------------

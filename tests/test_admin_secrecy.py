@@ -10,8 +10,9 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import NoReverseMatch, reverse
 
-from jobs.models import DeadLetter, JobResult, Message, States, Worker
+from jobs.models import Message
 from project.demo import jobs as demo
+from tests import factories
 
 pytestmark = pytest.mark.django_db
 
@@ -24,15 +25,12 @@ def rows(settings):
     """A result, a dead letter and a queued message that each carry the secret."""
     settings.JOBS = {**settings.JOBS, "BROKER_URL": "django://"}
     handle = demo.add.delay(SECRET, "-x")  # a row of the database broker's queue
-    result = JobResult.objects.create(job_id="r-1", name="project.demo.jobs.add",
-                                      state=States.SUCCESS, args=[SECRET, "-x"],
-                                      result=RESULT_SECRET)
-    letter = DeadLetter.objects.create(
-        queue="default", job_id="d-1", job_name="project.demo.jobs.add", reason="bad signature",
-        content_type="application/json",
-        headers={"task": "project.demo.jobs.add", "id": "d-1", "argsrepr": repr((SECRET,))},
+    result = factories.record(name=factories.ADD, args=[SECRET, "-x"], result=RESULT_SECRET)
+    letter = factories.dead_letter(
+        job_id="d-1", job_name=factories.ADD, reason="bad signature",
+        headers={"task": factories.ADD, "id": "d-1", "argsrepr": repr((SECRET,))},
         body=f'[["{SECRET}"], {{}}, {{}}]'.encode())
-    worker = Worker.objects.create(hostname="jobs@a", pid=1, pool="solo", concurrency=1)
+    worker = factories.worker_row()
     message = Message.objects.get()
     assert SECRET in message.payload
     return {"result": result, "letter": letter, "message": message, "worker": worker,
@@ -58,13 +56,13 @@ def staff(django_user_model):
 def pages(rows) -> list[str]:
     """Every admin page of the jobs app that could show a job's arguments or result."""
     urls = [reverse("admin:index"), reverse("admin:app_list", args=["jobs"])]
-    for model in ("jobresult", "deadletter", "message", "worker"):
+    for model in ("jobrecord", "deadletter", "message", "worker"):
         urls.append(reverse(f"admin:jobs_{model}_changelist"))
     for key in ("result", "letter", "message", "worker"):
         obj = rows[key]
         urls.append(reverse(f"admin:jobs_{obj._meta.model_name}_change", args=[obj.pk]))
     try:
-        urls.append(reverse("admin:jobs_jobresult_job", args=[rows["result"].job_id]))
+        urls.append(reverse("admin:jobs_jobrecord_job", args=[rows["result"].job_id]))
     except NoReverseMatch:
         pass
     return urls
@@ -96,16 +94,16 @@ def test_staff_who_may_view_workers_and_queued_messages_see_no_arguments(staff, 
 def test_dead_letters_show_their_body_only_with_their_view_permission(staff, rows):
     url = reverse("admin:jobs_deadletter_change", args=[rows["letter"].pk])
 
-    refused = staff("view_jobresult").get(url)
+    refused = staff("view_jobrecord").get(url)
     assert refused.status_code == 403
     assert SECRET not in refused.content.decode()
     assert SECRET in staff("view_deadletter").get(url).content.decode()
 
 
 def test_the_view_permission_on_results_shows_arguments_and_results(staff, rows):
-    client = staff("view_jobresult")
+    client = staff("view_jobrecord")
 
-    response = client.get(reverse("admin:jobs_jobresult_change", args=[rows["result"].pk]))
+    response = client.get(reverse("admin:jobs_jobrecord_change", args=[rows["result"].pk]))
 
     assert SECRET in response.content.decode()
     assert RESULT_SECRET in response.content.decode()
@@ -116,6 +114,6 @@ def test_even_a_superuser_sees_arguments_only_on_result_and_dead_letter_pages(
         admin_client, rows):
     leaks = shown(admin_client, pages(rows))
 
-    assert reverse("admin:jobs_jobresult_change", args=[rows["result"].pk]) in leaks
+    assert reverse("admin:jobs_jobrecord_change", args=[rows["result"].pk]) in leaks
     assert reverse("admin:jobs_deadletter_change", args=[rows["letter"].pk]) in leaks
-    assert all("/jobresult/" in url or "/deadletter/" in url for url in leaks), leaks
+    assert all("/jobrecord/" in url or "/deadletter/" in url for url in leaks), leaks

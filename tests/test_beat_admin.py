@@ -13,11 +13,13 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
-from jobs.models import JobResult, States
+from jobs.models import States
 from jobs_beat.models import CrontabSchedule, PeriodicTask
 from jobs_beat.scheduler import TASK_HEADER
+from tests import factories
 from tests.conftest import ROOT, wait_for
-from tests.test_beat_scheduler import ADD, every, fresh, periodic, sent_due_times
+from tests.factories import every
+from tests.test_beat_scheduler import ADD, fresh, periodic, sent_due_times
 
 CHANGELIST = "admin:jobs_beat_periodictask_changelist"
 ADD_URL = "admin:jobs_beat_periodictask_add"
@@ -86,9 +88,9 @@ def test_the_list_filters_by_kind_of_schedule_and_searches_names(admin_client):
 def test_the_last_result_links_to_the_job_result_with_its_state(admin_client):
     task = periodic()
     PeriodicTask.objects.filter(pk=task.pk).update(last_job_id="job-123")
-    JobResult.objects.create(job_id="job-123", name=ADD, state=States.SUCCESS)
+    factories.record(job_id="job-123", name=ADD, state=States.SUCCESS)
     page = admin_client.get(reverse(CHANGELIST)).content.decode()
-    assert f'{reverse("admin:jobs_jobresult_changelist")}?q=job-123' in page
+    assert f'{reverse("admin:jobs_jobrecord_changelist")}?q=job-123' in page
     assert "SUCCESS" in page
 
 
@@ -292,12 +294,12 @@ settings.configure(INSTALLED_APPS=[
 django.setup()
 import jobs_beat.admin
 from django.contrib import admin
-from jobs.models import JobResult
+from jobs.models import JobRecord
 from jobs_beat.models import PeriodicTask
 print(json.dumps({
     "modules": sorted(m for m in sys.modules if m == "jobs.admin" or m.startswith("jobs.admin.")),
     "beat_registered": admin.site.is_registered(PeriodicTask),
-    "jobs_registered": admin.site.is_registered(JobResult),
+    "jobs_registered": admin.site.is_registered(JobRecord),
 }))
 """
 

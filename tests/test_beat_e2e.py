@@ -8,10 +8,12 @@ import time
 
 import pytest
 
-from jobs.models import JobResult, States
+from jobs.models import JobRecord, States
 from jobs_beat.models import PeriodicTask
+from tests import factories
 from tests.conftest import broker_params, wait_for
-from tests.test_beat_scheduler import ADD, every
+from tests.factories import every
+from tests.test_beat_scheduler import ADD
 
 pytestmark = [pytest.mark.e2e, pytest.mark.pg]
 brokers = pytest.mark.parametrize("broker_url", broker_params(), indirect=True)
@@ -19,12 +21,11 @@ brokers = pytest.mark.parametrize("broker_url", broker_params(), indirect=True)
 
 def every_second(x: int) -> PeriodicTask:
     """``add(x, 1)`` every second; ``x`` tells this test's results from any others."""
-    return PeriodicTask.objects.create(name=f"add-{x}", task=ADD, args=[x, 1],
-                                       interval=every(1))
+    return factories.periodic_task(f"add-{x}", args=[x, 1], interval=every(1))
 
 
 def results_of(x: int) -> list:
-    return [row.result for row in JobResult.objects.filter(name=ADD, state=States.SUCCESS)
+    return [row.result for row in JobRecord.objects.filter(name=ADD, state=States.SUCCESS)
             if row.args == [x, 1]]
 
 
@@ -43,7 +44,7 @@ def test_a_worker_with_beat_runs_a_one_second_task_again_and_again(broker_url, s
 
     def last_run_succeeded():
         task.refresh_from_db()
-        return JobResult.objects.filter(job_id=task.last_job_id, state=States.SUCCESS).exists()
+        return JobRecord.objects.filter(job_id=task.last_job_id, state=States.SUCCESS).exists()
 
     wait_for(last_run_succeeded, timeout=10, message="the task's last result did not appear")
 

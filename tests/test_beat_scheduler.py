@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -29,7 +28,9 @@ from jobs_beat.models import (
 )
 from jobs_beat.scheduler import DUE_HEADER, TASK_HEADER, Scheduler
 from jobs_beat.sync import sync_schedule
+from tests import factories
 from tests.conftest import wait_for
+from tests.factories import every
 
 pytestmark = pytest.mark.pg
 
@@ -37,22 +38,9 @@ ADD = "project.demo.jobs.add"
 DUE = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)
 
 
-def every(seconds: int) -> IntervalSchedule:
-    every, period = IntervalSchedule.from_timedelta(timedelta(seconds=seconds))
-    return IntervalSchedule.objects.get_or_create(every=every, period=period)[0]
-
-
 def periodic(name: str | None = None, *, due: datetime | None = DUE, **fields) -> PeriodicTask:
     """A saved periodic task (``add(2, 3)`` every 10 s unless told), due at ``due``."""
-    fields.setdefault("task", ADD)
-    fields.setdefault("args", [2, 3])
-    if not any(fields.get(k) for k in ("interval", "crontab", "clocked")):
-        fields["interval"] = every(10)
-    task = PeriodicTask.objects.create(name=name or f"task-{uuid.uuid4().hex[:8]}", **fields)
-    if due is not None:
-        PeriodicTask.objects.filter(pk=task.pk).update(next_run_at=due)
-    task.refresh_from_db()
-    return task
+    return factories.periodic_task(name, due=due, **fields)
 
 
 def scheduler() -> Scheduler:
@@ -375,8 +363,7 @@ def sent_due_times(name: str) -> list[str]:
 
 
 def test_two_scheduler_processes_send_each_due_time_once_and_one_takes_over(start_beat):
-    tasks = [PeriodicTask.objects.create(name=f"both-{i}", task=ADD, args=[i, i],
-                                         interval=every(1)) for i in range(3)]
+    tasks = [periodic(f"both-{i}", args=[i, i], interval=every(1), due=None) for i in range(3)]
     first, second = start_beat("--no-sync"), start_beat("--no-sync")
     wait_for(lambda: all(fresh(t).total_run_count >= 4 for t in tasks), timeout=30,
              message="the schedulers did not run the tasks")

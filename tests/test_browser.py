@@ -15,7 +15,7 @@ import pytest
 from django.core.cache import cache
 from django.urls import reverse
 
-from jobs.models import JobResult, Message, States
+from jobs.models import JobRecord, Message, States
 from project.demo import jobs as demo
 from tests.conftest import IN_CI, ROOT, wait_for
 
@@ -85,7 +85,7 @@ def open_job(page, job_id: str, state: str) -> None:
     """Open a job's page, again until it shows ``state`` (the page itself doesn't poll)."""
     deadline = time.monotonic() + SHOWS_WITHIN / 1000
     while True:
-        page.goto(reverse("admin:jobs_jobresult_job", args=[job_id]))
+        page.goto(reverse("admin:jobs_jobrecord_job", args=[job_id]))
         badge = page.locator(".field-state_label .jobs-badge")
         if badge.count() and badge.inner_text() == state:
             return
@@ -144,11 +144,11 @@ def test_a_delayed_job_revoked_from_its_list_never_runs(page, worker):
     page.select_option("select[name=action]", "revoke")
     page.get_by_role("button", name="Go").click()
     expect(page.locator(".messagelist .success")).to_contain_text(f"Revoked: {delayed.id}")
-    assert JobResult.objects.get(job_id=delayed.id).state == States.REVOKED
+    assert JobRecord.objects.get(job_id=delayed.id).state == States.REVOKED
 
     wait_for(lambda: not Message.objects.exists(), timeout=20,
              message="the worker never took the delayed job when it was due")
-    row = JobResult.objects.get(job_id=delayed.id)
+    row = JobRecord.objects.get(job_id=delayed.id)
     assert (row.state, row.date_started, row.result["exc_type"]) == (
         States.REVOKED, None, "JobRevoked")
     assert f"[{delayed.id}] succeeded" not in worker.output

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from jobs.models import DeadLetter, JobResult as Row
+from jobs.models import DeadLetter, JobRecord
 from project.demo import jobs as demo
 from tests.conftest import ROOT, TEST_TRANSPORT_OPTIONS, wait_for
 
@@ -48,7 +48,7 @@ def test_a_celery_task_runs_on_a_jobs_worker_with_its_args_and_kwargs(
     start_worker(broker_url, "-c", "1")
     sent = send(celery_app, "project.demo.jobs.add", args=(2,), kwargs={"y": 3})
 
-    row = wait_for(lambda: Row.objects.filter(job_id=sent.id, state="SUCCESS").first(),
+    row = wait_for(lambda: JobRecord.objects.filter(job_id=sent.id, state="SUCCESS").first(),
                    message="Celery's message did not run")
     assert (row.name, row.args, row.kwargs, row.result) == (
         "project.demo.jobs.add", [2], {"y": 3}, 5)
@@ -57,9 +57,9 @@ def test_a_celery_task_runs_on_a_jobs_worker_with_its_args_and_kwargs(
 @brokers
 def test_celerys_retries_count_reaches_the_job(broker_url, celery_app, start_worker):
     start_worker(broker_url, "-c", "1")
-    sent = send(celery_app, "project.demo.jobs.whoami", retries=2)
+    sent = send(celery_app, "tests.jobs_app.jobs.whoami", retries=2)
 
-    row = wait_for(lambda: Row.objects.filter(job_id=sent.id, state="SUCCESS").first())
+    row = wait_for(lambda: JobRecord.objects.filter(job_id=sent.id, state="SUCCESS").first())
     assert row.result["retries"] == 2
     assert row.retries == 2
 
@@ -70,7 +70,7 @@ def test_a_celery_task_with_a_countdown_waits_for_its_eta(broker_url, celery_app
     sent_at = time.monotonic()
     sent = send(celery_app, "project.demo.jobs.add", args=(1, 1), countdown=2)
 
-    wait_for(lambda: Row.objects.filter(job_id=sent.id, state="SUCCESS").exists(), timeout=30)
+    wait_for(lambda: JobRecord.objects.filter(job_id=sent.id, state="SUCCESS").exists(), timeout=30)
     assert time.monotonic() - sent_at >= 1.9
 
 
@@ -81,8 +81,8 @@ def test_an_expired_celery_task_does_not_run(broker_url, celery_app, start_worke
     start_worker(broker_url, "-c", "1")
     after = send(celery_app, "project.demo.jobs.add", args=(2, 2))
 
-    wait_for(lambda: Row.objects.filter(job_id=after.id, state="SUCCESS").exists())
-    row = Row.objects.filter(job_id=expired.id).first()
+    wait_for(lambda: JobRecord.objects.filter(job_id=after.id, state="SUCCESS").exists())
+    row = JobRecord.objects.filter(job_id=expired.id).first()
     if broker_url.startswith("redis"):
         assert (row.state, row.date_started) == ("REVOKED", None)
         assert "expired at" in row.result["exc_message"][0]

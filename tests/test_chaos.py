@@ -12,9 +12,10 @@ import pytest
 from kombu import Connection
 
 from jobs.broker import Broker, queue_for
-from jobs.models import DeadLetter, JobResult as Row
+from jobs.models import DeadLetter, JobRecord
 from project.demo import jobs as demo
 from tests.conftest import ROOT, SERVICES, broker_params, wait_for
+from tests.jobs_app import jobs as testjobs
 
 pytestmark = pytest.mark.e2e
 brokers = pytest.mark.parametrize("broker_url", broker_params(), indirect=True)
@@ -23,12 +24,12 @@ N = int(os.environ.get("CHAOS_JOBS", "2000"))  # bench/chaos.py runs it bigger
 
 
 def done(name: str) -> int:
-    return Row.objects.filter(name=name, state__in=("SUCCESS", "FAILURE")).count()
+    return JobRecord.objects.filter(name=name, state__in=("SUCCESS", "FAILURE")).count()
 
 
 def unfinished(name: str, handles) -> str:
     """What became of the jobs that didn't finish, for a failure message."""
-    rows = {r.job_id: r for r in Row.objects.filter(name=name)}
+    rows = {r.job_id: r for r in JobRecord.objects.filter(name=name)}
     missing = [h.id for h in handles if h.id not in rows]
     stuck = [(r.job_id, r.state, r.worker, r.deliveries) for r in rows.values()
              if r.state not in ("SUCCESS", "FAILURE")]
@@ -47,18 +48,18 @@ def report(**figures) -> None:
 def test_workers_killed_three_times_lose_no_job(broker_url, start_worker):
     start_worker(broker_url, "-c", "2", "-n", "steady@chaos")
     victim = start_worker(broker_url, "-c", "2", "-n", "victim-0@chaos")
-    handles = demo.work.delay_many([(i, 0.002) for i in range(N)])
+    handles = testjobs.work.delay_many([(i, 0.002) for i in range(N)])
     for kill in range(1, 4):
         target = kill * N // 5
-        wait_for(lambda: done("project.demo.jobs.work") >= target, timeout=120,  # noqa: B023
+        wait_for(lambda: done("tests.jobs_app.jobs.work") >= target, timeout=120,  # noqa: B023
                  interval=0.1, message=f"the run stalled before kill {kill}")
         victim.kill_all(9)
         victim = start_worker(broker_url, "-c", "2", "-n", f"victim-{kill}@chaos")
     try:
-        wait_for(lambda: done("project.demo.jobs.work") == N, timeout=60 + N / 100, interval=0.2)
+        wait_for(lambda: done("tests.jobs_app.jobs.work") == N, timeout=60 + N / 100, interval=0.2)
     except AssertionError:
-        raise AssertionError(unfinished("project.demo.jobs.work", handles)) from None
-    rows = {r.job_id: r for r in Row.objects.filter(name="project.demo.jobs.work")}
+        raise AssertionError(unfinished("tests.jobs_app.jobs.work", handles)) from None
+    rows = {r.job_id: r for r in JobRecord.objects.filter(name="tests.jobs_app.jobs.work")}
     assert [rows[h.id].state for h in handles] == ["SUCCESS"] * N
     assert [rows[h.id].result for h in handles] == list(range(N))
     ran_twice = sum(1 for r in rows.values() if r.deliveries > 1)
@@ -103,12 +104,12 @@ def restart_rabbitmq() -> None:
 def test_a_broker_restart_mid_run_loses_no_job(broker_url, start_worker):
     start_worker(broker_url, "-c", "2")
     start_worker(broker_url, "-c", "2")
-    handles = demo.work.delay_many([(i, 0.002) for i in range(N)])
-    wait_for(lambda: done("project.demo.jobs.work") >= N // 5, timeout=120, interval=0.1)
+    handles = testjobs.work.delay_many([(i, 0.002) for i in range(N)])
+    wait_for(lambda: done("tests.jobs_app.jobs.work") >= N // 5, timeout=120, interval=0.1)
     (restart_redis if broker_url.startswith("redis") else restart_rabbitmq)()
-    wait_for(lambda: done("project.demo.jobs.work") == N, timeout=180, interval=0.2,
+    wait_for(lambda: done("tests.jobs_app.jobs.work") == N, timeout=180, interval=0.2,
              message="not every job finished after the restart")
-    rows = {r.job_id: r for r in Row.objects.filter(name="project.demo.jobs.work")}
+    rows = {r.job_id: r for r in JobRecord.objects.filter(name="tests.jobs_app.jobs.work")}
     assert sorted(rows[h.id].result for h in handles) == list(range(N))
     report(test="broker restart", broker=broker_url.split(":")[0], jobs=N, lost=0,
            ran_more_than_once=sum(1 for r in rows.values() if r.deliveries > 1))
@@ -120,13 +121,13 @@ def test_random_failures_end_in_success_or_failure_with_the_right_retry_count(
     start_worker(broker_url, "-c", "2")
     start_worker(broker_url, "-c", "2")
     n = 1000
-    handles = demo.unreliable.delay_many([(i,) for i in range(n)])
-    wait_for(lambda: done("project.demo.jobs.unreliable") == n, timeout=180, interval=0.2,
+    handles = testjobs.unreliable.delay_many([(i,) for i in range(n)])
+    wait_for(lambda: done("tests.jobs_app.jobs.unreliable") == n, timeout=180, interval=0.2,
              message="some jobs never reached SUCCESS or FAILURE")
-    rows = {r.job_id: r for r in Row.objects.filter(name="project.demo.jobs.unreliable")}
+    rows = {r.job_id: r for r in JobRecord.objects.filter(name="tests.jobs_app.jobs.unreliable")}
     for i, handle in enumerate(handles):
         failures = 0
-        while failures <= 3 and demo.fails_on(i, failures):
+        while failures <= 3 and testjobs.fails_on(i, failures):
             failures += 1
         row = rows[handle.id]
         if failures > 3:
@@ -134,7 +135,7 @@ def test_random_failures_end_in_success_or_failure_with_the_right_retry_count(
             assert row.result["exc_type"] == "ConnectionError"
         else:
             assert (row.state, row.retries, row.result) == ("SUCCESS", failures, i), i
-    assert not Row.objects.exclude(state__in=("SUCCESS", "FAILURE")).exists()
+    assert not JobRecord.objects.exclude(state__in=("SUCCESS", "FAILURE")).exists()
 
 
 @brokers

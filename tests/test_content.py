@@ -18,7 +18,7 @@ from jobs.checks import check_settings
 from jobs.compression import decompress
 from jobs.exceptions import ConfigurationError, InvalidMessage
 from jobs.messages import JobMessage, decode, encode
-from jobs.models import DeadLetter, JobResult as Row
+from jobs.models import DeadLetter, JobRecord
 from project.demo import jobs as demo
 from tests.conftest import broker_params
 
@@ -257,7 +257,7 @@ def deliver(job, args):
                      content_type=envelope.content_type,
                      content_encoding=envelope.content_encoding, queue="default"),
             "jobs@test", {"application/json"})
-    return Row.objects.get(job_id=envelope.message.id)
+    return JobRecord.objects.get(job_id=envelope.message.id)
 
 
 @pytest.mark.pg

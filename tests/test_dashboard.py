@@ -13,23 +13,22 @@ from django.urls import reverse
 
 from jobs.admin import dashboard, stats
 from jobs.broker import get_broker
-from jobs.models import JobResult, Message, States, Worker
+from jobs.models import JobRecord, States
 from project.demo import jobs as demo
+from tests import factories
 from tests.conftest import broker_params, wait_for
 
 pytestmark = [pytest.mark.django_db, pytest.mark.pg]
 
 NOW = datetime(2025, 3, 4, 12, 30, 20, tzinfo=UTC)
-DASHBOARD = "admin:jobs_jobresult_dashboard"
-DATA = "admin:jobs_jobresult_dashboard_data"
+DASHBOARD = "admin:jobs_jobrecord_dashboard"
+DATA = "admin:jobs_jobrecord_dashboard_data"
 
 
 def finished(name="shop.jobs.charge", state=States.SUCCESS, ago=60.0, runtime=0.5, **fields):
     done = NOW - timedelta(seconds=ago)
-    return JobResult.objects.create(
-        job_id=f"{name}-{JobResult.objects.count()}", name=name, state=state,
-        date_created=done - timedelta(seconds=runtime + 1), date_done=done, runtime=runtime,
-        **fields)
+    return factories.record(name=name, state=state, date_done=done, runtime=runtime,
+                            date_created=done - timedelta(seconds=runtime + 1), **fields)
 
 
 def minute(index_from_now: int) -> int:
@@ -74,7 +73,7 @@ def test_jobs_that_finished_over_an_hour_ago_are_not_counted():
 def test_a_finished_minute_is_counted_once_then_read_from_the_cache():
     finished(ago=5 * 60)
     dashboard.snapshot(NOW)
-    JobResult.objects.all().delete()
+    JobRecord.objects.all().delete()
 
     series = dashboard.snapshot(NOW)["throughput"]
 
@@ -92,8 +91,7 @@ def test_the_current_minute_is_counted_afresh_each_time():
 
 def test_revoked_and_unfinished_jobs_are_not_counted_as_succeeded_or_failed():
     finished(state=States.REVOKED, ago=60)
-    JobResult.objects.create(job_id="running", state=States.STARTED,
-                             date_started=NOW - timedelta(seconds=30))
+    factories.record(state=States.STARTED, date_started=NOW - timedelta(seconds=30))
 
     totals = dashboard.snapshot(NOW)["totals"]
 
@@ -104,8 +102,7 @@ def test_retried_counts_jobs_finished_after_a_retry_and_jobs_waiting_for_one():
     finished(ago=3 * 60, retries=2)
     finished(state=States.FAILURE, ago=3 * 60, retries=3)
     finished(ago=3 * 60)
-    JobResult.objects.create(job_id="waiting", state=States.RETRY, retries=1,
-                             date_started=NOW - timedelta(minutes=7))
+    factories.record(state=States.RETRY, retries=1, date_started=NOW - timedelta(minutes=7))
 
     snapshot = dashboard.snapshot(NOW)
 
@@ -165,10 +162,10 @@ def test_most_failing_jobs_show_failures_runs_and_rate():
 
 
 def test_running_jobs_show_their_runtime_so_far_longest_first():
-    JobResult.objects.create(job_id="short", name="shop.jobs.a", state=States.STARTED,
-                             worker="jobs@a", date_started=NOW - timedelta(seconds=3))
-    JobResult.objects.create(job_id="long", name="shop.jobs.b", state=States.STARTED,
-                             worker="jobs@b", date_started=NOW - timedelta(seconds=125))
+    factories.record(job_id="short", name="shop.jobs.a", state=States.STARTED, worker="jobs@a",
+                     date_started=NOW - timedelta(seconds=3))
+    factories.record(job_id="long", name="shop.jobs.b", state=States.STARTED, worker="jobs@b",
+                     date_started=NOW - timedelta(seconds=125))
 
     snapshot = dashboard.snapshot(NOW)
 
@@ -178,8 +175,8 @@ def test_running_jobs_show_their_runtime_so_far_longest_first():
 
 
 def test_running_jobs_list_the_first_ten_and_count_them_all():
-    JobResult.objects.bulk_create(
-        JobResult(job_id=f"run-{i}", state=States.STARTED, date_started=NOW) for i in range(12))
+    JobRecord.objects.bulk_create(
+        JobRecord(job_id=f"run-{i}", state=States.STARTED, date_started=NOW) for i in range(12))
 
     snapshot = dashboard.snapshot(NOW)
 
@@ -189,11 +186,10 @@ def test_running_jobs_list_the_first_ten_and_count_them_all():
 
 def test_workers_online_show_queues_pool_concurrency_load_and_heartbeat():
     now = datetime.now(UTC)
-    Worker.objects.create(hostname="jobs@alive", pid=1, queues=["default", "mail"],
-                          pool="prefork", concurrency=4, active=3, processed=120,
-                          last_seen=now - timedelta(seconds=2))
-    Worker.objects.create(hostname="jobs@gone", pid=2, queues=["default"], pool="threads",
-                          concurrency=8, stopped_at=now)
+    factories.worker_row(hostname="jobs@alive", queues=["default", "mail"], pool="prefork",
+                         concurrency=4, active=3, processed=120,
+                         last_seen=now - timedelta(seconds=2))
+    factories.worker_row(hostname="jobs@gone", pool="threads", concurrency=8, stopped_at=now)
 
     [worker] = dashboard.snapshot(now)["workers"]
 
@@ -206,14 +202,12 @@ def test_workers_online_show_queues_pool_concurrency_load_and_heartbeat():
 def test_a_worker_that_waited_for_its_database_lately_says_how_long_and_until_when(settings):
     settings.TIME_ZONE = "UTC"
     now = datetime(2030, 1, 7, 9, 30, 0, tzinfo=UTC)
-    Worker.objects.create(hostname="jobs@waited", pid=1, queues=["default"], pool="prefork",
-                          concurrency=2, last_seen=now,
-                          database_lost_at=now - timedelta(minutes=10, seconds=31),
-                          database_back_at=now - timedelta(minutes=10))
-    Worker.objects.create(hostname="jobs@long-ago", pid=2, queues=["default"], pool="prefork",
-                          concurrency=2, last_seen=now,
-                          database_lost_at=now - timedelta(hours=3, seconds=5),
-                          database_back_at=now - timedelta(hours=3))
+    factories.worker_row(hostname="jobs@waited", last_seen=now,
+                         database_lost_at=now - timedelta(minutes=10, seconds=31),
+                         database_back_at=now - timedelta(minutes=10))
+    factories.worker_row(hostname="jobs@long-ago", last_seen=now,
+                         database_lost_at=now - timedelta(hours=3, seconds=5),
+                         database_back_at=now - timedelta(hours=3))
 
     workers = {w["hostname"]: w["database_wait"] for w in dashboard.snapshot(now)["workers"]}
 
@@ -228,7 +222,7 @@ def test_queue_depths_on_the_database_broker_count_ready_reserved_and_delayed():
     now = datetime.now(UTC)
     for fields in ({}, {}, {"lease_owner": "w", "lease_until": now + timedelta(seconds=30)},
                    {"visible_at": now + timedelta(hours=1)}):
-        Message.objects.create(queue="mail", payload="{}", **fields)
+        factories.message_row(queue="mail", **fields)
 
     queues = dashboard.snapshot(now)["queues"]
 
@@ -238,8 +232,7 @@ def test_queue_depths_on_the_database_broker_count_ready_reserved_and_delayed():
 
 def test_queues_of_settings_and_workers_show_even_when_empty(settings):
     settings.JOBS = {**settings.JOBS, "TASK_ROUTES": {"shop.jobs.*": {"queue": "shop"}}}
-    Worker.objects.create(hostname="jobs@a", pid=1, queues=["reports"], pool="solo",
-                          concurrency=1)
+    factories.worker_row(queues=["reports"])
 
     rows = dashboard.snapshot()["queues"]["rows"]
 
@@ -309,7 +302,7 @@ def test_dashboard_sends_anonymous_users_to_the_login_page(client):
 
 def test_dashboard_data_is_json_for_users_who_may_view_results(staff_client):
     finished(ago=0)
-    client = staff_client("view_jobresult", "view_worker", "view_deadletter")
+    client = staff_client("view_jobrecord", "view_worker", "view_deadletter")
 
     response = client.get(reverse(DATA))
 
@@ -324,10 +317,9 @@ def test_dashboard_data_is_json_for_users_who_may_view_results(staff_client):
 
 def test_dashboard_leaves_out_workers_and_dead_letters_for_users_who_may_not_view_them(
         staff_client):
-    Worker.objects.create(hostname="jobs@secret-host", pid=1, queues=["default"], pool="solo",
-                          concurrency=1)
+    factories.worker_row(hostname="jobs@secret-host")
 
-    response = staff_client("view_jobresult").get(reverse(DATA))
+    response = staff_client("view_jobrecord").get(reverse(DATA))
 
     data = response.json()
     assert data["workers"] is None
@@ -342,17 +334,16 @@ def test_dashboard_links_each_number_to_the_rows_behind_it(admin_client, setting
 
     links = response.json()["links"]
     since = f"{stats.window_start(datetime.now(UTC)):%Y-%m-%dT%H%%3A%M}"
-    assert links["failed"] == (f"{reverse('admin:jobs_jobresult_changelist')}"
+    assert links["failed"] == (f"{reverse('admin:jobs_jobrecord_changelist')}"
                                f"?state=FAILURE&date_done__gte={since}")
     assert links["delayed"] == f"{reverse('admin:jobs_message_changelist')}?status=delayed"
 
 
 def test_the_failed_count_links_to_the_failures_of_the_last_hour(admin_client):
     now = datetime.now(UTC)
-    JobResult.objects.create(job_id="recent", state=States.FAILURE, date_done=now)
-    JobResult.objects.create(job_id="old", state=States.FAILURE,
-                             date_done=now - timedelta(hours=2))
-    JobResult.objects.create(job_id="fine", state=States.SUCCESS, date_done=now)
+    factories.record(job_id="recent", state=States.FAILURE, date_done=now)
+    factories.record(job_id="old", state=States.FAILURE, date_done=now - timedelta(hours=2))
+    factories.record(job_id="fine", state=States.SUCCESS, date_done=now)
 
     link = admin_client.get(reverse(DATA)).json()["links"]["failed"]
     response = admin_client.get(link)
@@ -361,7 +352,7 @@ def test_the_failed_count_links_to_the_failures_of_the_last_hour(admin_client):
 
 
 def test_dashboard_links_only_to_pages_the_user_may_open(staff_client):
-    links = staff_client("view_jobresult").get(reverse(DATA)).json()["links"]
+    links = staff_client("view_jobrecord").get(reverse(DATA)).json()["links"]
 
     assert (links["workers"], links["queued"], links["delayed"], links["dead_letters"]) == (
         None, None, None, None)
@@ -370,8 +361,7 @@ def test_dashboard_links_only_to_pages_the_user_may_open(staff_client):
 
 def test_dashboard_never_shows_arguments_or_results(admin_client):
     finished(args=["card-4242"], kwargs={"token": "hunter2"}, result={"secret": "s3"})
-    JobResult.objects.create(job_id="r", state=States.STARTED, args=["card-4242"],
-                             date_started=datetime.now(UTC))
+    factories.record(state=States.STARTED, args=["card-4242"], date_started=datetime.now(UTC))
 
     for url in (reverse(DASHBOARD), reverse(DATA)):
         text = admin_client.get(url).text
@@ -394,13 +384,13 @@ def test_dashboard_page_embeds_the_data_and_polls_the_json_endpoint(admin_client
 
 def test_dashboard_data_stays_small_however_many_jobs_there_are(admin_client):
     now = datetime.now(UTC)
-    JobResult.objects.bulk_create(
-        JobResult(job_id=f"j-{i}", name=f"shop.jobs.job_{i % 40}", state=state,
+    JobRecord.objects.bulk_create(
+        JobRecord(job_id=f"j-{i}", name=f"shop.jobs.job_{i % 40}", state=state,
                   date_done=now - timedelta(seconds=i), date_created=now, runtime=0.1 * i,
                   args=["x" * 100])
         for i in range(2000) for state in [States.FAILURE if i % 7 == 0 else States.SUCCESS])
-    JobResult.objects.bulk_create(
-        JobResult(job_id=f"run-{i}", state=States.STARTED, date_started=now) for i in range(100))
+    JobRecord.objects.bulk_create(
+        JobRecord(job_id=f"run-{i}", state=States.STARTED, date_started=now) for i in range(100))
 
     data = admin_client.get(reverse(DATA))
 
@@ -428,6 +418,15 @@ def test_jobs_app_page_links_to_the_dashboard(admin_client):
 
 
 def test_job_results_list_links_to_the_dashboard(admin_client):
-    response = admin_client.get(reverse("admin:jobs_jobresult_changelist"))
+    response = admin_client.get(reverse("admin:jobs_jobrecord_changelist"))
 
     assert f'<a href="{reverse(DASHBOARD)}">Dashboard</a>' in response.text
+
+
+def test_the_dashboards_old_address_redirects_to_it_for_good(admin_client):
+    # Its address before the model was renamed JobRecord, which people bookmarked.
+    response = admin_client.get("/admin/jobs/jobresult/dashboard/")
+
+    assert response.status_code == 301
+    assert response["Location"] == reverse(DASHBOARD) == "/admin/jobs/jobrecord/dashboard/"
+    assert admin_client.get(response["Location"]).status_code == 200

@@ -26,9 +26,8 @@ from django.db import connection, connections
 from django.utils import timezone
 
 from jobs.admin import dashboard
-from jobs.models import JobResult as Row, States
+from jobs.models import JobRecord, States
 from jobs_beat.models import PeriodicTask
-from project.demo import jobs as demo
 from tests.conftest import (
     AMQP_URL,
     BROKERS,
@@ -39,7 +38,8 @@ from tests.conftest import (
     require,
     wait_for,
 )
-from tests.test_beat_scheduler import every
+from tests.factories import every
+from tests.jobs_app import jobs as testjobs
 from tests.test_chaos import report
 
 pytestmark = [pytest.mark.pg, pytest.mark.e2e]
@@ -150,8 +150,8 @@ def enqueue(settings, name: str, url: str, directory: Path, n: int = N, **option
     directory.mkdir()
     if name == "django":
         options["queue"] = DATABASE_QUEUE
-    return demo.leave_mark.delay_many([(str(directory), i, JOB_SECONDS) for i in range(n)],
-                                      **options)
+    return testjobs.leave_mark.delay_many([(str(directory), i, JOB_SECONDS) for i in range(n)],
+                                          **options)
 
 
 def start_workers(start_worker, brokers: dict, beat: str = "") -> dict:
@@ -172,7 +172,7 @@ def runs(directory: Path) -> int:
 
 
 def succeeded(handles) -> int:
-    return Row.objects.filter(job_id__in=[h.id for h in handles], state=States.SUCCESS).count()
+    return JobRecord.objects.filter(job_id__in=[h.id for h in handles], state=States.SUCCESS).count()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -195,7 +195,7 @@ def ran_more_than_once(directory: Path) -> int:
 
 def check_every_job_succeeded_once_recorded(name: str, handles, directory: Path) -> None:
     n = len(handles)
-    rows = {r.job_id: r for r in Row.objects.filter(job_id__in=[h.id for h in handles])}
+    rows = {r.job_id: r for r in JobRecord.objects.filter(job_id__in=[h.id for h in handles])}
     states = [rows[h.id].state if h.id in rows else "no row" for h in handles]
     assert states == [States.SUCCESS] * n, (name, [s for s in states if s != States.SUCCESS][:10])
     assert [rows[h.id].result for h in handles] == list(range(n)), name
@@ -219,7 +219,7 @@ def check_said_once_each_way(name: str, output: str, at_most: bool = False) -> N
 def schedule_every_second(directory: Path) -> PeriodicTask:
     directory.mkdir()
     return PeriodicTask.objects.create(name=f"note-due-{directory.parent.name}",
-                                       task="project.demo.jobs.note_due_time",
+                                       task="tests.jobs_app.jobs.note_due_time",
                                        args=[str(directory)], interval=every(1))
 
 

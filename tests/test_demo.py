@@ -18,9 +18,10 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from jobs.models import JobResult, Message, States, Worker
+from jobs.models import JobRecord, Message, States
 from project.demo.management.commands import demo
 from project.demo.views import SESSION_KEY
+from tests import factories
 
 pytestmark = pytest.mark.django_db
 
@@ -58,7 +59,7 @@ def test_page_links_to_the_admin(client):
     response = client.get(INDEX)
 
     assert f'href="{reverse("admin:index")}"' in response.text
-    assert f'href="{reverse("admin:jobs_jobresult_changelist")}"' in response.text
+    assert f'href="{reverse("admin:jobs_jobrecord_changelist")}"' in response.text
 
 
 def test_page_polls_the_status_endpoint(client):
@@ -76,8 +77,7 @@ def test_page_loads_nothing_from_other_hosts(client):
 
 
 def test_page_shows_recent_jobs(client):
-    JobResult.objects.create(job_id="shown-job", name="project.demo.jobs.add",
-                             state=States.SUCCESS, args=[2, 3], result=5)
+    factories.record(name=factories.ADD, state=States.SUCCESS, args=[2, 3], result=5)
 
     response = client.get(INDEX)
 
@@ -166,10 +166,9 @@ def test_a_job_sent_to_the_broker_shows_as_pending(client, database_broker):
 
 def test_status_lists_recorded_jobs_with_their_states(client):
     now = timezone.now()
-    JobResult.objects.create(job_id="ok", name="project.demo.jobs.add", state=States.SUCCESS,
-                             args=[1, 2], result=3, runtime=0.25,
-                             date_created=now - timedelta(seconds=2))
-    JobResult.objects.create(
+    factories.record(job_id="ok", name=factories.ADD, state=States.SUCCESS, args=[1, 2],
+                     result=3, runtime=0.25, date_created=now - timedelta(seconds=2))
+    factories.record(
         job_id="bad", name="project.demo.jobs.fail", state=States.FAILURE, args=[],
         result={"exc_type": "ValueError", "exc_module": "builtins",
                 "exc_message": ["it went wrong"]},
@@ -190,8 +189,8 @@ def test_status_lists_recorded_jobs_with_their_states(client):
 
 def test_status_lists_at_most_the_twenty_newest_jobs(client):
     now = timezone.now()
-    JobResult.objects.bulk_create(
-        JobResult(job_id=f"job-{i:02}", date_created=now - timedelta(seconds=i))
+    JobRecord.objects.bulk_create(
+        JobRecord(job_id=f"job-{i:02}", date_created=now - timedelta(seconds=i))
         for i in range(25)
     )
 
@@ -203,7 +202,7 @@ def test_status_lists_at_most_the_twenty_newest_jobs(client):
 def test_status_prefers_the_recorded_state_of_an_enqueued_job(client, database_broker):
     client.post(INDEX, {"action": "add"})
     job_id = client.session[SESSION_KEY][0]["id"]
-    JobResult.objects.create(job_id=job_id, name="project.demo.jobs.add", state=States.STARTED)
+    factories.record(job_id=job_id, name=factories.ADD, state=States.STARTED)
 
     jobs = client.get(STATUS).json()["jobs"]
 
@@ -211,9 +210,8 @@ def test_status_prefers_the_recorded_state_of_an_enqueued_job(client, database_b
 
 
 def test_status_counts_workers_online_and_queued_messages(client, database_broker):
-    Worker.objects.create(hostname="jobs@a", pid=1, pool="solo", concurrency=1)
-    Worker.objects.create(hostname="jobs@b", pid=2, pool="solo", concurrency=1,
-                          stopped_at=timezone.now())
+    factories.worker_row()
+    factories.worker_row(stopped_at=timezone.now())
     client.post(INDEX, {"action": "batch", "count": "3"})
 
     data = client.get(STATUS).json()

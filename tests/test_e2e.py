@@ -9,9 +9,10 @@ import pytest
 
 from jobs.broker import publish
 from jobs.messages import JobMessage, encode
-from jobs.models import DeadLetter, JobResult as Row, Worker
+from jobs.models import DeadLetter, JobRecord, Worker
 from project.demo import jobs as demo
 from tests.conftest import broker_params, wait_for
+from tests.jobs_app import jobs as testjobs
 
 pytestmark = pytest.mark.e2e
 brokers = pytest.mark.parametrize("broker_url", broker_params(), indirect=True)
@@ -22,7 +23,7 @@ def test_results_arrive_with_their_values(broker_url, start_worker):
     start_worker(broker_url, "-c", "2")
     handles = [demo.add.delay(i, i) for i in range(40)]
     assert [h.get(timeout=30) for h in handles] == [2 * i for i in range(40)]
-    row = Row.objects.get(job_id=handles[0].id)
+    row = JobRecord.objects.get(job_id=handles[0].id)
     assert row.state == "SUCCESS"
     assert row.name == "project.demo.jobs.add"
     assert row.args == [0, 0]
@@ -33,9 +34,9 @@ def test_results_arrive_with_their_values(broker_url, start_worker):
 @brokers
 def test_untracked_jobs_are_recorded_once_done(broker_url, start_worker):
     start_worker(broker_url, "-c", "2")
-    handles = [demo.add_untracked.delay(i, 1) for i in range(20)]
+    handles = [testjobs.add_untracked.delay(i, 1) for i in range(20)]
     assert [h.get(timeout=30) for h in handles] == [i + 1 for i in range(20)]
-    rows = {row.job_id: row for row in Row.objects.filter(job_id__in=[h.id for h in handles])}
+    rows = {row.job_id: row for row in JobRecord.objects.filter(job_id__in=[h.id for h in handles])}
     assert len(rows) == 20
     for i, h in enumerate(handles):
         row = rows[h.id]
@@ -49,7 +50,7 @@ def test_jobs_sent_in_bulk_all_run_in_the_order_sent(broker_url, start_worker):
     handles = demo.add.delay_many([(i, 0) for i in range(60)])
     start_worker(broker_url, "-c", "1")
     assert [h.get(timeout=30) for h in handles] == list(range(60))
-    rows = Row.objects.filter(job_id__in=[h.id for h in handles]).order_by("date_started")
+    rows = JobRecord.objects.filter(job_id__in=[h.id for h in handles]).order_by("date_started")
     assert [row.args[0] for row in rows] == list(range(60))
 
 
@@ -70,11 +71,11 @@ def test_a_worker_killed_mid_job_leaves_the_job_to_another(broker_url, start_wor
     handle = demo.sleep_then_add.delay(3, 20, 22)
     wait_for(lambda: handle.state == "STARTED", message="the job never started")
     first.kill_all(signal.SIGKILL)
-    assert Row.objects.get(job_id=handle.id).worker == "first@e2e"
+    assert JobRecord.objects.get(job_id=handle.id).worker == "first@e2e"
 
     start_worker(broker_url, "-c", "1", "--hostname", "second@e2e")
     assert handle.get(timeout=40) == 42
-    row = Row.objects.get(job_id=handle.id)
+    row = JobRecord.objects.get(job_id=handle.id)
     assert (row.state, row.worker) == ("SUCCESS", "second@e2e")
 
 
@@ -95,9 +96,9 @@ def test_an_unregistered_job_is_dead_lettered_and_the_worker_goes_on(broker_url,
 @brokers
 def test_retries_end_in_success_with_their_count(broker_url, start_worker):
     start_worker(broker_url, "-c", "2")
-    handle = demo.flaky.delay(3)
+    handle = testjobs.flaky.delay(3)
     assert handle.get(timeout=30) == 2
-    assert Row.objects.get(job_id=handle.id).retries == 2
+    assert JobRecord.objects.get(job_id=handle.id).retries == 2
 
 
 @brokers
@@ -112,7 +113,7 @@ def test_a_delayed_job_waits_for_its_time(broker_url, start_worker):
 @brokers
 def test_a_job_routed_to_another_queue_is_left_to_its_workers(broker_url, start_worker):
     start_worker(broker_url, "-c", "1", "-Q", "default")
-    handle = demo.on_other_queue.delay(21)
+    handle = testjobs.on_other_queue.delay(21)
     time.sleep(1.5)
     assert handle.state == "PENDING"
     start_worker(broker_url, "-c", "1", "-Q", "other")
@@ -127,7 +128,7 @@ def test_a_revoked_job_does_not_run(broker_url, start_worker):
     after = demo.add.delay(3, 4)
     assert after.get(timeout=30) == 7
     assert handle.state == "REVOKED"
-    assert Row.objects.get(job_id=handle.id).date_started is None
+    assert JobRecord.objects.get(job_id=handle.id).date_started is None
 
 
 @brokers

@@ -16,7 +16,7 @@ from kombu import Connection
 
 from jobs import security
 from jobs.broker import Broker, queue_for
-from jobs.models import DeadLetter, JobResult as Row
+from jobs.models import DeadLetter, JobRecord
 from project.demo import jobs as demo
 from tests.conftest import wait_for
 
@@ -163,7 +163,7 @@ def test_hostile_messages_are_dead_lettered_and_good_jobs_all_succeed(
                                      content_encoding=message.pop("content_encoding", "utf-8"),
                                      **message)
         wait_for(lambda: DeadLetter.objects.count() >= sum(sent.values())
-                 and Row.objects.filter(state="SUCCESS").count() >= len(good),
+                 and JobRecord.objects.filter(state="SUCCESS").count() >= len(good),
                  timeout=50, interval=0.2, message="the worker did not get through the messages")
 
     send(range(1))  # the first round has the largest messages: the worker's peak
@@ -171,9 +171,9 @@ def test_hostile_messages_are_dead_lettered_and_good_jobs_all_succeed(
     send(range(1, ROUNDS))
     after = rss(worker.process.pid)
 
-    results = dict(Row.objects.values_list("job_id", "result"))
+    results = dict(JobRecord.objects.values_list("job_id", "result"))
     assert [results.get(h.id) for h in good] == [i + 1 for i in range(GOOD)]
-    assert not Row.objects.exclude(state="SUCCESS").exists()
+    assert not JobRecord.objects.exclude(state="SUCCESS").exists()
     reasons = list(DeadLetter.objects.values_list("reason", flat=True))
     assert len(reasons) == HOSTILE
     assert Counter(next((r for r in sent if r in reason), reason) for reason in reasons) == sent

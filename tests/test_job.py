@@ -14,6 +14,7 @@ from jobs.exceptions import ConfigurationError, EncodeError
 from jobs.registry import registry
 from jobs.testing import capture_jobs
 from project.demo import jobs as demo
+from tests.jobs_app import jobs as testjobs
 
 
 def test_a_jobs_name_is_its_module_and_qualname():
@@ -194,7 +195,7 @@ def test_eager_mode_runs_the_job_at_delay(jobs_eager):
 
 
 def test_eager_mode_retries_in_place(jobs_eager):
-    assert demo.flaky.delay(3).get() == 2
+    assert testjobs.flaky.delay(3).get() == 2
 
 
 def test_eager_mode_keeps_errors_in_the_result_by_default(jobs_eager):
@@ -225,7 +226,7 @@ def test_captured_jobs_can_be_run(jobs_captured):
 
 
 def test_bound_jobs_see_their_request():
-    result = demo.whoami.apply(task_id="the-id")
+    result = testjobs.whoami.apply(task_id="the-id")
     assert result.get()["id"] == "the-id"
     assert result.get()["retries"] == 0
 

@@ -19,7 +19,7 @@ from jobs.conf import DEFAULT_MIDDLEWARE
 from jobs.exceptions import JobsError
 from jobs.messages import encode
 from jobs.middleware import Middleware
-from jobs.models import DeadLetter, JobResult as Row
+from jobs.models import DeadLetter, JobRecord
 from jobs.outcome import Kind
 from jobs.testing import running_worker
 from tests.conftest import broker_params, wait_for
@@ -131,8 +131,8 @@ def test_a_receiver_that_raises_changes_no_outcome_and_reruns_nothing(
         wait_for(lambda: worker.processed == 6 and not worker._inflight,
                  message="the worker did not settle")
     assert (runs[key], runs[key + "-retried"], runs[key + "-revoked"]) == (1, 2, 0)
-    assert Row.objects.get(job_id=first.id).state == "SUCCESS"
-    assert Row.objects.get(job_id=first.id).deliveries == 1
+    assert JobRecord.objects.get(job_id=first.id).state == "SUCCESS"
+    assert JobRecord.objects.get(job_id=first.id).deliveries == 1
     assert "receiver bug" in caplog.text
 
 
@@ -225,4 +225,4 @@ def test_a_job_due_within_a_second_waits_for_its_time(broker_url):
         sent = timezone.now()
         result = counted.apply_async(("soon",), countdown=0.6)
         assert result.get(timeout=20) == "soon"
-    assert Row.objects.get(job_id=result.id).date_started >= sent + timedelta(seconds=0.6)
+    assert JobRecord.objects.get(job_id=result.id).date_started >= sent + timedelta(seconds=0.6)

@@ -1,5 +1,5 @@
 """The worker's writes of a job's states (jobs.lifecycle), one SQL statement each:
-what they leave in the JobResult table, on SQLite and on PostgreSQL."""
+what they leave in the JobRecord table, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from datetime import datetime
 
 import pytest
 
-from jobs import JobResult as Handle, lifecycle as recording
+from jobs import JobResult, lifecycle as recording
 from jobs.messages import JobMessage
-from jobs.models import JobResult, States
+from jobs.models import JobRecord, States
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.pg]
 
@@ -24,7 +24,7 @@ def message(retries: int = 0, **options) -> JobMessage:
 def test_the_first_start_writes_the_whole_row_and_counts_one_delivery():
     msg = message(parent_id="parent-1", root_id="root-1")
     assert recording.mark_started(msg, "w1@host", track=True) == 1
-    row = JobResult.objects.get(job_id=msg.id)
+    row = JobRecord.objects.get(job_id=msg.id)
     assert (row.state, row.worker, row.deliveries, row.retries) == (States.STARTED, "w1@host", 1, 0)
     assert (row.name, row.args, row.kwargs, row.queue) == (msg.name, [1, 2], {"at": "noon"}, "default")
     assert (row.parent_id, row.root_id) == ("parent-1", "root-1")
@@ -38,15 +38,15 @@ def test_a_redelivery_of_the_same_attempt_counts_up_and_a_retry_counts_afresh():
     assert [recording.mark_started(msg, "w", track=True) for _ in range(3)] == [1, 2, 3]
     retry = message(retries=1, id=msg.id)
     assert recording.mark_started(retry, "w2", track=True) == 1
-    row = JobResult.objects.get(job_id=msg.id)
+    row = JobRecord.objects.get(job_id=msg.id)
     assert (row.deliveries, row.retries, row.worker) == (1, 1, "w2")
 
 
 def test_a_revoked_job_is_not_started_and_stays_revoked():
     msg = message()
-    Handle(msg.id).revoke()
+    JobResult(msg.id).revoke()
     assert recording.mark_started(msg, "w", track=True) is None
-    assert JobResult.objects.get(job_id=msg.id).state == States.REVOKED
+    assert JobRecord.objects.get(job_id=msg.id).state == States.REVOKED
 
 
 def test_a_late_start_of_an_earlier_attempt_leaves_the_retry_alone():
@@ -54,7 +54,7 @@ def test_a_late_start_of_an_earlier_attempt_leaves_the_retry_alone():
     recording.mark_started(msg, "w", track=True)
     assert recording.mark_started(message(retries=1, id=msg.id), "old", track=True) is None
     recording.mark_succeeded(message(retries=1, id=msg.id), "stale", 0.1, "old")
-    row = JobResult.objects.get(job_id=msg.id)
+    row = JobRecord.objects.get(job_id=msg.id)
     assert (row.state, row.retries, row.worker, row.result) == (States.STARTED, 2, "w", None)
 
 
@@ -63,10 +63,10 @@ def test_success_writes_the_value_as_json_and_wakes_get():
     recording.mark_started(msg, "w", track=True)
     value = {"total": 3, "items": [1.5, None, "x"]}
     recording.mark_succeeded(msg, value, 0.25, "w")
-    row = JobResult.objects.get(job_id=msg.id)
+    row = JobRecord.objects.get(job_id=msg.id)
     assert (row.state, row.result, row.runtime) == (States.SUCCESS, value, 0.25)
     assert row.date_done >= row.date_started
-    assert Handle(msg.id).get(timeout=5) == value
+    assert JobResult(msg.id).get(timeout=5) == value
 
 
 @pytest.mark.parametrize("started", [True, False], ids=["update first", "one upsert"])
@@ -74,7 +74,7 @@ def test_an_outcome_without_a_started_row_creates_it(started):
     msg = message(parent_id="parent-1")  # track_started off: nothing was written before
     recording.mark_failed(msg, ValueError("bad input"), "Traceback ...", 0.5, "w",
                           started=started)
-    row = JobResult.objects.get(job_id=msg.id)
+    row = JobRecord.objects.get(job_id=msg.id)
     assert (row.state, row.name, row.args, row.kwargs) == (States.FAILURE, msg.name, [1, 2],
                                                            {"at": "noon"})
     assert (row.queue, row.parent_id, row.root_id) == ("default", "parent-1", msg.id)
@@ -83,7 +83,7 @@ def test_an_outcome_without_a_started_row_creates_it(started):
     assert row.date_done is not None and row.date_created == row.date_done
     assert row.date_started is None
     with pytest.raises(ValueError, match="bad input"):
-        Handle(msg.id).get(timeout=5)
+        JobResult(msg.id).get(timeout=5)
 
 
 def test_a_value_that_is_not_json_is_refused_and_the_row_is_left_started():
@@ -91,23 +91,23 @@ def test_a_value_that_is_not_json_is_refused_and_the_row_is_left_started():
     recording.mark_started(msg, "w", track=True)
     with pytest.raises(TypeError):
         recording.mark_succeeded(msg, object(), 0.1, "w")
-    assert JobResult.objects.get(job_id=msg.id).state == States.STARTED
+    assert JobRecord.objects.get(job_id=msg.id).state == States.STARTED
 
 
 def test_untracked_outcomes_update_the_row_of_an_earlier_attempt_not_of_a_later_one():
     msg = message()
     recording.mark_retry(msg, ValueError("again"), "", "w", started=False)
     recording.mark_succeeded(message(retries=1, id=msg.id), 42, 0.1, "w2", started=False)
-    row = JobResult.objects.get(job_id=msg.id)
+    row = JobRecord.objects.get(job_id=msg.id)
     assert (row.state, row.result, row.retries, row.worker) == (States.SUCCESS, 42, 1, "w2")
     recording.mark_failed(message(id=msg.id), ValueError("stale"), "", 0.1, "old", started=False)
-    row = JobResult.objects.get(job_id=msg.id)
+    row = JobRecord.objects.get(job_id=msg.id)
     assert (row.state, row.result, row.retries, row.worker) == (States.SUCCESS, 42, 1, "w2")
-    assert JobResult.objects.filter(job_id=msg.id).count() == 1
+    assert JobRecord.objects.filter(job_id=msg.id).count() == 1
 
 
 def test_an_untracked_value_that_is_not_json_is_refused_and_nothing_is_written():
     msg = message()
     with pytest.raises(TypeError):
         recording.mark_succeeded(msg, object(), 0.1, "w", started=False)
-    assert not JobResult.objects.filter(job_id=msg.id).exists()
+    assert not JobRecord.objects.filter(job_id=msg.id).exists()

@@ -14,7 +14,7 @@ from jobs.broker import Broker, queue_for
 from jobs.checks import check_settings
 from jobs.messages import JobMessage, encode
 from jobs.middleware.signing import Signing
-from jobs.models import DeadLetter, JobResult as Row
+from jobs.models import DeadLetter, JobRecord
 from project.demo import jobs as demo
 from tests.conftest import broker_params, wait_for
 
@@ -221,4 +221,4 @@ def test_a_signing_worker_runs_signed_jobs_and_dead_letters_forged_ones(
                        message="the forged messages were not dead-lettered")
     assert letters["forged-1"].startswith("unsigned message")
     assert letters["tampered-1"].startswith("bad signature")
-    assert not Row.objects.filter(job_id__in=["forged-1", "tampered-1"]).exists()
+    assert not JobRecord.objects.filter(job_id__in=["forged-1", "tampered-1"]).exists()

@@ -14,6 +14,7 @@ from jobs.models import UniqueLock
 from jobs.testing import capture_jobs
 from project.demo import jobs as demo
 from tests.conftest import wait_for
+from tests.jobs_app import jobs as testjobs
 
 pytestmark = pytest.mark.django_db
 
@@ -207,13 +208,13 @@ def test_bad_unique_options_are_errors_at_declaration(options, message):
 @pytest.mark.parametrize("broker_url", [pytest.param("django", marks=pytest.mark.pg)],
                          indirect=True)
 def test_a_worker_frees_the_lock_when_the_job_ends(broker_url, start_worker):
-    first = demo.refresh_report.delay(1, 0.5)
-    assert demo.refresh_report.delay(1, 0.5) == first
+    first = testjobs.refresh_report.delay(1, 0.5)
+    assert testjobs.refresh_report.delay(1, 0.5) == first
     start_worker(broker_url, "-c", "1")
 
     assert first.get(timeout=20) == 1
     wait_for(lambda: not UniqueLock.objects.exists(), timeout=5,
              message="the lock outlived its job")
-    again = demo.refresh_report.delay(1)
+    again = testjobs.refresh_report.delay(1)
     assert again != first
     assert again.get(timeout=20) == 1

@@ -11,9 +11,10 @@ import pytest
 from django.utils import timezone
 
 from jobs import JobResult
-from jobs.models import DeadLetter, JobResult as Row, Message, Worker
+from jobs.models import DeadLetter, JobRecord, Message, Worker
 from project.demo import jobs as demo
 from tests.conftest import broker_params, wait_for
+from tests.jobs_app import jobs as testjobs
 
 pytestmark = pytest.mark.e2e
 database_broker = pytest.mark.parametrize(
@@ -24,36 +25,36 @@ brokers = pytest.mark.parametrize("broker_url", broker_params(), indirect=True)
 @database_broker
 def test_a_hard_time_limit_kills_the_job_and_the_worker_goes_on(broker_url, start_worker):
     start_worker(broker_url, "-c", "1")
-    stuck = demo.spin_forever.delay()
+    stuck = testjobs.spin_forever.delay()
     after = demo.add.delay(1, 2)
     with pytest.raises(Exception, match="passed its hard time limit"):
         stuck.get(timeout=20)
     assert stuck.state == "FAILURE"
-    assert Row.objects.get(job_id=stuck.id).result["exc_type"] == "TimeLimitExceeded"
+    assert JobRecord.objects.get(job_id=stuck.id).result["exc_type"] == "TimeLimitExceeded"
     assert after.get(timeout=20) == 3
 
 
 @database_broker
 def test_a_soft_time_limit_lets_the_job_clean_up(broker_url, start_worker):
     start_worker(broker_url, "-c", "1")
-    assert demo.tidy_up_when_told.delay().get(timeout=20) == "cleaned up"
+    assert testjobs.tidy_up_when_told.delay().get(timeout=20) == "cleaned up"
 
 
 @database_broker
 def test_a_job_whose_process_died_fails_with_worker_lost_when_not_redelivered(
         broker_url, start_worker):
     start_worker(broker_url, "-c", "1")
-    handle = demo.die_once.delay()
+    handle = testjobs.die_once.delay()
     with pytest.raises(Exception, match="the process running the job died"):
         handle.get(timeout=20)
-    assert Row.objects.get(job_id=handle.id).result["exc_type"] == "WorkerLostError"
+    assert JobRecord.objects.get(job_id=handle.id).result["exc_type"] == "WorkerLostError"
     assert demo.add.delay(2, 2).get(timeout=20) == 4
 
 
 @database_broker
 def test_a_poison_job_is_dead_lettered_after_max_deliveries(broker_url, start_worker):
     start_worker(broker_url, "-c", "1")
-    handle = demo.die_always.delay()
+    handle = testjobs.die_always.delay()
     with pytest.raises(Exception, match="started 6 times without finishing"):
         handle.get(timeout=40)
     letter = DeadLetter.objects.get(job_id=handle.id)
@@ -64,11 +65,11 @@ def test_a_poison_job_is_dead_lettered_after_max_deliveries(broker_url, start_wo
 @database_broker
 def test_a_poison_job_that_records_nothing_is_dead_lettered_too(broker_url, start_worker):
     start_worker(broker_url, "-c", "1")
-    handle = demo.die_always_quietly.delay()
+    handle = testjobs.die_always_quietly.delay()
     letter = wait_for(lambda: DeadLetter.objects.filter(job_id=handle.id).first(), timeout=40,
                       message="the poison job was not dead-lettered")
     assert "lost the process running it 5 times (TASK_MAX_DELIVERIES = 5)" in letter.reason
-    assert letter.job_name == "project.demo.jobs.die_always_quietly"
+    assert letter.job_name == "tests.jobs_app.jobs.die_always_quietly"
     with pytest.raises(Exception, match="lost the process running it 5 times"):
         handle.get(timeout=5)
     assert demo.add.delay(2, 3).get(timeout=20) == 5
@@ -77,7 +78,7 @@ def test_a_poison_job_that_records_nothing_is_dead_lettered_too(broker_url, star
 @database_broker
 def test_max_tasks_per_child_replaces_the_child(broker_url, start_worker):
     start_worker(broker_url, "-c", "1", "--max-tasks-per-child", "2")
-    pids = [demo.pid.delay().get(timeout=20) for _ in range(6)]
+    pids = [testjobs.pid.delay().get(timeout=20) for _ in range(6)]
     assert len(set(pids)) == 3
     assert pids[0] == pids[1] and pids[2] == pids[3] and pids[4] == pids[5]
 
@@ -85,14 +86,14 @@ def test_max_tasks_per_child_replaces_the_child(broker_url, start_worker):
 @database_broker
 def test_max_memory_per_child_replaces_the_child(broker_url, start_worker):
     start_worker(broker_url, "-c", "1", "--max-memory-per-child", "1000")  # 1 MB: always over
-    pids = [demo.pid.delay().get(timeout=20) for _ in range(3)]
+    pids = [testjobs.pid.delay().get(timeout=20) for _ in range(3)]
     assert len(set(pids)) == 3
 
 
 @database_broker
 def test_jobs_waiting_while_a_child_leaves_for_its_memory_limit_all_run(broker_url,
                                                                        start_worker):
-    handles = demo.pid.delay_many([()] * 6)  # queued first: the worker holds several at once
+    handles = testjobs.pid.delay_many([()] * 6)  # queued first: the worker holds several at once
     worker = start_worker(broker_url, "-c", "1", "--max-memory-per-child", "1000")
     pids = [handle.get(timeout=30) for handle in handles]
     assert len(set(pids)) == 6  # each in a fresh child
@@ -146,7 +147,7 @@ def test_warm_shutdown_hands_back_jobs_it_had_not_started(broker_url, start_work
     start_worker(broker_url, "-c", "1")
     assert [h.get(timeout=30) for h in waiting] == [0, 1, 2]
     assert demo.add.delay(1, 1).get(timeout=30) == 2  # queued after anything handed back
-    assert Row.objects.get(job_id=running.id).deliveries == 1  # it finished: not run again
+    assert JobRecord.objects.get(job_id=running.id).deliveries == 1  # it finished: not run again
 
 
 @brokers
@@ -158,7 +159,7 @@ def test_prefetch_multiplier_one_keeps_short_jobs_from_waiting_behind_a_long_one
     start_worker(broker_url, "-c", "1", "--prefetch-multiplier", "1", "-n", "free@e2e")
     short = [demo.add.delay(i, i) for i in range(4)]
     assert [h.get(timeout=5) for h in short] == [0, 2, 4, 6]
-    assert {Row.objects.get(job_id=h.id).worker for h in short} == {"free@e2e"}
+    assert {JobRecord.objects.get(job_id=h.id).worker for h in short} == {"free@e2e"}
     assert long.state == "STARTED"
 
 
@@ -195,14 +196,14 @@ def test_a_delayed_job_survives_the_restart_of_its_worker(broker_url, start_work
 @database_broker
 def test_acks_late_false_does_not_run_a_job_again_after_its_worker_died(broker_url, start_worker):
     first = start_worker(broker_url, "-c", "1")
-    handle = demo.at_most_once.delay(3)
+    handle = testjobs.at_most_once.delay(3)
     wait_for(lambda: handle.state == "STARTED", message="the job never started")
     first.kill_all(signal.SIGKILL)
     start_worker(broker_url, "-c", "1")
     assert demo.add.delay(1, 1).get(timeout=20) == 2
     time.sleep(5)  # longer than the lease (visibility_timeout 4 s in tests)
     assert handle.state == "STARTED"
-    assert Row.objects.get(job_id=handle.id).deliveries == 1
+    assert JobRecord.objects.get(job_id=handle.id).deliveries == 1
 
 
 def test_publishing_to_a_broker_that_is_down_fails_fast_with_a_clear_error(settings):
@@ -231,15 +232,15 @@ def test_jobs_succeed_after_the_database_dropped_the_workers_connections(broker_
                        "WHERE datname = current_database() AND pid <> pg_backend_pid()")
     handles = [demo.add.delay(i, i) for i in range(10)]
     assert [h.get(timeout=30) for h in handles] == [2 * i for i in range(10)]
-    assert not Row.objects.filter(state="FAILURE").exists()
+    assert not JobRecord.objects.filter(state="FAILURE").exists()
 
 
 @database_broker
 def test_a_rate_limit_spaces_the_starts_of_a_job(broker_url, start_worker):
     start_worker(broker_url, "-c", "2")
-    handles = [demo.limited.delay(i) for i in range(6)]
+    handles = [testjobs.limited.delay(i) for i in range(6)]
     assert [h.get(timeout=30) for h in handles] == list(range(6))
-    starts = sorted(Row.objects.filter(name="project.demo.jobs.limited")
+    starts = sorted(JobRecord.objects.filter(name="tests.jobs_app.jobs.limited")
                     .values_list("date_started", flat=True))
     gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)]
     assert min(gaps) >= 0.15  # five a second: one every 0.2 s

@@ -58,13 +58,13 @@ class JobsPeer(Peer):
     def stored_results(self) -> int | None:
         if self.ignore_result:
             return None
-        from jobs.models import JobResult, States
+        from jobs.models import JobRecord, States
 
-        return JobResult.objects.filter(name=self.tasks.noop.name, state=States.SUCCESS).count()
+        return JobRecord.objects.filter(name=self.tasks.noop.name, state=States.SUCCESS).count()
 
     def purge(self) -> None:
-        from jobs.models import JobResult, Message
+        from jobs.models import JobRecord, Message
 
         super().purge()
-        truncate(JobResult._meta.db_table)
+        truncate(JobRecord._meta.db_table)
         Message.objects.filter(queue__startswith=self.ctx.prefix).delete()

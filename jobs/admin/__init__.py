@@ -1,5 +1,6 @@
 """The admin for jobs: results, workers, queued and delayed messages, dead letters, and the
-dashboard (``jobs/jobresult/dashboard/``, linked from the admin index).
+dashboard (``jobs/jobrecord/dashboard/``, linked from the admin index; its old address,
+``jobs/jobresult/dashboard/``, redirects there).
 
 Rows are written by workers and brokers, never edited by hand. What an operator may do to them
 are actions, each behind a permission:
@@ -25,15 +26,22 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from jobs.admin.dashboard import moved_dashboard_urls
 from jobs.admin.deadletters import DeadLetterAdmin
 from jobs.admin.messages import MessageAdmin
-from jobs.admin.results import JobResultAdmin
+from jobs.admin.results import JobRecordAdmin
 from jobs.admin.workers import WorkerAdmin
 
-__all__ = ["DeadLetterAdmin", "JobResultAdmin", "MessageAdmin", "WorkerAdmin"]
+__all__ = ["DeadLetterAdmin", "JobRecordAdmin", "MessageAdmin", "WorkerAdmin"]
 
 if admin.site.index_template is None:
     # The admin index gets a "Jobs monitoring" box linking the dashboard (for users who may
     # view job results). A project with its own index template can include
     # "admin/jobs/monitoring_links.html" in it.
     admin.site.index_template = "admin/jobs/index.html"
+
+
+# The dashboard's address before the model was renamed JobRecord lies outside every model
+# admin's URLs: the default site answers it with a redirect, as it shows the box above.
+_site_get_urls = admin.site.get_urls
+admin.site.get_urls = lambda: [*moved_dashboard_urls(admin.site), *_site_get_urls()]

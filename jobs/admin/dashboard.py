@@ -18,6 +18,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.http import urlencode
+from django.views.generic import RedirectView
 
 from jobs import broker
 from jobs.admin import stats
@@ -128,8 +129,9 @@ class DashboardViews:
     def dashboard_urls(self) -> list:
         view = self.admin_site.admin_view
         return [
-            path("dashboard/", view(self.dashboard_view), name="jobs_jobresult_dashboard"),
-            path("dashboard.json", view(self.dashboard_data_view), name="jobs_jobresult_dashboard_data"),
+            path("dashboard/", view(self.dashboard_view), name="jobs_jobrecord_dashboard"),
+            path("dashboard.json", view(self.dashboard_data_view),
+                 name="jobs_jobrecord_dashboard_data"),
         ]
 
     def dashboard_snapshot(self, request) -> dict:
@@ -149,7 +151,7 @@ class DashboardViews:
             "opts": self.model._meta,
             "app_label": self.model._meta.app_label,
             "snapshot": data,
-            "data_url": reverse(f"{self.admin_site.name}:jobs_jobresult_dashboard_data"),
+            "data_url": reverse(f"{self.admin_site.name}:jobs_jobrecord_dashboard_data"),
             "refresh": self.dashboard_refresh,
         }
         return TemplateResponse(request, self.dashboard_template, context)
@@ -160,9 +162,9 @@ class DashboardViews:
     def _add_links(self, data: dict, request) -> None:
         """URLs of the pages behind the numbers, for those the user may open."""
         site, user = self.admin_site.name, request.user
-        results = reverse(f"{site}:jobs_jobresult_changelist")
+        results = reverse(f"{site}:jobs_jobrecord_changelist")
         for job in data["running"]:
-            job["url"] = reverse(f"{site}:jobs_jobresult_change", args=[job.pop("pk")])
+            job["url"] = reverse(f"{site}:jobs_jobrecord_change", args=[job.pop("pk")])
         for row in data["slowest"] + data["failing"]:
             row["url"] = f"{results}?{urlencode({'name': row['name']})}"
         for worker in data["workers"] or ():
@@ -186,3 +188,12 @@ class DashboardViews:
             "dead_letters": reverse(f"{site}:jobs_deadletter_changelist")
                             if user.has_perm("jobs.view_deadletter") else None,
         }
+
+
+def moved_dashboard_urls(site) -> list:
+    """The dashboard's address before the model was renamed JobRecord, answered with a
+    permanent redirect so that bookmarks keep working. It lies outside the model admin's own
+    URLs (``jobs/jobrecord/``), so it belongs to the site's."""
+    redirect = RedirectView.as_view(pattern_name=f"{site.name}:jobs_jobrecord_dashboard",
+                                    permanent=True, query_string=True)
+    return [path("jobs/jobresult/dashboard/", redirect)]

@@ -9,7 +9,7 @@ from jobs.admin.filters import MessageStatusFilter, message_status
 from jobs.admin.operations import revoke_message, run_now
 from jobs.admin.readonly import DeferringChangeList, ReadOnlyAdmin
 from jobs.display import badge, message_job_id, payload_headers, state_badge, timestamp
-from jobs.models import JobResult, Message
+from jobs.models import JobRecord, Message
 
 _MESSAGE_STYLES = {"ready": "success", "delayed": "warning", "leased": "active"}
 
@@ -20,7 +20,7 @@ class MessageChangeList(DeferringChangeList):
     def get_results(self, request):
         super().get_results(request)
         ids = {message: message_job_id(message) for message in self.result_list}
-        states = dict(JobResult.objects.filter(job_id__in=set(ids.values()) - {None})
+        states = dict(JobRecord.objects.filter(job_id__in=set(ids.values()) - {None})
                       .values_list("job_id", "state"))
         for message, job_id in ids.items():
             message.job_state = states.get(job_id)
@@ -106,6 +106,6 @@ class MessageAdmin(ReadOnlyAdmin):
     def job_state(self, obj):
         if not hasattr(obj, "job_state"):  # the detail page: one message, one query
             job_id = message_job_id(obj)
-            obj.job_state = JobResult.objects.filter(job_id=job_id).values_list(
+            obj.job_state = JobRecord.objects.filter(job_id=job_id).values_list(
                 "state", flat=True).first() if job_id else None
         return state_badge(obj.job_state) if obj.job_state else None

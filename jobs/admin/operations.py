@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from jobs.display import message_job_id, payload_headers
 from jobs.exceptions import JobsError, NotRegistered, PublishError
-from jobs.models import JobResult as Row, Message, Worker
+from jobs.models import JobRecord, Message, Worker
 from jobs.registry import registry
 from jobs.results import JobResult
 
@@ -16,7 +16,7 @@ class OperationError(JobsError):
     """An operation that can't be done, with the reason to show to the operator."""
 
 
-def retry_job(row: Row) -> JobResult:
+def retry_job(row: JobRecord) -> JobResult:
     """Enqueue ``row``'s job again with the same arguments and queue, as a new job.
 
     The new job's parent is the old one, so each lists the other on its page. Nothing is
@@ -36,7 +36,7 @@ def retry_job(row: Row) -> JobResult:
         raise OperationError(str(exc))
 
 
-def revoke_job(row: Row) -> None:
+def revoke_job(row: JobRecord) -> None:
     """Make sure ``row``'s job doesn't run; if it runs now, its worker stops it at its next
     heartbeat where the pool can (prefork)."""
     JobResult(row.job_id, name=row.name).revoke(terminate=True)

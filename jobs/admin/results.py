@@ -16,16 +16,16 @@ from jobs.admin.filters import DateRangeFilter, JobNameFilter, QueueFilter, Stat
 from jobs.admin.operations import OperationError, retry_job, revoke_job
 from jobs.admin.readonly import ReadOnlyAdmin
 from jobs.display import code_block, format_runtime, json_block, state_badge, timestamp
-from jobs.models import READY_STATES, JobResult
+from jobs.models import READY_STATES, JobRecord
 
 #: Jobs it started, listed on a job's page; the rest are a link away.
 CHILDREN_SHOWN = 10
 
 
-@admin.register(JobResult)
-class JobResultAdmin(DashboardViews, ReadOnlyAdmin):
-    change_form_template = "admin/jobs/jobresult/change_form.html"
-    change_list_template = "admin/jobs/jobresult/change_list.html"
+@admin.register(JobRecord)
+class JobRecordAdmin(DashboardViews, ReadOnlyAdmin):
+    change_form_template = "admin/jobs/jobrecord/change_form.html"
+    change_list_template = "admin/jobs/jobrecord/change_list.html"
     list_display = ("job_id", "name", "state_label", "queue", "worker", "retries",
                     "runtime_label", "created", "done")
     list_filter = (StateFilter, JobNameFilter, QueueFilter, WorkerFilter,
@@ -57,10 +57,10 @@ class JobResultAdmin(DashboardViews, ReadOnlyAdmin):
         view = self.admin_site.admin_view
         return [
             *self.dashboard_urls(),
-            path("job/<str:job_id>/", view(self.job_view), name="jobs_jobresult_job"),
-            path("<path:object_id>/retry/", view(self.retry_view), name="jobs_jobresult_retry"),
+            path("job/<str:job_id>/", view(self.job_view), name="jobs_jobrecord_job"),
+            path("<path:object_id>/retry/", view(self.retry_view), name="jobs_jobrecord_retry"),
             path("<path:object_id>/revoke/", view(self.revoke_view),
-                 name="jobs_jobresult_revoke"),
+                 name="jobs_jobrecord_revoke"),
             *super().get_urls(),
         ]
 
@@ -123,7 +123,7 @@ class JobResultAdmin(DashboardViews, ReadOnlyAdmin):
         """A job by its id: its page once a worker has recorded it, else the list, saying so."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        row = JobResult.objects.filter(job_id=job_id).values_list("pk", flat=True).first()
+        row = JobRecord.objects.filter(job_id=job_id).values_list("pk", flat=True).first()
         if row is not None:
             return HttpResponseRedirect(reverse(self.url_name("change"), args=[row]))
         self.message_user(request, f"Job {job_id} has no result yet: it waits for a worker.",
@@ -163,7 +163,7 @@ class JobResultAdmin(DashboardViews, ReadOnlyAdmin):
 
     @admin.display(description="retried as / jobs it started")
     def children_list(self, obj):
-        children = list(JobResult.objects.filter(parent_id=obj.job_id)
+        children = list(JobRecord.objects.filter(parent_id=obj.job_id)
                         .order_by("date_created").only("pk", "job_id", "state", "name")
                         [:CHILDREN_SHOWN + 1])
         url = reverse(self.url_name("changelist"))
@@ -178,12 +178,12 @@ class JobResultAdmin(DashboardViews, ReadOnlyAdmin):
         more = everything if len(children) > CHILDREN_SHOWN else ""
         return format_html('<ul class="jobs-children">{}</ul>{}', items, more)
 
-    def _job_link(self, job_id: str, obj: JobResult):
+    def _job_link(self, job_id: str, obj: JobRecord):
         if not job_id:
             return None
         if job_id == obj.job_id:
             return "this job"
-        pk = JobResult.objects.filter(job_id=job_id).values_list("pk", flat=True).first()
+        pk = JobRecord.objects.filter(job_id=job_id).values_list("pk", flat=True).first()
         if pk is None:
             return f"{job_id} (no result recorded)"
         url = reverse(self.url_name("change"), args=[pk])

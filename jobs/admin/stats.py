@@ -21,7 +21,7 @@ from django.db.models import BooleanField, Count, ExpressionWrapper, Q
 from django.db.models.functions import TruncMinute
 
 from jobs.display import format_runtime, format_time
-from jobs.models import JobResult, States
+from jobs.models import JobRecord, States
 
 #: Minutes of history in the chart and the job statistics.
 WINDOW_MINUTES = 60
@@ -88,7 +88,7 @@ def minute_counts(minutes: list[datetime], now: datetime) -> dict[datetime, dict
 
 def _count_since(since: datetime) -> dict[datetime, dict]:
     rows = (
-        JobResult.objects.filter(state__in=FINISHED, date_done__gte=since)
+        JobRecord.objects.filter(state__in=FINISHED, date_done__gte=since)
         .annotate(minute=TruncMinute("date_done"))
         .values_list("minute", "name", "state")
         .annotate(runs=Count("id"), retried=Count("id", filter=Q(retries__gt=0)))
@@ -108,7 +108,7 @@ def _count_since(since: datetime) -> dict[datetime, dict]:
 
 def _waiting_for_retry(since: datetime):
     return (
-        JobResult.objects.filter(state=States.RETRY, date_started__gte=since)
+        JobRecord.objects.filter(state=States.RETRY, date_started__gte=since)
         .annotate(minute=TruncMinute("date_started"))
         .values_list("minute")
         .annotate(n=Count("id"))
@@ -129,7 +129,7 @@ def _index(minute: datetime | None, start: datetime) -> int | None:
 
 def _key(minute: datetime) -> str:
     # Named after the database too: projects may share one cache server.
-    name = str(connections[router.db_for_read(JobResult)].settings_dict["NAME"])
+    name = str(connections[router.db_for_read(JobRecord)].settings_dict["NAME"])
     database = hashlib.sha1(name.encode()).hexdigest()[:10]
     return f"{CACHE_PREFIX}{database}:{minute.astimezone(UTC):%Y%m%d%H%M}"
 
@@ -173,7 +173,7 @@ def recent_runtimes(name: str, since: datetime) -> list[float]:
     finish time is checked here: in the query, it leads PostgreSQL away from that index.)
     """
     runs = (
-        JobResult.objects.filter(name=name, date_created__gte=since - CREATED_BEFORE,
+        JobRecord.objects.filter(name=name, date_created__gte=since - CREATED_BEFORE,
                                  runtime__isnull=False)
         .annotate(in_window=ExpressionWrapper(Q(date_done__gte=since),
                                               output_field=BooleanField()))
@@ -209,7 +209,7 @@ def job_statistics(names: dict[str, dict], since: datetime) -> tuple[list, list]
 
 def running_jobs(now: datetime) -> tuple[list[dict], int]:
     """The longest-running jobs now, with their runtime so far, and how many run in all."""
-    running = JobResult.objects.running()
+    running = JobRecord.objects.running()
     rows = (running.order_by("date_started")
             .values("pk", "job_id", "name", "worker", "queue", "date_started")[:SHOWN])
     jobs = []

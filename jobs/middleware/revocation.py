@@ -21,7 +21,7 @@ from jobs.conf import settings
 from jobs.database import database
 from jobs.middleware import Middleware
 from jobs.middleware.results import revoke
-from jobs.models import JobResult, States
+from jobs.models import JobRecord, States
 
 logger = logging.getLogger("jobs.worker")
 
@@ -38,7 +38,7 @@ def terminate_revoked(pool) -> None:
     # A row revoked before its job started has no start time: the job is dropped where it
     # runs when its STARTED write finds the row revoked; no need to kill it.
     try:
-        revoked = list(JobResult.objects.filter(
+        revoked = list(JobRecord.objects.filter(
             job_id__in=running, state=States.REVOKED, date_started__isnull=False,
         ).values_list("job_id", flat=True))
     except DatabaseError as exc:
@@ -70,7 +70,7 @@ class Revocations:
         now = timezone.now()
         since = (self._since - OVERLAP) if self._since else now - KEEP
         try:
-            rows = list(JobResult.objects.filter(state=States.REVOKED, date_done__gte=since)
+            rows = list(JobRecord.objects.filter(state=States.REVOKED, date_done__gte=since)
                         .order_by().values_list("job_id", "date_done")[:10_000])
         except DatabaseError as exc:
             if not database.failed(exc):

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from jobs.broker import get_broker
 from jobs.conf import settings as jobs_settings
-from jobs.models import JobResult, Message, States, Worker
+from jobs.models import JobRecord, Message, States, Worker
 from jobs.results import EagerResult
 from project.demo import jobs as demo_jobs
 
@@ -145,10 +145,10 @@ def summary() -> dict:
 def recent_jobs(request) -> list[dict]:
     """The newest jobs: recorded ones, and the visitor's own that no worker recorded yet."""
     entries = request.session.get(SESSION_KEY, [])
-    rows = list(JobResult.objects.order_by("-date_created")[:RECENT])
+    rows = list(JobRecord.objects.order_by("-date_created")[:RECENT])
     known = {row.job_id for row in rows}
     own = [entry["id"] for entry in entries if entry["id"] not in known]
-    rows += JobResult.objects.filter(job_id__in=own)
+    rows += JobRecord.objects.filter(job_id__in=own)
     known |= {row.job_id for row in rows}
     shown = [_from_row(row) for row in rows]
     shown += [_from_entry(entry) for entry in entries if entry["id"] not in known]
@@ -156,7 +156,7 @@ def recent_jobs(request) -> list[dict]:
     return shown[:RECENT]
 
 
-def _from_row(row: JobResult) -> dict:
+def _from_row(row: JobRecord) -> dict:
     return {
         "id": row.job_id,
         "name": row.name.rsplit(".", 1)[-1],
@@ -165,7 +165,7 @@ def _from_row(row: JobResult) -> dict:
         "result": _result_text(row),
         "runtime": _runtime_text(row.runtime),
         "created": row.date_created,
-        "url": reverse("admin:jobs_jobresult_change", args=[row.pk]),
+        "url": reverse("admin:jobs_jobrecord_change", args=[row.pk]),
     }
 
 
@@ -188,7 +188,7 @@ def _call_text(args, kwargs) -> str:
     return _short(", ".join(parts))
 
 
-def _result_text(row: JobResult) -> str:
+def _result_text(row: JobRecord) -> str:
     if row.state == States.SUCCESS:
         return _value_text(row.result)
     if isinstance(row.result, dict) and "exc_type" in row.result:

@@ -1,0 +1,138 @@
+"""Jobs the tests run (and the worker processes they start), besides the demo's
+(project/demo/jobs.py): each shows one behaviour of a job or a worker. Their names are
+``tests.jobs_app.jobs.<function>``."""
+
+import os
+import time
+import zlib
+
+from jobs import job
+
+
+@job(track_started=False)
+def add_untracked(x, y):
+    """The demo's ``add``, its row written once, when it is done (Celery's default)."""
+    return x + y
+
+
+@job(bind=True)
+def whoami(self):
+    return {"id": self.request.id, "retries": self.request.retries, "pid": os.getpid(),
+            "hostname": self.request.hostname}
+
+
+@job(bind=True, max_retries=3, default_retry_delay=0)
+def flaky(self, succeed_on):
+    """Fails until its ``succeed_on``-th try."""
+    if self.request.retries + 1 < succeed_on:
+        raise self.retry(exc=RuntimeError(f"try {self.request.retries + 1} failed"))
+    return self.request.retries
+
+
+@job(queue="other")
+def on_other_queue(x):
+    return x * 2
+
+
+@job(time_limit=1)
+def spin_forever():
+    """Never returns: only the hard time limit stops it."""
+    while True:
+        pass
+
+
+@job(soft_time_limit=0.5)
+def tidy_up_when_told():
+    from jobs.exceptions import SoftTimeLimitExceeded
+
+    try:
+        time.sleep(5)
+    except SoftTimeLimitExceeded:
+        return "cleaned up"
+    return "not interrupted"
+
+
+@job(reject_on_worker_lost=False)
+def die_once():
+    """Kills the process running it; recorded FAILURE (WorkerLostError), not run again."""
+    os.kill(os.getpid(), 9)
+
+
+@job
+def die_always():
+    """A poison job: kills every process that runs it, so it is redelivered until it is
+    dead-lettered."""
+    os.kill(os.getpid(), 9)
+
+
+@job(ignore_result=True)
+def die_always_quietly():
+    """``die_always`` for a job that records nothing: the worker counts its losses."""
+    os.kill(os.getpid(), 9)
+
+
+@job
+def pid():
+    return os.getpid()
+
+
+@job
+def work(i, seconds=0.005):
+    """A small unit of work for load and chaos tests."""
+    time.sleep(seconds)
+    return i
+
+
+def fails_on(i: int, attempt: int) -> bool:
+    """Whether attempt ``attempt`` (0 = first) of job ``i`` of ``unreliable`` fails: two in
+    five attempts, the same on every run, so a test can tell the right outcome."""
+    return zlib.crc32(f"{i}:{attempt}".encode()) % 5 < 2
+
+
+@job(autoretry_for=(ConnectionError,), max_retries=3, retry_backoff=0.2, retry_backoff_max=1)
+def unreliable(i):
+    attempt = unreliable.request.retries
+    if fails_on(i, attempt):
+        raise ConnectionError(f"job {i} attempt {attempt} failed")
+    return i
+
+
+@job(acks_late=False)
+def at_most_once(seconds):
+    """Acknowledged before it runs: if its worker dies meanwhile, it is not run again."""
+    time.sleep(seconds)
+    return "done"
+
+
+@job(unique=True)
+def refresh_report(report_id, seconds=0.0):
+    """One refresh per report at a time: a second call while one is queued or running is
+    not sent again (unique)."""
+    time.sleep(seconds)
+    return report_id
+
+
+@job(rate_limit="5/s")
+def limited(i):
+    """At most five starts a second in each worker."""
+    return i
+
+
+@job
+def leave_mark(directory, i, seconds=0.05):
+    """Sleeps, then appends a line to the file named ``i`` in ``directory``: a side effect
+    that can be checked after the fact (one line per run), made even while the database
+    is down."""
+    time.sleep(seconds)
+    with open(os.path.join(directory, str(i)), "a") as out:
+        out.write(f"{os.getpid()}\n")
+    return i
+
+
+@job(bind=True)
+def note_due_time(self, directory):
+    """Appends its job id to a file of ``directory`` named for the due time of the periodic
+    run that sent it: a due time sent twice shows as two different ids in one file."""
+    due = self.request.headers.get("periodic_task_due_at") or "unscheduled"
+    with open(os.path.join(directory, due), "a") as out:
+        out.write(f"{self.request.id}\n")
