@@ -6,11 +6,13 @@ skipped with the command that starts the service.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -46,6 +48,19 @@ def _reachable(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+#: Tests marked ``serial`` restart a service every test shares: they take this lock alone, the
+#: others share it, so that with ``pytest -n N`` (or two runs at once) none runs beside one.
+SERVICES_LOCK = Path(tempfile.gettempdir()) / "jobs-tests-services.lock"
+
+
+@pytest.fixture(autouse=True)
+def _services_lock(request):
+    exclusive = request.node.get_closest_marker("serial") is not None
+    with open(SERVICES_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
 
 
 def require(service: str) -> None:

@@ -100,6 +100,7 @@ def restart_rabbitmq() -> None:
     _wait_port(5672, up=True)
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("broker_url", ["redis", "amqp"], indirect=True)
 def test_a_broker_restart_mid_run_loses_no_job(broker_url, start_worker):
     start_worker(broker_url, "-c", "2")

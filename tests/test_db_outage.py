@@ -42,7 +42,7 @@ from tests.factories import every
 from tests.jobs_app import jobs as testjobs
 from tests.test_chaos import report
 
-pytestmark = [pytest.mark.pg, pytest.mark.e2e]
+pytestmark = [pytest.mark.pg, pytest.mark.e2e, pytest.mark.serial]
 
 N = 400  # jobs per broker
 JOB_SECONDS = 0.05
