@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 from django.core.checks import Error, Tags, Warning, register
@@ -32,6 +33,7 @@ def check_settings(app_configs=None, **kwargs):
     errors += _check_routes(settings.TASK_ROUTES)
     errors += _check_numbers()
     errors += _check_compression()
+    errors += _check_expiry("DEAD_LETTER_EXPIRES", "jobs.E040")
     errors += _check_signing_keys(settings.SIGNING_KEYS)
     errors += _check_middleware(settings.MIDDLEWARE)
     return errors
@@ -164,15 +166,23 @@ def _check_numbers() -> list:
             "Use one of: " + ", ".join(POOLS) + ".",
             "jobs.E011",
         ))
-    if not isinstance(settings.RESULT_EXPIRES, (timedelta, int, float, type(None))):
-        errors.append(_error(
-            "JOBS['RESULT_EXPIRES'] must be a timedelta, a number of seconds, or None.",
-            "", "jobs.E010",
-        ))
+    errors += _check_expiry("RESULT_EXPIRES", "jobs.E010")
     queue = settings.TASK_DEFAULT_QUEUE
     if not isinstance(queue, str) or not queue:
         errors.append(_error("JOBS['TASK_DEFAULT_QUEUE'] must be a queue name.", "", "jobs.E012"))
     return errors
+
+
+def _check_expiry(key: str, id: str) -> list:
+    """How long housekeeping keeps a kind of row (jobs.housekeeping)."""
+    value = getattr(settings, key)
+    if value is None or (isinstance(value, timedelta) and value >= timedelta(0)):
+        return []
+    if (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+            and value >= 0):
+        return []
+    return [_error(f"JOBS[{key!r}] = {value!r} must be a timedelta, a number of seconds, "
+                   "or None.", "None (or 0) keeps the rows for ever.", id)]
 
 
 def _check_compression() -> list:

@@ -57,8 +57,9 @@ DEFAULTS: dict[str, Any] = {
     "WORKER_MAX_TASKS_PER_CHILD": None,
     "WORKER_MAX_MEMORY_PER_CHILD": None,  # KiB of resident memory, as Celery counts
     "TASK_MAX_DELIVERIES": 5,
-    # Results
+    # Results, and what housekeeping deletes (jobs.housekeeping); None or 0: kept
     "RESULT_EXPIRES": timedelta(days=1),
+    "DEAD_LETTER_EXPIRES": timedelta(days=30),
     # Extension points
     "MIDDLEWARE": None,  # None: DEFAULT_MIDDLEWARE
 }
@@ -80,6 +81,7 @@ DEFAULT_MIDDLEWARE = [
     "jobs.middleware.retries.Retries",
     "jobs.middleware.time_limits.TimeLimits",  # its soft limit covers the job's code only
     "jobs.middleware.rate_limits.RateLimits",  # holds deliveries last, time limit set
+    "jobs.middleware.housekeeping.Housekeeping",
 ]
 
 # Celery spells this one without the TASK_/WORKER_ prefix; accept both.

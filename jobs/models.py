@@ -1,4 +1,4 @@
-"""Tables: job results, dead letters, worker heartbeats, and the ``django://`` queue."""
+"""Tables: job results, dead letters, worker heartbeats, the ``django://`` queue, leases."""
 
 from __future__ import annotations
 
@@ -38,12 +38,12 @@ class JobRecordQuerySet(models.QuerySet):
     def running(self):
         return self.filter(state=States.STARTED)
 
-    def older_than(self, age: timedelta):
-        return self.filter(date_done__lt=timezone.now() - age)
+    def older_than(self, age: timedelta, now=None):
+        return self.filter(date_done__lt=(now or timezone.now()) - age)
 
-    def expired(self, expires: timedelta):
+    def expired(self, expires: timedelta, now=None):
         """Finished results older than ``expires`` (what ``RESULT_EXPIRES`` removes)."""
-        return self.ready().older_than(expires)
+        return self.ready().older_than(expires, now)
 
 
 class JobRecord(models.Model):
@@ -102,6 +102,11 @@ class JobRecord(models.Model):
         return self.state in READY_STATES
 
 
+class DeadLetterQuerySet(models.QuerySet):
+    def older_than(self, age: timedelta, now=None):
+        return self.filter(date_created__lt=(now or timezone.now()) - age)
+
+
 class DeadLetter(models.Model):
     """A message no worker could run, kept whole with the reason, so nothing is lost."""
 
@@ -116,6 +121,8 @@ class DeadLetter(models.Model):
     body = models.BinaryField()
     worker = models.CharField(max_length=255, blank=True)
     date_created = models.DateTimeField(default=timezone.now, db_index=True)
+
+    objects = DeadLetterQuerySet.as_manager()
 
     class Meta:
         verbose_name = "dead letter"
@@ -153,6 +160,11 @@ class WorkerQuerySet(models.QuerySet):
     def online(self, now=None):
         now = now or timezone.now()
         return self.filter(stopped_at=None, last_seen__gte=now - offline_after())
+
+    def not_seen_since(self, when):
+        """Workers last seen before ``when``: stopped then (a worker writes ``last_seen``
+        as it stops), or gone without a word (killed, or its host lost)."""
+        return self.filter(last_seen__lt=when)
 
 
 class Worker(models.Model):
@@ -270,3 +282,49 @@ class UniqueLock(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} {self.job_id} (until {self.expires_at:%Y-%m-%d %H:%M:%S})"
+
+
+class LeaseQuerySet(models.QuerySet):
+    def claim(self, name: str, holder: str, until, now, *, due_only: bool = True) -> bool:
+        """Take lease ``name`` for ``holder`` until ``until`` if no one holds it at ``now``
+        (and, with ``due_only``, its work is due); True if taken. One compare-and-set
+        UPDATE: however many processes claim at once, one matches. The row is made on
+        first use."""
+        free = models.Q(name=name) & (models.Q(held_until__isnull=True)
+                                      | models.Q(held_until__lte=now))
+        if due_only:
+            free &= models.Q(due_at__lte=now)
+        if self.filter(free).update(holder=holder, held_until=until):
+            return True
+        if self.filter(name=name).exists():
+            return False
+        self.bulk_create([self.model(name=name, due_at=now)], ignore_conflicts=True)
+        return bool(self.filter(free).update(holder=holder, held_until=until))
+
+    def renew(self, name: str, holder: str, until) -> bool:
+        """Hold on until ``until``; False if ``holder`` has lost the lease."""
+        return bool(self.filter(name=name, holder=holder).update(held_until=until))
+
+    def release(self, name: str, holder: str, due_at) -> bool:
+        """Let go of the lease; its work is next due at ``due_at``."""
+        return bool(self.filter(name=name, holder=holder).update(
+            holder="", held_until=None, due_at=due_at))
+
+
+class Lease(models.Model):
+    """Work that any process may do, one at a time, every so often (``housekeeping``:
+    :mod:`jobs.housekeeping`). Whoever claims the row does the work; there is no leader."""
+
+    name = models.CharField(max_length=100, primary_key=True)
+    holder = models.CharField(max_length=255, blank=True,
+                              help_text="The process doing the work now (empty: none).")
+    held_until = models.DateTimeField(
+        null=True, blank=True, help_text="When the holder's claim runs out, should its "
+        "process die before letting go.")
+    due_at = models.DateTimeField(default=timezone.now,
+                                  help_text="When the work is next due.")
+
+    objects = LeaseQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"{self.name} ({f'held by {self.holder}' if self.holder else 'free'})"

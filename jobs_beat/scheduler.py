@@ -39,6 +39,7 @@ from django.utils import timezone
 from jobs.broker import get_broker
 from jobs.database import PROBE_EVERY, database
 from jobs.exceptions import PublishError
+from jobs.housekeeping import Housekeeper
 from jobs_beat import missed_runs, sending
 from jobs_beat.models import PLAN_FIELDS, PeriodicTask, plan_key, plan_key_of_values
 
@@ -73,6 +74,7 @@ class Scheduler:
         self.sync_settings = sync_settings
         self.name = f"beat@{socket.gethostname()}:{os.getpid()}"
         self._next_reconcile = 0.0
+        self.housekeeper = Housekeeper()  # expired rows: jobs.housekeeping
 
     # Running -----------------------------------------------------------------------------
 
@@ -90,6 +92,7 @@ class Scheduler:
                     if not started:
                         stop.wait(self.tick_interval)
                         continue
+                self.housekeeper.maybe_run()  # a second at most, now and then
                 stop.wait(self._safe_tick())
         finally:
             connection.close()
