@@ -157,9 +157,9 @@ def fill(count: int) -> float:
     """``count`` SUCCESS results done two days ago, written by the database itself."""
     from django.db import connection
 
-    from jobs.models import JobResult
+    from jobs.models import JobRecord
 
-    table = connection.ops.quote_name(JobResult._meta.db_table)
+    table = connection.ops.quote_name(JobRecord._meta.db_table)
     started = time.perf_counter()
     with connection.cursor() as cursor:
         cursor.execute(f"""
@@ -231,9 +231,9 @@ def run_cleanup(peer) -> dict:
 
 def done_between(start: float, stop: float) -> float:
     """Jobs per second whose results were recorded between two wall-clock times."""
-    from jobs.models import JobResult
+    from jobs.models import JobRecord
 
-    count = JobResult.objects.filter(
+    count = JobRecord.objects.filter(
         name=NOOP, date_done__gte=datetime.fromtimestamp(start, UTC),
         date_done__lt=datetime.fromtimestamp(stop, UTC)).count()
     return count / (stop - start)
@@ -241,9 +241,9 @@ def done_between(start: float, stop: float) -> float:
 
 def forget_drained() -> None:
     """Delete the drained jobs' results; the expired rows stay for the next drain."""
-    from jobs.models import JobResult
+    from jobs.models import JobRecord
 
-    JobResult.objects.filter(name=NOOP).delete()
+    JobRecord.objects.filter(name=NOOP).delete()
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from django.utils import timezone
 from jobs.conf import settings
 from jobs.database import database
 from jobs.exceptions import JobsError
-from jobs.models import READY_STATES, DeadLetter, JobResult, Lease, UniqueLock, Worker
+from jobs.models import READY_STATES, DeadLetter, JobRecord, Lease, UniqueLock, Worker
 
 logger = logging.getLogger("jobs.housekeeping")
 
@@ -99,7 +99,7 @@ def sweeps(now: datetime) -> list[Sweep]:
     if results is not None:
         # One state at a time: ``state = %s AND date_done < %s ORDER BY date_done`` is a
         # range of the (state, date_done) index, oldest first.
-        found += [Sweep("job results", JobResult.objects.filter(state=state)
+        found += [Sweep("job results", JobRecord.objects.filter(state=state)
                         .older_than(results, now).order_by("date_done"))
                   for state in sorted(READY_STATES)]
     return found

@@ -105,10 +105,19 @@ def running_worker(queues: list[str] | None = None, pool: str = "solo", concurre
     With SQLite, the database must be one the worker's thread can see: use pytest-django's
     ``transactional_db``.
     """
+    from django.db import connections as db_connections
+
     from jobs.worker import Worker
 
     worker = Worker(queues=queues, pool=pool, concurrency=concurrency, **options)
-    thread = threading.Thread(target=worker.run, name="jobs-test-worker", daemon=True)
+
+    def run() -> None:
+        try:
+            worker.run()
+        finally:
+            db_connections.close_all()  # this thread's: the test database can be dropped
+
+    thread = threading.Thread(target=run, name="jobs-test-worker", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while getattr(worker, "channel", None) is None:

@@ -17,7 +17,7 @@ from jobs import housekeeping
 from jobs.checks import check_settings
 from jobs.database import database
 from jobs.housekeeping import Housekeeper, sweep
-from jobs.models import DeadLetter, JobResult, Lease, UniqueLock, Worker
+from jobs.models import DeadLetter, JobRecord, Lease, UniqueLock, Worker
 from jobs.testing import running_worker
 from jobs_beat.scheduler import Scheduler
 from tests.conftest import wait_for
@@ -31,15 +31,15 @@ pg = pytest.mark.pg
 # Rows ----------------------------------------------------------------------------------------
 
 
-def result(state: str = "SUCCESS", *, done: datetime | None) -> JobResult:
-    return JobResult.objects.create(job_id=str(uuid.uuid4()), name="tests.job", state=state,
+def result(state: str = "SUCCESS", *, done: datetime | None) -> JobRecord:
+    return JobRecord.objects.create(job_id=str(uuid.uuid4()), name="tests.job", state=state,
                                     date_created=(done or NOW) - timedelta(seconds=1),
                                     date_done=done)
 
 
 def results(count: int, *, done: datetime, state: str = "SUCCESS") -> None:
-    JobResult.objects.bulk_create(
-        JobResult(job_id=str(uuid.uuid4()), name="tests.job", state=state, date_done=done)
+    JobRecord.objects.bulk_create(
+        JobRecord(job_id=str(uuid.uuid4()), name="tests.job", state=state, date_done=done)
         for _ in range(count))
 
 
@@ -190,7 +190,7 @@ def test_a_pass_out_of_time_stops_and_the_next_goes_on_at_once(monkeypatch):
         assert len(passes) < 10
     assert [p.deleted["job results"] for p in passes] == [10, 10, 5]
     assert [p.finished for p in passes] == [False, False, True]
-    assert not JobResult.objects.exists()
+    assert not JobRecord.objects.exists()
 
 
 @pg
@@ -300,7 +300,7 @@ def test_jobs_cleanup_dry_run_reports_counts_and_deletes_nothing():
     assert "job results: 3 would be deleted" in output
     assert "dead letters: 1 would be deleted" in output
     assert "workers: 0 would be deleted" in output
-    assert JobResult.objects.count() == 3 and exists(letter)
+    assert JobRecord.objects.count() == 3 and exists(letter)
 
 
 @pg
@@ -314,7 +314,7 @@ def test_jobs_cleanup_deletes_at_once_and_reports(monkeypatch):
     output = cleanup()
     assert "job results: 25 deleted" in output
     assert "unique locks: 1 deleted" in output
-    assert not JobResult.objects.exists() and not exists(expired)
+    assert not JobRecord.objects.exists() and not exists(expired)
 
 
 @pg

@@ -11,7 +11,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobs', '0004_worker_database_outage'),
+        ('jobs', '0005_rename_jobresult_jobrecord'),
     ]
 
     operations = [
