@@ -13,7 +13,7 @@ import time
 import traceback as tb
 from dataclasses import dataclass, field
 
-from jobs import context, deadletters
+from jobs import context, lifecycle
 from jobs.compression import decompress
 from jobs.conf import settings
 from jobs.exceptions import InvalidMessage, NotRegistered, Retry
@@ -68,7 +68,7 @@ def execute(delivery: Delivery, hostname: str, accept: set[str]) -> Outcome:
                          delivery.content_encoding, accept, delivery.queue)
         job = registry.get(message.name)
     except (InvalidMessage, NotRegistered) as exc:
-        deadletters.store(delivery, str(exc), hostname)
+        lifecycle.dead_letter(delivery, str(exc), hostname)
         return Outcome(Kind.REJECTED, delivery.headers.get("id") or "", reason=str(exc))
     return run(Execution(message, job, hostname, delivery))
 

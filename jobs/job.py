@@ -93,7 +93,7 @@ class Job(Generic[P, R]):
 
         middleware = stack()
         envelope = middleware.before_publish(self, envelope, options)
-        if not isinstance(envelope, Envelope):
+        if envelope.__class__ is not Envelope:
             return envelope  # a middleware answered for it (e.g. the same unique call)
         try:
             broker.publish(
@@ -265,15 +265,14 @@ class Job(Generic[P, R]):
         return settings.TASK_DEFAULT_RETRY_DELAY
 
     def update_state(self, state: str, meta: dict | None = None, job_id: str | None = None):
-        """Record a custom state (e.g. PROGRESS) with ``meta`` for the running job."""
-        from jobs.models import JobRecord
+        """Record a custom state (e.g. PROGRESS) with ``meta`` for the running job (never
+        over a state the job has ended in)."""
+        from jobs import lifecycle
 
         job_id = job_id or self.request.id
         if job_id is None:
             raise RuntimeError(f"{self.name}.update_state() needs a running job or a job_id")
-        JobRecord.objects.update_or_create(
-            job_id=job_id, defaults={"state": state, "meta": meta, "name": self.name}
-        )
+        lifecycle.mark_progress(job_id, self.name, state, meta)
 
     # Worker-side options with JOBS defaults --------------------------------------------------
 

@@ -8,7 +8,9 @@ The rules, written once:
   ``deliveries``; a retry starts counting afresh. The poison-job cap reads that count.
 - A REVOKED job may not start: the STARTED write skips a REVOKED row and reports it.
 - A revocation never overwrites a final state (SUCCESS, FAILURE, REVOKED), and a job that
-  has started is only revoked when it is to be terminated.
+  has started is only revoked when it is to be terminated; nor does a custom state
+  (``update_state``).
+- A message no worker can run becomes a dead letter, kept whole with the reason.
 
 A job's two writes (STARTED, then its outcome) are the worker's per-job cost on the
 database. They are written as one SQL statement each, built once from the model's fields,
@@ -18,6 +20,7 @@ with values prepared by those fields as the ORM prepares them: going through a Q
 
 from __future__ import annotations
 
+import logging
 from contextlib import nullcontext
 from functools import cache
 
@@ -25,11 +28,14 @@ from django.db import IntegrityError, connections, router, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
+from jobs import signals
 from jobs.compat.django import in_atomic_block
 from jobs.messages import JobMessage
-from jobs.models import READY_STATES, JobRecord, States
+from jobs.models import READY_STATES, DeadLetter, JobRecord, States
 from jobs.results import exception_to_dict
 from jobs.storable import storable
+
+logger = logging.getLogger("jobs.worker")
 
 
 def _attempt(message: JobMessage):
@@ -252,5 +258,66 @@ def revoke_request(job_id: str, name: str = "", terminate: bool = False,
     return created
 
 
+def mark_progress(job_id: str, name: str, state: str, meta: dict | None) -> bool:
+    """A custom state of a running job (``update_state``: PROGRESS, ...) with its ``meta``;
+    never written over a final state. Returns whether it was written."""
+    rows = JobRecord.objects.filter(job_id=job_id).exclude(state__in=READY_STATES)
+    if rows.update(state=state, meta=meta):
+        return True
+    _, created = JobRecord.objects.get_or_create(
+        job_id=job_id, defaults={"name": name, "state": state, "meta": meta})
+    return created
+
+
 def _revoked_result(reason: str) -> dict:
     return {"exc_type": "JobRevoked", "exc_module": "jobs.exceptions", "exc_message": [reason]}
+
+
+# Dead letters ----------------------------------------------------------------------------------
+
+_HEADER_LIMIT = 64 * 1024
+
+
+def dead_letter(delivery, reason: str, hostname: str = "") -> DeadLetter:
+    """Keep ``delivery`` (a :class:`jobs.execution.Delivery`), a message no worker can run,
+    whole as a dead letter with ``reason``: nothing is lost, and it can be requeued."""
+    headers = delivery.headers if isinstance(delivery.headers, dict) else {}
+    name, job_id = _text(headers.get("task"), 255), _text(headers.get("id"), 255)
+    body = delivery.body if isinstance(delivery.body, bytes) else \
+        str(delivery.body).encode("utf-8", "surrogatepass")
+    reason = _text(reason, None)
+    letter = DeadLetter.objects.create(
+        queue=delivery.queue or "",
+        job_id=job_id,
+        job_name=name,
+        reason=reason,
+        content_type=_text(delivery.content_type, 100),
+        content_encoding=_text(delivery.content_encoding, 50),
+        headers=_jsonable(headers),
+        properties=_jsonable(delivery.properties),
+        body=body,
+        worker=hostname,
+    )
+    logger.warning("Dead-lettered message %s (%s) from queue %r: %s", job_id or "?",
+                   name or "no job name", delivery.queue, reason, extra={"job_id": job_id})
+    signals.send(signals.job_dead_lettered, name or None, job_id=job_id, name=name,
+                 reason=reason, queue=delivery.queue)
+    return letter
+
+
+def _text(value, limit: int | None) -> str:
+    """A string column's value from whatever a producer sent (PostgreSQL refuses NUL)."""
+    return storable(value)[:limit] if isinstance(value, str) else ""
+
+
+def _jsonable(value):
+    """Headers as a JSON column can hold them: anything exotic becomes its repr."""
+    import json
+
+    try:
+        text = json.dumps(storable(value), default=repr, allow_nan=False)
+    except (TypeError, ValueError):
+        return {"repr": repr(value)[:_HEADER_LIMIT]}
+    if len(text) > _HEADER_LIMIT:
+        return {"truncated": text[:_HEADER_LIMIT]}
+    return json.loads(text)

@@ -111,3 +111,21 @@ def test_an_untracked_value_that_is_not_json_is_refused_and_nothing_is_written()
     with pytest.raises(TypeError):
         recording.mark_succeeded(msg, object(), 0.1, "w", started=False)
     assert not JobRecord.objects.filter(job_id=msg.id).exists()
+
+
+def test_a_progress_state_is_recorded_with_its_meta_and_read_by_the_handle():
+    msg = message()
+    recording.mark_started(msg, "w", track=True)
+    assert recording.mark_progress(msg.id, msg.name, "PROGRESS", {"done": 3, "of": 10})
+    handle = JobResult(msg.id)
+    assert (handle.state, JobRecord.objects.get(job_id=msg.id).meta) == (
+        "PROGRESS", {"done": 3, "of": 10})
+
+
+def test_a_progress_state_never_overwrites_a_final_one():
+    msg = message()
+    recording.mark_started(msg, "w", track=True)
+    recording.mark_succeeded(msg, 3, 0.1, "w")
+    assert not recording.mark_progress(msg.id, msg.name, "PROGRESS", {"late": True})
+    row = JobRecord.objects.get(job_id=msg.id)
+    assert (row.state, row.result, row.meta) == (States.SUCCESS, 3, None)

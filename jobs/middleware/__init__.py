@@ -36,11 +36,12 @@ from django.utils.module_loading import import_string
 
 from jobs.conf import on_reset, settings
 from jobs.exceptions import ConfigurationError
+from jobs.messages import Envelope
 
 if TYPE_CHECKING:
     from jobs.execution import Delivery, Execution
     from jobs.job import Job
-    from jobs.messages import Envelope, JobMessage
+    from jobs.messages import JobMessage
     from jobs.outcome import Outcome
     from jobs.results import JobResult
 
@@ -144,8 +145,8 @@ class Stack:
     def before_publish(self, job, envelope, options):
         for hook in self.publishing:
             envelope = hook(job, envelope, options)
-            if not _is_envelope(envelope):
-                return envelope
+            if envelope.__class__ is not Envelope:
+                return envelope  # a middleware answered for it
         return envelope
 
     def publish_failed(self, job, envelope, exc) -> None:
@@ -181,12 +182,6 @@ class Stack:
 
 def _overrides(middleware: Middleware, name: str) -> bool:
     return getattr(type(middleware), name) is not getattr(Middleware, name)
-
-
-def _is_envelope(value) -> bool:
-    from jobs.messages import Envelope
-
-    return isinstance(value, Envelope)
 
 
 def load(paths) -> Stack:

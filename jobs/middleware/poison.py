@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from jobs import deadletters, lifecycle
+from jobs import lifecycle
 from jobs.conf import settings
 from jobs.exceptions import WorkerLostError
 from jobs.middleware import Middleware
@@ -35,7 +35,7 @@ class PoisonJobs(Middleware):
             return call_next(execution)
         reason = _reason(f"started {execution.starts} times without finishing")
         if execution.delivery is not None:
-            deadletters.store(execution.delivery, reason, execution.hostname)
+            lifecycle.dead_letter(execution.delivery, reason, execution.hostname)
         return execution.outcome(Kind.FAILED, reason, exception=WorkerLostError(reason))
 
     def completed(self, worker, delivery, outcome: Outcome) -> Outcome:
@@ -47,7 +47,7 @@ class PoisonJobs(Middleware):
             return worker.record_failure(delivery, outcome, error)
         poison = self._lost_too_often(job, delivery) if job and delivery else None
         if poison:
-            deadletters.store(delivery, poison, worker.hostname)
+            lifecycle.dead_letter(delivery, poison, worker.hostname)
             return worker.record_failure(delivery, outcome, WorkerLostError(poison))
         logger.error("Job %s[%s] lost with its process (%s); it will run again",
                      outcome.name, outcome.job_id, outcome.reason,

@@ -20,9 +20,9 @@ import threading
 import time
 
 from kombu import Consumer
-from kombu.serialization import prepare_accept_content, registry as serializers
+from kombu.serialization import prepare_accept_content
 
-from jobs import deadletters, lifecycle
+from jobs import lifecycle
 from jobs.broker import get_broker, new_connection, queue_for
 from jobs.conf import settings
 from jobs.database import ERRORS as DATABASE_ERRORS, database
@@ -33,6 +33,7 @@ from jobs.outcome import Kind, Outcome
 from jobs.registry import registry
 from jobs.worker import heartbeat
 from jobs.worker.pools import POOLS
+from jobs.worker.receiving import delivery_of, refusal
 
 logger = logging.getLogger("jobs.worker")
 
@@ -219,28 +220,15 @@ class Worker:
             self._left_unacked = True
             return
         key = (self._generation, message.delivery_tag)
-        delivery = self._delivery(message, key)
+        delivery = delivery_of(message, key, self.queues[0])
         self._inflight[key] = (message, delivery)
-        reason = self._refusal(delivery)
+        reason = refusal(delivery, self.accept)
         if reason:
             self.dead_letter(delivery, reason)
             return
         delivery = self.middleware.receive(self, delivery)
         if delivery is not None:
             self.pool.submit(delivery)
-
-    def _delivery(self, message, key) -> Delivery:
-        headers = message.headers if isinstance(message.headers, dict) else {}
-        if headers.get("compression") and not message.errors:
-            # kombu's Message has decompressed the body (capped: jobs.compression).
-            headers = {k: v for k, v in headers.items() if k != "compression"}
-        queue_name = (message.delivery_info or {}).get("routing_key") or self.queues[0]
-        return Delivery(
-            tag=key, headers=headers, body=message.body, content_type=message.content_type,
-            content_encoding=message.content_encoding, queue=queue_name,
-            properties=dict(message.properties or {}),
-            delivery_info=_plain(message.delivery_info),
-        )
 
     def _on_undecodable(self, message, exc) -> None:
         """kombu could not unpack a message (its body would not decompress, or inflates past
@@ -249,23 +237,6 @@ class Worker:
             logger.error("Dropped a message the transport could not read: %s", exc)
             return
         self._on_message(message)
-
-    def _refusal(self, delivery: Delivery) -> str | None:
-        """Why no worker should run this message (cheap checks on the envelope), or None."""
-        headers = delivery.headers
-        name = headers.get("task")
-        if not isinstance(name, str) or not isinstance(headers.get("id"), str):
-            return _why_not_a_job(delivery, self.accept)
-        limit = settings.TASK_MAX_MESSAGE_SIZE
-        if limit and len(delivery.body or b"") > limit:
-            return (f"the message body takes {len(delivery.body):,} bytes, more than "
-                    f"TASK_MAX_MESSAGE_SIZE ({limit:,})")
-        if delivery.content_type not in self.accept:
-            return (f"content type {delivery.content_type!r} is not accepted "
-                    f"(ACCEPT_CONTENT = {sorted(settings.ACCEPT_CONTENT)})")
-        if name not in registry:
-            return f"unregistered job {name!r} — is the module imported by this worker?"
-        return None
 
     # Completing --------------------------------------------------------------------------
 
@@ -358,13 +329,15 @@ class Worker:
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Store ``delivery`` as a dead letter with ``reason`` and acknowledge it."""
-        deadletters.store(delivery, reason, self.hostname)
+        lifecycle.dead_letter(delivery, reason, self.hostname)
         self.ack(delivery)
 
     def record_failure(self, delivery: Delivery | None, outcome: Outcome,
                        error: Exception) -> Outcome:
         """Record FAILURE with ``error`` for a job whose own process could not (it was
-        killed), and tell the observers; returns the FAILED outcome."""
+        killed), and tell the observers; returns the FAILED outcome, or NO_DATABASE (its
+        message is handed back, never acknowledged without its outcome) when the database
+        can't be reached."""
         failed = Outcome(Kind.FAILED, outcome.job_id, outcome.name,
                          f"{type(error).__name__}: {error}", exception=error)
         if delivery is None:
@@ -375,10 +348,16 @@ class Worker:
             message = decode(delivery.headers, body_of(delivery), delivery.content_type,
                              delivery.content_encoding, self.accept, delivery.queue)
             lifecycle.mark_failed(message, error, "", None, self.hostname)
-            execution = Execution(message, registry.get(message.name), self.hostname, delivery)
-            self.middleware.notify("finished", execution, failed)
+        except DATABASE_ERRORS as exc:
+            if database.failed(exc):
+                return Outcome(Kind.NO_DATABASE, outcome.job_id, outcome.name, str(exc))
+            logger.exception("Could not record the failure of %s", outcome.job_id)
+            return failed
         except Exception:
             logger.exception("Could not record the failure of %s", outcome.job_id)
+            return failed
+        execution = Execution(message, registry.get(message.name), self.hostname, delivery)
+        self.middleware.notify("finished", execution, failed)
         return failed
 
     def _take(self, delivery: Delivery):
@@ -448,19 +427,3 @@ class Worker:
             conn.release()
         except Exception:
             pass
-
-
-def _why_not_a_job(delivery: Delivery, accept) -> str:
-    if isinstance(delivery.body, (bytes, str)) and delivery.content_type:
-        try:
-            body = serializers.loads(delivery.body, delivery.content_type,
-                                     delivery.content_encoding, accept=accept)
-        except Exception:
-            body = None
-        if isinstance(body, dict) and "task" in body:
-            return "a Celery protocol 1 message; send with protocol 2 (Celery's default)"
-    return "not a job message: the 'task' and 'id' headers are missing"
-
-
-def _plain(info) -> dict:
-    return {k: v for k, v in (info or {}).items() if isinstance(v, (str, int, float, bool))}

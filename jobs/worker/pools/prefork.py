@@ -1,148 +1,21 @@
-"""Execution pools: where jobs run. ``prefork`` (child processes), ``threads``, ``solo``.
-
-A pool takes deliveries with :meth:`submit` and reports each :class:`Outcome` on its
-``completions`` queue, which the worker's main thread reads to acknowledge messages (kombu
-channels belong to that one thread). Deliveries beyond the pool's size wait in the pool's
-backlog and start the moment a slot frees, without waiting for the main thread.
-"""
+"""The ``prefork`` pool: jobs in forked child processes, one job per child at a time."""
 
 from __future__ import annotations
 
 import logging
-import os
-import pickle
-import queue
 import selectors
-import signal
 import threading
 import time
 from collections import deque
 from multiprocessing import get_context
 
 from jobs import connections
-from jobs.database import is_connection_error
-from jobs.execution import Delivery, execute
+from jobs.execution import Delivery
 from jobs.outcome import Kind, Outcome
+from jobs.worker.pools.base import Pool
+from jobs.worker.pools.child import RECYCLE_EXIT, STOP, child_main, pack_delivery, unpack_outcome
 
 logger = logging.getLogger("jobs.worker")
-
-Completion = tuple[object, Outcome]  # (delivery tag, outcome)
-
-
-class Pool:
-    name = "base"
-
-    def __init__(self, concurrency: int, hostname: str, accept: set[str], **options) -> None:
-        self.concurrency = concurrency
-        self.hostname = hostname
-        self.accept = accept
-        self.options = options
-        self.completions: queue.SimpleQueue[Completion] = queue.SimpleQueue()
-
-    def start(self) -> None: ...
-
-    def submit(self, delivery: Delivery) -> None:
-        raise NotImplementedError
-
-    def maintain(self) -> None:
-        """Called often from the main thread: replace dead workers and the like."""
-
-    def stop(self, timeout: float) -> bool:
-        """Finish running jobs within ``timeout``; True if all finished."""
-        return True
-
-    def terminate(self) -> None:
-        """Stop at once; running jobs are abandoned (their messages will be redelivered)."""
-
-    def running(self) -> int:
-        return 0
-
-    def running_ids(self) -> list[str]:
-        """Ids of the jobs running now (for revocation with terminate)."""
-        return []
-
-    def take_backlog(self) -> list[Delivery]:
-        """Deliveries not started yet, taken back (to return them to the broker)."""
-        return []
-
-    def terminate_job(self, job_id: str) -> bool:
-        """Stop a running job if the pool can (prefork kills its child); True if it did."""
-        return False
-
-    def _run(self, delivery: Delivery) -> Outcome:
-        connections.before_job()
-        try:
-            return execute(delivery, self.hostname, self.accept)
-        except Exception as exc:  # a bug or the database down: don't lose the message
-            job_id, name = delivery.headers.get("id") or "", delivery.headers.get("task") or ""
-            reason = f"{type(exc).__name__}: {exc}"
-            if is_connection_error(exc):  # the worker says it once, not a traceback per job
-                return Outcome(Kind.NO_DATABASE, job_id, name, reason=reason)
-            logger.exception("Could not run job %s", job_id, extra={"job_id": job_id})
-            return Outcome(Kind.REQUEUE, job_id, name, reason=reason)
-        finally:
-            connections.after_job()
-
-
-class SoloPool(Pool):
-    """Runs each job in the worker's own thread: simplest, one job at a time."""
-
-    name = "solo"
-
-    def submit(self, delivery: Delivery) -> None:
-        self.completions.put((delivery.tag, self._run(delivery)))
-
-
-class ThreadPool(Pool):
-    """Jobs in threads of the worker process: good for I/O-bound jobs. A thread can't be
-    interrupted or killed from outside, so time limits are not enforced here."""
-
-    name = "threads"
-
-    def start(self) -> None:
-        self._inbox: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()
-        self._busy = 0
-        self._lock = threading.Lock()
-        self._threads = [
-            threading.Thread(target=self._loop, name=f"jobs-thread-{i}", daemon=True)
-            for i in range(self.concurrency)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def _loop(self) -> None:
-        while (delivery := self._inbox.get()) is not None:
-            with self._lock:
-                self._busy += 1
-            try:
-                self.completions.put((delivery.tag, self._run(delivery)))
-            finally:
-                with self._lock:
-                    self._busy -= 1
-        connections.close_all()
-
-    def submit(self, delivery: Delivery) -> None:
-        self._inbox.put(delivery)
-
-    def take_backlog(self) -> list[Delivery]:
-        items = []
-        while True:
-            try:
-                item = self._inbox.get_nowait()
-            except queue.Empty:
-                return items
-            if item is not None:
-                items.append(item)
-
-    def running(self) -> int:
-        return self._busy
-
-    def stop(self, timeout: float) -> bool:
-        for _ in self._threads:
-            self._inbox.put(None)
-        for thread in self._threads:
-            thread.join(timeout)
-        return not any(t.is_alive() for t in self._threads)
 
 
 class _Child:
@@ -185,7 +58,7 @@ class PreforkPool(Pool):
     def _fork(self) -> _Child:
         parent_end, child_end = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
-            target=_child_main, daemon=True,
+            target=child_main, daemon=True,
             args=(child_end, self.hostname, self.accept, self.max_memory_per_child),
             name=f"jobs-child-{len(self._children) + 1}",
         )
@@ -254,7 +127,7 @@ class PreforkPool(Pool):
             for child in self._children:
                 if child.delivery is None:
                     try:
-                        child.conn.send_bytes(_STOP)
+                        child.conn.send_bytes(STOP)
                     except OSError:
                         pass
         for child in list(self._children):
@@ -276,7 +149,7 @@ class PreforkPool(Pool):
         child.delivery = delivery
         child.deadline = time.monotonic() + delivery.time_limit if delivery.time_limit else None
         try:
-            child.conn.send_bytes(_pack_delivery(delivery))
+            child.conn.send_bytes(pack_delivery(delivery))
         except (OSError, ValueError):
             # The child is gone; the collector will see its sentinel and report the loss.
             pass
@@ -327,7 +200,7 @@ class PreforkPool(Pool):
         try:
             if not block and not child.conn.poll():
                 return False
-            tag, outcome = _unpack_outcome(child.conn.recv_bytes())
+            tag, outcome = unpack_outcome(child.conn.recv_bytes())
         except (EOFError, OSError):
             return False  # it died; its sentinel tells the rest
         with self._lock:
@@ -339,7 +212,7 @@ class PreforkPool(Pool):
                 return True
             recycle = self.max_tasks_per_child and child.done >= self.max_tasks_per_child
             if recycle:
-                child.conn.send_bytes(_STOP)
+                child.conn.send_bytes(STOP)
                 self._children.remove(child)
                 self._wanted += 1
             elif self._backlog and not self._stopping:
@@ -383,9 +256,6 @@ class PreforkPool(Pool):
                            child.process.pid, code)
 
 
-RECYCLE_EXIT = 75  # a child leaving to be replaced by a fresh one
-
-
 def _watch(selector: selectors.BaseSelector, children: list[_Child]) -> None:
     """Have ``selector`` watch exactly these children's pipes and process sentinels."""
     for key in list(selector.get_map().values()):
@@ -393,81 +263,3 @@ def _watch(selector: selectors.BaseSelector, children: list[_Child]) -> None:
     for child in children:
         selector.register(child.conn, selectors.EVENT_READ, child)
         selector.register(child.process.sentinel, selectors.EVENT_READ, child)
-
-
-# What crosses a child's pipe, as plain tuples: a job's per-message cost in the parent is
-# mostly this traffic, and pickling dataclasses field by field took twice as long.
-_STOP = pickle.dumps(None)
-
-
-def _pack_delivery(d: Delivery) -> bytes:
-    return pickle.dumps((d.tag, d.headers, d.body, d.content_type, d.content_encoding, d.queue,
-                         d.properties, d.delivery_info, d.revoked), pickle.HIGHEST_PROTOCOL)
-
-
-def _unpack_delivery(data: bytes) -> Delivery | None:
-    fields = pickle.loads(data)
-    return None if fields is None else Delivery(*fields)
-
-
-def _pack_outcome(tag, o: Outcome) -> bytes:
-    return pickle.dumps((tag, o.kind.value, o.job_id, o.name, o.reason, o.runtime),
-                        pickle.HIGHEST_PROTOCOL)
-
-
-def _unpack_outcome(data: bytes) -> Completion:
-    tag, kind, *rest = pickle.loads(data)
-    return tag, Outcome(Kind(kind), *rest)
-
-
-def _child_main(conn, hostname: str, accept: set[str], max_memory_kb: int | None) -> None:
-    """The loop of a prefork child: receive a delivery, run it, send back the outcome."""
-    from jobs.middleware import stack
-
-    # The parent decides when we stop: a Ctrl-C or a SIGTERM sent to the whole process
-    # group must not kill jobs the parent means to finish.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
-    _die_with_parent()
-    stack().notify("process_started")
-    pool = Pool(1, hostname, accept)
-    while True:
-        try:
-            delivery = _unpack_delivery(conn.recv_bytes())
-        except (EOFError, OSError):
-            break
-        if delivery is None:
-            break
-        outcome = pool._run(delivery)
-        try:
-            conn.send_bytes(_pack_outcome(delivery.tag, outcome))
-        except (OSError, ValueError):
-            break
-        if max_memory_kb and _peak_rss_kb() > max_memory_kb:
-            connections.close_all()
-            os._exit(RECYCLE_EXIT)
-    connections.close_all()
-
-
-def _peak_rss_kb() -> int:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
-def _die_with_parent() -> None:
-    """On Linux, have the kernel kill this child if the worker dies (even by SIGKILL), so an
-    orphan never finishes a job whose message the broker already gave to another worker."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os._exit(1)
-
-
-POOLS = {"prefork": PreforkPool, "threads": ThreadPool, "solo": SoloPool}

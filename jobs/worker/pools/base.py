@@ -1,0 +1,70 @@
+"""What every pool is: it runs deliveries and reports their outcomes on ``completions``."""
+
+from __future__ import annotations
+
+import logging
+import queue
+
+from jobs import connections
+from jobs.database import is_connection_error
+from jobs.execution import Delivery, execute
+from jobs.outcome import Kind, Outcome
+
+logger = logging.getLogger("jobs.worker")
+
+Completion = tuple[object, Outcome]  # (delivery tag, outcome)
+
+
+class Pool:
+    name = "base"
+
+    def __init__(self, concurrency: int, hostname: str, accept: set[str], **options) -> None:
+        self.concurrency = concurrency
+        self.hostname = hostname
+        self.accept = accept
+        self.options = options
+        self.completions: queue.SimpleQueue[Completion] = queue.SimpleQueue()
+
+    def start(self) -> None: ...
+
+    def submit(self, delivery: Delivery) -> None:
+        raise NotImplementedError
+
+    def maintain(self) -> None:
+        """Called often from the main thread: replace dead workers and the like."""
+
+    def stop(self, timeout: float) -> bool:
+        """Finish running jobs within ``timeout``; True if all finished."""
+        return True
+
+    def terminate(self) -> None:
+        """Stop at once; running jobs are abandoned (their messages will be redelivered)."""
+
+    def running(self) -> int:
+        return 0
+
+    def running_ids(self) -> list[str]:
+        """Ids of the jobs running now (for revocation with terminate)."""
+        return []
+
+    def take_backlog(self) -> list[Delivery]:
+        """Deliveries not started yet, taken back (to return them to the broker)."""
+        return []
+
+    def terminate_job(self, job_id: str) -> bool:
+        """Stop a running job if the pool can (prefork kills its child); True if it did."""
+        return False
+
+    def _run(self, delivery: Delivery) -> Outcome:
+        connections.before_job()
+        try:
+            return execute(delivery, self.hostname, self.accept)
+        except Exception as exc:  # a bug or the database down: don't lose the message
+            job_id, name = delivery.headers.get("id") or "", delivery.headers.get("task") or ""
+            reason = f"{type(exc).__name__}: {exc}"
+            if is_connection_error(exc):  # the worker says it once, not a traceback per job
+                return Outcome(Kind.NO_DATABASE, job_id, name, reason=reason)
+            logger.exception("Could not run job %s", job_id, extra={"job_id": job_id})
+            return Outcome(Kind.REQUEUE, job_id, name, reason=reason)
+        finally:
+            connections.after_job()
