@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import random
 import uuid
+import weakref
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from operator import attrgetter
@@ -13,7 +14,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 from django.utils import timezone
 
 from jobs import broker, context
-from jobs.conf import settings
+from jobs.conf import on_reset, settings
 from jobs.exceptions import ConfigurationError, Retry
 from jobs.messages import Envelope, JobMessage, encode
 from jobs.middleware import stack
@@ -35,6 +36,7 @@ class Job(Generic[P, R]):
         self.__doc__ = func.__doc__
         self.__wrapped__ = func
         self.signature = inspect.signature(func)
+        self._resolved: dict = {}  # option() values, settings defaults filled in
 
     def __repr__(self) -> str:
         return f"<@job {self.name}>"
@@ -277,10 +279,27 @@ class Job(Generic[P, R]):
     # Worker-side options with JOBS defaults --------------------------------------------------
 
     def option(self, name: str):
-        value = getattr(self, name)
-        if value is None:
-            value = getattr(settings, _SETTING_FOR[name])
-        return value
+        """The option ``name``, or the JOBS setting it defaults to (kept until JOBS changes:
+        the worker asks for a few of them for every job)."""
+        try:
+            return self._resolved[name]
+        except KeyError:
+            value = getattr(self.options, name)
+            if value is None:
+                value = getattr(settings, _SETTING_FOR[name])
+            self._resolved[name] = value
+            _RESOLVING.add(self)
+            return value
+
+
+#: Jobs whose ``option()`` values were resolved against the settings: forgotten on a change.
+_RESOLVING: weakref.WeakSet = weakref.WeakSet()
+
+
+@on_reset
+def _forget_resolved_options() -> None:
+    for job in list(_RESOLVING):
+        job._resolved.clear()
 
 
 for _option in JobOptions.__dataclass_fields__:

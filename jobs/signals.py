@@ -15,6 +15,8 @@ logger = logging.getLogger("jobs.signals")
 
 def send(signal: Signal, sender, **kwargs) -> None:
     """Send ``signal`` robustly, logging each receiver that raised."""
+    if not signal.receivers:
+        return  # nothing listens: the usual case, on the worker's per-job path
     for receiver, response in signal.send_robust(sender, **kwargs):
         if isinstance(response, Exception):
             logger.error("A receiver of a jobs signal raised; ignored: %s",

@@ -46,3 +46,13 @@ def test_jobs_beat_never_imports_the_jobs_admin():
                                                   if n == "jobs.admin" or n.startswith("jobs.admin."))
                  for p in beat.rglob("*.py")}
     assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_every_setting_is_read_by_the_code():
+    """A JOBS key that nothing reads would be accepted by manage.py check and do nothing."""
+    from jobs.conf import DEFAULTS
+
+    code = "\n".join(p.read_text() for p in CORE.rglob("*.py")
+                     if p.name not in ("conf.py", "checks.py") and "migrations" not in p.parts)
+    code += "\n".join(p.read_text() for p in (CORE.parent / "jobs_beat").rglob("*.py"))
+    assert [key for key in DEFAULTS if key not in code] == []
