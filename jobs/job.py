@@ -18,7 +18,13 @@ from jobs.conf import on_reset, settings
 from jobs.exceptions import ConfigurationError, Retry
 from jobs.messages import Envelope, JobMessage, encode
 from jobs.middleware import stack
-from jobs.options import APPLY_OPTIONS, JobOptions, priority_problem, queue_problem
+from jobs.options import (
+    APPLY_OPTIONS,
+    QUEUE_NAME,
+    JobOptions,
+    priority_problem,
+    queue_problem,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -182,9 +188,10 @@ class Job(Generic[P, R]):
             expires = _aware(expires, "expires")
         queue = options.get("queue") or broker.route(self.name, self.queue)
         priority = options.get("priority", self.priority)
-        problem = queue_problem(queue) or priority_problem(priority)
-        if problem:
-            raise ValueError(f"{self.name}: {problem}")
+        if priority is not None or queue.__class__ is not str or not QUEUE_NAME.match(queue):
+            problem = queue_problem(queue) or priority_problem(priority)
+            if problem:
+                raise ValueError(f"{self.name}: {problem}")
         parent = context.current.get()
         job_id = options.get("task_id") or options.get("job_id") or str(uuid.uuid4())
         return JobMessage(
