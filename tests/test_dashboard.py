@@ -360,14 +360,14 @@ def test_dashboard_links_only_to_pages_the_user_may_open(staff_client):
 
 
 def test_dashboard_never_shows_arguments_or_results(admin_client):
-    finished(args=["card-4242"], kwargs={"token": "hunter2"}, result={"secret": "s3"})
+    finished(args=["card-4242"], kwargs={"token": "hunter2"}, result={"secret": "result-s3cr3t-7781"})
     factories.record(state=States.STARTED, args=["card-4242"], date_started=datetime.now(UTC))
 
     for url in (reverse(DASHBOARD), reverse(DATA)):
         text = admin_client.get(url).text
         assert "card-4242" not in text
         assert "hunter2" not in text
-        assert "s3" not in text
+        assert "result-s3cr3t-7781" not in text
 
 
 def test_dashboard_page_embeds_the_data_and_polls_the_json_endpoint(admin_client):
