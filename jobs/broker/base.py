@@ -115,6 +115,13 @@ class Broker:
             queue = self._queues[name] = Queue(name, Exchange(name, "direct"), routing_key=name)
         return queue
 
+    def known_queues(self) -> set[str]:
+        """The queues jobs are sent to by name: the default queue and TASK_ROUTES' targets."""
+        names = {settings.TASK_DEFAULT_QUEUE}
+        for target in (settings.TASK_ROUTES or {}).values():
+            names.add(target["queue"] if isinstance(target, dict) else target)
+        return names
+
     def route(self, job_name: str, job_queue: str | None = None) -> str:
         """The queue for a job: its own ``queue=``, else TASK_ROUTES, else the default queue."""
         if job_queue:
