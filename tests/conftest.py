@@ -138,7 +138,9 @@ TEST_QUEUES = ("default", "other")
 
 
 def purge(url: str) -> None:
-    from jobs.broker import new_connection, queue_for
+    from kombu import Exchange, Queue
+
+    from jobs.broker import new_connection
 
     if url.startswith("django"):
         from jobs.models import Message
@@ -155,9 +157,10 @@ def purge(url: str) -> None:
         return
     with new_connection(url) as conn:
         channel = conn.channel()
-        for name in TEST_QUEUES:
-            queue_for(name)(channel).declare()
-            queue_for(name)(channel).purge()
+        for name in TEST_QUEUES:  # as declared without priorities, whatever the test set
+            queue = Queue(name, Exchange(name, "direct"), routing_key=name)(channel)
+            queue.declare()
+            queue.purge()
 
 
 # Worker processes ---------------------------------------------------------------------------
