@@ -72,8 +72,9 @@ def test_the_displayed_url_hides_passwords(url, shown):
 def test_redis_options_are_safe_by_default_and_the_settings_win(settings):
     settings.JOBS = {"BROKER_URL": "redis://127.0.0.1:6379/0",
                      "BROKER_TRANSPORT_OPTIONS": {"visibility_timeout": 30}}
-    assert get_broker().transport_options == {"visibility_timeout": 30,
-                                              "unacked_mutex_expire": 10}
+    assert get_broker().transport_options == {
+        "visibility_timeout": 30, "unacked_mutex_expire": 10, "unacked_key": "jobs.unacked",
+        "unacked_index_key": "jobs.unacked_index", "unacked_mutex_key": "jobs.unacked_mutex"}
 
 
 def test_a_redis_url_connects_through_our_transport_by_its_alias():
@@ -162,7 +163,7 @@ def test_renewing_on_redis_moves_the_unacked_time_forward(broker_url):
     import redis
 
     demo.add.delay(1, 1)
-    index = f"{SESSION}:unacked_index"
+    index = f"{SESSION}:jobs.unacked_index"
     with broker_module.new_connection() as connection:
         channel = connection.channel()
         message = channel.basic_get("default")

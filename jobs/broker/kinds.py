@@ -71,6 +71,13 @@ class RedisBroker(Broker):
         # A worker killed while restoring others' messages holds this lock until it expires
         # (kombu's default is five minutes, which stalls every restore that long).
         "unacked_mutex_expire": 10,
+        # Our own records of delivered, unacknowledged messages. kombu's defaults are the
+        # names Celery's workers use: sharing them, each side would restore the other's
+        # in-flight messages by its own visibility timeout (a long Celery task started
+        # again by a jobs worker). The queues themselves stay Celery's.
+        "unacked_key": "jobs.unacked",
+        "unacked_index_key": "jobs.unacked_index",
+        "unacked_mutex_key": "jobs.unacked_mutex",
     }
 
     def __init__(self, url: str) -> None:
