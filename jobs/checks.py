@@ -147,7 +147,7 @@ def _check_numbers() -> list:
             ))
     for key in ("TASK_TIME_LIMIT", "TASK_SOFT_TIME_LIMIT", "WORKER_CONCURRENCY",
                 "WORKER_MAX_TASKS_PER_CHILD", "WORKER_MAX_MEMORY_PER_CHILD", "TASK_MAX_DELIVERIES",
-                "TASK_MAX_MESSAGE_SIZE"):
+                "TASK_MAX_MESSAGE_SIZE", "WORKER_WATCHDOG_TIMEOUT"):
         value = getattr(settings, key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or value <= 0):

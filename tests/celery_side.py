@@ -10,8 +10,8 @@ the other.
 from __future__ import annotations
 
 import json
-import time
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 

@@ -136,3 +136,15 @@ def note_due_time(self, directory):
     due = self.request.headers.get("periodic_task_due_at") or "unscheduled"
     with open(os.path.join(directory, due), "a") as out:
         out.write(f"{self.request.id}\n")
+
+
+@job
+def stall_once(directory):
+    """The first run leaves a file ``started`` in ``directory`` and hangs for a minute;
+    any later run (the message delivered again) returns "again" at once."""
+    started = os.path.join(directory, "started")
+    if os.path.exists(started):
+        return "again"
+    open(started, "w").close()
+    time.sleep(60)
+    return "first"

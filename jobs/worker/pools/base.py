@@ -17,6 +17,8 @@ Completion = tuple[object, Outcome]  # (delivery tag, outcome)
 
 class Pool:
     name = "base"
+    #: Its jobs run in the worker's main loop (``solo``): the loop makes no turn while one runs.
+    blocks_loop = False
 
     def __init__(self, concurrency: int, hostname: str, accept: set[str], **options) -> None:
         self.concurrency = concurrency
