@@ -138,6 +138,7 @@ def _check_numbers() -> list:
         "WORKER_PREFETCH_MULTIPLIER": int,
         "WORKER_HEARTBEAT_INTERVAL": (int, float),
         "WORKER_SHUTDOWN_TIMEOUT": (int, float),
+        "WORKER_AUTOSCALE_KEEPALIVE": (int, float),
     }
     for key, kind in positive.items():
         value = getattr(settings, key)

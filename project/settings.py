@@ -120,8 +120,8 @@ JOBS = {
     "BROKER_TRANSPORT_OPTIONS": json.loads(os.environ.get("JOBS_BROKER_TRANSPORT_OPTIONS", "{}")),
     "WORKER_HEARTBEAT_INTERVAL": float(os.environ.get("JOBS_WORKER_HEARTBEAT_INTERVAL", "5")),
 }
-if os.environ.get("JOBS_WORKER_WATCHDOG_TIMEOUT"):  # seconds; see docs/deployment.md
-    JOBS["WORKER_WATCHDOG_TIMEOUT"] = float(os.environ["JOBS_WORKER_WATCHDOG_TIMEOUT"])
+if os.environ.get("JOBS_SETTINGS"):  # more JOBS keys, e.g. '{"WORKER_WATCHDOG_TIMEOUT": 60}'
+    JOBS.update(json.loads(os.environ["JOBS_SETTINGS"]))
 if os.environ.get("JOBS_EXTRA_MIDDLEWARE"):  # '["dotted.Path"]': listed after the defaults
     from jobs.conf import DEFAULT_MIDDLEWARE
 

@@ -29,7 +29,7 @@ def frozen_on_sigusr2(monkeypatch):
 @pytest.mark.parametrize("broker_url", ["django"], indirect=True)
 def test_a_worker_whose_loop_is_stuck_exits_and_its_job_is_delivered_again(
         broker_url, start_worker, frozen_on_sigusr2, monkeypatch, tmp_path):
-    monkeypatch.setenv("JOBS_WORKER_WATCHDOG_TIMEOUT", "2")
+    monkeypatch.setenv("JOBS_SETTINGS", json.dumps({"WORKER_WATCHDOG_TIMEOUT": 2}))
     stuck = start_worker(broker_url, "-P", "threads", "-c", "1")
     handle = test_jobs.stall_once.delay(str(tmp_path))
     wait_for_file(tmp_path / "started")
@@ -47,7 +47,7 @@ def test_a_worker_whose_loop_is_stuck_exits_and_its_job_is_delivered_again(
 def test_a_long_job_in_the_solo_pool_is_not_a_stuck_loop(
         broker_url, start_worker, monkeypatch, tmp_path):
     """The solo pool runs a job in the loop itself: the loop waits for it, and is not stuck."""
-    monkeypatch.setenv("JOBS_WORKER_WATCHDOG_TIMEOUT", "1")
+    monkeypatch.setenv("JOBS_SETTINGS", json.dumps({"WORKER_WATCHDOG_TIMEOUT": 1}))
     worker = start_worker(broker_url, "-P", "solo")
 
     assert test_jobs.leave_mark.delay(str(tmp_path), 1, seconds=3).get(timeout=30) == 1
@@ -94,7 +94,7 @@ def wait_for_datagram(sock, wanted: str, timeout: float = 30) -> list[str]:
 def test_under_systemd_the_worker_says_ready_and_pets_the_watchdog_while_its_loop_turns(
         broker_url, start_worker, notify_socket, frozen_on_sigusr2, monkeypatch):
     monkeypatch.setenv("WATCHDOG_USEC", "1000000")  # WatchdogSec=1
-    monkeypatch.setenv("JOBS_WORKER_WATCHDOG_TIMEOUT", "4")
+    monkeypatch.setenv("JOBS_SETTINGS", json.dumps({"WORKER_WATCHDOG_TIMEOUT": 4}))
     worker = start_worker(broker_url, "-P", "threads", "-c", "1", ready=False)
 
     first = wait_for_datagram(notify_socket, "READY=1")
