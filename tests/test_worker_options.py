@@ -4,7 +4,6 @@ SIGHUP, as logrotate expects), --autoscale MAX,MIN. Real worker processes."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
