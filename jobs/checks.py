@@ -55,7 +55,8 @@ def _check_broker(url) -> list:
             "Known transports: " + ", ".join(sorted(KNOWN_SCHEMES)) + ".",
             "jobs.E004",
         )]
-    return _check_transport(url)
+    problems = [_error(problem, "", "jobs.E014") for problem in Broker.for_url(url).problems()]
+    return problems + _check_transport(url)
 
 
 def _check_transport(url: str) -> list:

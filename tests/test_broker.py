@@ -91,8 +91,12 @@ def test_a_rediss_url_turns_tls_on():
     assert required.ssl["ssl_cert_reqs"].name == "CERT_REQUIRED"
 
 
-def test_a_sentinel_url_keeps_kombus_own_transport():
-    assert Broker.for_url("sentinel://127.0.0.1:26379").connection().transport_cls == "sentinel"
+def test_a_sentinel_url_connects_through_our_redis_transport_behind_sentinel():
+    from jobs.transport.redis import SentinelTransport
+
+    connection = Broker.for_url("sentinel://127.0.0.1:26379").connection()
+    assert connection.transport_cls == "jobs-sentinel"
+    assert type(connection.transport) is SentinelTransport
 
 
 @pytest.mark.parametrize("limit, kept", [(2, 2), (0, 0), (None, 0)])

@@ -107,14 +107,18 @@ class RedisBroker(Broker):
 
 
 class SentinelBroker(RedisBroker):
-    """``sentinel://``: Redis behind Sentinel, through kombu's own Sentinel transport (a
-    message is taken, then recorded as unacknowledged; each ack is a round trip)."""
+    """``sentinel://host:26379;sentinel://host2:26379`` with ``master_name`` in
+    ``BROKER_TRANSPORT_OPTIONS``, as Celery has it: Redis behind Sentinel, with everything
+    :class:`RedisBroker` does (the atomic claim, renewed visibility, batched acks). The
+    connections ask the sentinels for the master, and again after a failover."""
 
-    transport = None
-    pipelines_batches = False
+    transport = "jobs-sentinel"
 
-    def batch_acks(self, channel):
-        return None
+    def problems(self) -> list[str]:
+        if not self.transport_options.get("master_name"):
+            return ["a sentinel:// broker needs the name of the Redis master the sentinels "
+                    "watch: JOBS['BROKER_TRANSPORT_OPTIONS'] = {'master_name': 'mymaster'}"]
+        return []
 
 
 class AmqpBroker(Broker):
