@@ -55,8 +55,8 @@ def _check_broker(url) -> list:
             "Known transports: " + ", ".join(sorted(KNOWN_SCHEMES)) + ".",
             "jobs.E004",
         )]
-    problems = [_error(problem, "", "jobs.E014") for problem in Broker.for_url(url).problems()]
-    return problems + _check_transport(url)
+    return _check_transport(url) or [_error(problem, "", "jobs.E014")
+                                     for problem in Broker.for_url(url).problems()]
 
 
 def _check_transport(url: str) -> list:
