@@ -19,8 +19,9 @@ pytestmark = pytest.mark.e2e
 OPTIONS = {**TEST_TRANSPORT_OPTIONS, "master_name": MASTER_NAME}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def sentinel_group():
+    """One group for this module (the failover test, which changes its master, comes last)."""
     if not (shutil.which("redis-sentinel") and shutil.which("redis-server")):
         message = "redis-sentinel is not installed: apt-get install -y redis-sentinel"
         if IN_CI:
@@ -33,7 +34,8 @@ def sentinel_group():
 
 @pytest.fixture
 def sentinel_url(sentinel_group, settings, transactional_db, monkeypatch):
-    """The project's broker (and its workers') is the sentinel group's master."""
+    """The project's broker (and its workers') is the sentinel group's master, emptied."""
+    sentinel_group.master().flushall()
     settings.JOBS = {**settings.JOBS, "BROKER_URL": sentinel_group.url,
                      "BROKER_TRANSPORT_OPTIONS": OPTIONS}
     monkeypatch.setenv("JOBS_SETTINGS", json.dumps({"BROKER_TRANSPORT_OPTIONS": OPTIONS}))
