@@ -129,15 +129,6 @@ def leave_mark(directory, i, seconds=0.05):
     return i
 
 
-@job(bind=True)
-def note_due_time(self, directory):
-    """Appends its job id to a file of ``directory`` named for the due time of the periodic
-    run that sent it: a due time sent twice shows as two different ids in one file."""
-    due = self.request.headers.get("periodic_task_due_at") or "unscheduled"
-    with open(os.path.join(directory, due), "a") as out:
-        out.write(f"{self.request.id}\n")
-
-
 @job
 def stall_once(directory):
     """The first run leaves a file ``started`` in ``directory`` and hangs for a minute;
@@ -148,3 +139,12 @@ def stall_once(directory):
     open(started, "w").close()
     time.sleep(60)
     return "first"
+
+
+@job(bind=True)
+def note_due_time(self, directory):
+    """Appends its job id to a file of ``directory`` named for the due time of the periodic
+    run that sent it: a due time sent twice shows as two different ids in one file."""
+    due = self.request.headers.get("periodic_task_due_at") or "unscheduled"
+    with open(os.path.join(directory, due), "a") as out:
+        out.write(f"{self.request.id}\n")
