@@ -56,7 +56,8 @@ def _check_broker(url) -> list:
             "Known transports: " + ", ".join(sorted(KNOWN_SCHEMES)) + ".",
             "jobs.E004",
         )]
-    return _check_transport(url)
+    return _check_transport(url) or [_error(problem, "", "jobs.E014")
+                                     for problem in Broker.for_url(url).problems()]
 
 
 def _check_transport(url: str) -> list:
@@ -139,6 +140,7 @@ def _check_numbers() -> list:
         "WORKER_PREFETCH_MULTIPLIER": int,
         "WORKER_HEARTBEAT_INTERVAL": (int, float),
         "WORKER_SHUTDOWN_TIMEOUT": (int, float),
+        "WORKER_AUTOSCALE_KEEPALIVE": (int, float),
     }
     for key, kind in positive.items():
         value = getattr(settings, key)
@@ -148,7 +150,7 @@ def _check_numbers() -> list:
             ))
     for key in ("TASK_TIME_LIMIT", "TASK_SOFT_TIME_LIMIT", "WORKER_CONCURRENCY",
                 "WORKER_MAX_TASKS_PER_CHILD", "WORKER_MAX_MEMORY_PER_CHILD", "TASK_MAX_DELIVERIES",
-                "TASK_MAX_MESSAGE_SIZE"):
+                "TASK_MAX_MESSAGE_SIZE", "WORKER_WATCHDOG_TIMEOUT"):
         value = getattr(settings, key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or value <= 0):

@@ -59,6 +59,8 @@ DEFAULTS: dict[str, Any] = {
     "WORKER_MAX_TASKS_PER_CHILD": None,
     "WORKER_MAX_MEMORY_PER_CHILD": None,  # KiB of resident memory, as Celery counts
     "TASK_MAX_DELIVERIES": 5,
+    "WORKER_AUTOSCALE_KEEPALIVE": 30.0,  # seconds a pool slot stays idle before --autoscale lets it go
+    "WORKER_WATCHDOG_TIMEOUT": 120.0,  # seconds the main loop may stall before the worker exits; None: never
     # Results, and what housekeeping deletes (jobs.housekeeping); None or 0: kept
     "RESULT_EXPIRES": timedelta(days=1),
     "DEAD_LETTER_EXPIRES": timedelta(days=30),
@@ -84,6 +86,8 @@ DEFAULT_MIDDLEWARE = [
     "jobs.middleware.time_limits.TimeLimits",  # its soft limit covers the job's code only
     "jobs.middleware.rate_limits.RateLimits",  # holds deliveries last, time limit set
     "jobs.middleware.housekeeping.Housekeeping",
+    "jobs.middleware.autoscale.Autoscale",  # jobs_worker --autoscale MAX,MIN
+    "jobs.middleware.watchdog.Watchdog",  # a stuck main loop exits; systemd's notify socket
 ]
 
 # Celery spells this one without the TASK_/WORKER_ prefix; accept both.

@@ -75,8 +75,9 @@ def test_the_displayed_url_hides_passwords(url, shown):
 def test_redis_options_are_safe_by_default_and_the_settings_win(settings):
     settings.JOBS = {"BROKER_URL": "redis://127.0.0.1:6379/0",
                      "BROKER_TRANSPORT_OPTIONS": {"visibility_timeout": 30}}
-    assert get_broker().transport_options == {"visibility_timeout": 30,
-                                              "unacked_mutex_expire": 10}
+    assert get_broker().transport_options == {
+        "visibility_timeout": 30, "unacked_mutex_expire": 10, "unacked_key": "jobs.unacked",
+        "unacked_index_key": "jobs.unacked_index", "unacked_mutex_key": "jobs.unacked_mutex"}
 
 
 def test_a_redis_url_connects_through_our_transport_by_its_alias():
@@ -93,8 +94,12 @@ def test_a_rediss_url_turns_tls_on():
     assert required.ssl["ssl_cert_reqs"].name == "CERT_REQUIRED"
 
 
-def test_a_sentinel_url_keeps_kombus_own_transport():
-    assert Broker.for_url("sentinel://127.0.0.1:26379").connection().transport_cls == "sentinel"
+def test_a_sentinel_url_connects_through_our_redis_transport_behind_sentinel():
+    from jobs.transport.redis import SentinelTransport
+
+    connection = Broker.for_url("sentinel://127.0.0.1:26379").connection()
+    assert connection.transport_cls == "jobs-sentinel"
+    assert type(connection.transport) is SentinelTransport
 
 
 @pytest.mark.parametrize("limit, kept", [(2, 2), (0, 0), (None, 0)])
@@ -201,7 +206,7 @@ def test_renewing_on_redis_moves_the_unacked_time_forward(broker_url):
     import redis
 
     demo.add.delay(1, 1)
-    index = f"{SESSION}:unacked_index"
+    index = f"{SESSION}:jobs.unacked_index"
     with broker_module.new_connection() as connection:
         channel = connection.channel()
         message = channel.basic_get("default")

@@ -235,6 +235,10 @@ class Broker:
 
     # What the broker can do ----------------------------------------------------------------
 
+    def problems(self) -> list[str]:
+        """What is missing from the settings for this broker (the system checks say it)."""
+        return []
+
     def renew_leases(self, channel, delivery_tags: list[str]) -> None:
         """Keep the broker from handing these in-flight messages of ``channel`` to another
         consumer (the worker's heartbeat calls this when :attr:`renews_leases`)."""

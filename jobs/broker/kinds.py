@@ -74,6 +74,13 @@ class RedisBroker(Broker):
         # A worker killed while restoring others' messages holds this lock until it expires
         # (kombu's default is five minutes, which stalls every restore that long).
         "unacked_mutex_expire": 10,
+        # Our own records of delivered, unacknowledged messages. kombu's defaults are the
+        # names Celery's workers use: sharing them, each side would restore the other's
+        # in-flight messages by its own visibility timeout (a long Celery task started
+        # again by a jobs worker). The queues themselves stay Celery's.
+        "unacked_key": "jobs.unacked",
+        "unacked_index_key": "jobs.unacked_index",
+        "unacked_mutex_key": "jobs.unacked_mutex",
     }
 
     def __init__(self, url: str) -> None:
@@ -103,14 +110,18 @@ class RedisBroker(Broker):
 
 
 class SentinelBroker(RedisBroker):
-    """``sentinel://``: Redis behind Sentinel, through kombu's own Sentinel transport (a
-    message is taken, then recorded as unacknowledged; each ack is a round trip)."""
+    """``sentinel://host:26379;sentinel://host2:26379`` with ``master_name`` in
+    ``BROKER_TRANSPORT_OPTIONS``, as Celery has it: Redis behind Sentinel, with everything
+    :class:`RedisBroker` does (the atomic claim, renewed visibility, batched acks). The
+    connections ask the sentinels for the master, and again after a failover."""
 
-    transport = None
-    pipelines_batches = False
+    transport = "jobs-sentinel"
 
-    def batch_acks(self, channel):
-        return None
+    def problems(self) -> list[str]:
+        if not self.transport_options.get("master_name"):
+            return ["a sentinel:// broker needs the name of the Redis master the sentinels "
+                    "watch: JOBS['BROKER_TRANSPORT_OPTIONS'] = {'master_name': 'mymaster'}"]
+        return []
 
 
 class AmqpBroker(Broker):

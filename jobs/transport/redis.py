@@ -322,3 +322,13 @@ def _envelope_from_json(raw) -> dict:
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """The same channel on Redis behind Sentinel: kombu's Sentinel channel gives the
+    connection pool, which asks the sentinels where the master is (again after a failover);
+    ours claims from it atomically."""
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel

@@ -129,6 +129,18 @@ def leave_mark(directory, i, seconds=0.05):
     return i
 
 
+@job
+def stall_once(directory):
+    """The first run leaves a file ``started`` in ``directory`` and hangs for a minute;
+    any later run (the message delivered again) returns "again" at once."""
+    started = os.path.join(directory, "started")
+    if os.path.exists(started):
+        return "again"
+    open(started, "w").close()
+    time.sleep(60)
+    return "first"
+
+
 @job(bind=True)
 def note_due_time(self, directory):
     """Appends its job id to a file of ``directory`` named for the due time of the periodic
