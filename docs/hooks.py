@@ -13,7 +13,9 @@ Nothing generated is committed: the pages exist only in the built site (``mkdocs
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,6 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 INCLUDED = {"BENCHMARKS.md": "benchmarks.md", "CHANGELOG.md": "changelog.md"}
 #: The apps whose management commands are documented, in this order.
 COMMAND_APPS = ("jobs", "jobs_beat")
+#: Sphinx cross-reference roles in docstrings (":class:`JobResult`"): the role is dropped from
+#: the API reference, leaving the name in code.
+SPHINX_ROLE = re.compile(r":(?:class|mod|func|meth|attr|data|exc|obj):(?=<code>)")
 #: The width the commands' help is wrapped at, whatever the terminal building the site.
 HELP_COLUMNS = 88
 
@@ -35,6 +40,10 @@ def on_files(files, config):
     for name, page in INCLUDED.items():
         files.append(File.generated(config, page, content=included_page(name)))
     return files
+
+
+def on_page_content(html, page, config, files):
+    return SPHINX_ROLE.sub("", html)
 
 
 def on_serve(server, config, builder):
@@ -96,9 +105,15 @@ def settings_page() -> str:
 
 
 def default_text(value) -> str:
-    """A default as it would be written in settings.py."""
+    """A default as it would be written in settings.py (with the docs' double quotes)."""
     if isinstance(value, timedelta):
         return f"timedelta({timedelta_arguments(value)})"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{default_text(k)}: {default_text(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(default_text, value)) + "]"
     return repr(value)
 
 
