@@ -19,6 +19,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
+from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File
 
 #: The checkout's top directory: the files the site includes are there.
@@ -47,9 +48,10 @@ def on_page_content(html, page, config, files):
 
 
 def on_serve(server, config, builder):
-    """``mkdocs serve`` rebuilds when an included file or the settings' source changes."""
-    for path in [*INCLUDED, "jobs/conf.py"]:
-        server.watch(str(ROOT / path))
+    """``mkdocs serve`` rebuilds when an included file changes (code changes need a restart:
+    the modules read for the reference stay imported)."""
+    for name in INCLUDED:
+        server.watch(str(ROOT / name))
     return server
 
 
@@ -85,6 +87,10 @@ def settings_page() -> str:
         "```",
         "",
     ]
+    undescribed = [key for key in DEFAULTS if key not in DESCRIPTIONS]
+    if undescribed:
+        raise PluginError(f"JOBS keys without a description in jobs.conf.DESCRIPTIONS: "
+                          f"{', '.join(undescribed)}")
     aliases = {key: alias for alias, key in ALIASES.items()}
     for key, default in DEFAULTS.items():
         lines += [f"## `{key}`", "", f"Default: `{default_text(default)}`", ""]
