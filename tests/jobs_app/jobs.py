@@ -136,3 +136,11 @@ def note_due_time(self, directory):
     due = self.request.headers.get("periodic_task_due_at") or "unscheduled"
     with open(os.path.join(directory, due), "a") as out:
         out.write(f"{self.request.id}\n")
+
+
+@job(bind=True, max_retries=1)
+def retry_in(self, seconds):
+    """Fails its first run and asks to be retried ``seconds`` later."""
+    if self.request.retries == 0:
+        raise self.retry(countdown=seconds)
+    return "done after 1 retry"
