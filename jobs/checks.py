@@ -79,7 +79,7 @@ def _check_serializers() -> list:
     if not serializer_encodes(name):
         errors.append(_error(
             f"JOBS['TASK_SERIALIZER'] = {name!r} is not a known serializer.",
-            "Use 'json' (the default) or 'msgpack' (pip install 'django-jobs[msgpack]').",
+            "Use 'json' (the default) or 'msgpack' (pip install 'jobs-for-django[msgpack]').",
             "jobs.E006",
         ))
     accept = settings.ACCEPT_CONTENT

@@ -64,7 +64,7 @@ def _explain(scheme: str, exc: ImportError) -> str:
     broker, extra = BROKERS.get(scheme, (f"{scheme!r} broker", None))
     missing = (exc.name or "").partition(".")[0] if isinstance(exc, ModuleNotFoundError) else ""
     if extra:
-        install = f": pip install 'django-jobs[{extra}]'"
+        install = f": pip install 'jobs-for-django[{extra}]'"
     else:
         install = f": pip install {missing}" if missing else ""
     if missing:
