@@ -223,7 +223,7 @@ class Worker:
             self._left_unacked = True
             return
         key = (self._generation, message.delivery_tag)
-        delivery = delivery_of(message, key, self.queues[0])
+        delivery = delivery_of(message, key, self.queues)
         self._inflight[key] = (message, delivery)
         reason = refusal(delivery, self.accept)
         if reason:
