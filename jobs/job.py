@@ -14,6 +14,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 from django.utils import timezone
 
 from jobs import broker, context
+from jobs.broker.routing import Route
 from jobs.conf import on_reset, settings
 from jobs.exceptions import ConfigurationError, Retry
 from jobs.messages import Envelope, JobMessage, encode
@@ -139,11 +140,14 @@ class Job(Generic[P, R]):
             return [self.apply(args, kwargs, **options) for args, kwargs in pairs]
         serializer = options.get("serializer") or self.serializer or settings.TASK_SERIALIZER
         limit = settings.TASK_MAX_MESSAGE_SIZE
+        route = None  # the same for every call, unless a router looks at the arguments
+        if not options.get("queue") and not broker.get_broker().routing.routers:
+            route = broker.resolve(self.name, self.queue)
         middleware = stack()
         handles, envelopes = [], []
         for args, kwargs in pairs:
-            envelope = encode(self.build_message(args, kwargs, options), serializer, self.func,
-                              limit)
+            envelope = encode(self.build_message(args, kwargs, options, route), serializer,
+                              self.func, limit)
             envelope = middleware.before_publish(self, envelope, options)
             if isinstance(envelope, Envelope):
                 envelopes.append(envelope)
@@ -170,7 +174,8 @@ class Job(Generic[P, R]):
         except TypeError as exc:
             raise TypeError(f"{self.name}(): {exc}") from None
 
-    def build_message(self, args: tuple, kwargs: dict, options: dict) -> JobMessage:
+    def build_message(self, args: tuple, kwargs: dict, options: dict,
+                      route: Route | None = None) -> JobMessage:
         now = None
         eta = options.get("eta")
         countdown = options.get("countdown")
@@ -188,7 +193,7 @@ class Job(Generic[P, R]):
         exchange = routing_key = None
         priority = options.get("priority", self.priority)
         if not queue:
-            route = broker.resolve(self.name, self.queue, args, kwargs, options)
+            route = route or broker.resolve(self.name, self.queue, args, kwargs, options)
             queue, exchange, routing_key = route.queue, route.exchange, route.routing_key
             if priority is None:
                 priority = route.priority

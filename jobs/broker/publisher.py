@@ -75,7 +75,8 @@ class Publisher:
                 self._send_one(envelopes[0], compression)
                 return
             if (retry_policy is None and self.broker.pipelines_batches
-                    and not any(e.message.exchange for e in envelopes)):
+                    and not (self.broker.routing.by_exchange
+                             and any(e.message.exchange for e in envelopes))):
                 self._send_many(envelopes, compression)
                 return
             batch = self.producer.batch() if len(envelopes) > 1 else nullcontext()
