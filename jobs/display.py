@@ -10,6 +10,7 @@ follow its light and dark themes.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from django.contrib import admin
@@ -33,6 +34,33 @@ STATE_STYLES = {
     States.FAILURE: "error",
     States.REVOKED: "muted",
 }
+
+
+def progress(meta) -> dict | None:
+    """How far a running job has come, if its meta says (``update_state(state="PROGRESS",
+    meta={"current": i, "total": n})``): ``current``, ``total`` and ``percent``; else None."""
+    if not isinstance(meta, dict):
+        return None
+    current, total = meta.get("current"), meta.get("total")
+    if not (_number(current) and _number(total)) or total <= 0:
+        return None
+    percent = max(0.0, min(100.0, 100 * current / total))
+    return {"current": current, "total": total, "percent": round(percent, 1)}
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def progress_bar(done: dict | None):
+    """The bar of :func:`progress` (the job page's script updates it as the job goes on)."""
+    done = done or {"current": 0, "total": 0, "percent": 0}
+    return format_html(
+        '<span class="jobs-progress" role="progressbar" aria-valuemin="0" aria-valuemax="{}" '
+        'aria-valuenow="{}"><span style="width: {}%"></span></span>'
+        '<span class="jobs-progress-text">{} / {} ({} %)</span>',
+        done["total"], done["current"], done["percent"], done["current"], done["total"],
+        done["percent"])
 
 
 def format_runtime(seconds: float | None) -> str | None:
@@ -86,8 +114,12 @@ def badge(text: str, style: str):
     return format_html('<span class="jobs-badge jobs-badge-{}">{}</span>', style, text)
 
 
+def state_style(state: str) -> str:
+    return STATE_STYLES.get(state, "other")
+
+
 def state_badge(state: str):
-    return badge(state, STATE_STYLES.get(state, "other"))
+    return badge(state, state_style(state))
 
 
 def code_block(text: str, limit: int = TEXT_LIMIT):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseRedirect
+from django.http import HttpResponseRedirect, JsonResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
@@ -15,7 +15,16 @@ from jobs.admin.dashboard import DashboardViews
 from jobs.admin.filters import DateRangeFilter, JobNameFilter, QueueFilter, StateFilter, WorkerFilter
 from jobs.admin.operations import OperationError, retry_job, revoke_job
 from jobs.admin.readonly import ReadOnlyAdmin
-from jobs.display import code_block, format_runtime, json_block, state_badge, timestamp
+from jobs.display import (
+    code_block,
+    format_runtime,
+    json_block,
+    progress,
+    progress_bar,
+    state_badge,
+    state_style,
+    timestamp,
+)
 from jobs.models import READY_STATES, JobRecord
 
 #: Jobs it started, listed on a job's page; the rest are a link away.
@@ -26,7 +35,7 @@ CHILDREN_SHOWN = 10
 class JobRecordAdmin(DashboardViews, ReadOnlyAdmin):
     change_form_template = "admin/jobs/jobrecord/change_form.html"
     change_list_template = "admin/jobs/jobrecord/change_list.html"
-    list_display = ("job_id", "name", "state_label", "queue", "worker", "retries",
+    list_display = ("short_id", "name", "state_label", "queue", "worker", "retries",
                     "runtime_label", "created", "done")
     list_filter = (StateFilter, JobNameFilter, QueueFilter, WorkerFilter,
                    ("date_done", DateRangeFilter), ("date_created", DateRangeFilter))
@@ -36,7 +45,8 @@ class JobRecordAdmin(DashboardViews, ReadOnlyAdmin):
     list_defer = ("args", "kwargs", "result", "meta", "traceback")
     actions = ["retry", "revoke"]
     fieldsets = (
-        (None, {"fields": ("job_id", "name", "state_label", "queue", "worker")}),
+        (None, {"fields": ("job_id", "name", "state_label", "progress_label", "queue",
+                           "worker")}),
         ("Arguments", {"fields": ("args_block", "kwargs_block")}),
         ("Outcome", {"fields": ("result_block", "meta_block", "traceback_block")}),
         ("Timing", {"fields": ("created", "started", "done", "runtime_label")}),
@@ -53,6 +63,9 @@ class JobRecordAdmin(DashboardViews, ReadOnlyAdmin):
     result_block = json_block("result", "result")
     meta_block = json_block("meta", "meta")
 
+    #: Milliseconds between the polls of a running job's page.
+    job_refresh = 2000
+
     def get_urls(self):
         view = self.admin_site.admin_view
         return [
@@ -61,6 +74,8 @@ class JobRecordAdmin(DashboardViews, ReadOnlyAdmin):
             path("<path:object_id>/retry/", view(self.retry_view), name="jobs_jobrecord_retry"),
             path("<path:object_id>/revoke/", view(self.revoke_view),
                  name="jobs_jobrecord_revoke"),
+            path("<path:object_id>/state.json", view(self.state_view),
+                 name="jobs_jobrecord_state"),
             *super().get_urls(),
         ]
 
@@ -119,6 +134,14 @@ class JobRecordAdmin(DashboardViews, ReadOnlyAdmin):
     def revoke_view(self, request, object_id):
         return self.object_action(request, object_id, "change", self.revoke)
 
+    def state_view(self, request, object_id):
+        """A job's state and progress, polled by its page while it runs (``jobs/job.js``)."""
+        obj = self.get_object(request, object_id)
+        if obj is None or not self.has_view_permission(request, obj):
+            raise PermissionDenied
+        return JsonResponse({"state": obj.state, "style": state_style(obj.state),
+                             "ready": obj.state in READY_STATES, "progress": progress(obj.meta)})
+
     def job_view(self, request, job_id):
         """A job by its id: its page once a worker has recorded it, else the list, saying so."""
         if not self.has_view_permission(request):
@@ -141,9 +164,27 @@ class JobRecordAdmin(DashboardViews, ReadOnlyAdmin):
 
     # Columns and fields --------------------------------------------------------------------
 
+    @admin.display(description="job id", ordering="job_id")
+    def short_id(self, obj):
+        """The id cut to its first characters on screen, so the list reads at a glance; the
+        whole id is the text (copied whole when selected) and shows on hover."""
+        return format_html('<span class="jobs-id" title="{}">{}</span>', obj.job_id, obj.job_id)
+
     @admin.display(description="state", ordering="state")
     def state_label(self, obj):
         return state_badge(obj.state)
+
+    @admin.display(description="progress")
+    def progress_label(self, obj):
+        """While the job runs, its progress bar (hidden until it reports current/total),
+        which the page's poll of ``state.json`` keeps up to date."""
+        if obj.state in READY_STATES:
+            return None
+        done = progress(obj.meta)
+        url = reverse(self.url_name("state"), args=[obj.pk])
+        box = ('<div id="jobs-job-progress" data-url="{}" data-refresh="{}">{}</div>' if done
+               else '<div id="jobs-job-progress" data-url="{}" data-refresh="{}" hidden>{}</div>')
+        return format_html(box, url, self.job_refresh, progress_bar(done))
 
     @admin.display(description="runtime", ordering="runtime")
     def runtime_label(self, obj):
