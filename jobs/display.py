@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from django.contrib import admin
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import dateformat, timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from jobs.models import Message, States
 
@@ -97,6 +99,31 @@ def timestamp(field: str, description: str):
         return format_time(getattr(obj, field))
 
     return column
+
+
+def list_timestamp(field: str, description: str):
+    """A list column showing the datetime ``field`` at a glance: the time alone today, the
+    day and minute this year, the date before; the full timestamp on hover."""
+
+    @admin.display(description=description, ordering=field)
+    def column(self, obj):
+        value = getattr(obj, field)
+        if value is None:
+            return None
+        local, today = timezone.localtime(value), timezone.localdate()
+        shown = ("H:i:s" if local.date() == today else
+                 "M j, H:i" if local.year == today.year else "Y-m-d")
+        return format_html('<span title="{}">{}</span>', format_time(value),
+                           dateformat.format(local, shown))
+
+    return column
+
+
+def breakable(text: str):
+    """``text`` (a dotted job name, a worker's hostname) allowed to wrap after its dots and
+    at signs, so a narrow column breaks it there rather than anywhere or nowhere."""
+    parts = re.split(r"(?<=[.@])", text or "")
+    return format_html_join(mark_safe("<wbr>"), "{}", ((part,) for part in parts))
 
 
 def json_block(field: str, description: str):
