@@ -14,8 +14,11 @@ import pytest
 
 from jobs import AsyncResult, Job, JobResult, job, send_task
 from jobs.admin.dashboard import snapshot
+from jobs.conf import DEFAULT_MIDDLEWARE
 from jobs.exceptions import ConfigurationError
 from jobs.hooks import ExceptionInfo
+from jobs.middleware import Middleware, stack
+from jobs.middleware.hooks import Hooks
 from jobs.models import JobRecord
 from jobs.testing import running_worker
 from tests.conftest import wait_for
@@ -382,3 +385,29 @@ def test_revoking_a_job_in_progress_without_terminate_lets_it_finish(broker_url)
 def test_update_state_takes_celerys_task_id(db):
     in_steps.update_state(task_id="elsewhere", state="PROGRESS", meta={"current": 5, "total": 9})
     assert JobResult("elsewhere").info == {"current": 5, "total": 9}
+
+
+# The seam: middleware that only some jobs need ------------------------------------------------
+
+seen: list = []
+
+
+class OnlyHooked(Middleware):
+    """Watches only the jobs of task classes that override a hook."""
+
+    def applies_to(self, job):
+        return bool(job.hooks)
+
+    def started(self, execution):
+        seen.append(execution.job.name)
+
+
+@database_broker
+def test_a_middleware_is_left_out_for_the_jobs_it_does_not_apply_to(broker_url, settings):
+    settings.JOBS = {**settings.JOBS, "MIDDLEWARE": [
+        *DEFAULT_MIDDLEWARE, f"{__name__}.OnlyHooked"]}
+    with running_worker():
+        assert double.delay(1).get(timeout=20) == 2
+        assert hooked.delay("seam").get(timeout=20) == "seam done"
+    assert seen == [hooked.name]
+    assert not any(isinstance(m, Hooks) for m in stack().for_job(double))

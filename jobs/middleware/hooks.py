@@ -3,7 +3,8 @@ function, then, once the outcome is recorded, ``on_success``, ``on_failure`` or
 ``on_retry``, and ``after_return`` — Celery's order.
 
 Hooks watch; they don't steer: one that raises is logged with its traceback and the job's
-outcome stands. A job whose class overrides no hook costs one attribute check.
+outcome stands. A job whose class overrides no hook skips this middleware (``applies_to``):
+it costs nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ STATES = {Kind.SUCCEEDED: (States.SUCCESS, "on_success"),
 
 
 class Hooks(Middleware):
+    def applies_to(self, job):
+        return bool(job.hooks)
+
     def started(self, execution):
         if "before_start" in execution.job.hooks:
             message = execution.message
@@ -31,8 +35,8 @@ class Hooks(Middleware):
 
     def finished(self, execution, outcome):
         hooks = execution.job.hooks
-        if not hooks or execution.request is None or outcome.kind not in STATES:
-            return  # no hook, or the function never ran (revoked, expired, refused)
+        if execution.request is None or outcome.kind not in STATES:
+            return  # the function never ran (revoked, expired, refused)
         message = execution.message
         state, hook = STATES[outcome.kind]
         einfo = None
