@@ -9,7 +9,8 @@
     add.delay(2, 3).get(timeout=10)
 """
 
-from jobs.job import Job, job, send_task
+from jobs.job import Job, job
+from jobs.registry import send_task
 
 __all__ = ["AsyncResult", "Job", "JobResult", "job", "send_task"]
 

@@ -142,7 +142,8 @@ def badge(text: str, style: str):
 
 
 def state_style(state: str) -> str:
-    return STATE_STYLES.get(state, "other")
+    """The badge style of ``state``; a custom state (PROGRESS...) is a running job's."""
+    return STATE_STYLES.get(state, "active")
 
 
 def state_badge(state: str):

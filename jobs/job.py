@@ -366,17 +366,6 @@ def _aware(value, what: str) -> datetime:
     return value
 
 
-def send_task(name: str, args=None, kwargs=None, **options):
-    """Send a call of the job ``name`` whose code may live in another service; returns its
-    :class:`jobs.JobResult`. The same options as ``apply_async``, through the same enqueue
-    path and middleware. As Celery's ``send_task``, it always sends, even with ALWAYS_EAGER;
-    a job registered here has its arguments checked."""
-    from jobs.registry import registry
-
-    sent = registry.by_name(name)
-    return sent.publish(sent.prepare(args, kwargs, **options), **options)
-
-
 @overload
 def job(func: Callable[P, R], /) -> Job[P, R]: ...
 @overload

@@ -11,6 +11,7 @@ import threading
 from collections import Counter, defaultdict
 
 import pytest
+from django.urls import reverse
 
 from jobs import AsyncResult, Job, JobResult, job, send_task
 from jobs.admin.dashboard import snapshot
@@ -21,6 +22,7 @@ from jobs.middleware import Middleware, stack
 from jobs.middleware.hooks import Hooks
 from jobs.models import JobRecord
 from jobs.testing import running_worker
+from tests import factories
 from tests.conftest import wait_for
 
 database_broker = pytest.mark.parametrize(
@@ -411,3 +413,28 @@ def test_a_middleware_is_left_out_for_the_jobs_it_does_not_apply_to(broker_url, 
         assert hooked.delay("seam").get(timeout=20) == "seam done"
     assert seen == [hooked.name]
     assert not any(isinstance(m, Hooks) for m in stack().for_job(double))
+
+
+# In the admin ------------------------------------------------------------------------------------
+
+
+def test_the_running_filter_lists_started_jobs_and_jobs_in_custom_states(admin_client):
+    for state in ("PENDING", "RETRY", "STARTED", "PROGRESS", "UPLOADING", "SUCCESS", "FAILURE"):
+        factories.record(job_id=f"in-{state}", state=state)
+
+    response = admin_client.get(reverse("admin:jobs_jobrecord_changelist"), {"state": "running"})
+
+    listed = sorted(row.job_id for row in response.context["cl"].result_list)
+    assert listed == ["in-PROGRESS", "in-STARTED", "in-UPLOADING"]
+
+
+def test_a_running_jobs_page_shows_its_progress_and_polls_it(admin_client, staff_client):
+    row = factories.record(state="PROGRESS", meta={"current": 3, "total": 12, "file": "a.csv"})
+    state_url = reverse("admin:jobs_jobrecord_state", args=[row.pk])
+
+    page = admin_client.get(reverse("admin:jobs_jobrecord_change", args=[row.pk])).text
+    assert f'data-url="{state_url}"' in page and "3 / 12 (25.0 %)" in page
+    assert admin_client.get(state_url).json() == {
+        "state": "PROGRESS", "style": "active", "ready": False,
+        "progress": {"current": 3, "total": 12, "percent": 25.0}}
+    assert staff_client().get(state_url).status_code == 403
