@@ -269,6 +269,13 @@ class Job(JobHooks, Generic[P, R]):
             raise retry
         return retry
 
+    @property
+    def max_retries(self) -> int | None:
+        """The ``max_retries`` option: None retries forever (as in Celery); left out of
+        ``@job``, the TASK_DEFAULT_MAX_RETRIES setting."""
+        value = self.options.max_retries
+        return settings.TASK_DEFAULT_MAX_RETRIES if value is FROM_SETTINGS else value
+
     def retry_delay(self, retries: int) -> float:
         """Seconds before retry number ``retries + 1``: fixed, or exponential with jitter."""
         if self.retry_backoff:
@@ -323,21 +330,12 @@ def _forget_resolved_options() -> None:
 
 
 for _option in JobOptions.__dataclass_fields__:
-    # ``name``: the job's own attribute, with the default filled in; ``max_retries``: below.
+    # ``name``: the job's own attribute, with the default filled in; ``max_retries``: a
+    # property of its own.
     if _option not in ("name", "max_retries"):
         setattr(Job, _option, property(attrgetter(f"options.{_option}"),
                                        doc=f"The ``{_option}`` option of ``@job``."))
 
-
-
-def _max_retries(job: Job) -> int | None:
-    """The ``max_retries`` option: None retries forever (as in Celery); left out of
-    ``@job``, the TASK_DEFAULT_MAX_RETRIES setting."""
-    value = job.options.max_retries
-    return settings.TASK_DEFAULT_MAX_RETRIES if value is FROM_SETTINGS else value
-
-
-Job.max_retries = property(_max_retries, doc=_max_retries.__doc__)
 
 _SETTING_FOR = {
     "acks_late": "ACKS_LATE",
