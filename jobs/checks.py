@@ -32,6 +32,7 @@ def check_settings(app_configs=None, **kwargs):
     errors += _check_serializers()
     errors += _check_routes(settings.TASK_ROUTES)
     errors += _check_numbers()
+    errors += _check_priorities()
     errors += _check_compression()
     errors += _check_expiry("DEAD_LETTER_EXPIRES", "jobs.E040")
     errors += _check_signing_keys(settings.SIGNING_KEYS)
@@ -170,6 +171,29 @@ def _check_numbers() -> list:
     queue = settings.TASK_DEFAULT_QUEUE
     if not isinstance(queue, str) or not queue:
         errors.append(_error("JOBS['TASK_DEFAULT_QUEUE'] must be a queue name.", "", "jobs.E012"))
+    return errors
+
+
+def _check_priorities() -> list:
+    errors = []
+    top = settings.TASK_QUEUE_MAX_PRIORITY
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int)
+                            or not 1 <= top <= 255):
+        errors.append(_error(
+            f"JOBS['TASK_QUEUE_MAX_PRIORITY'] = {top!r} must be 1..255 or None.",
+            "RabbitMQ declares queues with this x-max-priority; 10 is usual.", "jobs.E014"))
+        return errors
+    from jobs.broker import get_broker
+    from jobs.registry import registry
+
+    broker = get_broker()
+    problem = broker.priority_problem(settings.TASK_DEFAULT_PRIORITY)
+    if problem:
+        errors.append(_error(f"JOBS['TASK_DEFAULT_PRIORITY']: {problem}", "", "jobs.E014"))
+    for name in registry:
+        problem = broker.priority_problem(registry.get(name).priority)
+        if problem:
+            errors.append(_error(f"@job {name}: {problem}", "", "jobs.E014"))
     return errors
 
 

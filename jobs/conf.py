@@ -22,6 +22,8 @@ DEFAULTS: dict[str, Any] = {
     "BROKER_CONNECTION_TIMEOUT": 4.0,
     # Publishing
     "TASK_DEFAULT_QUEUE": "default",
+    "TASK_DEFAULT_PRIORITY": None,  # a job's priority unless it or the call names one
+    "TASK_QUEUE_MAX_PRIORITY": None,  # RabbitMQ: x-max-priority of the queues (None: none)
     "TASK_ROUTES": {},
     "TASK_SERIALIZER": "json",
     "TASK_COMPRESSION": None,

@@ -25,7 +25,6 @@ from jobs.options import (
     NAMES,
     QUEUE_NAME,
     JobOptions,
-    priority_problem,
     queue_problem,
 )
 
@@ -195,8 +194,10 @@ class Job(JobHooks, Generic[P, R]):
             expires = _aware(expires, "expires")
         queue = options.get("queue") or broker.route(self.name, self.queue)
         priority = options.get("priority", self.priority)
+        if priority is None:
+            priority = settings.TASK_DEFAULT_PRIORITY
         if priority is not None or queue.__class__ is not str or not QUEUE_NAME.match(queue):
-            problem = queue_problem(queue) or priority_problem(priority)
+            problem = queue_problem(queue) or broker.priority_problem(priority)
             if problem:
                 raise ValueError(f"{self.name}: {problem}")
         parent = context.current.get()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from io import StringIO
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from jobs import broker as broker_module
 from jobs.broker import (
@@ -18,6 +20,7 @@ from jobs.broker import (
 from jobs.models import Message
 from project.demo import jobs as demo
 from tests.conftest import SESSION, broker_params
+from tests.jobs_app import jobs as testjobs
 
 KINDS = [
     ("django://", DatabaseBroker),
@@ -134,6 +137,42 @@ def test_purge_deletes_the_ready_messages_of_the_queues(broker_url):
         demo.add.delay(i, i)
     assert get_broker().purge(["default"]) == 3
     assert get_broker().purge(["default"]) == 0
+
+
+@brokers
+def test_jobs_purge_discards_the_waiting_messages_of_the_queues_named(broker_url):
+    for i in range(3):
+        demo.add.delay(i, i)
+    testjobs.on_other_queue.delay(1)
+    out = StringIO()
+
+    call_command("jobs_purge", "-Q", "default", "--force", stdout=out)
+
+    assert out.getvalue() == "Purged 3 messages from 1 queue (default).\n"
+    assert get_broker().purge(["other"]) == 1  # left alone
+
+
+@pytest.mark.parametrize("broker_url", ["django"], indirect=True)
+def test_jobs_purge_asks_first_and_purges_only_on_yes(broker_url, monkeypatch):
+    demo.add.delay(1, 1)
+    testjobs.on_other_queue.delay(1)
+    answers = iter(["no", "yes"])
+    prompts = []
+    monkeypatch.setattr("builtins.input", lambda prompt: prompts.append(prompt) or next(answers))
+    out = StringIO()
+
+    call_command("jobs_purge", "-X", "nothing", stdout=out)
+    call_command("jobs_purge", stdout=out)
+
+    assert "Discard every message waiting in default on django://" in prompts[0]
+    assert out.getvalue().splitlines() == [
+        "Nothing purged.", "Purged 1 message from 1 queue (default)."]
+    assert get_broker().purge(["other"]) == 1  # not routed to: not purged by default
+
+
+def test_jobs_purge_refuses_when_every_queue_is_excluded():
+    with pytest.raises(CommandError, match="no queue left to purge"):
+        call_command("jobs_purge", "-Q", "default", "-X", "default", "--force")
 
 
 @brokers

@@ -43,10 +43,14 @@ class Broker:
     durable_delay = False
     #: The worker's heartbeat must call :meth:`renew_leases` for its in-flight messages.
     renews_leases = False
-    #: The priorities the broker orders deliveries by, lowest number first (empty: none).
+    #: The priorities the broker orders deliveries by; the highest runs first (empty: none).
     priority_levels = range(0)
+    #: Why a priority can't be given here, when ``priority_levels`` is empty.
+    no_priorities = "this broker orders no priorities"
     #: The kombu transport alias to use (None: kombu's own for the URL's scheme).
     transport: str | None = None
+    #: The ``x-max-priority`` its queues are declared with (RabbitMQ's; None: none).
+    queue_max_priority: int | None = None
     #: Transport options that make this broker safe for jobs; BROKER_TRANSPORT_OPTIONS wins.
     default_transport_options: ClassVar[dict] = {}
     #: Several messages go out in one pipeline (``channel.publish_many``).
@@ -112,8 +116,36 @@ class Broker:
         if queue is None:
             if len(self._queues) >= 1024:
                 self._queues.clear()
-            queue = self._queues[name] = Queue(name, Exchange(name, "direct"), routing_key=name)
+            queue = self._queues[name] = Queue(name, Exchange(name, "direct"), routing_key=name,
+                                               max_priority=self.queue_max_priority)
         return queue
+
+    def priority_problem(self, priority) -> str | None:
+        """Why ``priority`` can't be asked of this broker, or None (None asks for none)."""
+        levels = self.priority_levels
+        if priority is None or (priority.__class__ is int and priority in levels):
+            return None
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            return f"priority={priority!r} must be a whole number"
+        if not levels:
+            return f"priority={priority!r}: {self.no_priorities}"
+        return (f"priority={priority!r} must be {levels.start}..{levels.stop - 1} on "
+                f"{self.display_url} (the highest runs first)")
+
+    def declare(self, connection, name: str) -> None:
+        """Declare queue ``name`` (and its exchange) on ``connection``."""
+        self.queue_for(name)(connection.default_channel).declare()
+
+    def consuming(self, connection, names) -> list[Queue]:
+        """The queues a worker consumes, ready for its Consumer to declare."""
+        return [self.queue_for(name) for name in names]
+
+    def known_queues(self) -> set[str]:
+        """The queues jobs are sent to by name: the default queue and TASK_ROUTES' targets."""
+        names = {settings.TASK_DEFAULT_QUEUE}
+        for target in (settings.TASK_ROUTES or {}).values():
+            names.add(target["queue"] if isinstance(target, dict) else target)
+        return names
 
     def route(self, job_name: str, job_queue: str | None = None) -> str:
         """The queue for a job: its own ``queue=``, else TASK_ROUTES, else the default queue."""
@@ -153,8 +185,9 @@ class Broker:
         properties = properties or {}
         try:
             with self.publishers.publisher() as publisher:
+                publisher.declare(queue)
                 publisher.producer.publish(
-                    body, exchange="", routing_key=queue, declare=[self.queue_for(queue)],
+                    body, exchange="", routing_key=queue,
                     headers=headers, content_type=content_type,
                     content_encoding=content_encoding,
                     correlation_id=properties.get("correlation_id"),

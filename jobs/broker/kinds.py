@@ -7,9 +7,12 @@ import ssl
 import time
 from typing import ClassVar
 
+from amqp.exceptions import PreconditionFailed
 from django.db import DEFAULT_DB_ALIAS
+from kombu import Exchange, Queue
 
 from jobs.broker.base import Broker
+from jobs.conf import settings
 
 logger = logging.getLogger("jobs.broker")
 
@@ -112,8 +115,51 @@ class SentinelBroker(RedisBroker):
 
 class AmqpBroker(Broker):
     """``amqp://`` (RabbitMQ), through kombu's transport as it is. RabbitMQ hands a dead
-    consumer's messages to another as soon as its connection closes, and keeps no priority
-    order on our queues (declared without ``x-max-priority``, like Celery's)."""
+    consumer's messages to another as soon as its connection closes.
+
+    Its queues order priorities when they are declared with ``x-max-priority``
+    (``TASK_QUEUE_MAX_PRIORITY``); without it, as Celery declares them by default, a priority
+    is refused at the call rather than ignored. A queue's arguments can't change once it
+    exists: one declared before without them is used as it is, and the worker and the
+    publisher say, once, how to move it.
+    """
+
+    no_priorities = ("RabbitMQ queues are declared without priorities: set "
+                     "JOBS['TASK_QUEUE_MAX_PRIORITY'] (10 is usual) to use them")
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.queue_max_priority = settings.TASK_QUEUE_MAX_PRIORITY or None
+        self.priority_levels = range(self.queue_max_priority + 1 if self.queue_max_priority else 0)
+
+    def declare(self, connection, name: str) -> None:
+        queue = self.queue_for(name)
+        if queue.max_priority is None or queue.no_declare:
+            return super().declare(connection, name)
+        # On a channel of its own: RabbitMQ closes the channel that a declaration offends.
+        channel = connection.channel()
+        try:
+            queue(channel).declare()
+        except PreconditionFailed as exc:
+            self._use_as_it_is(name, exc)
+        finally:
+            if channel.is_open:
+                channel.close()
+
+    def consuming(self, connection, names) -> list:
+        for name in names:
+            self.declare(connection, name)
+        return super().consuming(connection, names)
+
+    def _use_as_it_is(self, name: str, exc: Exception) -> None:
+        logger.error(
+            "RabbitMQ queue %r exists without x-max-priority=%d, so its jobs run in the order "
+            "sent, whatever their priority (%s). A queue's arguments can't change: when it is "
+            "empty, stop its workers, delete it (rabbitmqctl delete_queue %s) and start them "
+            "again; or send its jobs to a new queue. See docs/routing.md.",
+            name, self.queue_max_priority, exc, name)
+        self._queues[name] = Queue(name, Exchange(name, "direct"), routing_key=name,
+                                   no_declare=True)
 
 
 #: URL scheme -> the class of its broker (others: :class:`Broker`).

@@ -49,7 +49,7 @@ class Publisher:
 
     def declare(self, queue: str) -> None:
         if queue not in self.declared:
-            self.broker.queue_for(queue)(self.channel).declare()
+            self.broker.declare(self.connection, queue)
             self.declared.add(queue)
 
     def send(self, envelopes, compression, retry_policy: dict | None = None) -> None:

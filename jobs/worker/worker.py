@@ -23,7 +23,7 @@ from kombu import Consumer
 from kombu.serialization import prepare_accept_content
 
 from jobs import lifecycle
-from jobs.broker import get_broker, new_connection, queue_for
+from jobs.broker import get_broker, new_connection
 from jobs.conf import settings
 from jobs.database import ERRORS as DATABASE_ERRORS, database
 from jobs.execution import Delivery, Execution, body_of
@@ -140,7 +140,7 @@ class Worker:
     def _consume(self, conn) -> None:
         self._generation += 1
         channel = conn.channel()
-        consumer = Consumer(channel, queues=[queue_for(q) for q in self.queues],
+        consumer = Consumer(channel, queues=get_broker().consuming(conn, self.queues),
                             on_message=self._on_message, on_decode_error=self._on_undecodable,
                             auto_declare=True)
         if self.prefetch:

@@ -172,3 +172,11 @@ def step_by_step(self, directory, total):
         self.update_state(state="PROGRESS", meta={"current": i, "total": total})
         wait_for_file(os.path.join(directory, f"go-{i}"))
     return total
+
+
+@job(bind=True, max_retries=1)
+def retry_in(self, seconds):
+    """Fails its first run and asks to be retried ``seconds`` later."""
+    if self.request.retries == 0:
+        raise self.retry(countdown=seconds)
+    return "done after 1 retry"
