@@ -181,7 +181,7 @@ def _check_priorities() -> list:
                             or not 1 <= top <= 255):
         errors.append(_error(
             f"JOBS['TASK_QUEUE_MAX_PRIORITY'] = {top!r} must be 1..255 or None.",
-            "RabbitMQ declares queues with this x-max-priority; 10 is usual.", "jobs.E014"))
+            "RabbitMQ declares queues with this x-max-priority; 10 is usual.", "jobs.E015"))
         return errors
     from jobs.broker import get_broker
     from jobs.registry import registry
@@ -189,11 +189,11 @@ def _check_priorities() -> list:
     broker = get_broker()
     problem = broker.priority_problem(settings.TASK_DEFAULT_PRIORITY)
     if problem:
-        errors.append(_error(f"JOBS['TASK_DEFAULT_PRIORITY']: {problem}", "", "jobs.E014"))
+        errors.append(_error(f"JOBS['TASK_DEFAULT_PRIORITY']: {problem}", "", "jobs.E015"))
     for name in registry:
         problem = broker.priority_problem(registry.get(name).priority)
         if problem:
-            errors.append(_error(f"@job {name}: {problem}", "", "jobs.E014"))
+            errors.append(_error(f"@job {name}: {problem}", "", "jobs.E015"))
     return errors
 
 
