@@ -10,13 +10,15 @@
 """
 
 from jobs.job import Job, job
+from jobs.registry import send_task
 
-__all__ = ["Job", "JobResult", "job"]
+__all__ = ["AsyncResult", "Job", "JobResult", "job", "send_task"]
 
 
 def __getattr__(name):
-    # JobResult reads the ORM, so it is imported only once Django's apps are ready.
-    if name == "JobResult":
+    # JobResult (and its Celery name, AsyncResult) reads the ORM, so it is imported only
+    # once Django's apps are ready.
+    if name in ("JobResult", "AsyncResult"):
         from jobs.results import JobResult
 
         return JobResult

@@ -186,6 +186,7 @@ DESCRIPTIONS: dict[str, str] = {
 #: after them, and ``receive`` hooks run in this order. Write the whole list to change it.
 DEFAULT_MIDDLEWARE = [
     "jobs.middleware.signing.Signing",  # refuse forged messages, first; sign what is sent
+    "jobs.middleware.hooks.Hooks",  # a task class's before_start, on_success, ... (Celery's)
     "jobs.middleware.signals.Signals",
     "jobs.middleware.logging.Logging",
     "jobs.middleware.unique.Unique",

@@ -10,12 +10,15 @@ follow its light and dark themes.
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
 
 from django.contrib import admin
 from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import dateformat, timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from jobs.models import Message, States
 
@@ -33,6 +36,33 @@ STATE_STYLES = {
     States.FAILURE: "error",
     States.REVOKED: "muted",
 }
+
+
+def progress(meta) -> dict | None:
+    """How far a running job has come, if its meta says (``update_state(state="PROGRESS",
+    meta={"current": i, "total": n})``): ``current``, ``total`` and ``percent``; else None."""
+    if not isinstance(meta, dict):
+        return None
+    current, total = meta.get("current"), meta.get("total")
+    if not (_number(current) and _number(total)) or total <= 0:
+        return None
+    percent = max(0.0, min(100.0, 100 * current / total))
+    return {"current": current, "total": total, "percent": round(percent, 1)}
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def progress_bar(done: dict | None):
+    """The bar of :func:`progress` (the job page's script updates it as the job goes on)."""
+    done = done or {"current": 0, "total": 0, "percent": 0}
+    return format_html(
+        '<span class="jobs-progress" role="progressbar" aria-valuemin="0" aria-valuemax="{}" '
+        'aria-valuenow="{}"><span style="width: {}%"></span></span>'
+        '<span class="jobs-progress-text">{} / {} ({} %)</span>',
+        done["total"], done["current"], done["percent"], done["current"], done["total"],
+        done["percent"])
 
 
 def format_runtime(seconds: float | None) -> str | None:
@@ -71,6 +101,31 @@ def timestamp(field: str, description: str):
     return column
 
 
+def list_timestamp(field: str, description: str):
+    """A list column showing the datetime ``field`` at a glance: the time alone today, the
+    day and minute this year, the date before; the full timestamp on hover."""
+
+    @admin.display(description=description, ordering=field)
+    def column(self, obj):
+        value = getattr(obj, field)
+        if value is None:
+            return None
+        local, today = timezone.localtime(value), timezone.localdate()
+        shown = ("H:i:s" if local.date() == today else
+                 "M j, H:i" if local.year == today.year else "Y-m-d")
+        return format_html('<span title="{}">{}</span>', format_time(value),
+                           dateformat.format(local, shown))
+
+    return column
+
+
+def breakable(text: str):
+    """``text`` (a dotted job name, a worker's hostname) allowed to wrap after its dots and
+    at signs, so a narrow column breaks it there rather than anywhere or nowhere."""
+    parts = re.split(r"(?<=[.@])", text or "")
+    return format_html_join(mark_safe("<wbr>"), "{}", ((part,) for part in parts))
+
+
 def json_block(field: str, description: str):
     """A field showing the JSON value of ``field``, pretty-printed in a monospace block."""
 
@@ -86,8 +141,13 @@ def badge(text: str, style: str):
     return format_html('<span class="jobs-badge jobs-badge-{}">{}</span>', style, text)
 
 
+def state_style(state: str) -> str:
+    """The badge style of ``state``; a custom state (PROGRESS...) is a running job's."""
+    return STATE_STYLES.get(state, "active")
+
+
 def state_badge(state: str):
-    return badge(state, STATE_STYLES.get(state, "other"))
+    return badge(state, state_style(state))
 
 
 def code_block(text: str, limit: int = TEXT_LIMIT):

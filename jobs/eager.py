@@ -32,7 +32,7 @@ def run_eagerly(job, args: tuple, kwargs: dict, options: dict) -> EagerResult:
         except Exception as exc:
             if (job.autoretry_for and isinstance(exc, job.autoretry_for)
                     and not isinstance(exc, job.dont_autoretry_for)):
-                limit = job.effective_max_retries
+                limit = job.max_retries
                 if limit is None or retries < limit:
                     retries += 1
                     continue

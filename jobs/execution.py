@@ -19,7 +19,7 @@ from jobs.conf import settings
 from jobs.exceptions import InvalidMessage, NotRegistered, Retry
 from jobs.job import Job
 from jobs.messages import JobMessage, decode
-from jobs.middleware import stack
+from jobs.middleware import Stack, stack
 from jobs.outcome import Kind, Outcome
 from jobs.registry import registry
 
@@ -52,6 +52,7 @@ class Execution:
     request: context.Request | None = None
     starts: int = 1  # times this attempt has been started, this one included
     started: bool = False  # the job's row holds STARTED (written by the results middleware)
+    middleware: Stack | None = None  # those that apply to the job (set by run())
 
     @property
     def ignores_result(self) -> bool:
@@ -76,7 +77,7 @@ def execute(delivery: Delivery, hostname: str, accept: set[str]) -> Outcome:
 def run(execution: Execution) -> Outcome:
     """Pass ``execution`` through the middleware to the job's function; then tell the
     observers how it ended."""
-    middleware = stack()
+    middleware = execution.middleware = stack().for_job(execution.job)
     outcome = middleware.execute(call)(execution)
     middleware.notify("finished", execution, outcome)
     return outcome
@@ -86,7 +87,7 @@ def call(execution: Execution) -> Outcome:
     """The innermost step: call the job's function with the message's arguments."""
     message, job = execution.message, execution.job
     request = execution.request = request_for(execution)
-    stack().notify("started", execution)
+    execution.middleware.notify("started", execution)
     token = context.current.set(request)
     began = time.perf_counter()
     try:

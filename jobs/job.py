@@ -17,10 +17,13 @@ from jobs import broker, context
 from jobs.broker.routing import Route
 from jobs.conf import on_reset, settings
 from jobs.exceptions import ConfigurationError, Retry
+from jobs.hooks import JobHooks, class_options
 from jobs.messages import Envelope, JobMessage, encode
 from jobs.middleware import stack
 from jobs.options import (
     APPLY_OPTIONS,
+    FROM_SETTINGS,
+    NAMES,
     QUEUE_NAME,
     JobOptions,
     queue_problem,
@@ -29,11 +32,15 @@ from jobs.options import (
 P = ParamSpec("P")
 R = TypeVar("R")
 
-class Job(Generic[P, R]):
-    """What ``@job`` makes of a function. Call it to run inline; ``delay()`` to enqueue."""
+class Job(JobHooks, Generic[P, R]):
+    """What ``@job`` makes of a function. Call it to run inline; ``delay()`` to enqueue.
+    Subclass it for a task class: ``@job(base=MyJob)`` (:mod:`jobs.hooks`)."""
 
     def __init__(self, func: Callable[..., R], **options: Any) -> None:
-        self.options = JobOptions.of(func, options)
+        defaults = class_options(type(self), NAMES) if type(self) is not Job else {}
+        self.options = JobOptions.of(func, {**defaults, **options})
+        for name in defaults:  # a class attribute hides the option's property: the value wins
+            self.__dict__[name] = getattr(self.options, name)
         self.func = func
         self.name: str = self.options.name or f"{func.__module__}.{func.__qualname__}"
         self.__name__ = func.__name__
@@ -234,9 +241,13 @@ class Job(Generic[P, R]):
 
     # Inside a running job ------------------------------------------------------------------
 
-    def retry(self, exc: BaseException | None = None, countdown: float | None = None,
-              eta: datetime | None = None, max_retries: int | None = None, **options) -> Retry:
-        """Schedule this job to run again; use as ``raise self.retry(exc=exc)``.
+    def retry(self, args=None, kwargs=None, exc: BaseException | None = None, throw: bool = True,
+              eta: datetime | None = None, countdown: float | None = None,
+              max_retries: int | None = None, **options) -> Retry:
+        """Schedule this job to run again, and raise :class:`~jobs.exceptions.Retry` to end
+        this run, as Celery's ``Task.retry`` does (``raise self.retry(...)`` reads the same).
+        ``throw=False`` returns the Retry instead, and the run goes on. ``args``/``kwargs``
+        replace the call's arguments for the retry; ``max_retries`` overrides the job's.
 
         When the retries are used up, the original exception (or MaxRetriesExceeded) is
         raised instead, so the job ends FAILURE.
@@ -244,7 +255,7 @@ class Job(Generic[P, R]):
         request = self.request
         if request.id is None:
             raise RuntimeError(f"{self.name}.retry() called outside of a running job")
-        limit = self.effective_max_retries if max_retries is None else max_retries
+        limit = self.max_retries if max_retries is None else max_retries
         if limit is not None and request.retries >= limit:
             if exc is not None:
                 raise exc
@@ -262,15 +273,21 @@ class Job(Generic[P, R]):
                        "queue": options.get("queue") or request.queue,
                        "root_id": request.root_id, "parent_id": request.parent_id,
                        "on_commit": False}
-            self.publish(self.prepare(request.args, request.kwargs, **options), **options)
+            self.publish(self.prepare(request.args if args is None else args,
+                                      request.kwargs if kwargs is None else kwargs,
+                                      **options), **options)
         wait = max(0.0, (eta - timezone.now()).total_seconds())
-        return Retry(f"retry {request.retries + 1} in {wait:.1f}s", exc=exc, when=eta)
+        retry = Retry(f"retry {request.retries + 1} in {wait:.1f}s", exc=exc, when=eta)
+        if throw:
+            raise retry
+        return retry
 
     @property
-    def effective_max_retries(self) -> int | None:
-        if self.max_retries is not None:
-            return self.max_retries
-        return settings.TASK_DEFAULT_MAX_RETRIES
+    def max_retries(self) -> int | None:
+        """The ``max_retries`` option: None retries forever (as in Celery); left out of
+        ``@job``, the TASK_DEFAULT_MAX_RETRIES setting."""
+        value = self.options.max_retries
+        return settings.TASK_DEFAULT_MAX_RETRIES if value is FROM_SETTINGS else value
 
     def retry_delay(self, retries: int) -> float:
         """Seconds before retry number ``retries + 1``: fixed, or exponential with jitter."""
@@ -286,12 +303,15 @@ class Job(Generic[P, R]):
             return self.default_retry_delay
         return settings.TASK_DEFAULT_RETRY_DELAY
 
-    def update_state(self, state: str, meta: dict | None = None, job_id: str | None = None):
+    def update_state(self, state: str, meta: dict | None = None, job_id: str | None = None,
+                     task_id: str | None = None):
         """Record a custom state (e.g. PROGRESS) with ``meta`` for the running job (never
-        over a state the job has ended in)."""
+        over a state the job has ended in): ``JobResult.info`` reads the meta, and the
+        admin shows ``{"current": i, "total": n}`` as a progress bar. ``task_id`` is
+        Celery's name for ``job_id``."""
         from jobs import lifecycle
 
-        job_id = job_id or self.request.id
+        job_id = job_id or task_id or self.request.id
         if job_id is None:
             raise RuntimeError(f"{self.name}.update_state() needs a running job or a job_id")
         lifecycle.mark_progress(job_id, self.name, state, meta)
@@ -323,9 +343,12 @@ def _forget_resolved_options() -> None:
 
 
 for _option in JobOptions.__dataclass_fields__:
-    if _option != "name":  # the job's own name attribute, which has the default filled in
+    # ``name``: the job's own attribute, with the default filled in; ``max_retries``: a
+    # property of its own.
+    if _option not in ("name", "max_retries"):
         setattr(Job, _option, property(attrgetter(f"options.{_option}"),
                                        doc=f"The ``{_option}`` option of ``@job``."))
+
 
 _SETTING_FOR = {
     "acks_late": "ACKS_LATE",
@@ -357,15 +380,20 @@ def _aware(value, what: str) -> datetime:
 @overload
 def job(func: Callable[P, R], /) -> Job[P, R]: ...
 @overload
-def job(*, name: str | None = ..., **options: Any) -> Callable[[Callable[P, R]], Job[P, R]]: ...
+def job(*, name: str | None = ..., base: type[Job] = ...,
+        **options: Any) -> Callable[[Callable[P, R]], Job[P, R]]: ...
 
 
-def job(func=None, /, **options):
-    """Make a function a job: ``@job`` or ``@job(queue="emails", max_retries=5, ...)``."""
+def job(func=None, /, *, base: type[Job] = Job, **options):
+    """Make a function a job: ``@job`` or ``@job(queue="emails", max_retries=5, ...)``;
+    ``base=`` a subclass of :class:`Job` for a task class with its hooks and defaults."""
     from jobs.registry import registry
 
+    if not (isinstance(base, type) and issubclass(base, Job)):
+        raise ConfigurationError(f"@job(base={base!r}): base must be a subclass of jobs.Job")
+
     def decorate(f):
-        made = Job(f, **options)
+        made = base(f, **options)
         registry.register(made)
         return made
 

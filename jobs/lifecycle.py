@@ -8,8 +8,8 @@ The rules, written once:
   ``deliveries``; a retry starts counting afresh. The poison-job cap reads that count.
 - A REVOKED job may not start: the STARTED write skips a REVOKED row and reports it.
 - A revocation never overwrites a final state (SUCCESS, FAILURE, REVOKED), and a job that
-  has started is only revoked when it is to be terminated; nor does a custom state
-  (``update_state``).
+  has started (STARTED, or a custom state such as PROGRESS) is only revoked when it is to
+  be terminated; nor does a custom state (``update_state``) overwrite a final one.
 - A message no worker can run becomes a dead letter, kept whole with the reason.
 
 A job's two writes (STARTED, then its outcome) are the worker's per-job cost on the
@@ -31,7 +31,7 @@ from django.utils import timezone
 from jobs import signals
 from jobs.compat.django import in_atomic_block
 from jobs.messages import JobMessage
-from jobs.models import READY_STATES, DeadLetter, JobRecord, States
+from jobs.models import READY_STATES, WAITING_STATES, DeadLetter, JobRecord, States
 from jobs.results import exception_to_dict
 from jobs.storable import storable
 
@@ -248,9 +248,11 @@ def revoke_request(job_id: str, name: str = "", terminate: bool = False,
     Returns whether the row now says REVOKED because of this call."""
     now = timezone.now()
     revoked = _revoked_result("terminated" if terminate else reason)
-    rows = JobRecord.objects.filter(job_id=job_id).exclude(state__in=READY_STATES)
-    if not terminate:
-        rows = rows.exclude(state=States.STARTED)
+    rows = JobRecord.objects.filter(job_id=job_id)
+    # A running job (STARTED, or in a custom state such as PROGRESS) goes on unless it is
+    # to be terminated: its row must not say REVOKED, which the worker would kill it for.
+    rows = rows.exclude(state__in=READY_STATES) if terminate else \
+        rows.filter(state__in=WAITING_STATES)
     if rows.update(state=States.REVOKED, result=revoked, date_done=now):
         return True
     _, created = JobRecord.objects.get_or_create(job_id=job_id, defaults={

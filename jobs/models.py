@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 
@@ -21,6 +22,8 @@ class States(models.TextChoices):
 
 #: States after which a job will not change again.
 READY_STATES = frozenset({States.SUCCESS, States.FAILURE, States.REVOKED})
+#: States of a job that has not started (or waits to start again).
+WAITING_STATES = frozenset({States.PENDING, States.RECEIVED, States.RETRY})
 #: States whose result is an exception.
 EXCEPTION_STATES = frozenset({States.FAILURE, States.REVOKED, States.RETRY})
 
@@ -36,7 +39,15 @@ class JobRecordQuerySet(models.QuerySet):
         return self.filter(state=States.SUCCESS)
 
     def running(self):
-        return self.filter(state=States.STARTED)
+        """Jobs running now: STARTED, or in a custom state a running job set with
+        ``update_state`` (PROGRESS, ...), which is any state but the waiting and final ones.
+        Written as ranges between those states, so that the ``state`` index skips the
+        millions of finished rows instead of reading them."""
+        known = sorted(WAITING_STATES | READY_STATES)
+        between = Q(state__lt=known[0]) | Q(state__gt=known[-1])
+        for low, high in zip(known, known[1:], strict=False):
+            between |= Q(state__gt=low, state__lt=high)
+        return self.filter(between)
 
     def older_than(self, age: timedelta, now=None):
         return self.filter(date_done__lt=(now or timezone.now()) - age)

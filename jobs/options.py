@@ -29,6 +29,17 @@ APPLY_OPTIONS = frozenset({
 })
 
 
+class _FromSettings:
+    """An option left out of ``@job`` whose default is a setting, where None is a value of
+    its own (``max_retries=None``: retry forever)."""
+
+    def __repr__(self) -> str:
+        return "FROM_SETTINGS"
+
+
+FROM_SETTINGS = _FromSettings()
+
+
 def queue_problem(queue) -> str | None:
     """Why ``queue`` can't name a queue, or None."""
     if isinstance(queue, str) and QUEUE_NAME.match(queue):
@@ -55,7 +66,7 @@ class JobOptions:
     priority: int | None = None
     serializer: str | None = None
     compression: str | None = None
-    max_retries: int | None = None
+    max_retries: int | None | _FromSettings = FROM_SETTINGS  # None: forever
     default_retry_delay: float | None = None
     autoretry_for: tuple[type[BaseException], ...] = ()
     dont_autoretry_for: tuple[type[BaseException], ...] = ()
@@ -103,8 +114,9 @@ class JobOptions:
             object.__setattr__(self, option, value)
         for option in ("time_limit", "soft_time_limit", "max_retries", "default_retry_delay"):
             value = getattr(self, option)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or value < 0):
+            if value is None or value is FROM_SETTINGS:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 fail(f"{option}={value!r} must be a positive number")
         if self.rate_limit is not None and not RATE_LIMIT.match(str(self.rate_limit)):
             fail(f"rate_limit={self.rate_limit!r}; write it as '10/s', '100/m' or '1000/h'")

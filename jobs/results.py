@@ -13,7 +13,7 @@ from typing import Any
 from django.db import DatabaseError, connections, router
 from django.utils import timezone
 
-from jobs import exceptions
+from jobs import context, exceptions
 from jobs.compat.django import in_atomic_block
 from jobs.models import EXCEPTION_STATES, READY_STATES, JobRecord, States
 
@@ -31,6 +31,11 @@ class JobResult:
 
     def __repr__(self) -> str:
         return f"<JobResult {self.id} [{self.state}]>"
+
+    @property
+    def task_id(self) -> str:
+        """The job's id (Celery's name for it)."""
+        return self.id
 
     def __eq__(self, other) -> bool:
         return isinstance(other, JobResult) and other.id == self.id
@@ -95,16 +100,20 @@ class JobResult:
     # Waiting -------------------------------------------------------------------------------
 
     def get(self, timeout: float | None = None, propagate: bool = True,
-            interval: float = 0.5) -> Any:
+            interval: float = 0.5, disable_sync_subtasks: bool = True) -> Any:
         """Wait until the job is done and return its value.
 
         Raises the job's exception when it failed (``propagate=False`` returns it instead),
-        and :class:`jobs.exceptions.TimeoutError` after ``timeout`` seconds. On PostgreSQL
+        and :class:`jobs.exceptions.TimeoutError` after ``timeout`` seconds. Called inside a
+        running job it raises RuntimeError, as in Celery (a job waiting for another can hold
+        the worker that would run it), unless ``disable_sync_subtasks=False``. On PostgreSQL
         the database notifies the waiting caller the moment the job's final state is
         committed (LISTEN/NOTIFY), and the row is read again every ``interval`` seconds all
         the same. Elsewhere it polls (one indexed read), starting at a millisecond and backing
         off by half each time up to ``interval`` seconds between reads.
         """
+        if disable_sync_subtasks:
+            _refuse_inside_a_job()
         deadline = None if timeout is None else time.monotonic() + timeout
         if self._row is not None and self._row.state in READY_STATES:
             return self._outcome(self._row.state, self._row.result, propagate)
@@ -159,6 +168,15 @@ class JobResult:
 
             release(self.id)  # a revoked job no longer holds its unique lock
         self._row = None
+
+
+def _refuse_inside_a_job() -> None:
+    request = context.current.get()
+    if request.id is not None and not request.is_eager:
+        raise RuntimeError(
+            f"Never call JobResult.get() within a job (it runs in job {request.id}): the "
+            "job waited for may need this very worker. Chain the jobs instead, or pass "
+            "disable_sync_subtasks=False if you must.")
 
 
 #: Notified by a trigger on PostgreSQL when a job reaches a ready state (migration 0002).
@@ -241,7 +259,7 @@ class EagerResult(JobResult):
     def retries(self) -> int:
         return self._retries
 
-    def get(self, timeout=None, propagate=True, interval=0.5):
+    def get(self, timeout=None, propagate=True, interval=0.5, disable_sync_subtasks=True):
         if self._state == States.SUCCESS:
             return self._value
         if propagate:
@@ -253,6 +271,10 @@ class EagerResult(JobResult):
 
     def revoke(self, terminate: bool = False, reason: str = "revoked") -> None:
         pass
+
+
+#: Celery's name for the handle: ``from jobs import AsyncResult``.
+AsyncResult = JobResult
 
 
 def exception_to_dict(exc: BaseException) -> dict:

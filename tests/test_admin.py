@@ -179,13 +179,29 @@ def test_result_list_puts_the_newest_first(admin_client):
     assert text.index("newer-job") < text.index("older-job")
 
 
-def test_result_list_shows_times_to_the_second(admin_client, settings):
+def test_result_list_shows_times_at_a_glance_and_to_the_second_on_hover(admin_client, settings):
     settings.TIME_ZONE = "Europe/Paris"
     factories.record(job_id="timed-job", date_created=datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC))
+    factories.record(job_id="today-job", date_created=timezone.now())
 
     response = admin_client.get(changelist("jobrecord"))
 
-    assert '<td class="field-created">2025-01-02 04:04:05</td>' in response.text
+    assert ('<td class="field-created_label"><span title="2025-01-02 04:04:05">2025-01-02'
+            '</span></td>') in response.text
+    today = timezone.localtime(JobRecord.objects.get(job_id="today-job").date_created)
+    assert (f'<td class="field-created_label"><span title="{today:%Y-%m-%d %H:%M:%S}">'
+            f'{today:%H:%M:%S}</span></td>') in response.text
+
+
+def test_result_list_shows_a_short_id_with_the_whole_one_to_hover_and_copy(admin_client):
+    row = factories.record(job_id="0b8e5a6c-5d4f-4f3e-9a1b-2c3d4e5f6a7b", retries=2)
+
+    response = admin_client.get(changelist("jobrecord"))
+
+    assert (f'<a class="jobs-id" href="{reverse("admin:jobs_jobrecord_change", args=[row.pk])}" '
+            f'title="{row.job_id}">{row.job_id}</a>') in response.text
+    assert f'data-copy="{row.job_id}"' in response.text
+    assert 'title="retried 2 times">↻2</span>' in response.text
 
 
 def test_result_list_pages_by_fifty_without_counting_the_whole_table(admin_client):

@@ -18,6 +18,7 @@ from django.urls import reverse
 from jobs.models import JobRecord, Message, States
 from project.demo import jobs as demo
 from tests.conftest import IN_CI, ROOT, wait_for
+from tests.jobs_app import jobs as testjobs
 
 pytestmark = pytest.mark.e2e
 
@@ -154,3 +155,68 @@ def test_a_delayed_job_revoked_from_its_list_never_runs(page, worker):
     assert f"[{delayed.id}] succeeded" not in worker.output
     open_job(page, delayed.id, "REVOKED")
     expect(page.locator(".field-result_block pre")).to_contain_text("JobRevoked")
+
+
+def test_a_job_in_progress_shows_a_live_bar_on_the_dashboard_and_its_page(page, worker,
+                                                                          tmp_path):
+    from playwright.sync_api import expect
+
+    handle = testjobs.step_by_step.delay(str(tmp_path), 4)
+    wait_for(lambda: handle.state == "PROGRESS", message="no progress reported")
+
+    page.get_by_role("link", name="Dashboard").click()
+    running = page.locator("#jobs-running")
+    expect(running).to_contain_text("0 / 4 (0 %)")
+    expect(page.locator("#jobs-total-running")).to_have_text("1")
+    page.evaluate("window.notReloaded = true")
+    (tmp_path / "go-0").touch()
+    expect(running).to_contain_text("1 / 4 (25 %)")
+    expect(running.locator(".jobs-progress > span")).to_have_attribute("style", "width:25%")
+    assert page.evaluate("window.notReloaded") is True
+    screenshot(page, "dashboard-progress")
+
+    open_job(page, handle.id, "PROGRESS")
+    bar = page.locator("#jobs-job-progress")
+    expect(bar).to_contain_text("1 / 4 (25 %)")
+    page.evaluate("window.notReloaded = true")
+    (tmp_path / "go-1").touch()
+    expect(bar).to_contain_text("2 / 4 (50 %)")
+    expect(bar.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "2")
+    screenshot(page, "job-progress")
+    (tmp_path / "go-2").touch()
+    (tmp_path / "go-3").touch()
+    expect(page.locator(".field-state_label .jobs-badge")).to_have_text("SUCCESS")
+    expect(bar).to_contain_text("finished")
+    assert page.evaluate("window.notReloaded") is True
+
+
+def test_the_results_list_reads_at_a_glance_at_1400_pixels(page, worker):
+    from playwright.sync_api import expect
+
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    handles = [demo.add.delay(i, i) for i in range(3)]
+    failed = demo.fail.delay("bad input")
+    for handle in handles:
+        handle.get(timeout=20)
+    failed.get(timeout=20, propagate=False)
+
+    page.goto(reverse("admin:jobs_jobrecord_changelist"))
+    rows = page.locator("#result_list tbody tr")
+    expect(rows).to_have_count(4)
+    short = page.locator(f"#result_list a.jobs-id[title='{failed.id}']")  # whole id on hover
+    assert short.bounding_box()["width"] < 100  # a short id on screen
+    one_line = page.evaluate("parseFloat(getComputedStyle(document.body).lineHeight) || 20")
+    for i in range(4):
+        assert rows.nth(i).bounding_box()["height"] < 1.5 * one_line + 16  # one line each
+    results = page.locator("#changelist .results")
+    assert page.evaluate("(el) => el.scrollWidth <= el.clientWidth", results.element_handle())
+    assert (results.bounding_box()["x"] + results.bounding_box()["width"]
+            <= page.locator("#changelist-filter").bounding_box()["x"] + 1)
+    screenshot(page, "results-list-1400")
+
+    page.get_by_role("button", name=f"Copy job id {failed.id}").click()
+    wait_for(lambda: page.evaluate("navigator.clipboard.readText()") == failed.id, timeout=5,
+             message="the whole id was not copied")
+    short.click()
+    expect(page.locator(".field-job_id .readonly")).to_have_text(failed.id)

@@ -22,6 +22,7 @@ from django.views.generic import RedirectView
 
 from jobs import broker
 from jobs.admin import stats
+from jobs.admin.filters import StateFilter
 from jobs.display import format_runtime, format_time
 from jobs.models import DeadLetter, States, Worker
 
@@ -176,7 +177,7 @@ class DashboardViews:
             "succeeded": finished(state=States.SUCCESS),
             "failed": finished(state=States.FAILURE),
             "retried": finished(retries__gt=0),
-            "running": f"{results}?{urlencode({'state': States.STARTED})}",
+            "running": f"{results}?{urlencode({'state': StateFilter.RUNNING})}",
             "workers": f"{reverse(f'{site}:jobs_worker_changelist')}?online=yes"
                        if user.has_perm("jobs.view_worker") else None,
             "queued": messages if user.has_perm("jobs.view_message") else None,

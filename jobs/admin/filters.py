@@ -59,11 +59,23 @@ class ValueFilter(admin.SimpleListFilter):
 
 
 class StateFilter(ValueFilter):
+    """A state, or ``running``: STARTED and the custom states of running jobs (PROGRESS...)."""
+
     title = "state"
     parameter_name = "state"
+    RUNNING = "running"
 
     def values(self):
-        return list(States.values)
+        return [self.RUNNING, *States.values]
+
+    def lookups(self, request, model_admin):
+        return [(value, "running (any state)" if value == self.RUNNING else label)
+                for value, label in super().lookups(request, model_admin)]
+
+    def queryset(self, request, queryset):
+        if self.value() == self.RUNNING:
+            return queryset.running()
+        return super().queryset(request, queryset)
 
 
 class JobNameFilter(ValueFilter):

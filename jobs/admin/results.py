@@ -6,17 +6,35 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseRedirect
+from django.http import HttpResponseRedirect, JsonResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
+from django.utils.safestring import mark_safe
 
 from jobs.admin.dashboard import DashboardViews
 from jobs.admin.filters import DateRangeFilter, JobNameFilter, QueueFilter, StateFilter, WorkerFilter
 from jobs.admin.operations import OperationError, retry_job, revoke_job
 from jobs.admin.readonly import ReadOnlyAdmin
-from jobs.display import code_block, format_runtime, json_block, state_badge, timestamp
+from jobs.display import (
+    breakable,
+    code_block,
+    format_runtime,
+    json_block,
+    list_timestamp,
+    progress,
+    progress_bar,
+    state_badge,
+    state_style,
+    timestamp,
+)
 from jobs.models import READY_STATES, JobRecord
+
+#: Two overlapping sheets (an inline SVG: no font has to have the glyph).
+COPY_ICON = mark_safe(
+    '<svg width="12" height="12" viewBox="0 0 12 12" aria-hidden="true" fill="none" '
+    'stroke="currentColor"><rect x="3.5" y="0.5" width="8" height="8" rx="1"/>'
+    '<path d="M1.5 3.5v7a1 1 0 0 0 1 1h7"/></svg>')
 
 #: Jobs it started, listed on a job's page; the rest are a link away.
 CHILDREN_SHOWN = 10
@@ -26,8 +44,12 @@ CHILDREN_SHOWN = 10
 class JobRecordAdmin(DashboardViews, ReadOnlyAdmin):
     change_form_template = "admin/jobs/jobrecord/change_form.html"
     change_list_template = "admin/jobs/jobrecord/change_list.html"
-    list_display = ("job_id", "name", "state_label", "queue", "worker", "retries",
-                    "runtime_label", "created", "done")
+    # Narrow enough to read at a glance beside the admin's navigation and the filters at
+    # 1,400 pixels: a short id, times without today's date, the retries in the state's cell;
+    # the queue is a filter and on the job's page.
+    list_display = ("short_id", "name_label", "state_and_retries", "worker_label",
+                    "runtime_label", "created_label", "done_label")
+    list_display_links = None  # the id column links to the job itself, beside its copy button
     list_filter = (StateFilter, JobNameFilter, QueueFilter, WorkerFilter,
                    ("date_done", DateRangeFilter), ("date_created", DateRangeFilter))
     search_fields = ("job_id", "name", "args", "kwargs")
@@ -36,7 +58,8 @@ class JobRecordAdmin(DashboardViews, ReadOnlyAdmin):
     list_defer = ("args", "kwargs", "result", "meta", "traceback")
     actions = ["retry", "revoke"]
     fieldsets = (
-        (None, {"fields": ("job_id", "name", "state_label", "queue", "worker")}),
+        (None, {"fields": ("job_id", "name", "state_label", "progress_label", "queue",
+                           "worker")}),
         ("Arguments", {"fields": ("args_block", "kwargs_block")}),
         ("Outcome", {"fields": ("result_block", "meta_block", "traceback_block")}),
         ("Timing", {"fields": ("created", "started", "done", "runtime_label")}),
@@ -48,10 +71,15 @@ class JobRecordAdmin(DashboardViews, ReadOnlyAdmin):
     created = timestamp("date_created", "date created")
     started = timestamp("date_started", "date started")
     done = timestamp("date_done", "date done")
+    created_label = list_timestamp("date_created", "created")
+    done_label = list_timestamp("date_done", "done")
     args_block = json_block("args", "args")
     kwargs_block = json_block("kwargs", "kwargs")
     result_block = json_block("result", "result")
     meta_block = json_block("meta", "meta")
+
+    #: Milliseconds between the polls of a running job's page.
+    job_refresh = 2000
 
     def get_urls(self):
         view = self.admin_site.admin_view
@@ -61,6 +89,8 @@ class JobRecordAdmin(DashboardViews, ReadOnlyAdmin):
             path("<path:object_id>/retry/", view(self.retry_view), name="jobs_jobrecord_retry"),
             path("<path:object_id>/revoke/", view(self.revoke_view),
                  name="jobs_jobrecord_revoke"),
+            path("<path:object_id>/state.json", view(self.state_view),
+                 name="jobs_jobrecord_state"),
             *super().get_urls(),
         ]
 
@@ -119,6 +149,14 @@ class JobRecordAdmin(DashboardViews, ReadOnlyAdmin):
     def revoke_view(self, request, object_id):
         return self.object_action(request, object_id, "change", self.revoke)
 
+    def state_view(self, request, object_id):
+        """A job's state and progress, polled by its page while it runs (``jobs/job.js``)."""
+        obj = self.get_object(request, object_id)
+        if obj is None or not self.has_view_permission(request, obj):
+            raise PermissionDenied
+        return JsonResponse({"state": obj.state, "style": state_style(obj.state),
+                             "ready": obj.state in READY_STATES, "progress": progress(obj.meta)})
+
     def job_view(self, request, job_id):
         """A job by its id: its page once a worker has recorded it, else the list, saying so."""
         if not self.has_view_permission(request):
@@ -141,9 +179,47 @@ class JobRecordAdmin(DashboardViews, ReadOnlyAdmin):
 
     # Columns and fields --------------------------------------------------------------------
 
+    @admin.display(description="job id", ordering="job_id")
+    def short_id(self, obj):
+        """The id cut to its first characters on screen, so the list reads at a glance: the
+        whole id shows on hover, and its button copies it (``jobs/copy.js``)."""
+        url = reverse(self.url_name("change"), args=[obj.pk])
+        return format_html(
+            '<a class="jobs-id" href="{}" title="{}">{}</a>'
+            '<button type="button" class="jobs-copy" data-copy="{}" title="Copy the whole id" '
+            'aria-label="Copy job id {}">{}</button>', url, obj.job_id, obj.job_id, obj.job_id,
+            obj.job_id, COPY_ICON)
+
+    @admin.display(description="job name", ordering="name")
+    def name_label(self, obj):
+        return breakable(obj.name)
+
+    @admin.display(description="worker", ordering="worker")
+    def worker_label(self, obj):
+        return breakable(obj.worker)
+
+    @admin.display(description="state", ordering="state")
+    def state_and_retries(self, obj):
+        if not obj.retries:
+            return state_badge(obj.state)
+        return format_html('{} <span class="jobs-retries" title="retried {} times">↻{}</span>',
+                           state_badge(obj.state), obj.retries, obj.retries)
+
     @admin.display(description="state", ordering="state")
     def state_label(self, obj):
         return state_badge(obj.state)
+
+    @admin.display(description="progress")
+    def progress_label(self, obj):
+        """While the job runs, its progress bar (hidden until it reports current/total),
+        which the page's poll of ``state.json`` keeps up to date."""
+        if obj.state in READY_STATES:
+            return None
+        done = progress(obj.meta)
+        url = reverse(self.url_name("state"), args=[obj.pk])
+        box = ('<div id="jobs-job-progress" data-url="{}" data-refresh="{}">{}</div>' if done
+               else '<div id="jobs-job-progress" data-url="{}" data-refresh="{}" hidden>{}</div>')
+        return format_html(box, url, self.job_refresh, progress_bar(done))
 
     @admin.display(description="runtime", ordering="runtime")
     def runtime_label(self, obj):

@@ -20,7 +20,7 @@ from django.db import connections, router
 from django.db.models import BooleanField, Count, ExpressionWrapper, Q
 from django.db.models.functions import TruncMinute
 
-from jobs.display import format_runtime, format_time
+from jobs.display import format_runtime, format_time, progress
 from jobs.models import JobRecord, States
 
 #: Minutes of history in the chart and the job statistics.
@@ -211,12 +211,13 @@ def running_jobs(now: datetime) -> tuple[list[dict], int]:
     """The longest-running jobs now, with their runtime so far, and how many run in all."""
     running = JobRecord.objects.running()
     rows = (running.order_by("date_started")
-            .values("pk", "job_id", "name", "worker", "queue", "date_started")[:SHOWN])
+            .values("pk", "job_id", "name", "worker", "queue", "state", "meta",
+                    "date_started")[:SHOWN])
     jobs = []
     for row in rows:
         started = row.pop("date_started")
         runtime = (now - started).total_seconds() if started else None
         jobs.append({**row, "started": format_time(started), "runtime": runtime,
-                     "runtime_text": format_runtime(runtime)})
+                     "runtime_text": format_runtime(runtime), "progress": progress(row.pop("meta"))})
     total = len(jobs) if len(jobs) < SHOWN else running.count()
     return jobs, total

@@ -22,8 +22,9 @@ Order, as in Django: ``receive`` hooks run in list order and ``execute`` hooks w
 listed after them (the message comes in from the first listed); ``before_publish`` hooks run
 in reverse list order (a message goes out from the last listed), so that the first listed,
 ``Signing``, signs what every other middleware has made of a message and checks it first
-when it comes in. Only the hooks a class overrides are called, so a middleware costs nothing
-where it has nothing to do.
+when it comes in. Only the hooks a class overrides are called, and a middleware may say which
+jobs its per-job hooks concern (``applies_to``), so a middleware costs nothing where it has
+nothing to do.
 """
 
 from __future__ import annotations
@@ -97,6 +98,13 @@ class Middleware:
     def process_started(self) -> None:
         """Observer: a process that will run jobs starts (a prefork child, or the worker)."""
 
+    def applies_to(self, job: Job) -> bool:
+        """Whether this middleware's hooks where jobs run (``execute``, ``started``,
+        ``finished``) concern ``job``. Asked once per job (again when JOBS changes); a job it
+        says False for skips those hooks at no cost. Override it in a middleware that only
+        some jobs need."""
+        return True
+
     def execute(self, execution: Execution, call_next) -> Outcome:
         """Run the job by calling ``call_next(execution)``, or don't and return an Outcome."""
         return call_next(execution)
@@ -128,6 +136,8 @@ class Stack:
         self.receiving = self.hooks["receive"]
         self.completing = self.hooks["completed"]
         self._chains: dict = {}  # core -> it wrapped in the execute hooks
+        self._selective = [m for m in middleware if _overrides(m, "applies_to")]
+        self._for_job: dict = {}  # job -> the stack of the middleware that apply to it
 
     def __iter__(self):
         return iter(self.middleware)
@@ -141,6 +151,21 @@ class Stack:
                 call = partial(hook, call_next=call)
             self._chains[core] = call
         return call
+
+    def for_job(self, job) -> Stack:
+        """The middleware whose hooks apply to ``job`` (``applies_to``): this stack, or a
+        smaller one, worked out once per job."""
+        try:
+            return self._for_job[job]
+        except KeyError:
+            pass
+        chosen = self
+        if self._selective:
+            left_out = {id(m) for m in self._selective if not m.applies_to(job)}
+            if left_out:
+                chosen = Stack([m for m in self.middleware if id(m) not in left_out])
+        self._for_job[job] = chosen
+        return chosen
 
     def before_publish(self, job, envelope, options):
         for hook in self.publishing:

@@ -20,7 +20,7 @@ class Retries(Middleware):
             return outcome
         token = context.current.set(execution.request)
         try:
-            retry = job.retry(exc=exc, **_retry_options(job))
+            retry = job.retry(exc=exc, throw=False, **_retry_options(job))
         except Exception as final:  # retries used up: the job fails with its exception
             return execution.outcome(Kind.FAILED, f"{type(final).__name__}: {final}",
                                      exception=final, traceback=tb.format_exc(),

@@ -150,6 +150,42 @@ def note_due_time(self, directory):
         out.write(f"{self.request.id}\n")
 
 
+@job(bind=True, default_retry_delay=0)
+def retry_without_raise(self, directory):
+    """Celery-style: calls ``self.retry()`` without ``raise`` when its first try fails. Each
+    run appends a line to ``directory/log``: "ran N" at the start, "past retry N" after
+    the retry call (a run that retried must never write it)."""
+    log = os.path.join(directory, "log")
+    with open(log, "a") as out:
+        out.write(f"ran {self.request.retries}\n")
+    if self.request.retries == 0:
+        try:
+            raise ConnectionError("the service is down")
+        except ConnectionError as exc:
+            self.retry(exc=exc, countdown=0)
+    with open(log, "a") as out:
+        out.write(f"past retry {self.request.retries}\n")
+    return self.request.retries
+
+
+def wait_for_file(path: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.02)
+
+
+@job(bind=True)
+def step_by_step(self, directory, total):
+    """Reports PROGRESS {"current": i, "total": total} and goes on to step i + 1 only once
+    the file ``directory/go-<i>`` exists: a test moves it along and watches."""
+    for i in range(total):
+        self.update_state(state="PROGRESS", meta={"current": i, "total": total})
+        wait_for_file(os.path.join(directory, f"go-{i}"))
+    return total
+
+
 @job(bind=True, max_retries=1)
 def retry_in(self, seconds):
     """Fails its first run and asks to be retried ``seconds`` later."""

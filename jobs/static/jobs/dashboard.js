@@ -114,6 +114,17 @@
     return el("span", {}, [bar, worker.active + "/" + worker.concurrency]);
   }
 
+  /* A running job's progress bar when it reports current/total, else its state. */
+  function progress(job) {
+    var done = job.progress;
+    if (!done) return job.state;
+    var bar = el("span", {"class": "jobs-progress", role: "progressbar", "aria-valuemin": 0,
+      "aria-valuemax": done.total, "aria-valuenow": done.current},
+      [el("span", {style: "width:" + done.percent + "%"})]);
+    return el("span", {title: job.state}, [bar, el("span", {"class": "jobs-progress-text"},
+      [done.current + " / " + done.total + " (" + done.percent + " %)"])]);
+  }
+
   /* A worker's name, and the latest wait for its database if there was one lately. */
   function worker(w) {
     var name = link(w.url, w.hostname + (w.stopping ? " (stopping)" : ""));
@@ -143,7 +154,8 @@
       return [q.name, num(number(q.ready)), num(number(q.reserved)), num(number(q.delayed))];
     });
     fill("jobs-running", data.running, "Nothing is running.", function (job) {
-      return [link(job.url, job.job_id), job.name, job.worker, job.started, num(job.runtime_text)];
+      return [link(job.url, job.job_id), job.name, progress(job), job.worker, job.started,
+              num(job.runtime_text)];
     });
     fill("jobs-slowest", data.slowest, "No job finished in the last hour.", function (row) {
       return [link(row.url, row.name), row.runs, num(row.p50_text), num(row.p95_text), num(row.max_text)];
