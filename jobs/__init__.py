@@ -9,9 +9,11 @@
     add.delay(2, 3).get(timeout=10)
 """
 
+from jobs.canvas import Signature, chain, chord, chunks, group, signature, xmap, xstarmap
 from jobs.job import Job, job
 
-__all__ = ["Job", "JobResult", "job"]
+__all__ = ["GroupResult", "Job", "JobResult", "Signature", "chain", "chord", "chunks", "group",
+           "job", "signature", "xmap", "xstarmap"]
 
 
 def __getattr__(name):
@@ -20,4 +22,8 @@ def __getattr__(name):
         from jobs.results import JobResult
 
         return JobResult
+    if name == "GroupResult":
+        from jobs.groups import GroupResult
+
+        return GroupResult
     raise AttributeError(f"module 'jobs' has no attribute {name!r}")

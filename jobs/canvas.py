@@ -1,0 +1,514 @@
+"""Signatures and workflows: ``signature``, ``chain``, ``group``, ``chord``, ``chunks``.
+
+A signature is a call of a job kept for later: the job's name, arguments and options. It is
+a ``dict`` in Celery's layout (``task``, ``args``, ``kwargs``, ``options``, ``subtask_type``,
+``immutable``), so it travels as JSON, and a message carries what runs after it where
+Celery's protocol v2 puts it: the body's ``embed`` (``callbacks``, ``errbacks``, ``chain``,
+``chord``) and the ``group``/``group_index`` headers. The worker follows them in
+:mod:`jobs.middleware.canvas`; the chord's counting is :mod:`jobs.chords`.
+
+Every id of a workflow is chosen when it is sent (as Celery does), so its handles are known
+at once and revoking one part stops the chain there.
+"""
+
+from __future__ import annotations
+
+import uuid
+from itertools import islice
+from typing import Any
+
+from jobs.job import job
+
+__all__ = ["Signature", "chain", "chord", "chunks", "group", "signature", "xmap", "xstarmap"]
+
+
+class Signature(dict):
+    """``add.s(2, 2)``: a call of a job, kept to be sent later or by a workflow."""
+
+    TYPES: dict[str, type[Signature]] = {}
+
+    def __init__(self, task=None, args=None, kwargs=None, options=None, subtask_type=None,
+                 immutable=False, **more_options):
+        if isinstance(task, dict):
+            super().__init__(task)
+            return
+        super().__init__(task=getattr(task, "name", task), args=tuple(args or ()),
+                         kwargs=dict(kwargs or {}), options={**(options or {}), **more_options},
+                         subtask_type=subtask_type, immutable=bool(immutable))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Signature:
+        """The signature (or chain, group, chord) a dict in Celery's layout describes."""
+        if isinstance(data, Signature):
+            return data
+        kind = cls.TYPES.get(data.get("subtask_type") or "", Signature)
+        return kind._from(dict(data))
+
+    @classmethod
+    def _from(cls, data: dict) -> Signature:
+        made = cls.__new__(cls)
+        dict.__init__(made, data)
+        made.setdefault("args", ())
+        made.setdefault("kwargs", {})
+        made["options"] = dict(made.get("options") or {})
+        made.setdefault("subtask_type", None)
+        made.setdefault("immutable", False)
+        return made
+
+    # Celery's attribute names -------------------------------------------------------------
+
+    task = property(lambda self: self.get("task"))
+    name = task
+    args = property(lambda self: tuple(self.get("args") or ()))
+    kwargs = property(lambda self: dict(self.get("kwargs") or {}))
+    options = property(lambda self: self["options"])
+    subtask_type = property(lambda self: self.get("subtask_type"))
+    immutable = property(lambda self: bool(self.get("immutable")))
+
+    @property
+    def id(self) -> str | None:
+        return self.options.get("task_id")
+
+    @property
+    def type(self):
+        """The job this signature calls (a stand-in that can only send, if its code is not
+        in this process)."""
+        from jobs.registry import registry
+
+        return registry.by_name(self.task)
+
+    def __repr__(self) -> str:
+        args = ", ".join([*map(repr, self.args), *(f"{k}={v!r}" for k, v in self.kwargs.items())])
+        return f"{self.task}({args}){'!' if self.immutable else ''}"
+
+    # Building ----------------------------------------------------------------------------
+
+    def clone(self, args=None, kwargs=None, **options) -> Signature:
+        """A copy, with ``args`` put before its own (unless immutable), ``kwargs`` and
+        ``options`` added; the copy's links are copies too."""
+        made = Signature.from_dict(_deep_copy(self))
+        if not self.immutable:
+            made["args"] = tuple(args or ()) + made.args
+            made["kwargs"] = {**made.kwargs, **(kwargs or {})}
+        made["options"].update(options)
+        return made
+
+    def set(self, immutable: bool | None = None, **options) -> Signature:
+        """Change options (queue, countdown, priority, ...) in place; returns the signature."""
+        if immutable is not None:
+            self["immutable"] = bool(immutable)
+        self.options.update(options)
+        return self
+
+    def set_immutable(self, immutable: bool) -> None:
+        self["immutable"] = bool(immutable)
+
+    def link(self, callback: Signature) -> Signature:
+        """Run ``callback`` with this job's return value when it succeeds."""
+        self.options.setdefault("link", []).append(callback)
+        return callback
+
+    def link_error(self, errback: Signature) -> Signature:
+        """Run ``errback`` with this job's id if it fails."""
+        self.options.setdefault("link_error", []).append(errback)
+        return errback
+
+    def freeze(self, _id: str | None = None, group_id: str | None = None):
+        """Choose the job's id now (its handle is known before it is sent)."""
+        from jobs.results import JobResult
+
+        self.options.setdefault("task_id", _id or str(uuid.uuid4()))
+        if group_id:
+            self.options["group_id"] = group_id
+        return JobResult(self.id, name=self.task)
+
+    def __or__(self, other):
+        if isinstance(other, Signature):
+            return chain(self, other)
+        return NotImplemented
+
+    # Running -----------------------------------------------------------------------------
+
+    def delay(self, *args, **kwargs):
+        return self.apply_async(args, kwargs)
+
+    def apply_async(self, args=None, kwargs=None, **options):
+        """Send the call (with ``args`` before its own); returns its JobResult."""
+        call = self.clone(args, kwargs, **options)
+        return call.type.apply_async(call.args, call.kwargs, **call.options)
+
+    def apply(self, args=None, kwargs=None, **options):
+        """Run now, in this process."""
+        call = self.clone(args, kwargs, **options)
+        return call.type.apply(call.args, call.kwargs, **_eager_options(call.options))
+
+    def __call__(self, *args, **kwargs):
+        call = self.clone(args, kwargs)
+        return call.type(*call.args, **call.kwargs)
+
+
+def _register(cls):
+    Signature.TYPES[cls.__name__] = cls
+    return cls
+
+
+def signature(varies, *args, **kwargs) -> Signature:
+    """A signature from a job name (or job) and its call, or from a dict in Celery's layout."""
+    if isinstance(varies, dict):
+        return Signature.from_dict(varies)
+    return Signature(varies, *args, **kwargs)
+
+
+subtask = signature
+
+
+def maybe_signature(value) -> Signature | None:
+    return None if value is None else Signature.from_dict(value)
+
+
+# Chains ------------------------------------------------------------------------------------
+
+
+@_register
+class chain(Signature):  # noqa: N801 - Celery's name
+    """``chain(a.s(), b.s(), c.s())`` or ``a.s() | b.s() | c.s()``: each job's result is put
+    before the next one's arguments. A failure stops the chain (running its ``link_error``);
+    so does revoking a part that hasn't run."""
+
+    def __init__(self, *tasks, **options):
+        if len(tasks) == 1 and not isinstance(tasks[0], dict):
+            tasks = tuple(tasks[0])
+        steps = []
+        for task in map(Signature.from_dict, tasks):
+            steps.extend(task.tasks if isinstance(task, chain) else [task])
+        super().__init__("celery.chain", (), {"tasks": steps}, options, subtask_type="chain")
+
+    @classmethod
+    def _from(cls, data):
+        made = super()._from(data)
+        made["kwargs"] = {**made["kwargs"],
+                          "tasks": [Signature.from_dict(t) for t in made["kwargs"]["tasks"]]}
+        return made
+
+    @property
+    def tasks(self) -> list[Signature]:
+        return self["kwargs"]["tasks"]
+
+    def __or__(self, other):
+        if isinstance(other, Signature):
+            return chain(*self.tasks, other, **self.options)
+        return NotImplemented
+
+    def clone(self, args=None, kwargs=None, **options) -> chain:
+        made = Signature.from_dict(_deep_copy(self))
+        if args and made.tasks:
+            made.tasks[0] = made.tasks[0].clone(args)
+        made.options.update(options)
+        return made
+
+    def apply_async(self, args=None, kwargs=None, **options):
+        """Send the first step; each step sends the next when it succeeds. Returns the last
+        step's handle, whose ``parent`` is the step before it."""
+        steps = _steps(self.clone(args).tasks)
+        if not steps:
+            raise ValueError("chain() needs at least one job")
+        options = {**self.options, **options}
+        link, link_error = _as_list(options.pop("link", None)), _as_list(
+            options.pop("link_error", None))
+        root_id = options.get("root_id")
+        handles = []
+        for position, step in enumerate(steps):
+            handles.append(step.freeze())
+            root_id = root_id or step.id
+            if link_error:
+                step.options["link_error"] = _as_list(step.options.get("link_error")) + link_error
+            if position:
+                step.options.setdefault("parent_id", steps[position - 1].id)
+            step.options.setdefault("root_id", root_id)
+        if link:
+            steps[-1].options["link"] = _as_list(steps[-1].options.get("link")) + link
+        for before, after in zip(handles, handles[1:], strict=False):
+            after.parent = before
+        first, rest = steps[0], steps[1:]
+        options.pop("task_id", None)
+        if rest:
+            options["chain"] = [_plain(step) for step in reversed(rest)]
+        first.apply_async(**options)
+        return handles[-1]
+
+    def apply(self, args=None, kwargs=None, **options):
+        result = None
+        for position, step in enumerate(self.clone(args).tasks):
+            result = step.apply((result.get(),) if position else (), **options)
+        return result
+
+    def __call__(self, *args, **kwargs):
+        return self.apply_async(args, kwargs)
+
+
+def _steps(tasks: list[Signature]) -> list[Signature]:
+    """The chain's steps, a group followed by a step made the chord it means."""
+    steps: list[Signature] = []
+    for task in tasks:
+        if steps and isinstance(steps[-1], group) and not isinstance(task, group):
+            steps[-1] = chord(steps[-1], task)
+        else:
+            steps.append(task)
+    return steps
+
+
+# Groups ------------------------------------------------------------------------------------
+
+
+@_register
+class group(Signature):  # noqa: N801 - Celery's name
+    """``group(add.s(i, i) for i in range(10))``: jobs run in parallel; ``apply_async()``
+    returns a :class:`jobs.groups.GroupResult`, stored, so any process can ``restore`` it."""
+
+    def __init__(self, *tasks, **options):
+        if len(tasks) == 1 and not isinstance(tasks[0], dict):
+            tasks = tuple(tasks[0])
+        super().__init__("celery.group", (), {"tasks": [Signature.from_dict(t) for t in tasks]},
+                         options, subtask_type="group")
+
+    @classmethod
+    def _from(cls, data):
+        made = super()._from(data)
+        made["kwargs"] = {**made["kwargs"],
+                          "tasks": [Signature.from_dict(t) for t in made["kwargs"]["tasks"]]}
+        return made
+
+    @property
+    def tasks(self) -> list[Signature]:
+        return self["kwargs"]["tasks"]
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def clone(self, args=None, kwargs=None, **options) -> group:
+        made = Signature.from_dict(_deep_copy(self))
+        made["kwargs"]["tasks"] = [t.clone(args, kwargs) for t in made.tasks]
+        made.options.update(options)
+        return made
+
+    def freeze(self, _id=None, group_id=None):
+        from jobs.groups import GroupResult
+
+        self.options.setdefault("task_id", _id or group_id or str(uuid.uuid4()))
+        return GroupResult(self.id, [t.freeze(group_id=self.id) for t in self.tasks])
+
+    def apply_async(self, args=None, kwargs=None, body: Signature | None = None, **options):
+        """Store the group, then send its jobs; returns its GroupResult."""
+        from jobs.groups import save_group
+
+        made = self.clone(args, kwargs)
+        options = {**made.options, **options}
+        options.pop("chain", None)  # a group ends a chain; with a step after, it is a chord
+        group_id, frozen = options.pop("group_id", None), options.pop("task_id", None)
+        group_id = group_id or frozen or made.id
+        made.options.pop("task_id", None)
+        result = made.freeze(group_id=group_id)
+        save_group(result, body=body, parent_id=options.get("parent_id"),
+                   root_id=options.get("root_id"))
+        if body is not None:
+            options["chord"] = _plain(body)
+        for index, task in enumerate(made.tasks):
+            task.apply_async(group_id=result.id, group_index=index, **options)
+        return result
+
+    def apply(self, args=None, kwargs=None, **options):
+        from jobs.groups import GroupResult
+
+        made = self.clone(args, kwargs)
+        return GroupResult(made.id or str(uuid.uuid4()),
+                           [task.apply(**options) for task in made.tasks])
+
+    def __call__(self, *args, **kwargs):
+        return self.apply_async(args, kwargs)
+
+
+# Chords ------------------------------------------------------------------------------------
+
+
+@_register
+class chord(Signature):  # noqa: N801 - Celery's name
+    """``chord(header, body)``: the body runs once every job of the header group has
+    succeeded, with their results in order. A header job that fails fails the chord with a
+    :class:`jobs.exceptions.ChordError` naming it, and runs the body's ``link_error``."""
+
+    def __init__(self, header, body=None, **options):
+        header = header if isinstance(header, group) else group(header)
+        super().__init__("celery.chord", (), {
+            "header": header, "body": Signature.from_dict(body) if body is not None else None,
+        }, options, subtask_type="chord")
+
+    @classmethod
+    def _from(cls, data):
+        made = super()._from(data)
+        kwargs = made["kwargs"]
+        made["kwargs"] = {**kwargs, "header": Signature.from_dict(kwargs["header"]),
+                          "body": maybe_signature(kwargs.get("body"))}
+        return made
+
+    header = property(lambda self: self["kwargs"]["header"])
+    body = property(lambda self: self["kwargs"]["body"])
+
+    def clone(self, args=None, kwargs=None, **options) -> chord:
+        made = Signature.from_dict(_deep_copy(self))
+        made["kwargs"]["header"] = made.header.clone(args, kwargs)
+        made.options.update(options)
+        return made
+
+    def freeze(self, _id=None, group_id=None):
+        return self.body.freeze(_id)
+
+    def apply_async(self, args=None, kwargs=None, body=None, **options):
+        """Send the header with the body attached; returns the body's handle, whose
+        ``parent`` is the header's GroupResult."""
+        made = self.clone(args, kwargs)
+        body = Signature.from_dict(body) if body is not None else made.body
+        if body is None:
+            raise ValueError("chord() needs a body: chord(header, body) or chord(header)(body)")
+        options = {**made.options, **options}
+        body = body.clone()
+        for key in ("link", "link_error"):
+            if key in options:
+                body.options[key] = _as_list(body.options.get(key)) + _as_list(options.pop(key))
+        if "chain" in options:
+            body.options["chain"] = options.pop("chain")
+        handle = body.freeze(options.pop("task_id", None))
+        body.options.setdefault("root_id", options.get("root_id") or handle.id)
+        if not made.header.tasks:  # nothing to wait for
+            body.apply_async(([],))
+            return handle
+        handle.parent = made.header.apply_async(body=body, **options)
+        return handle
+
+    def apply(self, args=None, kwargs=None, **options):
+        made = self.clone(args, kwargs)
+        header = made.header.apply(**options)
+        return made.body.apply((header.get(),), **options)
+
+    def __call__(self, body=None, **options):
+        return self.apply_async(body=body, **options)
+
+
+# Maps and chunks ----------------------------------------------------------------------------
+
+
+@job(name="celery.map", typing=False)
+def _map(task, it):
+    """``add.map(items)``: the job once per item, in one job (Celery's ``celery.map``)."""
+    run = Signature.from_dict(task)
+    return [run(item) for item in it]
+
+
+@job(name="celery.starmap", typing=False)
+def _starmap(task, it):
+    """``add.starmap(pairs)``: the job once per tuple of arguments, in one job."""
+    run = Signature.from_dict(task)
+    return [run(*item) for item in it]
+
+
+def xmap(task: Signature, it) -> Signature:
+    return Signature("celery.map", (), {"task": Signature.from_dict(task), "it": list(it)},
+                     immutable=True)
+
+
+def xstarmap(task: Signature, it) -> Signature:
+    return Signature("celery.starmap", (), {"task": Signature.from_dict(task),
+                                            "it": [list(item) for item in it]}, immutable=True)
+
+
+@_register
+class chunks(Signature):  # noqa: N801 - Celery's name
+    """``chunks(add.s(), pairs, 10)``: the calls split into jobs of ten calls each, run as a
+    group; each chunk's result is the list of its calls' results."""
+
+    def __init__(self, task, it, n, **options):
+        super().__init__("celery.chunks", (), {"task": Signature.from_dict(task),
+                                               "it": [list(item) for item in it], "n": int(n)},
+                         options, subtask_type="chunks")
+        if self["kwargs"]["n"] < 1:
+            raise ValueError("chunks(): n must be at least 1")
+
+    def group(self) -> group:
+        task, items, n = self.kwargs["task"], iter(self.kwargs["it"]), self.kwargs["n"]
+        parts = []
+        while part := list(islice(items, n)):
+            parts.append(xstarmap(task, part))
+        return group(parts, **self.options)
+
+    def apply_async(self, args=None, kwargs=None, **options):
+        return self.group().apply_async(**options)
+
+    def apply(self, args=None, kwargs=None, **options):
+        return self.group().apply(**options)
+
+    def __call__(self, **options):
+        return self.apply_async(**options)
+
+
+# The embed of a message ---------------------------------------------------------------------
+
+
+def embed_of(options: dict) -> dict | None:
+    """What a message built with ``options`` carries in its body's embed (Celery's layout),
+    or None when that is nothing."""
+    embed = dict(options.get("embed") or {})
+    for key, option in (("callbacks", "link"), ("errbacks", "link_error")):
+        added = [_plain(s) for s in _as_list(options.get(option))]
+        if added:
+            embed[key] = (embed.get(key) or []) + added
+    if options.get("chain"):
+        embed["chain"] = [_plain(s) for s in options["chain"]]
+    if options.get("chord"):
+        embed["chord"] = _plain(options["chord"])
+    if not any(embed.values()):
+        return None
+    return {"callbacks": embed.get("callbacks"), "errbacks": embed.get("errbacks"),
+            "chain": embed.get("chain"), "chord": embed.get("chord")}
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return [value]
+    return list(value)
+
+
+def _plain(value) -> dict:
+    """A signature as plain data (what JSON writes of it), checked to be one."""
+    if not isinstance(value, dict):
+        raise TypeError(f"a workflow step must be a signature (add.s(...)), not "
+                        f"{type(value).__name__}")
+    return _deep_copy(value)
+
+
+def _deep_copy(value: Any):
+    """Plain dicts, lists and tuples all the way down: signatures inside a signature (links,
+    a chain's steps) are copied, not shared."""
+    if isinstance(value, dict):
+        return {key: _deep_copy(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_deep_copy(item) for item in value) if isinstance(value, tuple) \
+            else [_deep_copy(item) for item in value]
+    return value
+
+
+def _eager_options(options: dict) -> dict:
+    from jobs.options import APPLY_OPTIONS, EMBED_OPTIONS
+
+    return {k: v for k, v in options.items() if k in APPLY_OPTIONS and k not in EMBED_OPTIONS}
+
+
+def send_step(step: dict, args: tuple = (), **options):
+    """Send a step a message carried (a link, the next step of a chain, a chord's body),
+    with ``args`` before its own. Options that aren't ours (a Celery producer adds some,
+    e.g. ``reply_to``) are left out."""
+    from jobs.options import APPLY_OPTIONS
+
+    made = Signature.from_dict(_deep_copy(step))
+    made["options"] = {k: v for k, v in made.options.items() if k in APPLY_OPTIONS}
+    return made.apply_async(args, **options)
