@@ -21,6 +21,7 @@ from project.demo.jobs import add, fail
 from tests.conftest import wait_for
 from tests.jobs_app.jobs import boom, mul, noted_failure, tally, wait_for_file
 
+pytestmark = pytest.mark.pg  # the chord's counting runs on PostgreSQL too
 worker_db = pytest.mark.django_db(transaction=True)
 
 
