@@ -17,6 +17,7 @@ import uuid
 from itertools import islice
 from typing import Any
 
+from jobs.exceptions import ChordError
 from jobs.job import job
 
 __all__ = ["Signature", "chain", "chord", "chunks", "group", "signature", "xmap", "xstarmap"]
@@ -134,13 +135,22 @@ class Signature(dict):
 
     def apply_async(self, args=None, kwargs=None, **options):
         """Send the call (with ``args`` before its own); returns its JobResult."""
+        if _eager():
+            return self.apply(args, kwargs, **options)
         call = self.clone(args, kwargs, **options)
         return call.type.apply_async(call.args, call.kwargs, **call.options)
 
     def apply(self, args=None, kwargs=None, **options):
-        """Run now, in this process."""
+        """Run now, in this process, and then its links, as a worker would."""
         call = self.clone(args, kwargs, **options)
-        return call.type.apply(call.args, call.kwargs, **_eager_options(call.options))
+        result = call.type.apply(call.args, call.kwargs, **_eager_options(call.options))
+        if result.successful():
+            for callback in _as_list(call.options.get("link")):
+                Signature.from_dict(callback).apply((result.result,))
+        else:
+            for errback in _as_list(call.options.get("link_error")):
+                Signature.from_dict(errback).apply((result.id,))
+        return result
 
     def __call__(self, *args, **kwargs):
         call = self.clone(args, kwargs)
@@ -209,6 +219,8 @@ class chain(Signature):  # noqa: N801 - Celery's name
     def apply_async(self, args=None, kwargs=None, **options):
         """Send the first step; each step sends the next when it succeeds. Returns the last
         step's handle, whose ``parent`` is the step before it."""
+        if _eager():
+            return self.apply(args, kwargs, **options)
         steps = _steps(self.clone(args).tasks)
         if not steps:
             raise ValueError("chain() needs at least one job")
@@ -237,9 +249,22 @@ class chain(Signature):  # noqa: N801 - Celery's name
         return handles[-1]
 
     def apply(self, args=None, kwargs=None, **options):
+        """Run the steps one after the other in this process; a failure stops them."""
+        options = {**self.options, **options}
+        link_error = _as_list(options.pop("link_error", None))
+        link = _as_list(options.pop("link", None))
+        steps = self.clone(args).tasks
         result = None
-        for position, step in enumerate(self.clone(args).tasks):
-            result = step.apply((result.get(),) if position else (), **options)
+        for position, step in enumerate(steps):
+            extra = {"link_error": link_error} if link_error else {}
+            if link and position == len(steps) - 1:
+                extra["link"] = link
+            if position:
+                result = step.apply((result.get(),), **extra, **options)
+            else:
+                result = step.apply(**extra, **options)
+            if not result.successful():
+                break
         return result
 
     def __call__(self, *args, **kwargs):
@@ -301,6 +326,8 @@ class group(Signature):  # noqa: N801 - Celery's name
         """Store the group, then send its jobs; returns its GroupResult."""
         from jobs.groups import save_group
 
+        if _eager():
+            return self.apply(args, kwargs, **options)
         made = self.clone(args, kwargs)
         options = {**made.options, **options}
         options.pop("chain", None)  # a group ends a chain; with a step after, it is a chord
@@ -369,6 +396,9 @@ class chord(Signature):  # noqa: N801 - Celery's name
         body = Signature.from_dict(body) if body is not None else made.body
         if body is None:
             raise ValueError("chord() needs a body: chord(header, body) or chord(header)(body)")
+        if _eager():
+            made["kwargs"]["body"] = body
+            return made.apply(**options)
         options = {**made.options, **options}
         body = body.clone()
         for key in ("link", "link_error"):
@@ -387,7 +417,17 @@ class chord(Signature):  # noqa: N801 - Celery's name
     def apply(self, args=None, kwargs=None, **options):
         made = self.clone(args, kwargs)
         header = made.header.apply(**options)
-        return made.body.apply((header.get(),), **options)
+        failed = next((r for r in header if not r.successful()), None)
+        if failed is None:
+            return made.body.apply((header.get(),), **options)
+        from jobs.models import States
+        from jobs.results import EagerResult
+
+        body = made.body
+        error = ChordError(f"Dependency {failed.id} ({failed.name}) raised {failed.result!r}")
+        for errback in _as_list(body.options.get("link_error")):
+            Signature.from_dict(errback).apply((body.id,))
+        return EagerResult(body.id or str(uuid.uuid4()), body.task, States.FAILURE, error)
 
     def __call__(self, body=None, **options):
         return self.apply_async(body=body, **options)
@@ -495,6 +535,12 @@ def _deep_copy(value: Any):
         return type(value)(_deep_copy(item) for item in value) if isinstance(value, tuple) \
             else [_deep_copy(item) for item in value]
     return value
+
+
+def _eager() -> bool:
+    from jobs.conf import settings
+
+    return settings.ALWAYS_EAGER
 
 
 def _eager_options(options: dict) -> dict:

@@ -8,7 +8,7 @@ from typing import Any
 
 from jobs import context, exceptions
 from jobs.models import READY_STATES, GroupRecord, JobRecord, States
-from jobs.results import JobResult
+from jobs.results import EagerResult, JobResult
 
 
 class GroupResult:
@@ -63,6 +63,8 @@ class GroupResult:
 
     def _states(self) -> list[str]:
         """Every member's state, in order, read in one query."""
+        if all(isinstance(r, EagerResult) for r in self.results):  # run here: nothing stored
+            return [r.state for r in self.results]
         ids = [r.id for r in self.results]
         found = dict(JobRecord.objects.filter(job_id__in=ids).order_by()
                      .values_list("job_id", "state"))

@@ -76,6 +76,8 @@ class Job(Generic[P, R]):
             args, kwargs = tuple(args or ()), dict(kwargs or {})
             if self.typing:
                 self.check_arguments(args, kwargs)
+            if not EMBED_OPTIONS.isdisjoint(options):  # link, link_error: run them too
+                return self.signature(args, kwargs, **options).apply()
             return self.apply(args, kwargs, **options)
         return self.publish(self.prepare(args, kwargs, **options), **options)
 

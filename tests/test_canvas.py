@@ -294,3 +294,16 @@ def test_a_plain_job_takes_no_workflow_step(django_assert_num_queries, transacti
     with django_assert_num_queries(0):
         outcome = Canvas().execute(Execution(), lambda e: Outcome(Kind.SUCCEEDED, value=3))
     assert outcome.value == 3
+
+
+def test_always_eager_runs_workflows_inline(jobs_eager, tmp_path):
+    assert (add.s(1, 2) | mul.s(10) | add.s(5)).delay().get() == 35
+    assert group(add.s(i, i) for i in range(3)).delay().get() == [0, 2, 4]
+    assert chord([add.s(1, 1), add.s(2, 2)], tally.s()).delay().get() == 6
+    assert add.apply_async((2, 2), link=noted_failure.s(str(tmp_path))).get() == 4
+    assert (tmp_path / "errback-4").exists()  # the link ran, with the value
+    failed = (add.s(1, 1) | boom.s() | mul.s(2)).apply_async(
+        link_error=noted_failure.s(str(tmp_path)))
+    assert failed.failed() and (tmp_path / f"errback-{failed.id}").exists()
+    error = chord([boom.s()], tally.s()).delay().get(propagate=False)
+    assert isinstance(error, ChordError)

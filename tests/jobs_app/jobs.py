@@ -185,7 +185,7 @@ def noted_failure(job_id, directory=None):
     if directory:
         from pathlib import Path
 
-        Path(directory, f"errback-{job_id}").write_text(job_id)
+        Path(directory, f"errback-{job_id}").write_text(str(job_id))
     return job_id
 
 
