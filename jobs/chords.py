@@ -50,6 +50,7 @@ def part_succeeded(message: JobMessage) -> None:
             return
         if not rows.filter(body_state=WAITING).update(body_state=SENT, date_done=timezone.now()):
             return
+        _forget_parts(group_id, db)
         send_step(record.body, (results(record.job_ids),), parent_id=message.id,
                   root_id=record.root_id or message.root_id or message.id, on_commit=False)
 
@@ -61,6 +62,11 @@ def _count_once(group_id: str, job_id: str, db: str) -> bool:
     except IntegrityError:
         return False
     return True
+
+
+def _forget_parts(group_id: str, db: str) -> None:
+    """The count is over (the body state says so from now on): its guard rows can go."""
+    ChordPart.objects.using(db).filter(group_id=group_id).delete()
 
 
 def results(job_ids: list[str]) -> list:
@@ -76,6 +82,7 @@ def part_failed(message: JobMessage, reason: str, hostname: str = "") -> None:
     record = rows.only("group_id", "body", "root_id").first()
     if record is None or not rows.update(body_state=FAILURE, date_done=timezone.now()):
         return
+    _forget_parts(message.group_id, router.db_for_write(ChordPart))
     body = Signature.from_dict(record.body)
     error = ChordError(f"Dependency {message.id} ({message.name}) {reason}")
     root_id = record.root_id or message.root_id or message.id
