@@ -189,11 +189,16 @@ def _embed(embed) -> dict | None:
     rather than dropped."""
     if embed is None:
         return None
-    if not isinstance(embed, dict):
-        raise InvalidMessage("the body's embed (callbacks, errbacks, chain, chord) is not a map")
-    if not (embed.get("callbacks") or embed.get("errbacks") or embed.get("chain")
-            or embed.get("chord")):
-        return None
+    try:  # the common case first, cheaply: a map of four empty places
+        if not (embed["callbacks"] or embed["errbacks"] or embed["chain"] or embed["chord"]):
+            return None
+    except (KeyError, TypeError, IndexError):
+        if not isinstance(embed, dict):
+            raise InvalidMessage("the body's embed (callbacks, errbacks, chain, chord) is not "
+                                 "a map") from None
+        if not (embed.get("callbacks") or embed.get("errbacks") or embed.get("chain")
+                or embed.get("chord")):
+            return None
     for key in ("callbacks", "errbacks", "chain"):
         signatures = embed.get(key)
         if signatures is not None and not (isinstance(signatures, list)

@@ -307,3 +307,17 @@ def test_always_eager_runs_workflows_inline(jobs_eager, tmp_path):
     assert failed.failed() and (tmp_path / f"errback-{failed.id}").exists()
     error = chord([boom.s()], tally.s()).delay().get(propagate=False)
     assert isinstance(error, ChordError)
+
+
+@worker_db
+def test_a_header_job_retried_before_it_succeeds_counts_once_and_runs_no_errback(tmp_path):
+    from tests.jobs_app.jobs import flaky
+
+    body = tally.s(str(tmp_path))
+    body.link_error(noted_failure.s(str(tmp_path)))
+    with running_worker():
+        handle = chord([flaky.s(2), add.s(1, 1)], body).delay()
+        assert handle.get(timeout=30) == 1 + 2  # flaky returns its retry count
+    assert len(list(tmp_path.glob("run-*"))) == 1
+    assert not list(tmp_path.glob("errback-*"))
+    assert JobRecord.objects.get(job_id=handle.parent[0].id).retries == 1
