@@ -216,37 +216,52 @@ class chain(Signature):  # noqa: N801 - Celery's name
         made.options.update(options)
         return made
 
-    def apply_async(self, args=None, kwargs=None, **options):
-        """Send the first step; each step sends the next when it succeeds. Returns the last
-        step's handle, whose ``parent`` is the step before it."""
-        if _eager():
-            return self.apply(args, kwargs, **options)
-        steps = _steps(self.clone(args).tasks)
+    def freeze(self, _id=None, group_id=None):
+        """Choose every step's id now; the last step's handle (``_id``, ``group_id``: its
+        own), whose ``parent`` is the step before it, and so on."""
+        steps = self["kwargs"]["tasks"] = _steps(self.tasks)
         if not steps:
             raise ValueError("chain() needs at least one job")
-        options = {**self.options, **options}
+        if _id:
+            steps[-1].options["task_id"] = _id
+        if group_id:
+            steps[-1].options["group_id"] = group_id
+        handles = [step.freeze() for step in steps]
+        for before, after in zip(handles, handles[1:], strict=False):
+            after.parent = before
+        return handles[-1]
+
+    def apply_async(self, args=None, kwargs=None, **options):
+        """Send the first step; each step sends the next when it succeeds. Returns the last
+        step's handle, whose ``parent`` is the step before it.
+
+        As a member of a group (or a chord's header) it is its last step that belongs to the
+        group: ``group_id``, ``group_index`` and ``chord`` go to that one."""
+        if _eager():
+            return self.apply(args, kwargs, **options)
+        made = self.clone(args)
+        options = {**made.options, **options}
+        handle = made.freeze(options.pop("task_id", None))
+        steps = made.tasks
+        last = steps[-1].options
+        for key in ("group_id", "group_index", "chord"):
+            if key in options:
+                last[key] = options.pop(key)
         link, link_error = _as_list(options.pop("link", None)), _as_list(
             options.pop("link_error", None))
-        root_id = options.get("root_id")
-        handles = []
+        root_id = options.get("root_id") or steps[0].id or handle.id
         for position, step in enumerate(steps):
-            handles.append(step.freeze())
-            root_id = root_id or step.id
             if link_error:
                 step.options["link_error"] = _as_list(step.options.get("link_error")) + link_error
-            if position:
+            if position and steps[position - 1].id:
                 step.options.setdefault("parent_id", steps[position - 1].id)
             step.options.setdefault("root_id", root_id)
         if link:
-            steps[-1].options["link"] = _as_list(steps[-1].options.get("link")) + link
-        for before, after in zip(handles, handles[1:], strict=False):
-            after.parent = before
-        first, rest = steps[0], steps[1:]
-        options.pop("task_id", None)
-        if rest:
-            options["chain"] = [_plain(step) for step in reversed(rest)]
-        first.apply_async(**options)
-        return handles[-1]
+            last["link"] = _as_list(last.get("link")) + link
+        if steps[1:]:
+            options["chain"] = [_plain(step) for step in reversed(steps[1:])]
+        steps[0].apply_async(**options)
+        return handle
 
     def apply(self, args=None, kwargs=None, **options):
         """Run the steps one after the other in this process; a failure stops them."""
@@ -329,6 +344,8 @@ class group(Signature):  # noqa: N801 - Celery's name
         if _eager():
             return self.apply(args, kwargs, **options)
         made = self.clone(args, kwargs)
+        if body is not None and any(isinstance(task, (group, chord)) for task in made.tasks):
+            raise TypeError("a chord's header takes jobs and chains, not groups or chords")
         options = {**made.options, **options}
         options.pop("chain", None)  # a group ends a chain; with a step after, it is a chord
         group_id, frozen = options.pop("group_id", None), options.pop("task_id", None)

@@ -321,3 +321,18 @@ def test_a_header_job_retried_before_it_succeeds_counts_once_and_runs_no_errback
     assert len(list(tmp_path.glob("run-*"))) == 1
     assert not list(tmp_path.glob("errback-*"))
     assert JobRecord.objects.get(job_id=handle.parent[0].id).retries == 1
+
+
+@worker_db
+def test_a_group_of_chains_and_a_chord_over_chains(tmp_path):
+    with running_worker(pool="threads", concurrency=2):
+        result = group(add.s(i, 1) | mul.s(10) for i in range(3)).apply_async()
+        assert result.get(timeout=20) == [10, 20, 30]
+        handle = chord([add.s(1, 1) | mul.s(2), add.s(2, 2)], tally.s(str(tmp_path))).delay()
+        assert handle.get(timeout=20) == 4 + 4
+    assert len(list(tmp_path.glob("run-*"))) == 1
+
+
+def test_a_group_in_a_chords_header_is_refused_when_sent(jobs_captured):
+    with pytest.raises(TypeError, match="not groups or chords"):
+        chord([group(add.s(1, 1)), add.s(2, 2)], tally.s()).delay()
