@@ -21,10 +21,10 @@ from django.db.models import F
 from django.utils import timezone
 
 from jobs import lifecycle
-from jobs.canvas import Signature, send_step
 from jobs.exceptions import ChordError
 from jobs.messages import JobMessage
 from jobs.models import ChordPart, GroupRecord, JobRecord
+from jobs.signatures import Signature, send_step
 
 logger = logging.getLogger("jobs.worker")
 

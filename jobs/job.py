@@ -236,7 +236,7 @@ class Job(Generic[P, R]):
 
     def signature(self, args=None, kwargs=None, **options):
         """This job's call, kept for later or for a workflow: ``add.signature((2, 2))``."""
-        from jobs.canvas import Signature
+        from jobs.signatures import Signature
 
         return Signature(self, args, kwargs, **options)
 
@@ -373,7 +373,7 @@ _SETTING_FOR = {
 
 
 def _embed(options: dict) -> dict | None:
-    from jobs.canvas import embed_of
+    from jobs.signatures import embed_of
 
     return embed_of(options)
 

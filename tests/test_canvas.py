@@ -11,11 +11,11 @@ from django.core import checks
 from django.db import connection
 
 from jobs import GroupResult, JobResult, chain, chord, chunks, group, signature
-from jobs.canvas import Signature
 from jobs.conf import DEFAULT_MIDDLEWARE
 from jobs.exceptions import ChordError
 from jobs.messages import decode
 from jobs.models import ChordPart, GroupRecord, JobRecord
+from jobs.signatures import Signature
 from jobs.testing import capture_jobs, running_worker
 from project.demo.jobs import add, fail
 from tests.conftest import wait_for

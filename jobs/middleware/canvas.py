@@ -15,9 +15,9 @@ chain is revoked too and a chord fails.
 from __future__ import annotations
 
 from jobs import chords
-from jobs.canvas import send_step
 from jobs.middleware import Middleware
 from jobs.outcome import Kind
+from jobs.signatures import send_step
 
 
 class Canvas(Middleware):
