@@ -336,3 +336,26 @@ def test_a_group_of_chains_and_a_chord_over_chains(tmp_path):
 def test_a_group_in_a_chords_header_is_refused_when_sent(jobs_captured):
     with pytest.raises(TypeError, match="not groups or chords"):
         chord([group(add.s(1, 1)), add.s(2, 2)], tally.s()).delay()
+
+
+@worker_db
+def test_a_chord_followed_by_a_step_passes_the_body_result_on():
+    with running_worker(pool="threads", concurrency=2):
+        handle = (chord([add.s(1, 1), add.s(2, 2)], tally.s()) | mul.s(10)).delay()
+        assert handle.get(timeout=20) == 60
+
+
+@worker_db
+def test_revoking_every_step_of_a_chain_stops_what_has_not_run(tmp_path):
+    gate = tmp_path / "go"
+    with running_worker():
+        last = (wait_for_file.si(str(gate), 1) | add.s(1) | mul.s(2)).delay()
+        first = last.parent.parent
+        wait_for(lambda: first.state == "STARTED")
+        step = last
+        while step is not None:
+            step.revoke()
+            step = step.parent
+        gate.touch()
+        assert first.get(timeout=20) == 1  # running: it goes on
+        wait_for(lambda: last.parent.state == "REVOKED" and last.state == "REVOKED")
