@@ -23,6 +23,7 @@ from jobs.signatures import (
     _deep_copy,
     _eager,
     _plain,
+    check_step,
     maybe_signature,
     register,
     signature,
@@ -98,6 +99,8 @@ class chain(Signature):  # noqa: N801 - Celery's name
         options = {**made.options, **options}
         handle = made.freeze(options.pop("task_id", None))
         steps = made.tasks
+        for step in steps[1:]:
+            check_step(step)
         last = steps[-1].options
         for key in ("group_id", "group_index", "chord"):
             if key in options:
@@ -273,6 +276,7 @@ class chord(Signature):  # noqa: N801 - Celery's name
             return made.apply(**options)
         options = {**made.options, **options}
         body = body.clone()
+        check_step(body)
         for key in ("link", "link_error"):
             if key in options:
                 body.options[key] = _as_list(body.options.get(key)) + _as_list(options.pop(key))

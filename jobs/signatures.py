@@ -231,6 +231,20 @@ def _eager_options(options: dict) -> dict:
     return {k: v for k, v in options.items() if k in APPLY_OPTIONS and k not in EMBED_OPTIONS}
 
 
+def check_step(step: Signature) -> None:
+    """Raise TypeError for a step of a workflow that could never be sent (an unknown
+    option): at the call that sends the workflow, not in a worker after the step before."""
+    from jobs.options import APPLY_OPTIONS
+
+    for part in step.get("kwargs", {}).get("tasks") or ():
+        check_step(Signature.from_dict(part))
+    unknown = set(step.options) - APPLY_OPTIONS
+    if unknown and not step.subtask_type:
+        raise TypeError(f"{step!r}: unknown option(s) {', '.join(sorted(unknown))}")
+    for linked in _as_list(step.options.get("link")) + _as_list(step.options.get("link_error")):
+        check_step(Signature.from_dict(linked))
+
+
 def send_step(step: dict, args: tuple = (), **options):
     """Send a step a message carried (a link, the next step of a chain, a chord's body),
     with ``args`` before its own. Options that aren't ours (a Celery producer adds some,

@@ -359,3 +359,11 @@ def test_revoking_every_step_of_a_chain_stops_what_has_not_run(tmp_path):
         gate.touch()
         assert first.get(timeout=20) == 1  # running: it goes on
         wait_for(lambda: last.parent.state == "REVOKED" and last.state == "REVOKED")
+
+
+def test_a_later_step_with_an_unknown_option_fails_when_the_workflow_is_sent(jobs_captured):
+    with pytest.raises(TypeError, match="unknown option.*colour"):
+        (add.s(1, 1) | mul.s(2).set(colour="red")).delay()
+    with pytest.raises(TypeError, match="unknown option.*colour"):
+        chord([add.s(1, 1)], tally.s().set(colour="red")).delay()
+    assert len(jobs_captured) == 0
