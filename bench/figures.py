@@ -146,16 +146,15 @@ class Bench:
     def _repetition(self, peer, wanted: set[str]) -> None:
         if "enqueue" in wanted:
             self.enqueue_bulk(peer)
+        # Measured with the worker that drained, or one started for them.
+        then = [measure for figure, measure in (("roundtrip", self.roundtrip),
+                                                ("chord", self.chord)) if figure in wanted]
         if wanted & {"enqueue", "drain"}:
-            self.enqueue_and_drain(peer, drain="drain" in wanted,
-                                   roundtrip="roundtrip" in wanted)
-        elif "roundtrip" in wanted:
+            self.enqueue_and_drain(peer, drain="drain" in wanted, then=then)
+        elif then:
             with self.start_worker(peer) as tree:
-                self.roundtrip(peer, tree)
-        if "chord" in wanted:
-            peer.purge()
-            with self.start_worker(peer) as tree:
-                self.chord(peer, tree)
+                for measure in then:
+                    measure(peer, tree)
             peer.purge()
 
     def n_for(self, peer) -> int:
@@ -169,7 +168,7 @@ class Bench:
         self.results.add(peer.label, "bulk", n / (time.perf_counter() - started))
         peer.purge()
 
-    def enqueue_and_drain(self, peer, drain: bool, roundtrip: bool) -> None:
+    def enqueue_and_drain(self, peer, drain: bool, then=()) -> None:
         n = self.n_for(peer)
         peer.purge()
         serial = next(self._marks)
@@ -184,8 +183,8 @@ class Bench:
             return
         with self.start_worker(peer) as tree:
             self._drain(peer, tree, n, gate, end)
-            if roundtrip:
-                self.roundtrip(peer, tree)
+            for measure in then:
+                measure(peer, tree)
         peer.purge()
 
     def _drain(self, peer, tree: WorkerTree, n: int, gate: str, end: str) -> None:
