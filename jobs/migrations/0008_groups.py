@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobs', '0006_housekeeping_lease'),
+        ('jobs', '0007_message_claim_highest_priority_first'),
     ]
 
     operations = [
