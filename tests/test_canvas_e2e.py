@@ -76,3 +76,19 @@ def test_a_chord_of_200_survives_a_worker_killed_mid_header_and_runs_its_body_on
     assert JobRecord.objects.get(job_id=handle.id).deliveries == 1
     # Killed while running, it ran again (and was counted once: the body's values above).
     assert JobRecord.objects.filter(group_id=header.id, deliveries__gte=2).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_header_job_killed_at_its_hard_time_limit_fails_the_chord(start_worker, tmp_path):
+    """Recorded by the worker's main process (its pool killed the job): the chord fails too."""
+    from tests.jobs_app.jobs import spin_forever
+
+    start_worker("django://", "-c", "1")
+    body = tally.s(str(tmp_path))
+    body.link_error(noted_failure.s(str(tmp_path)))
+    handle = chord([spin_forever.s(), add.s(1, 1)], body).delay()
+
+    error = handle.get(timeout=30, propagate=False)
+    assert type(error).__name__ == "ChordError" and "spin_forever" in str(error)
+    wait_for(lambda: (tmp_path / f"errback-{handle.id}").exists())
+    assert not list(tmp_path.glob("run-*"))
