@@ -40,6 +40,10 @@ def make_app(results: str) -> Celery:
     def noop():
         return None
 
+    @app.task(name="bench.count", shared=False)
+    def count(values):
+        return len(values)
+
     @app.task(name="bench.mark", ignore_result=True, shared=False)
     def mark(key):
         marks.stamp(key)

@@ -1,10 +1,11 @@
-"""The four figures, measured the same way for every peer.
+"""The five figures, measured the same way for every peer.
 
 1. enqueue   N no-op jobs from this process, one call each, and through the bulk path.
 2. drain     N queued no-op jobs, one worker, concurrency 2: jobs/s, worker CPU s per 1,000
              jobs, peak RSS of the worker's process tree.
 3. roundtrip one job at a time, enqueue -> result seen by the caller; p50 and p99.
 4. scale     drain rate with a shallow vs a deep queue; worker memory with many delayed jobs.
+5. chord     a chord of 1,000 no-op jobs: seconds from sending it to its body's result.
 
 Drains are timed inside the worker: a *gate* mark queued before the N jobs and an *end* mark
 queued after them each record when they ran (:mod:`bench.marks`). Queues are FIFO and the
@@ -42,11 +43,12 @@ class Sizes:
     delayed: int = 100_000  # scale: delayed jobs scheduled for the memory figure
     delayed_repeat: int = 1
     settle: float = 3.0  # seconds of memory samples once a worker has settled
+    chord: int = 1_000  # header jobs of the chord timed to its body
 
     @classmethod
     def smoke(cls) -> Sizes:
         return cls(n=200, repeat=1, roundtrips=5, shallow=100, deep=600, window=100,
-                   delayed=300, delayed_repeat=1, settle=0.5)
+                   delayed=300, delayed_repeat=1, settle=0.5, chord=20)
 
 
 @dataclass
@@ -144,12 +146,16 @@ class Bench:
     def _repetition(self, peer, wanted: set[str]) -> None:
         if "enqueue" in wanted:
             self.enqueue_bulk(peer)
+        # Measured with the worker that drained, or one started for them.
+        then = [measure for figure, measure in (("roundtrip", self.roundtrip),
+                                                ("chord", self.chord)) if figure in wanted]
         if wanted & {"enqueue", "drain"}:
-            self.enqueue_and_drain(peer, drain="drain" in wanted,
-                                   roundtrip="roundtrip" in wanted)
-        elif "roundtrip" in wanted:
+            self.enqueue_and_drain(peer, drain="drain" in wanted, then=then)
+        elif then:
             with self.start_worker(peer) as tree:
-                self.roundtrip(peer, tree)
+                for measure in then:
+                    measure(peer, tree)
+            peer.purge()
 
     def n_for(self, peer) -> int:
         return min(self.sizes.n, peer.n or self.sizes.n)
@@ -162,7 +168,7 @@ class Bench:
         self.results.add(peer.label, "bulk", n / (time.perf_counter() - started))
         peer.purge()
 
-    def enqueue_and_drain(self, peer, drain: bool, roundtrip: bool) -> None:
+    def enqueue_and_drain(self, peer, drain: bool, then=()) -> None:
         n = self.n_for(peer)
         peer.purge()
         serial = next(self._marks)
@@ -177,8 +183,8 @@ class Bench:
             return
         with self.start_worker(peer) as tree:
             self._drain(peer, tree, n, gate, end)
-            if roundtrip:
-                self.roundtrip(peer, tree)
+            for measure in then:
+                measure(peer, tree)
         peer.purge()
 
     def _drain(self, peer, tree: WorkerTree, n: int, gate: str, end: str) -> None:
@@ -213,6 +219,20 @@ class Bench:
         self.results.add(peer.label, "rt_p50", percentile(times, 50))
         self.results.add(peer.label, "rt_p99", percentile(times, 99))
         self.results.add(peer.label, "rt_count", count)
+
+    def chord(self, peer, tree: WorkerTree) -> None:
+        """A chord of ``sizes.chord`` no-op jobs: seconds from sending it to its body's
+        result, seen by the caller (a small chord first, while the worker starts)."""
+        for attempt in range(3):
+            try:
+                peer.chord(2)
+                break
+            except Exception:
+                if not tree.alive() or attempt == 2:
+                    raise
+        started = time.perf_counter()
+        peer.chord(self.sizes.chord)
+        self.results.add(peer.label, "chord", time.perf_counter() - started)
 
     # Scale -------------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ MAIN_COLUMNS = [
     ("pss", "worker peak PSS, MB", "{:,.0f}"),
     ("rt_p50", "round trip p50, ms", "{:.1f}"),
     ("rt_p99", "round trip p99, ms", "{:.1f}"),
+    ("chord", "chord, s to body", "{:.2f}"),
 ]
 SCALE_COLUMNS = [
     ("depth_shallow", "drain jobs/s, shallow queue", "{:,.0f}"),
@@ -46,6 +47,7 @@ RATIOS = {
         ("mem_loaded", "jobs", "celery-off", "worker RSS with the delayed jobs scheduled", False),
         ("rt_p50", "jobs", "celery-redis", "round trip p50 (Celery: Redis results)", False),
         ("rt_p50", "jobs", "celery-db", "round trip p50 (Celery: django-db results)", False),
+        ("chord", "jobs", "celery-redis", "chord, time to body (Celery: Redis results)", False),
     ],
     "Dramatiq": [
         ("enqueue", "jobs", "dramatiq", "enqueue, one call per job", True),
@@ -126,6 +128,10 @@ def render(bench, peers, sizes, command: str, broker: str, database: str) -> str
               if p.n and p.n < sizes.n and values.get(p.label, {}).get("drain")]
     notes += [f"{p.label}: {p.roundtrips} round trips per repetition ({p.roundtrip_note})."
               for p in peers if p.roundtrips and values.get(p.label, {}).get("rt_p50")]
+    if "chord" in measured:
+        notes.append(f"Chord: {sizes.chord:,} no-op jobs in the header and a body counting "
+                     "their results; seconds from sending it to the body's result, seen by the "
+                     "caller.")
     parts += [""] + [f"- {note}" for note in notes] if notes else []
     scale = table(SCALE_COLUMNS, rows)
     if scale.count("\n") > 1:

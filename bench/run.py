@@ -44,6 +44,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--roundtrips", type=int, help="round trips per repetition (500)")
     parser.add_argument("--deep", type=int, help="scale: the deep queue's depth (200,000)")
     parser.add_argument("--delayed", type=int, help="scale: delayed jobs scheduled (100,000)")
+    parser.add_argument("--chord", type=int, help="jobs in the timed chord's header (1,000)")
     parser.add_argument("--only", default=",".join(LIBRARIES),
                         help=f"comma-separated libraries to run ({','.join(LIBRARIES)})")
     parser.add_argument("--figures", default=",".join(FIGURES),
@@ -69,7 +70,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def sizes_from(args) -> Sizes:
     sizes = Sizes.smoke() if args.smoke else Sizes()
     for arg, attr in (("n", "n"), ("repeat", "repeat"), ("roundtrips", "roundtrips"),
-                      ("deep", "deep"), ("delayed", "delayed")):
+                      ("deep", "deep"), ("delayed", "delayed"), ("chord", "chord")):
         if getattr(args, arg) is not None:
             setattr(sizes, attr, getattr(args, arg))
     return sizes

@@ -1,4 +1,5 @@
-"""The jobs the benchmark runs with ``jobs``: a no-op, and ``mark`` that records when it ran."""
+"""The jobs the benchmark runs with ``jobs``: a no-op, ``count`` (a chord's body), and ``mark``
+that records when it ran."""
 
 from bench import marks
 from jobs import job
@@ -7,6 +8,12 @@ from jobs import job
 @job
 def noop():
     return None
+
+
+@job
+def count(values):
+    """A chord's body: how many results its header gave."""
+    return len(values)
 
 
 @job

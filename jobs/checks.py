@@ -360,4 +360,11 @@ def _check_middleware(paths) -> list:
             f"JOBS['MIDDLEWARE'] leaves out {results!r}: no job's state or result is recorded.",
             hint="Keep it in the list unless no one reads results.", obj="settings.JOBS",
             id="jobs.W030"))
+    canvas = next(p for p in DEFAULT_MIDDLEWARE if p.endswith(".Canvas"))
+    if not errors and canvas not in paths:
+        errors.append(Warning(
+            f"JOBS['MIDDLEWARE'] leaves out {canvas!r}: links, chains and chords stop after "
+            "their first job.",
+            hint="Keep it in the list (before Results) unless no one sends workflows.",
+            obj="settings.JOBS", id="jobs.W031"))
     return errors

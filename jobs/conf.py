@@ -194,6 +194,7 @@ DEFAULT_MIDDLEWARE = [
     "jobs.middleware.expiry.Expiry",
     "jobs.middleware.revocation.Revocation",
     "jobs.middleware.acks.EarlyAcks",
+    "jobs.middleware.canvas.Canvas",  # wraps Results: follows a workflow once it's recorded
     "jobs.middleware.results.Results",
     "jobs.middleware.poison.PoisonJobs",
     "jobs.middleware.retries.Retries",

@@ -27,6 +27,24 @@ class Request:
     is_eager: bool = False
     delivery_info: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, Any] = field(default_factory=dict)
+    group_index: int | None = None
+    embed: dict | None = None  # what runs after the job (jobs.canvas): Celery's embed
+
+    @property
+    def callbacks(self) -> list | None:
+        return self.embed and self.embed.get("callbacks")
+
+    @property
+    def errbacks(self) -> list | None:
+        return self.embed and self.embed.get("errbacks")
+
+    @property
+    def chain(self) -> list | None:
+        return self.embed and self.embed.get("chain")
+
+    @property
+    def chord(self) -> dict | None:
+        return self.embed and self.embed.get("chord")
 
 
 EMPTY = Request()

@@ -77,3 +77,7 @@ class TimeLimitExceeded(JobsError):
 
 class WorkerLostError(JobsError):
     """The process running the job died (killed, out of memory, crashed)."""
+
+
+class ChordError(JobsError):
+    """A job of a chord's header failed (or was revoked), so the body can't run."""

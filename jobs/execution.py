@@ -111,7 +111,7 @@ def request_for(execution: Execution) -> context.Request:
         root_id=message.root_id or message.id, parent_id=message.parent_id,
         group_id=message.group_id, hostname=execution.hostname, is_eager=delivery is None,
         delivery_info=delivery.delivery_info if delivery else {},
-        headers=message.headers,
+        headers=message.headers, group_index=message.group_index, embed=message.embed,
     )
 
 

@@ -3,6 +3,7 @@
 What goes, each kind found through an index:
 
 - finished job results (SUCCESS, FAILURE, REVOKED) done more than ``RESULT_EXPIRES`` ago;
+- groups and chords (``GroupRecord``) made more than ``RESULT_EXPIRES`` ago;
 - dead letters older than ``DEAD_LETTER_EXPIRES``;
 - the rows of workers not seen for :data:`WORKERS_EXPIRE` (stopped, or gone without a word);
 - unique-job locks past their expiry.
@@ -39,7 +40,15 @@ from django.utils import timezone
 from jobs.conf import settings
 from jobs.database import database
 from jobs.exceptions import JobsError
-from jobs.models import READY_STATES, DeadLetter, JobRecord, Lease, UniqueLock, Worker
+from jobs.models import (
+    READY_STATES,
+    DeadLetter,
+    GroupRecord,
+    JobRecord,
+    Lease,
+    UniqueLock,
+    Worker,
+)
 
 logger = logging.getLogger("jobs.housekeeping")
 
@@ -58,7 +67,7 @@ HOLD = timedelta(minutes=5)
 #: A worker's row is deleted once the worker hasn't been seen for this long.
 WORKERS_EXPIRE = timedelta(days=1)
 
-KINDS = ("job results", "dead letters", "workers", "unique locks")
+KINDS = ("job results", "job groups", "dead letters", "workers", "unique locks")
 
 
 class LeaseHeld(JobsError):
@@ -97,6 +106,8 @@ def sweeps(now: datetime) -> list[Sweep]:
                            .order_by("date_created")))
     results = expiry(settings.RESULT_EXPIRES)
     if results is not None:
+        found.append(Sweep("job groups", GroupRecord.objects.filter(
+            date_created__lt=now - results).order_by("date_created")))
         # One state at a time: ``state = %s AND date_done < %s ORDER BY date_done`` is a
         # range of the (state, date_done) index, oldest first.
         found += [Sweep("job results", JobRecord.objects.filter(state=state)
@@ -107,7 +118,8 @@ def sweeps(now: datetime) -> list[Sweep]:
 
 def kept() -> dict[str, str]:
     """The kinds never deleted, with the setting that keeps them."""
-    keeping = {"job results": "RESULT_EXPIRES", "dead letters": "DEAD_LETTER_EXPIRES"}
+    keeping = {"job results": "RESULT_EXPIRES", "job groups": "RESULT_EXPIRES",
+               "dead letters": "DEAD_LETTER_EXPIRES"}
     return {kind: f"JOBS[{key!r}] is {getattr(settings, key)!r}"
             for kind, key in keeping.items() if expiry(getattr(settings, key)) is None}
 

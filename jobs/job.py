@@ -22,6 +22,7 @@ from jobs.messages import Envelope, JobMessage, encode
 from jobs.middleware import stack
 from jobs.options import (
     APPLY_OPTIONS,
+    EMBED_OPTIONS,
     FROM_SETTINGS,
     NAMES,
     QUEUE_NAME,
@@ -48,7 +49,7 @@ class Job(JobHooks, Generic[P, R]):
         self.__module__ = func.__module__
         self.__doc__ = func.__doc__
         self.__wrapped__ = func
-        self.signature = inspect.signature(func)
+        self.call_signature = inspect.signature(func)  # (signature() is Celery's)
         self._resolved: dict = {}  # option() values, settings defaults filled in
 
     def __repr__(self) -> str:
@@ -83,6 +84,8 @@ class Job(JobHooks, Generic[P, R]):
             args, kwargs = tuple(args or ()), dict(kwargs or {})
             if self.typing:
                 self.check_arguments(args, kwargs)
+            if not EMBED_OPTIONS.isdisjoint(options):  # link, link_error: run them too
+                return self.signature(args, kwargs, **options).apply()
             return self.apply(args, kwargs, **options)
         return self.publish(self.prepare(args, kwargs, **options), **options)
 
@@ -175,9 +178,9 @@ class Job(JobHooks, Generic[P, R]):
         """Raise TypeError, naming the job, if the function can't be called so."""
         try:
             if self.bind:
-                self.signature.bind(self, *args, **kwargs)
+                self.call_signature.bind(self, *args, **kwargs)
             else:
-                self.signature.bind(*args, **kwargs)
+                self.call_signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"{self.name}(): {exc}") from None
 
@@ -226,6 +229,8 @@ class Job(JobHooks, Generic[P, R]):
             root_id=options.get("root_id") or parent.root_id or parent.id,
             parent_id=options.get("parent_id") or parent.id,
             group_id=options.get("group_id"),
+            group_index=options.get("group_index"),
+            embed=_embed(options) if options and not EMBED_OPTIONS.isdisjoint(options) else None,
             priority=priority,
             ignore_result=options.get("ignore_result", self.ignore_result) or False,
             headers=options.get("headers") or {},
@@ -238,6 +243,40 @@ class Job(JobHooks, Generic[P, R]):
         from jobs.eager import run_eagerly
 
         return run_eagerly(self, tuple(args or ()), dict(kwargs or {}), options)
+
+    # Signatures (jobs.canvas) ---------------------------------------------------------------
+
+    def signature(self, args=None, kwargs=None, **options):
+        """This job's call, kept for later or for a workflow: ``add.signature((2, 2))``."""
+        from jobs.signatures import Signature
+
+        return Signature(self, args, kwargs, **options)
+
+    def s(self, *args, **kwargs):
+        """``add.s(2)``: a signature; in a chain, the previous result comes before 2."""
+        return self.signature(args, kwargs)
+
+    def si(self, *args, **kwargs):
+        """``add.si(2, 2)``: an immutable signature, which takes no previous result."""
+        return self.signature(args, kwargs, immutable=True)
+
+    def map(self, it):
+        """One job calling this one with each item of ``it``."""
+        from jobs.canvas import xmap
+
+        return xmap(self.s(), it)
+
+    def starmap(self, it):
+        """One job calling this one with each tuple of ``it`` as its arguments."""
+        from jobs.canvas import xstarmap
+
+        return xstarmap(self.s(), it)
+
+    def chunks(self, it, n: int):
+        """The calls of ``it`` (tuples of arguments) in jobs of ``n`` calls each."""
+        from jobs.canvas import chunks
+
+        return chunks(self.s(), it, n)
 
     # Inside a running job ------------------------------------------------------------------
 
@@ -272,7 +311,8 @@ class Job(JobHooks, Generic[P, R]):
                        "retries": request.retries + 1,
                        "queue": options.get("queue") or request.queue,
                        "root_id": request.root_id, "parent_id": request.parent_id,
-                       "on_commit": False}
+                       "group_id": request.group_id, "group_index": request.group_index,
+                       "embed": request.embed, "on_commit": False}
             self.publish(self.prepare(request.args if args is None else args,
                                       request.kwargs if kwargs is None else kwargs,
                                       **options), **options)
@@ -358,6 +398,12 @@ _SETTING_FOR = {
     "time_limit": "TASK_TIME_LIMIT",
     "soft_time_limit": "TASK_SOFT_TIME_LIMIT",
 }
+
+
+def _embed(options: dict) -> dict | None:
+    from jobs.signatures import embed_of
+
+    return embed_of(options)
 
 
 def _as_call(call) -> tuple[tuple, dict]:

@@ -146,6 +146,7 @@ def _identity(message: JobMessage) -> dict:
         "queue": message.queue,
         "parent_id": message.parent_id or "",
         "root_id": message.root_id or message.id,
+        "group_id": message.group_id or "",
     }
 
 

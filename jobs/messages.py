@@ -48,6 +48,8 @@ class JobMessage:
     headers: dict = field(default_factory=dict)  # anything else a producer sent
     exchange: str | None = None  # sent to this exchange with routing_key; None: to the queue
     routing_key: str | None = None
+    group_index: int | None = None
+    embed: dict | None = None  # callbacks, errbacks, chain, chord (jobs.canvas); None: none
 
     def header_dict(self) -> dict[str, Any]:
         headers = dict(self.headers)
@@ -59,7 +61,7 @@ class JobMessage:
             eta=_iso(self.eta),
             expires=_iso(self.expires),
             group=self.group_id,
-            group_index=None,
+            group_index=self.group_index,
             retries=self.retries,
             timelimit=[self.time_limit, self.soft_time_limit],
             root_id=self.root_id or self.id,
@@ -72,7 +74,7 @@ class JobMessage:
         return headers
 
     def body(self) -> tuple:
-        return (list(self.args), self.kwargs, EMBED)
+        return (list(self.args), self.kwargs, self.embed or EMBED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +145,7 @@ def decode(headers: dict, body: bytes | str, content_type: str, content_encoding
         decoded = loads(body, content_type, content_encoding, accept=accept)
     except Exception as exc:
         raise InvalidMessage(f"can't decode the body ({content_type}): {exc}") from exc
-    args, kwargs = _split_body(decoded)
+    args, kwargs, embed = _split_body(decoded)
     limits = headers.get("timelimit") or (None, None)
     try:
         hard, soft = limits
@@ -161,6 +163,8 @@ def decode(headers: dict, body: bytes | str, content_type: str, content_encoding
             root_id=headers.get("root_id"),
             parent_id=headers.get("parent_id"),
             group_id=headers.get("group"),
+            group_index=_index(headers.get("group_index")),
+            embed=embed,
             ignore_result=bool(headers.get("ignore_result")),
             headers=headers,
         )
@@ -168,15 +172,62 @@ def decode(headers: dict, body: bytes | str, content_type: str, content_encoding
         raise InvalidMessage(f"bad header: {exc}") from exc
 
 
-def _split_body(decoded) -> tuple[list, dict]:
+def _split_body(decoded) -> tuple[list, dict, dict | None]:
     if not isinstance(decoded, (list, tuple)) or len(decoded) != 3:
         raise InvalidMessage("the body is not [args, kwargs, embed] (Celery protocol v2)")
-    args, kwargs, _embed = decoded
+    args, kwargs, embed = decoded
     if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
         raise InvalidMessage("the body's args must be a list and kwargs a dict")
     if not all(isinstance(k, str) for k in kwargs):
         raise InvalidMessage("the body's kwargs have a key that is not a string")
-    return list(args), kwargs
+    return list(args), kwargs, _embed(embed)
+
+
+def _embed(embed) -> dict | None:
+    """The workflow a message carries (what runs after it), checked; None when it carries
+    none. One that can't be followed is refused here, so it is dead-lettered with the reason
+    rather than dropped."""
+    if embed is None:
+        return None
+    try:  # the common case first, cheaply: a map of four empty places
+        if not (embed["callbacks"] or embed["errbacks"] or embed["chain"] or embed["chord"]):
+            return None
+    except (KeyError, TypeError, IndexError):
+        if not isinstance(embed, dict):
+            raise InvalidMessage("the body's embed (callbacks, errbacks, chain, chord) is not "
+                                 "a map") from None
+        if not (embed.get("callbacks") or embed.get("errbacks") or embed.get("chain")
+                or embed.get("chord")):
+            return None
+    for key in ("callbacks", "errbacks", "chain"):
+        signatures = embed.get(key)
+        if signatures is not None and not (isinstance(signatures, list)
+                                           and all(map(_is_signature, signatures))):
+            raise InvalidMessage(f"the embed's {key!r} is not a list of signatures")
+    chord = embed.get("chord")
+    if chord is not None and not _is_signature(chord):
+        raise InvalidMessage("the embed's 'chord' is not a signature")
+    return {key: embed.get(key) for key in EMBED}
+
+
+def _is_signature(value) -> bool:
+    """A signature in Celery's layout: a map naming its task (a chain, group or chord
+    names theirs inside)."""
+    if not isinstance(value, dict):
+        return False
+    if isinstance(value.get("task"), str) and value["task"]:
+        return isinstance(value.get("args", ()), (list, tuple)) and isinstance(
+            value.get("kwargs") or {}, dict) and isinstance(value.get("options") or {}, dict)
+    return value.get("subtask_type") in ("chain", "group", "chord") and isinstance(
+        value.get("kwargs"), dict)
+
+
+def _index(value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"group_index={value!r} is not a position")
+    return value
 
 
 def _check_ids(headers: dict) -> None:

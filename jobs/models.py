@@ -80,6 +80,8 @@ class JobRecord(models.Model):
     worker = models.CharField(max_length=255, blank=True)
     parent_id = models.CharField(max_length=255, blank=True)
     root_id = models.CharField(max_length=255, blank=True)
+    group_id = models.CharField(max_length=255, blank=True,
+                                help_text="The group (or chord header) the job belongs to.")
     date_created = models.DateTimeField(default=timezone.now)
     date_started = models.DateTimeField(null=True, blank=True)
     date_done = models.DateTimeField(null=True, blank=True)
@@ -111,6 +113,60 @@ class JobRecord(models.Model):
     @property
     def is_ready(self) -> bool:
         return self.state in READY_STATES
+
+
+class GroupRecord(models.Model):
+    """A group of jobs started together (``group``, a chord's header), readable from any
+    process (``GroupResult.restore(id)``). For a chord, it also holds the body and counts
+    the header jobs that succeeded: the body is sent by the one that completes the count."""
+
+    class BodyState(models.TextChoices):
+        NONE = "", "No body (a group)"
+        WAITING = "WAITING", "Waiting for the header"
+        SENT = "SENT", "Body sent"
+        FAILURE = "FAILURE", "Header failed"
+
+    group_id = models.CharField("group id", max_length=255, unique=True)
+    job_ids = models.JSONField(default=list, help_text="The members' job ids, in order.")
+    size = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(
+        default=0, help_text="Header jobs that succeeded (chords), each counted once.")
+    body = models.JSONField(null=True, blank=True,
+                            help_text="The chord's body: a signature in Celery's layout.")
+    body_state = models.CharField(max_length=20, blank=True, default="",
+                                  choices=BodyState.choices)
+    parent_id = models.CharField(max_length=255, blank=True)
+    root_id = models.CharField(max_length=255, blank=True)
+    date_created = models.DateTimeField(default=timezone.now, db_index=True)
+    date_done = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "job group"
+        ordering = ["-date_created"]
+
+    def __str__(self) -> str:
+        kind = "chord" if self.body else "group"
+        return f"{kind} {self.group_id} ({self.size} jobs)"
+
+    @property
+    def body_id(self) -> str | None:
+        return ((self.body or {}).get("options") or {}).get("task_id")
+
+
+class ChordPart(models.Model):
+    """A header job of a chord that succeeded and was counted: the unique pair makes a
+    redelivered header job (its worker died after counting) count once."""
+
+    group_id = models.CharField("group id", max_length=255)
+    job_id = models.CharField("job id", max_length=255)
+
+    class Meta:
+        verbose_name = "counted chord part"
+        constraints = [models.UniqueConstraint(fields=["group_id", "job_id"],
+                                               name="jobs_chordpart_once")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} of {self.group_id}"
 
 
 class DeadLetterQuerySet(models.QuerySet):

@@ -26,7 +26,12 @@ APPLY_OPTIONS = frozenset({
     "countdown", "eta", "expires", "queue", "priority", "headers", "task_id", "job_id",
     "time_limit", "soft_time_limit", "serializer", "compression", "on_commit", "retry",
     "retry_policy", "ignore_result", "retries", "parent_id", "root_id", "group_id",
+    # workflows (jobs.canvas), in Celery's names; embed: all of them as a message carries them
+    "link", "link_error", "chain", "chord", "group_index", "embed",
 })
+
+#: The options that add a workflow to a message (its body's embed).
+EMBED_OPTIONS = frozenset({"link", "link_error", "chain", "chord", "embed"})
 
 
 class _FromSettings:

@@ -28,6 +28,7 @@ class JobResult:
         self.id = str(id)
         self.name = name
         self._row: JobRecord | None = None
+        self._parent = None
 
     def __repr__(self) -> str:
         return f"<JobResult {self.id} [{self.state}]>"
@@ -96,6 +97,29 @@ class JobResult:
     def retries(self) -> int:
         row = self._fetch()
         return row.retries if row else 0
+
+    # The workflow around it ------------------------------------------------------------------
+
+    @property
+    def parent(self):
+        """The job (or group) this one came after: set by a chain or chord that was just
+        sent, else read from the row (the job that sent this one)."""
+        if self._parent is not None:
+            return self._parent
+        row = self._fetch()
+        return JobResult(row.parent_id) if row is not None and row.parent_id else None
+
+    @parent.setter
+    def parent(self, value) -> None:
+        self._parent = value
+
+    @property
+    def children(self) -> list[JobResult]:
+        """The jobs this one sent while it ran, or that a workflow sent after it (the next
+        step of a chain, its callbacks), oldest first, as far as a worker has started them."""
+        ids = (JobRecord.objects.filter(parent_id=self.id).exclude(job_id=self.id)
+               .order_by("date_created").values_list("job_id", flat=True))
+        return [JobResult(job_id) for job_id in ids]
 
     # Waiting -------------------------------------------------------------------------------
 

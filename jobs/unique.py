@@ -40,13 +40,13 @@ def lock_key(job, args: tuple, kwargs: dict) -> str:
 
 def _bound_arguments(job, args: tuple, kwargs: dict):
     try:
-        bound = job.signature.bind(*((job,) if job.bind else ()), *args, **kwargs)
+        bound = job.call_signature.bind(*((job,) if job.bind else ()), *args, **kwargs)
     except TypeError:  # typing=False and arguments that don't fit: take them as they are
         return [list(args), kwargs]
     bound.apply_defaults()
     arguments = dict(bound.arguments)
     if job.bind:
-        arguments.pop(next(iter(job.signature.parameters)), None)
+        arguments.pop(next(iter(job.call_signature.parameters)), None)
     return arguments
 
 

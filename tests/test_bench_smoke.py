@@ -87,3 +87,5 @@ def test_the_smoke_benchmark_runs_every_peer_and_prints_the_table(bench_database
     for peer in PEERS:
         assert any(row.startswith(f"| {peer} |") for row in rows), f"no row for {peer}:\n{output}"
     assert "| jobs / Celery |" in output and "| jobs / Dramatiq |" in output
+    assert "chord, s to body" in output and "chord, time to body (Celery: Redis results)" \
+        in output, output[-5000:]

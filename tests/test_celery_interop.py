@@ -99,6 +99,44 @@ def test_a_celery_task_no_job_has_is_dead_lettered(broker_url, celery_app, start
     assert letter.reason.startswith("unregistered job 'billing.tasks.charge'")
 
 
+@brokers
+def test_a_celery_producers_link_runs_on_a_jobs_worker(broker_url, celery_app, start_worker):
+    start_worker(broker_url, "-c", "1")
+    link = celery_app.signature("tests.jobs_app.jobs.mul", args=(10,))
+    sent = send(celery_app, "project.demo.jobs.add", args=(2, 3), link=link)
+
+    row = wait_for(lambda: JobRecord.objects.filter(
+        name="tests.jobs_app.jobs.mul", parent_id=sent.id, state="SUCCESS").first(),
+        message="the link of Celery's message did not run")
+    assert (row.args, row.result, row.root_id) == ([5, 10], 50, sent.id)
+
+
+@brokers
+def test_a_celery_producers_link_error_runs_on_a_jobs_worker(broker_url, celery_app,
+                                                             start_worker):
+    start_worker(broker_url, "-c", "1")
+    errback = celery_app.signature("tests.jobs_app.jobs.noted_failure")
+    sent = send(celery_app, "project.demo.jobs.fail", args=("no",), link_error=errback)
+
+    row = wait_for(lambda: JobRecord.objects.filter(
+        name="tests.jobs_app.jobs.noted_failure", state="SUCCESS").first())
+    assert row.result == sent.id
+
+
+@brokers
+def test_a_celery_producers_chain_runs_on_a_jobs_worker(broker_url, celery_app, start_worker):
+    start_worker(broker_url, "-c", "1")
+    steps = celery.chain(celery_app.signature("project.demo.jobs.add", args=(1, 2)),
+                         celery_app.signature("tests.jobs_app.jobs.mul", args=(10,)),
+                         celery_app.signature("project.demo.jobs.add", args=(5,)))
+    last = steps.apply_async(queue="default")
+
+    row = wait_for(lambda: JobRecord.objects.filter(job_id=last.id, state="SUCCESS").first(),
+                   message="Celery's chain did not reach its last step")
+    assert row.result == 35
+    assert JobRecord.objects.get(job_id=last.parent.id).result == 30
+
+
 # Our messages on a Celery worker -------------------------------------------------------------
 
 
@@ -180,3 +218,15 @@ def test_a_long_acks_late_celery_task_beside_a_jobs_worker_runs_once(
 
 def send_to_celery(app, name, **options):
     return app.send_task(name, queue=CELERY_ONLY, **options)
+
+
+@brokers
+def test_a_jobs_chain_runs_on_a_celery_worker(broker_url, celery_worker):
+    last = (demo.add.s(1, 2) | demo.add.s(3) | demo.add.s(4)).delay()
+    first, middle = last.parent.parent, last.parent
+
+    assert note(celery_worker, first.id)["result"] == 3
+    assert note(celery_worker, middle.id)["args"] == [3, 3]
+    received = note(celery_worker, last.id)
+    assert (received["args"], received["result"]) == ([6, 4], 10)
+    assert (received["parent_id"], received["root_id"]) == (middle.id, first.id)

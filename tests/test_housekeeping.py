@@ -74,6 +74,18 @@ def cleanup(*args: str) -> str:
 
 @pg
 @pytest.mark.django_db
+def test_groups_made_before_result_expires_are_deleted():
+    from jobs.models import GroupRecord
+
+    old = GroupRecord.objects.create(group_id="old", date_created=NOW - 2 * DAY)
+    recent = GroupRecord.objects.create(group_id="recent", date_created=NOW - DAY / 2)
+    report = sweep(NOW)
+    assert (exists(old), exists(recent)) == (False, True)
+    assert report.deleted["job groups"] == 1
+
+
+@pg
+@pytest.mark.django_db
 def test_finished_results_older_than_result_expires_are_deleted():
     old = [result(state, done=NOW - 2 * DAY) for state in ("SUCCESS", "FAILURE", "REVOKED")]
     report = sweep(NOW)

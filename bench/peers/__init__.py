@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-FIGURES = ("enqueue", "drain", "roundtrip", "scale")
+FIGURES = ("enqueue", "drain", "roundtrip", "scale", "chord")
 
 
 class Peer:
@@ -71,6 +71,10 @@ class Peer:
 
     def round_trip(self) -> None:
         """Enqueue one job and wait for its result, as a caller would."""
+        raise NotImplementedError
+
+    def chord(self, n: int) -> None:
+        """A chord of ``n`` no-op jobs and a body counting them; wait for the body's result."""
         raise NotImplementedError
 
     def stored_results(self) -> int | None:

@@ -1,7 +1,7 @@
 """Celery 5 on the same broker: ``celery worker -P prefork -c 2``, Celery's defaults otherwise.
 
 Results: off, stored by django-celery-results in the bench's database (``django-db``), or in
-Redis (the round trip, where Celery is at its fastest).
+Redis (the round trip and the chord, where Celery is at its fastest).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ LABELS = {
 FIGURES = {
     "off": {"enqueue", "drain", "scale"},
     "django-db": {"enqueue", "drain", "roundtrip"},
-    "redis": {"roundtrip"},
+    "redis": {"roundtrip", "chord"},
 }
 
 
@@ -36,6 +36,7 @@ class CeleryPeer(Peer):
         self.app = make_app(results)
         self.noop = self.app.tasks["bench.noop"]
         self.mark = self.app.tasks["bench.mark"]
+        self.count = self.app.tasks["bench.count"]
         if results == "django-db":
             self.n = 5_000
             self.n_note = "about 200 jobs/s: 20,000 would take 100 s a repetition"
@@ -73,6 +74,13 @@ class CeleryPeer(Peer):
         result.get(timeout=10)
         if self.mode == "redis":
             result.forget()
+
+    def chord(self, n: int) -> None:
+        from celery import chord
+
+        result = chord(self.noop.s() for _ in range(n))(self.count.s())
+        assert result.get(timeout=max(60, n / 10)) == n
+        result.forget()
 
     def stored_results(self) -> int | None:
         if self.mode != "django-db":

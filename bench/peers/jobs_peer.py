@@ -18,7 +18,7 @@ class JobsPeer(Peer):
         self.results = "off" if ignore_result else "ORM"
         self.label = "jobs, results off" if ignore_result else "jobs (defaults, results in ORM)"
         self.figures = frozenset({"enqueue", "drain"} if ignore_result
-                                 else {"enqueue", "drain", "roundtrip", "scale"})
+                                 else {"enqueue", "drain", "roundtrip", "scale", "chord"})
         self.has_bulk = hasattr(tasks.noop, "delay_many")
         self.bulk_method = "delay_many" if self.has_bulk else "no bulk API: delay() loop"
 
@@ -55,6 +55,12 @@ class JobsPeer(Peer):
     def round_trip(self) -> None:
         self.tasks.noop.delay().get(timeout=10)
 
+    def chord(self, n: int) -> None:
+        from jobs import chord
+
+        header = (self.tasks.noop.s() for _ in range(n))
+        assert chord(header, self.tasks.count.s()).delay().get(timeout=max(60, n / 10)) == n
+
     def stored_results(self) -> int | None:
         if self.ignore_result:
             return None
@@ -63,8 +69,10 @@ class JobsPeer(Peer):
         return JobRecord.objects.filter(name=self.tasks.noop.name, state=States.SUCCESS).count()
 
     def purge(self) -> None:
-        from jobs.models import JobRecord, Message
+        from jobs.models import ChordPart, GroupRecord, JobRecord, Message
 
         super().purge()
         truncate(JobRecord._meta.db_table)
+        truncate(GroupRecord._meta.db_table)
+        truncate(ChordPart._meta.db_table)
         Message.objects.filter(queue__startswith=self.ctx.prefix).delete()

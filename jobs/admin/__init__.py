@@ -15,8 +15,9 @@ Job arguments and results are possibly sensitive: they show only on the pages of
 and dead letters, to users who may view those. Every action is a POST through the admin, with
 its CSRF protection.
 
-One module per admin: ``results``, ``messages``, ``deadletters`` and ``workers`` register
-theirs on import (Django imports this package when it autodiscovers admins); ``readonly``
+One module per admin: ``results``, ``groups`` (groups and chords), ``messages``,
+``deadletters`` and ``workers`` register theirs on import (Django imports this package when it
+autodiscovers admins); ``readonly``
 holds what they share; ``operations`` what their actions do to the rows; ``filters`` their
 list filters; ``dashboard`` and ``stats`` the monitoring page. Display helpers that
 ``jobs_beat`` uses too live in :mod:`jobs.display`, which doesn't register anything.
@@ -28,11 +29,12 @@ from django.contrib import admin
 
 from jobs.admin.dashboard import moved_dashboard_urls
 from jobs.admin.deadletters import DeadLetterAdmin
+from jobs.admin.groups import GroupRecordAdmin
 from jobs.admin.messages import MessageAdmin
 from jobs.admin.results import JobRecordAdmin
 from jobs.admin.workers import WorkerAdmin
 
-__all__ = ["DeadLetterAdmin", "JobRecordAdmin", "MessageAdmin", "WorkerAdmin"]
+__all__ = ["DeadLetterAdmin", "GroupRecordAdmin", "JobRecordAdmin", "MessageAdmin", "WorkerAdmin"]
 
 if admin.site.index_template is None:
     # The admin index gets a "Jobs monitoring" box linking the dashboard (for users who may

@@ -65,6 +65,7 @@ class JobRecordAdmin(DashboardViews, ReadOnlyAdmin):
         ("Timing", {"fields": ("created", "started", "done", "runtime_label")}),
         ("Retries", {"fields": ("retries", "deliveries", "children_list")}),
         ("Related jobs", {"fields": ("parent_link", "root_link")}),
+        ("Workflow", {"fields": ("group_label", "group_members")}),
     )
     readonly_fields = tuple(field for _, options in fieldsets for field in options["fields"])
 
@@ -253,6 +254,21 @@ class JobRecordAdmin(DashboardViews, ReadOnlyAdmin):
             for child in children[:CHILDREN_SHOWN]))
         more = everything if len(children) > CHILDREN_SHOWN else ""
         return format_html('<ul class="jobs-children">{}</ul>{}', items, more)
+
+    @admin.display(description="group")
+    def group_label(self, obj):
+        from jobs.admin.groups import group_link
+
+        return group_link(obj.group_id) if obj.group_id else "none"
+
+    @admin.display(description="jobs of its group")
+    def group_members(self, obj):
+        from jobs.admin.groups import member_list
+        from jobs.models import GroupRecord
+
+        group = GroupRecord.objects.filter(group_id=obj.group_id).first() if obj.group_id \
+            else None
+        return member_list(group, CHILDREN_SHOWN, current=obj.job_id) if group else None
 
     def _job_link(self, job_id: str, obj: JobRecord):
         if not job_id:

@@ -2,6 +2,7 @@
 (project/demo/jobs.py): each shows one behaviour of a job or a worker. Their names are
 ``tests.jobs_app.jobs.<function>``."""
 
+import json
 import os
 import time
 import zlib
@@ -168,7 +169,7 @@ def retry_without_raise(self, directory):
     return self.request.retries
 
 
-def wait_for_file(path: str, timeout: float = 30) -> None:
+def _wait_for_path(path: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not os.path.exists(path):
         if time.monotonic() > deadline:
@@ -182,7 +183,7 @@ def step_by_step(self, directory, total):
     the file ``directory/go-<i>`` exists: a test moves it along and watches."""
     for i in range(total):
         self.update_state(state="PROGRESS", meta={"current": i, "total": total})
-        wait_for_file(os.path.join(directory, f"go-{i}"))
+        _wait_for_path(os.path.join(directory, f"go-{i}"))
     return total
 
 
@@ -192,3 +193,49 @@ def retry_in(self, seconds):
     if self.request.retries == 0:
         raise self.retry(countdown=seconds)
     return "done after 1 retry"
+
+
+# Workflows (tests/test_canvas*.py) ------------------------------------------------------------
+
+
+@job
+def mul(x, y):
+    return x * y
+
+
+@job
+def tally(values, directory=None):
+    """A chord's body: the sum of the header's results; with ``directory``, leaves a mark
+    per run, so a test can tell it ran once."""
+    if directory:
+        import uuid
+        from pathlib import Path
+
+        Path(directory, f"run-{uuid.uuid4().hex}").write_text(json.dumps(values))
+    return sum(values)
+
+
+@job
+def noted_failure(job_id, directory=None):
+    """An errback: takes the failed job's id (Celery's link_error calling convention)."""
+    if directory:
+        from pathlib import Path
+
+        Path(directory, f"errback-{job_id}").write_text(str(job_id))
+    return job_id
+
+
+@job
+def boom(*args):
+    raise ValueError(f"boom {args!r}")
+
+
+@job
+def wait_for_file(path, value=None, timeout=30.0):
+    """Runs until ``path`` exists (a test creates it), then returns ``value``."""
+    from pathlib import Path
+
+    deadline = time.monotonic() + timeout
+    while not Path(path).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return value
