@@ -70,6 +70,7 @@ DEFAULTS: dict[str, Any] = {
 DEFAULT_MIDDLEWARE = [
     "jobs.middleware.signing.Signing",  # refuse forged messages, first; sign what is sent
     "jobs.middleware.signals.Signals",
+    "jobs.middleware.tasks.TaskSignals",  # Django's task_* signals for Django tasks
     "jobs.middleware.logging.Logging",
     "jobs.middleware.unique.Unique",
     "jobs.middleware.delay.DelayedJobs",

@@ -42,6 +42,7 @@ class Job(Generic[P, R]):
         self.__doc__ = func.__doc__
         self.__wrapped__ = func
         self.signature = inspect.signature(func)
+        self.is_async = inspect.iscoroutinefunction(func)  # its calls return a coroutine
         self._resolved: dict = {}  # option() values, settings defaults filled in
 
     def __repr__(self) -> str:
