@@ -253,3 +253,14 @@ def test_check_warns_when_the_task_signals_middleware_is_left_out(settings):
     out = io.StringIO()
     call_command("check", stdout=out, stderr=out)
     assert "jobs.W050" in out.getvalue()
+
+
+def test_jobs_checks_the_backend_where_django_tasks_is_not_an_installed_app(settings, monkeypatch):
+    from jobs import checks
+    from jobs.compat import tasks as tasks_api
+
+    settings.TASKS = {**settings.TASKS, "typo": {
+        "BACKEND": "jobs.backends.JobsBackend", "OPTIONS": {"max_retrys": 3}}}
+    assert checks.check_task_backends() == []  # django_tasks' own check reports it here
+    monkeypatch.setattr(tasks_api, "backends_are_checked", lambda: False)
+    assert [m.id for m in checks.check_task_backends()] == ["jobs.E050"]
