@@ -10,9 +10,10 @@ import threading
 from datetime import timedelta
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from jobs.compat.tasks import (
@@ -78,7 +79,10 @@ def test_a_task_runs_on_the_worker_and_its_result_is_read_back():
 def test_an_async_task_runs_and_is_enqueued_and_read_from_async_code():
     async def from_a_view():
         result = await tasks.async_add.aenqueue(20, 22)
-        return await tasks.async_add.aget_result(result.id)
+        try:
+            return await tasks.async_add.aget_result(result.id)
+        finally:  # the connection of the thread that ran the ORM for it
+            await sync_to_async(connections.close_all, thread_sensitive=True)()
 
     with running_worker():
         result = asyncio.run(from_a_view())
@@ -264,3 +268,14 @@ def test_jobs_checks_the_backend_where_django_tasks_is_not_an_installed_app(sett
     assert checks.check_task_backends() == []  # django_tasks' own check reports it here
     monkeypatch.setattr(tasks_api, "backends_are_checked", lambda: False)
     assert [m.id for m in checks.check_task_backends()] == ["jobs.E050"]
+
+
+def test_a_revoked_task_never_runs_and_has_failed():
+    from jobs import JobResult
+
+    result = tasks.add.enqueue(1, 1)
+    JobResult(result.id).revoke()
+    with running_worker():
+        result = finished(result)
+    assert result.status == "FAILED"
+    assert result.errors[0].exception_class_path == "jobs.exceptions.JobRevoked"
