@@ -2,6 +2,7 @@
 (project/demo/jobs.py): each shows one behaviour of a job or a worker. Their names are
 ``tests.jobs_app.jobs.<function>``."""
 
+import asyncio
 import os
 import time
 import zlib
@@ -136,3 +137,42 @@ def note_due_time(self, directory):
     due = self.request.headers.get("periodic_task_due_at") or "unscheduled"
     with open(os.path.join(directory, due), "a") as out:
         out.write(f"{self.request.id}\n")
+
+
+@job
+async def async_add(x, y):
+    await asyncio.sleep(0.01)
+    return x + y
+
+
+@job
+async def async_wait(seconds):
+    """Waits on I/O (a timer) for ``seconds``; returns the thread it ran in."""
+    await asyncio.sleep(seconds)
+    return {"waited": seconds, "pid": os.getpid()}
+
+
+@job(time_limit=0.5)
+async def async_overrun(path):
+    """Waits far past its time limit; writes ``path`` as it is cancelled."""
+    try:
+        await asyncio.sleep(30)
+    finally:
+        with open(path, "w") as f:
+            f.write("cancelled")
+
+
+@job
+async def async_count_results():
+    """The ORM from async code, the way Django allows it."""
+    from jobs.models import JobRecord
+
+    return await JobRecord.objects.acount()
+
+
+@job
+async def async_count_results_unsafely():
+    """The ORM called synchronously from async code: Django refuses it."""
+    from jobs.models import JobRecord
+
+    return JobRecord.objects.count()
