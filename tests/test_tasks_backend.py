@@ -28,6 +28,7 @@ from jobs.compat.tasks import (
 )
 from jobs.models import JobRecord
 from jobs.testing import running_worker
+from tests.conftest import wait_for
 from tests.jobs_app import jobs as testjobs, tasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -88,6 +89,17 @@ def test_an_async_task_runs_and_is_enqueued_and_read_from_async_code():
         result = asyncio.run(from_a_view())
         assert result.status == "READY"
         assert finished(result).return_value == 42
+
+
+def test_a_task_is_running_while_it_runs():
+    with running_worker():
+        result = tasks.pause.enqueue(1)
+        wait_for(lambda: tasks.pause.get_result(result.id).status == "RUNNING",
+                 message="the task was never seen RUNNING")
+        running = tasks.pause.get_result(result.id)
+        assert running.started_at is not None and running.finished_at is None
+        assert not running.is_finished
+        assert finished(result).return_value == 1
 
 
 def test_a_task_taking_the_context_sees_its_own_result_and_attempt():

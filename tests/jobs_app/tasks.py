@@ -54,3 +54,9 @@ def spin_forever():
     """Never returns: only the backend's hard time limit stops it."""
     while True:
         pass
+
+
+@task
+def pause(seconds):
+    time.sleep(seconds)
+    return seconds
