@@ -10,7 +10,7 @@ from django.core.checks import Error, Tags, Warning, register
 from jobs.conf import ALIASES, DEFAULTS, settings
 
 KNOWN_SCHEMES = ("django", "redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp", "memory")
-POOLS = ("prefork", "threads", "solo", "asyncio")
+POOLS = ("prefork", "threads", "solo", "asyncio", "gevent")
 
 
 def _error(msg: str, hint: str, id: str) -> Error:

@@ -176,3 +176,10 @@ async def async_count_results_unsafely():
     from jobs.models import JobRecord
 
     return JobRecord.objects.count()
+
+
+@job
+def blocking_wait(seconds):
+    """Waits on blocking I/O (a sleep, which gevent makes cooperative)."""
+    time.sleep(seconds)
+    return {"waited": seconds, "pid": os.getpid()}

@@ -5,6 +5,8 @@ from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError
 
 from jobs.broker import get_broker
+from jobs.conf import settings
+from jobs.exceptions import ConfigurationError
 from jobs.log import configure as configure_logging
 from jobs.transport import unavailable
 from jobs.worker import Worker, banner
@@ -21,7 +23,8 @@ class Command(BaseCommand):
         parser.add_argument("-c", "--concurrency", type=int, default=None,
                             help="Jobs run at once (default: JOBS WORKER_CONCURRENCY or CPUs).")
         parser.add_argument("-P", "--pool", choices=sorted(POOLS), default=None,
-                            help="Where jobs run: prefork (processes), threads, or solo.")
+                            help="Where jobs run: prefork (processes), threads, solo, asyncio "
+                                 "(async def jobs on one event loop), or gevent.")
         parser.add_argument("-n", "--hostname", default=None, help="This worker's name.")
         parser.add_argument("-l", "--loglevel", default="INFO",
                             help="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
@@ -39,6 +42,8 @@ class Command(BaseCommand):
                                  "this many KiB (checked after each job).")
 
     def execute(self, *args, **options):
+        if (options.get("pool") or settings.WORKER_POOL) == "gevent":
+            restart_patched_for_gevent()
         # Before the system checks (jobs.E013 says the same): one line, not a report.
         reason = unavailable(get_broker().url)
         if reason:
@@ -72,4 +77,32 @@ class Command(BaseCommand):
             embed(worker)  # runs while the worker runs, in a thread of its own
         self.stdout.write(banner(worker))
         self.stdout.flush()
-        sys.exit(worker.run())
+        try:
+            sys.exit(worker.run())
+        except ConfigurationError as exc:  # e.g. a pool that can't start here: say why
+            raise CommandError(str(exc)) from exc
+
+
+#: In the environment of the worker that :func:`restart_patched_for_gevent` starts.
+PATCHED = "JOBS_GEVENT_PATCHED"
+
+#: What that worker runs: gevent patches the standard library (sockets, threads, ``select``,
+#: ``time.sleep``) before anything that uses it is imported — Django, kombu, redis,
+#: psycopg — or those would keep the blocking versions and one waiting job would stall every
+#: other; then ``manage.py`` (``sys.argv`` after ``-c``) runs as it was started.
+BOOT = ("from gevent import monkey; monkey.patch_all(); import runpy, sys; "
+        "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
+def restart_patched_for_gevent() -> None:
+    """Start this command again in a process that gevent patched before Django loaded
+    (:data:`BOOT`), unless this is that process."""
+    import importlib.util
+    import os
+
+    if os.environ.get(PATCHED):
+        return
+    if importlib.util.find_spec("gevent") is None:
+        raise CommandError("-P gevent needs gevent: pip install 'django-jobs[gevent]'")
+    os.environ[PATCHED] = "1"
+    os.execv(sys.executable, [sys.executable, "-c", BOOT, *sys.argv])
