@@ -83,6 +83,7 @@ DEFAULT_MIDDLEWARE = [
     "jobs.middleware.time_limits.TimeLimits",  # its soft limit covers the job's code only
     "jobs.middleware.rate_limits.RateLimits",  # holds deliveries last, time limit set
     "jobs.middleware.housekeeping.Housekeeping",
+    "jobs.middleware.metrics.Metrics",  # last: counts outcomes as the others left them
 ]
 
 # Celery spells this one without the TASK_/WORKER_ prefix; accept both.

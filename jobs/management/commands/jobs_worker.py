@@ -37,6 +37,9 @@ class Command(BaseCommand):
         parser.add_argument("-B", "--beat", action="store_true",
                             help="Also run the periodic-job scheduler (jobs_beat) in this "
                                  "process; for small deployments.")
+        parser.add_argument("--metrics-port", type=int, default=None,
+                            help="Serve Prometheus metrics on this port (the 'prometheus' "
+                                 "extra).")
         parser.add_argument("--max-memory-per-child", type=int, default=None,
                             help="Replace a prefork child once its resident memory passes "
                                  "this many KiB (checked after each job).")
@@ -75,12 +78,26 @@ class Command(BaseCommand):
             from jobs_beat.scheduler import embed
 
             embed(worker)  # runs while the worker runs, in a thread of its own
+        if options["metrics_port"] is not None:
+            serve_metrics(options["metrics_port"])
         self.stdout.write(banner(worker))
         self.stdout.flush()
         try:
             sys.exit(worker.run())
         except ConfigurationError as exc:  # e.g. a pool that can't start here: say why
             raise CommandError(str(exc)) from exc
+
+
+def serve_metrics(port: int) -> None:
+    try:
+        from jobs.metrics import serve
+    except ImportError as exc:
+        raise CommandError(f"--metrics-port needs prometheus-client: pip install "
+                           f"'django-jobs[prometheus]' ({exc})") from exc
+    try:
+        serve(port)
+    except OSError as exc:
+        raise CommandError(f"--metrics-port {port}: {exc}") from exc
 
 
 #: In the environment of the worker that :func:`restart_patched_for_gevent` starts.
