@@ -15,6 +15,7 @@ the documented API that Django 6's ``django.tasks`` and the ``django-tasks`` pac
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from django.core import checks
 from django.db import transaction
@@ -124,7 +125,7 @@ class JobsBackend(BaseTaskBackend):
             kwargs=dict(kwargs), backend=self.alias, errors=[], worker_ids=[],
         )
         # Sent once the job is on its way: after the commit, as the message is.
-        announce = lambda: send(task_enqueued, type(self), result)  # noqa: E731
+        announce = partial(send, task_enqueued, type(self), result)
         if settings.TASK_ENQUEUE_ON_COMMIT:
             transaction.on_commit(announce)
         else:
@@ -159,7 +160,7 @@ class JobsBackend(BaseTaskBackend):
             options = self.job_options()
             from jobs.options import JobOptions
 
-            JobOptions.of(_check, options)
+            JobOptions.of(_stand_in, options)
         except (ConfigurationError, ImportError) as exc:
             yield checks.Error(str(exc), obj=where, id="jobs.E050",
                                hint="OPTIONS takes @job's options, by the same names.")
@@ -176,7 +177,7 @@ class JobsBackend(BaseTaskBackend):
                 id="jobs.W050")
 
 
-def _check() -> None:
+def _stand_in() -> None:
     """Stands for a task in the check of OPTIONS' values."""
 
 
