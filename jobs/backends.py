@@ -62,7 +62,8 @@ class JobsBackend(BaseTaskBackend):
 
     @property
     def supports_priority(self) -> bool:
-        """Whether the broker orders messages by priority (RabbitMQ queues here don't)."""
+        """Whether the broker orders messages by priority (RabbitMQ's queues only with
+        ``JOBS["TASK_QUEUE_MAX_PRIORITY"]``)."""
         return bool(get_broker().priority_levels)
 
     # Declaring --------------------------------------------------------------------------
@@ -133,14 +134,14 @@ class JobsBackend(BaseTaskBackend):
         return result
 
     def broker_priority(self, priority: int) -> int | None:
-        """Django's priority (-100..100, higher first) as one of the broker's levels (lower
-        first), spread over them in order; None where the broker has no levels."""
+        """Django's priority (-100..100) as one of the broker's levels, spread over them in
+        order (the highest first on both); None where the broker has no levels."""
         levels = get_broker().priority_levels
         if not levels:
             return None
         steps = len(levels) - 1
         span = TASK_MAX_PRIORITY - TASK_MIN_PRIORITY
-        return levels[0] + round((TASK_MAX_PRIORITY - priority) * steps / span)
+        return levels[0] + round((priority - TASK_MIN_PRIORITY) * steps / span)
 
     # Results --------------------------------------------------------------------------------
 

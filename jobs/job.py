@@ -23,7 +23,6 @@ from jobs.options import (
     APPLY_OPTIONS,
     QUEUE_NAME,
     JobOptions,
-    priority_problem,
     queue_problem,
 )
 
@@ -152,7 +151,6 @@ class Job(Generic[P, R]):
             return [self.apply(args, kwargs, **options) for args, kwargs in pairs]
         serializer = options.get("serializer") or self.serializer or settings.TASK_SERIALIZER
         limit = settings.TASK_MAX_MESSAGE_SIZE
-        options = {**options, "queue": options.get("queue") or broker.route(self.name, self.queue)}
         middleware = stack()
         handles, envelopes = [], []
         for args, kwargs in pairs:
@@ -198,10 +196,18 @@ class Job(Generic[P, R]):
             expires = (now or timezone.now()) + timedelta(seconds=expires)
         elif expires is not None:
             expires = _aware(expires, "expires")
-        queue = options.get("queue") or broker.route(self.name, self.queue)
+        queue = options.get("queue")
+        exchange = routing_key = None
         priority = options.get("priority", self.priority)
+        if not queue:
+            route = broker.resolve(self.name, self.queue, args, kwargs, options)
+            queue, exchange, routing_key = route.queue, route.exchange, route.routing_key
+            if priority is None:
+                priority = route.priority
+        if priority is None:
+            priority = settings.TASK_DEFAULT_PRIORITY
         if priority is not None or queue.__class__ is not str or not QUEUE_NAME.match(queue):
-            problem = queue_problem(queue) or priority_problem(priority)
+            problem = queue_problem(queue) or broker.priority_problem(priority)
             if problem:
                 raise ValueError(f"{self.name}: {problem}")
         parent = context.current.get()
@@ -223,6 +229,8 @@ class Job(Generic[P, R]):
             priority=priority,
             ignore_result=options.get("ignore_result", self.ignore_result) or False,
             headers=options.get("headers") or {},
+            exchange=exchange,
+            routing_key=routing_key,
         )
 
     def apply(self, args=None, kwargs=None, **options):

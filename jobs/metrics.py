@@ -1,4 +1,4 @@
-"""Prometheus metrics (``pip install 'django-jobs[prometheus]'``): served by a worker
+"""Prometheus metrics (``pip install 'jobs-for-django[prometheus]'``): served by a worker
 (``jobs_worker --metrics-port 9808``) and by a view a project mounts (:class:`MetricsView`).
 
 A worker counts what it ran (:class:`WorkerMetrics`, fed by

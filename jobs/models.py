@@ -247,7 +247,7 @@ class Message(models.Model):
         verbose_name = "queued message"
         indexes = [
             models.Index(
-                fields=["queue", "priority", "visible_at", "id"], name="jobs_message_claim"
+                fields=["queue", "-priority", "visible_at", "id"], name="jobs_message_claim"
             ),
             models.Index(fields=["lease_until"], name="jobs_message_lease"),
         ]

@@ -7,6 +7,10 @@
         client.post("/signup/", {...})
         assert [m.name for m in jobs_captured.messages] == ["accounts.jobs.send_welcome"]
         jobs_captured.run_all()
+
+A worker in the test's own process runs what is sent (:func:`running_worker`), and
+:func:`fixed_clock` (the ``jobs_clock`` fixture) stops the wall clock so that etas, expiries
+and locks can be tested without waiting for them.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -129,3 +134,49 @@ def running_worker(queues: list[str] | None = None, pool: str = "solo", concurre
     finally:
         worker.stop()
         thread.join(60)
+
+
+class Clock:
+    """The stopped wall clock of :func:`fixed_clock`."""
+
+    def __init__(self, traveller) -> None:
+        self._traveller = traveller
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def advance(self, by: float | timedelta) -> datetime:
+        """Move the clock forward by ``by`` (seconds or a timedelta); returns the new time."""
+        self._traveller.shift(by if isinstance(by, timedelta) else timedelta(seconds=by))
+        return self.now()
+
+
+@contextmanager
+def fixed_clock(start: datetime | None = None):
+    """Stop the wall clock at ``start`` (default: now) for the block; ``clock.advance(3600)``
+    moves it an hour. ``time.time()``, ``datetime.now()`` and ``timezone.now()`` read it, so
+    an eta, an ``expires``, a unique lock or a result's expiry is reached when the test says.
+    ``time.monotonic()`` keeps running, so a worker in this process (:func:`running_worker`)
+    goes on polling, beating and shutting down as usual::
+
+        with fixed_clock() as clock, running_worker():
+            later = report.apply_async(countdown=3600)
+            clock.advance(3600)
+            later.get(timeout=10)
+
+    Leases follow the wall clock too: advance it while no job is running, as a clock that
+    jumps an hour makes every lease held at that moment expire. Needs ``time-machine``.
+    """
+    try:
+        import time_machine
+    except ImportError as exc:  # an optional dependency of the test helpers only
+        raise ImportError("fixed_clock() needs time-machine: pip install time-machine") from exc
+    with time_machine.travel(start or datetime.now(UTC), tick=False) as traveller:
+        yield Clock(traveller)
+
+
+@pytest.fixture
+def jobs_clock():
+    """A stopped wall clock for the test (see :func:`fixed_clock`)."""
+    with fixed_clock() as clock:
+        yield clock

@@ -138,6 +138,12 @@ JOBS = {
     "BROKER_TRANSPORT_OPTIONS": json.loads(os.environ.get("JOBS_BROKER_TRANSPORT_OPTIONS", "{}")),
     "WORKER_HEARTBEAT_INTERVAL": float(os.environ.get("JOBS_WORKER_HEARTBEAT_INTERVAL", "5")),
 }
+if os.environ.get("JOBS_SETTINGS"):  # more JOBS keys, e.g. '{"WORKER_WATCHDOG_TIMEOUT": 60}'
+    JOBS.update(json.loads(os.environ["JOBS_SETTINGS"]))
+if os.environ.get("JOBS_EXTRA_MIDDLEWARE"):  # '["dotted.Path"]': listed after the defaults
+    from jobs.conf import DEFAULT_MIDDLEWARE
+
+    JOBS["MIDDLEWARE"] = [*DEFAULT_MIDDLEWARE, *json.loads(os.environ["JOBS_EXTRA_MIDDLEWARE"])]
 if os.environ.get("JOBS_SIGNING_KEYS"):  # e.g. '["a long random key"]': see docs/security.md
     JOBS["SIGNING_KEYS"] = json.loads(os.environ["JOBS_SIGNING_KEYS"])
 

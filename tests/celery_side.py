@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,3 +48,13 @@ def add(self, x, y):
     temporary.write_text(json.dumps(note, default=str))
     temporary.rename(out / f"{self.request.id}.json")  # appears whole or not at all
     return x + y
+
+
+@app.task(name="celery_side.long", bind=True, acks_late=True)
+def long(self, seconds):
+    """A long acks_late task: each run adds a line to ``<task id>.runs``, then sleeps."""
+    out = Path(os.environ["CELERY_SIDE_OUT"])
+    with open(out / f"{self.request.id}.runs", "a") as runs:
+        runs.write(datetime.now(UTC).isoformat() + "\n")
+    time.sleep(seconds)
+    return seconds

@@ -97,6 +97,23 @@ def broker_params():
             for name in BROKERS]
 
 
+POOLS = ("prefork", "threads", "solo")
+
+
+def pool_matrix(pools=POOLS, every_broker: bool = True):
+    """Parametrize ``(broker_url, pool)``: the prefork pool on every broker (or only the
+    database broker), and each other pool named on the database broker, where a pool's
+    behaviour doesn't depend on the broker. A test passes ``"-P", pool`` to its worker."""
+    def param(broker: str, pool: str):
+        return pytest.param(broker, pool, id=f"{broker}-{pool}",
+                            marks=[pytest.mark.pg] if broker == "django" else [])
+
+    pairs = [param(name, "prefork") for name in (BROKERS if every_broker else ["django"])
+             if "prefork" in pools]
+    pairs += [param("django", pool) for pool in pools if pool != "prefork"]
+    return pytest.mark.parametrize(("broker_url", "pool"), pairs, indirect=["broker_url"])
+
+
 @pytest.fixture
 def broker_url(request, settings, transactional_db):
     """A clean broker for one test; the test process publishes to it as the worker reads it."""
@@ -121,7 +138,9 @@ TEST_QUEUES = ("default", "other")
 
 
 def purge(url: str) -> None:
-    from jobs.broker import new_connection, queue_for
+    from kombu import Exchange, Queue
+
+    from jobs.broker import new_connection
 
     if url.startswith("django"):
         from jobs.models import Message
@@ -138,9 +157,10 @@ def purge(url: str) -> None:
         return
     with new_connection(url) as conn:
         channel = conn.channel()
-        for name in TEST_QUEUES:
-            queue_for(name)(channel).declare()
-            queue_for(name)(channel).purge()
+        for name in TEST_QUEUES:  # as declared without priorities, whatever the test set
+            queue = Queue(name, Exchange(name, "direct"), routing_key=name)(channel)
+            queue.declare()
+            queue.purge()
 
 
 # Worker processes ---------------------------------------------------------------------------

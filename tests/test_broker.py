@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from io import StringIO
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from jobs import broker as broker_module
 from jobs.broker import (
@@ -18,6 +20,7 @@ from jobs.broker import (
 from jobs.models import Message
 from project.demo import jobs as demo
 from tests.conftest import SESSION, broker_params
+from tests.jobs_app import jobs as testjobs
 
 KINDS = [
     ("django://", DatabaseBroker),
@@ -72,8 +75,9 @@ def test_the_displayed_url_hides_passwords(url, shown):
 def test_redis_options_are_safe_by_default_and_the_settings_win(settings):
     settings.JOBS = {"BROKER_URL": "redis://127.0.0.1:6379/0",
                      "BROKER_TRANSPORT_OPTIONS": {"visibility_timeout": 30}}
-    assert get_broker().transport_options == {"visibility_timeout": 30,
-                                              "unacked_mutex_expire": 10}
+    assert get_broker().transport_options == {
+        "visibility_timeout": 30, "unacked_mutex_expire": 10, "unacked_key": "jobs.unacked",
+        "unacked_index_key": "jobs.unacked_index", "unacked_mutex_key": "jobs.unacked_mutex"}
 
 
 def test_a_redis_url_connects_through_our_transport_by_its_alias():
@@ -90,8 +94,12 @@ def test_a_rediss_url_turns_tls_on():
     assert required.ssl["ssl_cert_reqs"].name == "CERT_REQUIRED"
 
 
-def test_a_sentinel_url_keeps_kombus_own_transport():
-    assert Broker.for_url("sentinel://127.0.0.1:26379").connection().transport_cls == "sentinel"
+def test_a_sentinel_url_connects_through_our_redis_transport_behind_sentinel():
+    from jobs.transport.redis import SentinelTransport
+
+    connection = Broker.for_url("sentinel://127.0.0.1:26379").connection()
+    assert connection.transport_cls == "jobs-sentinel"
+    assert type(connection.transport) is SentinelTransport
 
 
 @pytest.mark.parametrize("limit, kept", [(2, 2), (0, 0), (None, 0)])
@@ -137,6 +145,42 @@ def test_purge_deletes_the_ready_messages_of_the_queues(broker_url):
 
 
 @brokers
+def test_jobs_purge_discards_the_waiting_messages_of_the_queues_named(broker_url):
+    for i in range(3):
+        demo.add.delay(i, i)
+    testjobs.on_other_queue.delay(1)
+    out = StringIO()
+
+    call_command("jobs_purge", "-Q", "default", "--force", stdout=out)
+
+    assert out.getvalue() == "Purged 3 messages from 1 queue (default).\n"
+    assert get_broker().purge(["other"]) == 1  # left alone
+
+
+@pytest.mark.parametrize("broker_url", ["django"], indirect=True)
+def test_jobs_purge_asks_first_and_purges_only_on_yes(broker_url, monkeypatch):
+    demo.add.delay(1, 1)
+    testjobs.on_other_queue.delay(1)
+    answers = iter(["no", "yes"])
+    prompts = []
+    monkeypatch.setattr("builtins.input", lambda prompt: prompts.append(prompt) or next(answers))
+    out = StringIO()
+
+    call_command("jobs_purge", "-X", "nothing", stdout=out)
+    call_command("jobs_purge", stdout=out)
+
+    assert "Discard every message waiting in default on django://" in prompts[0]
+    assert out.getvalue().splitlines() == [
+        "Nothing purged.", "Purged 1 message from 1 queue (default)."]
+    assert get_broker().purge(["other"]) == 1  # not routed to: not purged by default
+
+
+def test_jobs_purge_refuses_when_every_queue_is_excluded():
+    with pytest.raises(CommandError, match="no queue left to purge"):
+        call_command("jobs_purge", "-Q", "default", "-X", "default", "--force")
+
+
+@brokers
 def test_queue_depths_count_the_ready_messages(broker_url):
     for i in range(2):
         demo.add.delay(i, i)
@@ -162,7 +206,7 @@ def test_renewing_on_redis_moves_the_unacked_time_forward(broker_url):
     import redis
 
     demo.add.delay(1, 1)
-    index = f"{SESSION}:unacked_index"
+    index = f"{SESSION}:jobs.unacked_index"
     with broker_module.new_connection() as connection:
         channel = connection.channel()
         message = channel.basic_get("default")

@@ -102,18 +102,24 @@ def test_a_celery_task_no_job_has_is_dead_lettered(broker_url, celery_app, start
 # Our messages on a Celery worker -------------------------------------------------------------
 
 
+#: A queue only the Celery worker consumes.
+CELERY_ONLY = "celery-side"
+
+
 @pytest.fixture
 def celery_worker(broker_url, tmp_path):
-    """A real ``celery worker`` (solo pool) with tests/celery_side.py, consuming 'default'."""
+    """A real ``celery worker`` (solo pool) with tests/celery_side.py, consuming 'default'
+    and a queue of its own; its visibility timeout (60 s) outlasts the tests' tasks."""
     out = tmp_path / "celery-out"
     out.mkdir()
     log = tmp_path / "celery-worker.log"
+    options = {**transport_options(broker_url), "visibility_timeout": 60}
     env = {**os.environ, "CELERY_SIDE_BROKER_URL": broker_url, "CELERY_SIDE_OUT": str(out),
-           "CELERY_SIDE_TRANSPORT_OPTIONS": json.dumps(transport_options(broker_url))}
+           "CELERY_SIDE_TRANSPORT_OPTIONS": json.dumps(options)}
     with open(log, "wb") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "tests.celery_side", "worker", "-P", "solo",
-             "-Q", "default", "--without-heartbeat", "--without-mingle", "--without-gossip",
+             "-Q", f"default,{CELERY_ONLY}", "--without-heartbeat", "--without-mingle", "--without-gossip",
              "-l", "INFO"], cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: "ready." in log.read_text() or process.poll() is not None, timeout=30,
@@ -151,3 +157,26 @@ def test_a_delayed_job_runs_on_a_celery_worker_at_its_eta(broker_url, celery_wor
     eta = datetime.fromisoformat(received["eta"])
     assert timedelta(seconds=1.4) < eta - sent_at < timedelta(seconds=1.6)
     assert datetime.fromisoformat(received["ran_at"]) >= eta
+
+
+@brokers
+def test_a_long_acks_late_celery_task_beside_a_jobs_worker_runs_once(
+        broker_url, celery_app, celery_worker, start_worker):
+    """The jobs worker (visibility timeout 4 s, restoring every second) never hands back a
+    message the Celery worker took: the 8 s task runs once, however long it outlasts our
+    timeout."""
+    start_worker(broker_url, "-c", "1")
+    long = send_to_celery(celery_app, "celery_side.long", args=(8,))
+    runs = celery_worker / f"{long.id}.runs"
+    wait_for(runs.exists, message="the Celery worker did not start the long task")
+
+    # Sent after the long task started: a copy handed back meanwhile would run before it.
+    marker = send_to_celery(celery_app, "project.demo.jobs.add", args=(1, 1))
+    assert note(celery_worker, marker.id)["result"] == 2
+    assert len(runs.read_text().splitlines()) == 1
+    assert not JobRecord.objects.filter(job_id=long.id).exists()
+    assert not DeadLetter.objects.filter(job_id=long.id).exists()
+
+
+def send_to_celery(app, name, **options):
+    return app.send_task(name, queue=CELERY_ONLY, **options)

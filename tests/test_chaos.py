@@ -200,7 +200,7 @@ def test_raw_garbage_pushed_on_a_redis_list_is_dead_lettered_too(broker_url, sta
     assert sorted(bytes(letter.body) for letter in letters) == sorted(garbage)
     assert {(letter.queue, letter.reason) for letter in letters} == {
         ("default", "not a job message: the 'task' and 'id' headers are missing")}
-    unacked = TEST_TRANSPORT_OPTIONS["global_keyprefix"] + "unacked"
+    unacked = TEST_TRANSPORT_OPTIONS["global_keyprefix"] + "jobs.unacked"
     wait_for(lambda: client.hlen(unacked) == 0, timeout=10,
              message="messages left in the unacked records")
 

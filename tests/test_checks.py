@@ -72,7 +72,7 @@ def test_manage_py_check_fails_on_a_bad_setting(settings):
 # A broker whose transport can't be loaded (a package it imports is not installed) ------------
 
 REDIS = "redis://127.0.0.1:6379/15"
-NO_PACKAGING = "the Redis broker needs the 'packaging' package: pip install 'django-jobs[redis]'"
+NO_PACKAGING = "the Redis broker needs the 'packaging' package: pip install 'jobs-for-django[redis]'"
 #: Modules that import a broker's client: forgotten while a package is hidden, so that they
 #: are imported again, and fail, as in an environment without it.
 IMPORTERS = ("kombu.transport.redis", "jobs.transport.redis", "kombu.transport.pyamqp")
@@ -104,9 +104,9 @@ def test_a_package_the_transport_needs_missing_is_an_error(settings, uninstalled
 
 
 @pytest.mark.parametrize("url, message", [
-    (REDIS, "the Redis broker needs the 'redis' package: pip install 'django-jobs[redis]'"),
+    (REDIS, "the Redis broker needs the 'redis' package: pip install 'jobs-for-django[redis]'"),
     ("sentinel://127.0.0.1:26379",
-     "the Redis broker needs the 'redis' package: pip install 'django-jobs[redis]'"),
+     "the Redis broker needs the 'redis' package: pip install 'jobs-for-django[redis]'"),
 ])
 def test_a_missing_redis_client_is_named(settings, uninstalled, url, message):
     uninstalled("redis")
@@ -118,7 +118,7 @@ def test_a_missing_rabbitmq_client_is_named(settings, uninstalled):
     uninstalled("amqp")
     settings.JOBS = {"BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//"}
     assert [(e.id, e.msg) for e in check_settings()] == [
-        ("jobs.E013", "the RabbitMQ broker needs the 'amqp' package: pip install 'django-jobs[amqp]'")]
+        ("jobs.E013", "the RabbitMQ broker needs the 'amqp' package: pip install 'jobs-for-django[amqp]'")]
 
 
 def test_the_database_broker_needs_no_extra(settings, uninstalled):

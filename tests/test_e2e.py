@@ -1,4 +1,5 @@
-"""End to end: jobs enqueued here run in real ``jobs_worker`` processes, on every broker."""
+"""End to end: jobs enqueued here run in real ``jobs_worker`` processes, on every broker;
+what every pool must do runs on each pool too."""
 
 from __future__ import annotations
 
@@ -11,16 +12,16 @@ from jobs.broker import publish
 from jobs.messages import JobMessage, encode
 from jobs.models import DeadLetter, JobRecord, Worker
 from project.demo import jobs as demo
-from tests.conftest import broker_params, wait_for
+from tests.conftest import broker_params, pool_matrix, wait_for
 from tests.jobs_app import jobs as testjobs
 
 pytestmark = pytest.mark.e2e
 brokers = pytest.mark.parametrize("broker_url", broker_params(), indirect=True)
 
 
-@brokers
-def test_results_arrive_with_their_values(broker_url, start_worker):
-    start_worker(broker_url, "-c", "2")
+@pool_matrix()
+def test_results_arrive_with_their_values(broker_url, pool, start_worker):
+    start_worker(broker_url, "-P", pool, "-c", "2")
     handles = [demo.add.delay(i, i) for i in range(40)]
     assert [h.get(timeout=30) for h in handles] == [2 * i for i in range(40)]
     row = JobRecord.objects.get(job_id=handles[0].id)
@@ -54,9 +55,9 @@ def test_jobs_sent_in_bulk_all_run_in_the_order_sent(broker_url, start_worker):
     assert [row.args[0] for row in rows] == list(range(60))
 
 
-@brokers
-def test_a_failing_job_records_failure_with_its_traceback(broker_url, start_worker):
-    start_worker(broker_url, "-c", "1")
+@pool_matrix()
+def test_a_failing_job_records_failure_with_its_traceback(broker_url, pool, start_worker):
+    start_worker(broker_url, "-P", pool, "-c", "1")
     handle = demo.fail.delay("bad input")
     with pytest.raises(ValueError, match="bad input"):
         handle.get(timeout=30)
@@ -65,9 +66,9 @@ def test_a_failing_job_records_failure_with_its_traceback(broker_url, start_work
     assert isinstance(handle.get(timeout=1, propagate=False), ValueError)
 
 
-@brokers
-def test_a_worker_killed_mid_job_leaves_the_job_to_another(broker_url, start_worker):
-    first = start_worker(broker_url, "-c", "1", "--hostname", "first@e2e")
+@pool_matrix()
+def test_a_worker_killed_mid_job_leaves_the_job_to_another(broker_url, pool, start_worker):
+    first = start_worker(broker_url, "-P", pool, "-c", "1", "--hostname", "first@e2e")
     handle = demo.sleep_then_add.delay(3, 20, 22)
     wait_for(lambda: handle.state == "STARTED", message="the job never started")
     first.kill_all(signal.SIGKILL)
@@ -93,9 +94,9 @@ def test_an_unregistered_job_is_dead_lettered_and_the_worker_goes_on(broker_url,
     assert b"[[1]" in bytes(letter.body)
 
 
-@brokers
-def test_retries_end_in_success_with_their_count(broker_url, start_worker):
-    start_worker(broker_url, "-c", "2")
+@pool_matrix()
+def test_retries_end_in_success_with_their_count(broker_url, pool, start_worker):
+    start_worker(broker_url, "-P", pool, "-c", "2")
     handle = testjobs.flaky.delay(3)
     assert handle.get(timeout=30) == 2
     assert JobRecord.objects.get(job_id=handle.id).retries == 2
@@ -169,9 +170,9 @@ def test_an_expired_job_is_revoked_with_the_reason(broker_url, start_worker):
     assert handle.state == "REVOKED"
 
 
-@brokers
-def test_sigterm_lets_the_running_job_finish(broker_url, start_worker):
-    worker = start_worker(broker_url, "-c", "1")
+@pool_matrix()
+def test_sigterm_lets_the_running_job_finish(broker_url, pool, start_worker):
+    worker = start_worker(broker_url, "-P", pool, "-c", "1")
     handle = demo.sleep_then_add.delay(1.5, 1, 1)
     wait_for(lambda: handle.state == "STARTED", message="the job never started")
     worker.signal(signal.SIGTERM)

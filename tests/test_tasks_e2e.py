@@ -54,7 +54,7 @@ def test_tasks_run_on_a_worker_beside_jobs(broker_url, start_worker):
 
 @brokers
 def test_a_higher_priority_task_runs_first(broker_url, start_worker):
-    if not task_backends["default"].supports_priority:  # RabbitMQ queues here have none
+    if not task_backends["default"].supports_priority:  # RabbitMQ without x-max-priority
         with pytest.raises(InvalidTask, match="priority"):
             tasks.started_at.using(priority=50)
         return

@@ -173,14 +173,14 @@ def test_a_past_eta_is_delivered_at_once(broker):
     assert get_now(conn, "past-eta").payload == {"n": 1}
 
 
-def test_lower_priority_number_is_delivered_first_then_oldest(broker):
+def test_the_highest_priority_is_delivered_first_then_the_oldest(broker):
     conn = broker()
-    for n, priority in [(1, 9), (2, 0), (3, 5), (4, 0)]:
+    for n, priority in [(1, 9), (2, 0), (3, 200), (4, 0), (5, None)]:
         publish(conn, "priority", {"n": n}, priority=priority)
 
-    order = [get_now(conn, "priority").payload["n"] for _ in range(4)]
+    order = [get_now(conn, "priority").payload["n"] for _ in range(5)]
 
-    assert order == [2, 4, 3, 1]
+    assert order == [3, 1, 2, 4, 5]  # 200 is kept as it is (not clamped to 9)
 
 
 def test_a_consumer_claims_up_to_its_prefetch_count_in_one_batch(broker):

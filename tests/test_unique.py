@@ -119,6 +119,18 @@ def test_an_expired_lock_is_taken_over():
     assert UniqueLock.objects.get().job_id == second.id
 
 
+def test_a_lock_lasts_its_unique_for_seconds(jobs_clock):
+    with capture_jobs() as captured:
+        first = short_lock.delay(3)
+        jobs_clock.advance(59)
+        assert short_lock.delay(3) == first
+        jobs_clock.advance(2)
+        second = short_lock.delay(3)
+
+    assert second != first
+    assert [m.id for m in captured.messages] == [first.id, second.id]
+
+
 def test_a_finished_job_frees_its_lock():
     with capture_jobs() as captured:
         rebuild_index.delay(7)

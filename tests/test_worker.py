@@ -1,6 +1,6 @@
 """The worker under failure: time limits, dying processes, poison messages, recycling,
 revocation, shutdown. Pool-level behaviour, shown on the database broker (no server needed)
-and, where the broker matters, on each broker."""
+and, where the broker matters, on each broker; what more than one pool does, on each of them."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from django.utils import timezone
 from jobs import JobResult
 from jobs.models import DeadLetter, JobRecord, Message, Worker
 from project.demo import jobs as demo
-from tests.conftest import broker_params, wait_for
+from tests.conftest import broker_params, pool_matrix, wait_for
 from tests.jobs_app import jobs as testjobs
 
 pytestmark = pytest.mark.e2e
@@ -34,9 +34,9 @@ def test_a_hard_time_limit_kills_the_job_and_the_worker_goes_on(broker_url, star
     assert after.get(timeout=20) == 3
 
 
-@database_broker
-def test_a_soft_time_limit_lets_the_job_clean_up(broker_url, start_worker):
-    start_worker(broker_url, "-c", "1")
+@pool_matrix(("prefork", "solo"), every_broker=False)  # threads: see docs/worker.md
+def test_a_soft_time_limit_lets_the_job_clean_up(broker_url, pool, start_worker):
+    start_worker(broker_url, "-P", pool, "-c", "1")
     assert testjobs.tidy_up_when_told.delay().get(timeout=20) == "cleaned up"
 
 
@@ -112,31 +112,31 @@ def test_revoke_with_terminate_stops_a_running_job(broker_url, start_worker):
     assert handle.state == "REVOKED"
 
 
-@database_broker
-def test_a_stop_requested_from_the_admin_shuts_the_worker_down(broker_url, start_worker):
-    worker = start_worker(broker_url, "-c", "1")
+@pool_matrix(every_broker=False)
+def test_a_stop_requested_from_the_admin_shuts_the_worker_down(broker_url, pool, start_worker):
+    worker = start_worker(broker_url, "-P", pool, "-c", "1")
     record = wait_for(lambda: Worker.objects.filter(stopped_at=None).first())
     Worker.objects.filter(pk=record.pk).update(stop_requested_at=timezone.now())
     assert worker.wait(20) == 0
     assert Worker.objects.get(pk=record.pk).stopped_at is not None
 
 
-@database_broker
-def test_a_second_signal_leaves_at_once_and_the_job_runs_again_later(broker_url, start_worker):
-    first = start_worker(broker_url, "-c", "1")
+@pool_matrix(every_broker=False)
+def test_a_second_signal_leaves_at_once_and_the_job_runs_again_later(broker_url, pool, start_worker):
+    first = start_worker(broker_url, "-P", pool, "-c", "1")
     handle = demo.sleep_then_add.delay(4, 2, 3)
     wait_for(lambda: handle.state == "STARTED", message="the job never started")
     first.signal(signal.SIGTERM)
     time.sleep(0.3)
     first.signal(signal.SIGTERM)
     assert first.wait(10) == 1
-    start_worker(broker_url, "-c", "1")
+    start_worker(broker_url, "-P", pool, "-c", "1")
     assert handle.get(timeout=40) == 5
 
 
-@brokers
-def test_warm_shutdown_hands_back_jobs_it_had_not_started(broker_url, start_worker):
-    first = start_worker(broker_url, "-c", "1", "--prefetch-multiplier", "4")
+@pool_matrix()
+def test_warm_shutdown_hands_back_jobs_it_had_not_started(broker_url, pool, start_worker):
+    first = start_worker(broker_url, "-P", pool, "-c", "1", "--prefetch-multiplier", "4")
     running = demo.sleep_then_add.delay(1.5, 0, 1)
     waiting = [demo.add.delay(i, 0) for i in range(3)]
     wait_for(lambda: running.state == "STARTED", message="the job never started")
@@ -144,19 +144,19 @@ def test_warm_shutdown_hands_back_jobs_it_had_not_started(broker_url, start_work
     assert first.wait(30) == 0
     assert running.get(timeout=1) == 1
     assert all(JobResult(h.id).state == "PENDING" for h in waiting)
-    start_worker(broker_url, "-c", "1")
+    start_worker(broker_url, "-P", pool, "-c", "1")
     assert [h.get(timeout=30) for h in waiting] == [0, 1, 2]
     assert demo.add.delay(1, 1).get(timeout=30) == 2  # queued after anything handed back
     assert JobRecord.objects.get(job_id=running.id).deliveries == 1  # it finished: not run again
 
 
-@brokers
+@pool_matrix()
 def test_prefetch_multiplier_one_keeps_short_jobs_from_waiting_behind_a_long_one(
-        broker_url, start_worker):
-    start_worker(broker_url, "-c", "1", "--prefetch-multiplier", "1", "-n", "busy@e2e")
+        broker_url, pool, start_worker):
+    start_worker(broker_url, "-P", pool, "-c", "1", "--prefetch-multiplier", "1", "-n", "busy@e2e")
     long = demo.sleep_then_add.delay(6, 0, 0)
     wait_for(lambda: long.state == "STARTED", message="the long job never started")
-    start_worker(broker_url, "-c", "1", "--prefetch-multiplier", "1", "-n", "free@e2e")
+    start_worker(broker_url, "-P", pool, "-c", "1", "--prefetch-multiplier", "1", "-n", "free@e2e")
     short = [demo.add.delay(i, i) for i in range(4)]
     assert [h.get(timeout=5) for h in short] == [0, 2, 4, 6]
     assert {JobRecord.objects.get(job_id=h.id).worker for h in short} == {"free@e2e"}
@@ -193,13 +193,13 @@ def test_a_delayed_job_survives_the_restart_of_its_worker(broker_url, start_work
     assert handle.get(timeout=30) == 10
 
 
-@database_broker
-def test_acks_late_false_does_not_run_a_job_again_after_its_worker_died(broker_url, start_worker):
-    first = start_worker(broker_url, "-c", "1")
+@pool_matrix(every_broker=False)
+def test_acks_late_false_does_not_run_a_job_again_after_its_worker_died(broker_url, pool, start_worker):
+    first = start_worker(broker_url, "-P", pool, "-c", "1")
     handle = testjobs.at_most_once.delay(3)
     wait_for(lambda: handle.state == "STARTED", message="the job never started")
     first.kill_all(signal.SIGKILL)
-    start_worker(broker_url, "-c", "1")
+    start_worker(broker_url, "-P", pool, "-c", "1")
     assert demo.add.delay(1, 1).get(timeout=20) == 2
     time.sleep(5)  # longer than the lease (visibility_timeout 4 s in tests)
     assert handle.state == "STARTED"
@@ -235,9 +235,9 @@ def test_jobs_succeed_after_the_database_dropped_the_workers_connections(broker_
     assert not JobRecord.objects.filter(state="FAILURE").exists()
 
 
-@database_broker
-def test_a_rate_limit_spaces_the_starts_of_a_job(broker_url, start_worker):
-    start_worker(broker_url, "-c", "2")
+@pool_matrix(every_broker=False)
+def test_a_rate_limit_spaces_the_starts_of_a_job(broker_url, pool, start_worker):
+    start_worker(broker_url, "-P", pool, "-c", "2")
     handles = [testjobs.limited.delay(i) for i in range(6)]
     assert [h.get(timeout=30) for h in handles] == list(range(6))
     starts = sorted(JobRecord.objects.filter(name="tests.jobs_app.jobs.limited")

@@ -22,7 +22,6 @@ from django.views.generic import RedirectView
 
 from jobs import broker
 from jobs.admin import stats
-from jobs.conf import settings
 from jobs.display import format_runtime, format_time
 from jobs.models import DeadLetter, States, Worker
 
@@ -66,9 +65,7 @@ def database_wait(worker: Worker, now: datetime) -> dict | None:
 
 def known_queues(workers: list[Worker]) -> set[str]:
     """Queues worth showing even when empty: the default, routed ones, and workers' queues."""
-    names = {settings.TASK_DEFAULT_QUEUE}
-    for target in (settings.TASK_ROUTES or {}).values():
-        names.add(target["queue"] if isinstance(target, dict) else target)
+    names = broker.get_broker().known_queues()
     for worker in workers:
         names.update(map(str, worker.queues if isinstance(worker.queues, list) else []))
     return names

@@ -8,7 +8,8 @@ that the worker, the scheduler and the admin ask it rather than look at the URL:
 * ``transactional_enqueue``: ``django://`` (a message is a row of the caller's transaction);
 * ``durable_delay``: ``django://`` (with the others, workers park delayed jobs in the database);
 * ``renews_leases``: ``django://`` and Redis (the worker's heartbeat keeps its messages);
-* ``priority_levels``: 0..255 on ``django://``, 0..9 on Redis, none on RabbitMQ.
+* ``priority_levels``: 0..255 on ``django://``, 0..9 on Redis, 0..``TASK_QUEUE_MAX_PRIORITY``
+  on RabbitMQ (none unless set); the highest runs first on each.
 
 The functions below act on the project's broker: they are what ``Job.apply_async`` calls,
 and what tests replace (:func:`jobs.testing.capture_jobs`).
@@ -91,6 +92,16 @@ def route(job_name: str, job_queue: str | None = None) -> str:
     return (_broker or get_broker()).route(job_name, job_queue)
 
 
+def priority_problem(priority) -> str | None:
+    """Why ``priority`` can't be asked of the broker, or None (:meth:`Broker.priority_problem`)."""
+    return (_broker or get_broker()).priority_problem(priority)
+
+
+def resolve(job_name: str, job_queue: str | None = None, args=(), kwargs=None, options=None):
+    """Where a job goes: queue, exchange, routing key, priority (:meth:`Routing.resolve`)."""
+    return (_broker or get_broker()).routing.resolve(job_name, job_queue, args, kwargs, options)
+
+
 def queue_for(name: str) -> Queue:
     """The kombu Queue for ``name`` (:meth:`Broker.queue_for`)."""
     return get_broker().queue_for(name)
@@ -104,6 +115,6 @@ def new_connection(url: str | None = None) -> Connection:
 
 __all__ = [
     "DEPTHS_TIMEOUT", "AmqpBroker", "Broker", "DatabaseBroker", "RedisBroker", "SentinelBroker",
-    "get_broker", "new_connection", "publish", "publish_many", "publish_raw", "queue_for",
-    "route",
+    "get_broker", "new_connection", "priority_problem", "publish", "publish_many", "publish_raw",
+    "queue_for", "resolve", "route",
 ]

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import concurrent.futures
-import fnmatch
 import logging
 import re
 from typing import ClassVar
 from urllib.parse import urlsplit
 
 from django.db import connection as db_connection, transaction
-from kombu import Connection, Exchange, Queue
+from kombu import Connection, Queue
 from kombu.transport import virtual
 
 from jobs.broker.publisher import PUBLISHER_ERRORS, FreeList
+from jobs.broker.routing import Routing
 from jobs.compat import kombu as kombu_compat
 from jobs.compat.django import in_atomic_block
 from jobs.conf import settings
@@ -43,10 +43,17 @@ class Broker:
     durable_delay = False
     #: The worker's heartbeat must call :meth:`renew_leases` for its in-flight messages.
     renews_leases = False
-    #: The priorities the broker orders deliveries by, lowest number first (empty: none).
+    #: The priorities the broker orders deliveries by; the highest runs first (empty: none).
     priority_levels = range(0)
+    #: Why a priority can't be given here, when ``priority_levels`` is empty.
+    no_priorities = "this broker orders no priorities"
     #: The kombu transport alias to use (None: kombu's own for the URL's scheme).
     transport: str | None = None
+    #: A job sent to a fanout exchange runs once on every worker bound to it. Not yet on any
+    #: broker: a job's id is recorded once, and a second worker would take it as done.
+    broadcasts = False
+    #: The ``x-max-priority`` its queues are declared with (RabbitMQ's; None: none).
+    queue_max_priority: int | None = None
     #: Transport options that make this broker safe for jobs; BROKER_TRANSPORT_OPTIONS wins.
     default_transport_options: ClassVar[dict] = {}
     #: Several messages go out in one pipeline (``channel.publish_many``).
@@ -64,8 +71,7 @@ class Broker:
                                   **settings.BROKER_TRANSPORT_OPTIONS}
         self.connection_options: dict = {"connect_timeout": settings.BROKER_CONNECTION_TIMEOUT}
         self.publishers = FreeList(self, settings.BROKER_POOL_LIMIT or 0)
-        self._queues: dict[str, Queue] = {}
-        self._routes: dict[str, str] = {}
+        self.routing = Routing(self.queue_max_priority)
         self._loadable = False  # its transport was seen to import, in this process
 
     def __repr__(self) -> str:
@@ -106,27 +112,38 @@ class Broker:
     # Routing -------------------------------------------------------------------------------
 
     def queue_for(self, name: str) -> Queue:
-        """The kombu Queue for ``name``: a durable queue bound to a direct exchange of the same
-        name, as Celery declares its queues, so the two can share them."""
-        queue = self._queues.get(name)
-        if queue is None:
-            if len(self._queues) >= 1024:
-                self._queues.clear()
-            queue = self._queues[name] = Queue(name, Exchange(name, "direct"), routing_key=name)
-        return queue
+        """The kombu Queue for ``name``: the one declared in TASK_QUEUES, else a durable queue
+        bound to a direct exchange of the same name, as Celery declares its queues, so the
+        two can share them (:mod:`jobs.broker.routing`)."""
+        return self.routing.queue(name)
+
+    def priority_problem(self, priority) -> str | None:
+        """Why ``priority`` can't be asked of this broker, or None (None asks for none)."""
+        levels = self.priority_levels
+        if priority is None or (priority.__class__ is int and priority in levels):
+            return None
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            return f"priority={priority!r} must be a whole number"
+        if not levels:
+            return f"priority={priority!r}: {self.no_priorities}"
+        return (f"priority={priority!r} must be {levels.start}..{levels.stop - 1} on "
+                f"{self.display_url} (the highest runs first)")
+
+    def declare(self, connection, name: str) -> None:
+        """Declare queue ``name`` (and its exchange) on ``connection``."""
+        self.queue_for(name)(connection.default_channel).declare()
+
+    def consuming(self, connection, names) -> list[Queue]:
+        """The queues a worker consumes, ready for its Consumer to declare."""
+        return [self.queue_for(name) for name in names]
+
+    def known_queues(self) -> set[str]:
+        """The queues jobs are sent to by name: the default, the declared ones and routes'."""
+        return self.routing.known_queues()
 
     def route(self, job_name: str, job_queue: str | None = None) -> str:
         """The queue for a job: its own ``queue=``, else TASK_ROUTES, else the default queue."""
-        if job_queue:
-            return job_queue
-        queue = self._routes.get(job_name)
-        if queue is None:
-            if len(self._routes) >= 4096:
-                self._routes.clear()
-            queue = self._routes[job_name] = (
-                _route_from_table(job_name, settings.TASK_ROUTES or {})
-                or settings.TASK_DEFAULT_QUEUE)
-        return queue
+        return job_queue or self.routing.resolve(job_name).queue
 
     # Publishing ----------------------------------------------------------------------------
 
@@ -153,8 +170,9 @@ class Broker:
         properties = properties or {}
         try:
             with self.publishers.publisher() as publisher:
+                publisher.declare(queue)
                 publisher.producer.publish(
-                    body, exchange="", routing_key=queue, declare=[self.queue_for(queue)],
+                    body, exchange="", routing_key=queue,
                     headers=headers, content_type=content_type,
                     content_encoding=content_encoding,
                     correlation_id=properties.get("correlation_id"),
@@ -201,6 +219,10 @@ class Broker:
         return send
 
     # What the broker can do ----------------------------------------------------------------
+
+    def problems(self) -> list[str]:
+        """What is missing from the settings for this broker (the system checks say it)."""
+        return []
 
     def renew_leases(self, channel, delivery_tags: list[str]) -> None:
         """Keep the broker from handing these in-flight messages of ``channel`` to another
@@ -274,13 +296,6 @@ class Broker:
 def without_passwords(url: str) -> str:
     """``url`` with its passwords masked (a failover list of URLs has several)."""
     return re.sub(r"(://[^:/@;]*:)[^@;/]*@", r"\1**@", url)
-
-
-def _route_from_table(job_name: str, routes: dict) -> str | None:
-    for pattern, target in routes.items():
-        if pattern == job_name or fnmatch.fnmatchcase(job_name, pattern):
-            return target["queue"] if isinstance(target, dict) else target
-    return None
 
 
 def _ready(channel, name: str) -> int:

@@ -7,9 +7,11 @@ import ssl
 import time
 from typing import ClassVar
 
+from amqp.exceptions import PreconditionFailed
 from django.db import DEFAULT_DB_ALIAS
 
 from jobs.broker.base import Broker
+from jobs.conf import settings
 
 logger = logging.getLogger("jobs.broker")
 
@@ -71,6 +73,13 @@ class RedisBroker(Broker):
         # A worker killed while restoring others' messages holds this lock until it expires
         # (kombu's default is five minutes, which stalls every restore that long).
         "unacked_mutex_expire": 10,
+        # Our own records of delivered, unacknowledged messages. kombu's defaults are the
+        # names Celery's workers use: sharing them, each side would restore the other's
+        # in-flight messages by its own visibility timeout (a long Celery task started
+        # again by a jobs worker). The queues themselves stay Celery's.
+        "unacked_key": "jobs.unacked",
+        "unacked_index_key": "jobs.unacked_index",
+        "unacked_mutex_key": "jobs.unacked_mutex",
     }
 
     def __init__(self, url: str) -> None:
@@ -100,20 +109,66 @@ class RedisBroker(Broker):
 
 
 class SentinelBroker(RedisBroker):
-    """``sentinel://``: Redis behind Sentinel, through kombu's own Sentinel transport (a
-    message is taken, then recorded as unacknowledged; each ack is a round trip)."""
+    """``sentinel://host:26379;sentinel://host2:26379`` with ``master_name`` in
+    ``BROKER_TRANSPORT_OPTIONS``, as Celery has it: Redis behind Sentinel, with everything
+    :class:`RedisBroker` does (the atomic claim, renewed visibility, batched acks). The
+    connections ask the sentinels for the master, and again after a failover."""
 
-    transport = None
-    pipelines_batches = False
+    transport = "jobs-sentinel"
 
-    def batch_acks(self, channel):
-        return None
+    def problems(self) -> list[str]:
+        if not self.transport_options.get("master_name"):
+            return ["a sentinel:// broker needs the name of the Redis master the sentinels "
+                    "watch: JOBS['BROKER_TRANSPORT_OPTIONS'] = {'master_name': 'mymaster'}"]
+        return []
 
 
 class AmqpBroker(Broker):
     """``amqp://`` (RabbitMQ), through kombu's transport as it is. RabbitMQ hands a dead
-    consumer's messages to another as soon as its connection closes, and keeps no priority
-    order on our queues (declared without ``x-max-priority``, like Celery's)."""
+    consumer's messages to another as soon as its connection closes.
+
+    Its queues order priorities when they are declared with ``x-max-priority``
+    (``TASK_QUEUE_MAX_PRIORITY``); without it, as Celery declares them by default, a priority
+    is refused at the call rather than ignored. A queue's arguments can't change once it
+    exists: one declared before without them is used as it is, and the worker and the
+    publisher say, once, how to move it.
+    """
+
+    no_priorities = ("RabbitMQ queues are declared without priorities: set "
+                     "JOBS['TASK_QUEUE_MAX_PRIORITY'] (10 is usual) to use them")
+
+    def __init__(self, url: str) -> None:
+        self.queue_max_priority = settings.TASK_QUEUE_MAX_PRIORITY or None
+        super().__init__(url)
+        self.priority_levels = range(self.queue_max_priority + 1 if self.queue_max_priority else 0)
+
+    def declare(self, connection, name: str) -> None:
+        queue = self.queue_for(name)
+        if queue.max_priority is None or queue.no_declare:
+            return super().declare(connection, name)
+        # On a channel of its own: RabbitMQ closes the channel that a declaration offends.
+        channel = connection.channel()
+        try:
+            queue(channel).declare()
+        except PreconditionFailed as exc:
+            self._use_as_it_is(name, exc)
+        finally:
+            if channel.is_open:
+                channel.close()
+
+    def consuming(self, connection, names) -> list:
+        for name in names:
+            self.declare(connection, name)
+        return super().consuming(connection, names)
+
+    def _use_as_it_is(self, name: str, exc: Exception) -> None:
+        logger.error(
+            "RabbitMQ queue %r exists without x-max-priority=%d, so its jobs run in the order "
+            "sent, whatever their priority (%s). A queue's arguments can't change: when it is "
+            "empty, stop its workers, delete it (rabbitmqctl delete_queue %s) and start them "
+            "again; or send its jobs to a new queue. See docs/routing.md.",
+            name, self.queue_max_priority, exc, name)
+        self.routing.use_as_it_is(name)
 
 
 #: URL scheme -> the class of its broker (others: :class:`Broker`).

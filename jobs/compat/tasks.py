@@ -1,5 +1,5 @@
 """Django's Tasks API, from wherever this Django has it: ``django.tasks`` (Django 6) or the
-``django-tasks`` package that backports it to Django 5.2 (``pip install django-jobs[tasks]``).
+``django-tasks`` package that backports it to Django 5.2 (``pip install jobs-for-django[tasks]``).
 
 Every name of that API that :mod:`jobs.backends` uses is imported here, once; the two spell
 the invalid-task error differently. One private name is used, as Django's own backends use

@@ -14,7 +14,9 @@ from jobs.signals import send
 
 class Signals(Middleware):
     def after_publish(self, job, message) -> None:
-        send(signals.job_enqueued, job, job_id=message.id, name=message.name, message=message)
+        if signals.job_enqueued.receivers:  # checked here too: per message of a bulk send
+            send(signals.job_enqueued, job, job_id=message.id, name=message.name,
+                 message=message)
 
     def worker_started(self, worker) -> None:
         send(signals.worker_ready, worker)

@@ -1,4 +1,4 @@
-"""OpenTelemetry tracing (``pip install 'django-jobs[otel]'``): a span for each enqueue, in
+"""OpenTelemetry tracing (``pip install 'jobs-for-django[otel]'``): a span for each enqueue, in
 the caller (a web request's trace), and one for each run, in the worker, its child through
 the message's headers (W3C ``traceparent``, by the configured propagator).
 

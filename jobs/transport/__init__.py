@@ -1,6 +1,7 @@
 """kombu transports that ship with jobs: ``django://`` (messages as rows in the database),
 and ``jobs-redis``, kombu's Redis transport with an atomic claim (:mod:`jobs.transport.redis`),
-which the Broker names for ``redis://`` and ``rediss://`` URLs.
+which the Broker names for ``redis://`` and ``rediss://`` URLs (``jobs-sentinel``, the same
+behind Redis Sentinel, for ``sentinel://``).
 
 Also what to tell a user whose broker's transport can't be loaded in this process (a package
 it imports is not installed): :func:`unavailable`.
@@ -16,10 +17,11 @@ from jobs.compat.kombu import register_transport
 
 
 def register() -> None:
-    """Make the aliases ``django`` and ``jobs-redis`` resolve to our transports, in URLs and
-    in ``Connection(url, transport=alias)``."""
+    """Make the aliases ``django``, ``jobs-redis`` and ``jobs-sentinel`` resolve to our
+    transports, in URLs and in ``Connection(url, transport=alias)``."""
     register_transport("django", "jobs.transport.django:Transport")
     register_transport("jobs-redis", "jobs.transport.redis:Transport")
+    register_transport("jobs-sentinel", "jobs.transport.redis:SentinelTransport")
 
 
 #: Per URL scheme: the broker's name in messages, and the extra that installs its transport's
@@ -34,7 +36,7 @@ BROKERS = {
     "django": ("database broker", None),
 }
 #: Transports of ours that replace kombu's for a scheme (the Broker connects with them).
-REPLACEMENTS = {"redis": "jobs-redis", "rediss": "jobs-redis"}
+REPLACEMENTS = {"redis": "jobs-redis", "rediss": "jobs-redis", "sentinel": "jobs-sentinel"}
 #: Client libraries that kombu's transport module imports only if they are there: without them
 #: the module loads, and fails later, when it connects.
 CLIENTS = {"redis": "redis", "rediss": "redis", "sentinel": "redis"}
@@ -62,7 +64,7 @@ def _explain(scheme: str, exc: ImportError) -> str:
     broker, extra = BROKERS.get(scheme, (f"{scheme!r} broker", None))
     missing = (exc.name or "").partition(".")[0] if isinstance(exc, ModuleNotFoundError) else ""
     if extra:
-        install = f": pip install 'django-jobs[{extra}]'"
+        install = f": pip install 'jobs-for-django[{extra}]'"
     else:
         install = f": pip install {missing}" if missing else ""
     if missing:

@@ -97,6 +97,8 @@ class Channel(VirtualChannel):
 
     QoS = QoS
     Message = tolerant(virtual.Message)
+    #: Priorities 0..255 (kombu's channels clamp to 0..9), the highest delivered first.
+    max_priority = 255
     from_transport_options = (*virtual.Channel.from_transport_options,
                               "visibility_timeout", "database")
 
@@ -119,9 +121,8 @@ class Channel(VirtualChannel):
     def put_message(self, queue, message, **kwargs):
         """Insert ``message`` as a row of ``queue``.
 
-        Priority follows kombu's Redis transport (``reverse=False``): the lowest number is
-        delivered first, so 0 is the most urgent (and the default). A ``headers["eta"]`` in
-        the future keeps the row invisible until then.
+        The highest priority is delivered first (as on RabbitMQ); a message without one has
+        0, the lowest. A ``headers["eta"]`` in the future keeps the row invisible until then.
         """
         now = timezone.now()
         visible_at = max(_eta(message) or now, now)

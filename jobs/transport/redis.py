@@ -13,6 +13,10 @@ soon as the first queue key has a message but leaves the list untouched, and sen
 script right behind it: the server runs the claim as the wait returns. An item that is
 not one of kombu's envelopes (pushed on the list by another program) is handed to the worker
 as a message without headers, which dead-letters it, rather than failing the claim.
+
+A message's priority picks its list as kombu does (``priority_steps``: 0-2, 3-5, 6-8, 9),
+and the claim takes the lists highest priority first, so ``priority=9`` runs before
+``priority=0`` as on RabbitMQ (kombu's own channel takes the lowest number first).
 """
 
 from __future__ import annotations
@@ -121,6 +125,11 @@ class Channel(RedisChannel):
         self._put_connection = None
         super().__init__(*args, **kwargs)
 
+    @property
+    def claim_order(self) -> list[int]:
+        """The priority steps, the highest first: the order the claim takes the lists in."""
+        return self.priority_steps[::-1]
+
     @contextmanager
     def command_client(self, client=None):
         """A client for one command or pipeline. kombu builds a new client object for every
@@ -208,7 +217,7 @@ class Channel(RedisChannel):
         queues = self.queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
-        keys = [self.queue_key(queue, pri) for pri in self.priority_steps for queue in queues]
+        keys = [self.queue_key(queue, pri) for pri in self.claim_order for queue in queues]
         connection = self.client.connection
         claim = self._claim_args(keys, self._room())
         self._poll_keys = keys
@@ -216,7 +225,9 @@ class Channel(RedisChannel):
         if self._waiting:
             # The claim goes right behind the wait: the server runs it the moment the wait
             # returns (a message came, or the time is up), without another round trip.
-            key = self.global_keyprefix + keys[0] if self.global_keyprefix else keys[0]
+            # On the first queue's list of messages without a priority, where most arrive.
+            key = self.queue_key(queues[0], 0)
+            key = self.global_keyprefix + key if self.global_keyprefix else key
             wait = WAIT if len(self.active_queues) == 1 else WAIT_MANY
             connection.send_packed_command(connection.pack_commands(
                 [("BLMOVE", key, key, "RIGHT", "RIGHT", wait), claim]))
@@ -285,7 +296,7 @@ class Channel(RedisChannel):
 
     def get_message(self, queue):
         """One message by direct access (basic_get), claimed the same atomic way."""
-        keys = [self.queue_key(queue, pri) for pri in self.priority_steps]
+        keys = [self.queue_key(queue, pri) for pri in self.claim_order]
         with self.command_client() as client:
             reply = self._claim_now(client, keys, 1)
         if not reply:
@@ -311,3 +322,13 @@ def _envelope_from_json(raw) -> dict:
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """The same channel on Redis behind Sentinel: kombu's Sentinel channel gives the
+    connection pool, which asks the sentinels where the master is (again after a failover);
+    ours claims from it atomically."""
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel

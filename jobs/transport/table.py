@@ -61,21 +61,21 @@ class MessageTable:
     def claim(self, queue: str, owner: str, limit: int, lease_until: datetime) -> list[ClaimedRow]:
         """Lease up to ``limit`` visible rows of ``queue`` to ``owner``, in one statement.
 
-        Rows come in delivery order: lowest priority number first, then oldest.
+        Rows come in delivery order: highest priority first, then oldest.
         """
         conn = self.connection
         now = timezone.now()
         sql = (
             "UPDATE {t} SET {owner} = %s, {until} = %s, {count} = {count} + 1 "
             "WHERE {id} IN (SELECT {id} FROM {t} WHERE {queue} = %s AND {visible} <= %s "
-            "AND ({until} IS NULL OR {until} < %s) ORDER BY {priority}, {id} LIMIT %s{lock}) "
+            "AND ({until} IS NULL OR {until} < %s) ORDER BY {priority} DESC, {id} LIMIT %s{lock}) "
             "RETURNING {id}, {priority}, {payload}, {tag}, {count}"
         ).format(**self._names(), lock=self._skip_locked())
         params = [owner, self._dt(lease_until), queue, self._dt(now), self._dt(now), limit]
         with self._errors(), conn.cursor() as cursor:
             cursor.execute(sql, params)
             rows = [ClaimedRow(*row) for row in cursor.fetchall()]
-        return sorted(rows, key=lambda row: (row.priority, row.id))
+        return sorted(rows, key=lambda row: (-row.priority, row.id))
 
     def renew(self, owner: str, delivery_tags: list[str], lease_until: datetime) -> set[str]:
         """Extend ``owner``'s leases of these messages; return the tags still held."""

@@ -17,12 +17,18 @@ def banner(worker: Worker) -> str:
         f" broker:       {get_broker().display_url}",
         f" database:     {db['ENGINE'].rsplit('.', 1)[-1]} {db.get('NAME')}",
         f" queues:       {', '.join(worker.queues)}",
-        f" pool:         {worker.pool_name} (concurrency {worker.concurrency}, "
+        f" pool:         {worker.pool_name} ({_size(worker)}, "
         f"prefetch {worker.prefetch or 'unlimited'})",
         f" jobs ({len(registry)}):",
     ]
     lines += [f"   . {name}" for name in registry.names()] or ["   (none registered)"]
     return "\n".join(lines) + "\n"
+
+
+def _size(worker: Worker) -> str:
+    if worker.autoscale:
+        return f"autoscale {worker.autoscale[1]} to {worker.autoscale[0]}"
+    return f"concurrency {worker.concurrency}"
 
 
 __all__ = ["Worker", "banner"]

@@ -24,6 +24,7 @@ class Heart:
         self._next = 0.0
         self._outage_written = None  # the database outage last written to the row
         self._create_later = False  # the database was out of reach at start
+        self.alive_at = time.monotonic()  # the main loop's last turn
 
     def start(self) -> None:
         try:
@@ -42,7 +43,10 @@ class Heart:
         )
 
     def maybe_beat(self) -> None:
-        if time.monotonic() < self._next:
+        # The main loop calls this every turn: when it last did is how the watchdog
+        # (jobs.middleware.watchdog) knows the loop is not stuck.
+        now = self.alive_at = time.monotonic()
+        if now < self._next:
             return
         self._next = time.monotonic() + self.interval
         self.beat()

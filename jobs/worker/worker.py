@@ -23,7 +23,7 @@ from kombu import Consumer
 from kombu.serialization import prepare_accept_content
 
 from jobs import lifecycle
-from jobs.broker import get_broker, new_connection, queue_for
+from jobs.broker import get_broker, new_connection
 from jobs.conf import settings
 from jobs.database import ERRORS as DATABASE_ERRORS, database
 from jobs.execution import Delivery, Execution, body_of
@@ -50,9 +50,12 @@ class Worker:
                  pool: str | None = None, hostname: str | None = None,
                  prefetch_multiplier: int | None = None, shutdown_timeout: float | None = None,
                  max_tasks_per_child: int | None = None, max_memory_per_child: int | None = None,
-                 beat: bool = False) -> None:
+                 beat: bool = False, autoscale: tuple[int, int] | None = None) -> None:
         self.queues = queues or [settings.TASK_DEFAULT_QUEUE]
-        self.concurrency = concurrency or settings.WORKER_CONCURRENCY or os.cpu_count() or 1
+        #: (MAX, MIN) pool sizes (jobs.middleware.autoscale), or None: a pool of fixed size.
+        self.autoscale = autoscale
+        self.concurrency = (autoscale[0] if autoscale else None) or concurrency \
+            or settings.WORKER_CONCURRENCY or os.cpu_count() or 1
         self.pool_name = pool or settings.WORKER_POOL
         self.hostname = hostname or f"jobs@{socket.gethostname()}"
         multiplier = (settings.WORKER_PREFETCH_MULTIPLIER if prefetch_multiplier is None
@@ -77,7 +80,7 @@ class Worker:
         self._flush_at = 0.0
         self._shut_down = False
         self.pool = POOLS[self.pool_name](
-            self.concurrency, self.hostname, self.accept,
+            autoscale[1] if autoscale else self.concurrency, self.hostname, self.accept,
             max_tasks_per_child=self.max_tasks_per_child,
             max_memory_per_child=self.max_memory_per_child,
         )
@@ -140,7 +143,7 @@ class Worker:
     def _consume(self, conn) -> None:
         self._generation += 1
         channel = conn.channel()
-        consumer = Consumer(channel, queues=[queue_for(q) for q in self.queues],
+        consumer = Consumer(channel, queues=get_broker().consuming(conn, self.queues),
                             on_message=self._on_message, on_decode_error=self._on_undecodable,
                             auto_declare=True)
         if self.prefetch:
@@ -220,7 +223,7 @@ class Worker:
             self._left_unacked = True
             return
         key = (self._generation, message.delivery_tag)
-        delivery = delivery_of(message, key, self.queues[0])
+        delivery = delivery_of(message, key, self.queues)
         self._inflight[key] = (message, delivery)
         reason = refusal(delivery, self.accept)
         if reason:

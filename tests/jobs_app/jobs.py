@@ -130,6 +130,18 @@ def leave_mark(directory, i, seconds=0.05):
     return i
 
 
+@job
+def stall_once(directory):
+    """The first run leaves a file ``started`` in ``directory`` and hangs for a minute;
+    any later run (the message delivered again) returns "again" at once."""
+    started = os.path.join(directory, "started")
+    if os.path.exists(started):
+        return "again"
+    open(started, "w").close()
+    time.sleep(60)
+    return "first"
+
+
 @job(bind=True)
 def note_due_time(self, directory):
     """Appends its job id to a file of ``directory`` named for the due time of the periodic
@@ -137,6 +149,14 @@ def note_due_time(self, directory):
     due = self.request.headers.get("periodic_task_due_at") or "unscheduled"
     with open(os.path.join(directory, due), "a") as out:
         out.write(f"{self.request.id}\n")
+
+
+@job(bind=True, max_retries=1)
+def retry_in(self, seconds):
+    """Fails its first run and asks to be retried ``seconds`` later."""
+    if self.request.retries == 0:
+        raise self.retry(countdown=seconds)
+    return "done after 1 retry"
 
 
 @job

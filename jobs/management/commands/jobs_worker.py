@@ -10,6 +10,7 @@ from jobs.exceptions import ConfigurationError
 from jobs.log import configure as configure_logging
 from jobs.transport import unavailable
 from jobs.worker import Worker, banner
+from jobs.worker.pidfile import AlreadyRunning, pidfile
 from jobs.worker.pools import POOLS
 
 
@@ -43,6 +44,14 @@ class Command(BaseCommand):
         parser.add_argument("--max-memory-per-child", type=int, default=None,
                             help="Replace a prefork child once its resident memory passes "
                                  "this many KiB (checked after each job).")
+        parser.add_argument("--autoscale", default=None, metavar="MAX,MIN",
+                            help="Grow the pool up to MAX while jobs wait, and shrink it to MIN "
+                                 "(default 0) when idle; prefork and threads pools.")
+        parser.add_argument("--pidfile", default=None,
+                            help="Write the worker's process id to this file; refuse to start "
+                                 "if it names a running process.")
+        parser.add_argument("-f", "--logfile", default=None,
+                            help="Write the log to this file, reopened on SIGHUP (logrotate).")
 
     def execute(self, *args, **options):
         if (options.get("pool") or settings.WORKER_POOL) == "gevent":
@@ -57,9 +66,20 @@ class Command(BaseCommand):
         level = options["loglevel"].upper()
         if level not in logging.getLevelNamesMapping():
             raise CommandError(f"--loglevel: unknown level {options['loglevel']!r}")
-        configure_logging(level)
         if options["concurrency"] is not None and options["concurrency"] < 1:
             raise CommandError("--concurrency must be at least 1")
+        autoscale = _autoscale(options["autoscale"], options["pool"] or settings.WORKER_POOL)
+        if options["pidfile"]:
+            try:
+                with pidfile(options["pidfile"]):
+                    self._run(options, level, autoscale)
+            except AlreadyRunning as exc:
+                raise CommandError(f"--pidfile: {exc}") from None
+        else:
+            self._run(options, level, autoscale)
+
+    def _run(self, options, level, autoscale):
+        configure_logging(level, options["logfile"])
         if options["beat"] and not apps.is_installed("jobs_beat"):
             raise CommandError("--beat needs 'jobs_beat' in INSTALLED_APPS")
         queues = [q.strip() for q in (options["queues"] or "").split(",") if q.strip()]
@@ -73,6 +93,7 @@ class Command(BaseCommand):
             max_tasks_per_child=options["max_tasks_per_child"],
             max_memory_per_child=options["max_memory_per_child"],
             beat=options["beat"],
+            autoscale=autoscale,
         )
         if options["beat"]:
             from jobs_beat.scheduler import embed
@@ -82,10 +103,37 @@ class Command(BaseCommand):
             serve_metrics(options["metrics_port"])
         self.stdout.write(banner(worker))
         self.stdout.flush()
+        known = get_broker().known_queues()
+        for name in worker.queues:
+            if name not in known:
+                logging.getLogger("jobs.worker").warning(
+                    "Consuming queue %r, which no route sends to (not the default queue, not "
+                    "in TASK_QUEUES or TASK_ROUTES): only jobs sent with queue=%r arrive there.",
+                    name, name)
         try:
-            sys.exit(worker.run())
+            code = worker.run()
         except ConfigurationError as exc:  # e.g. a pool that can't start here: say why
             raise CommandError(str(exc)) from exc
+        if code:
+            sys.exit(code)
+
+
+def _autoscale(value: str | None, pool: str) -> tuple[int, int] | None:
+    """``--autoscale MAX,MIN`` (MIN may be left out: 0) as (MAX, MIN)."""
+    if value is None:
+        return None
+    try:
+        numbers = [int(part) for part in value.split(",")]
+    except ValueError:
+        numbers = []
+    if len(numbers) == 1:
+        numbers.append(0)
+    if len(numbers) != 2 or numbers[0] < 1 or not 0 <= numbers[1] <= numbers[0]:
+        raise CommandError(f"--autoscale {value!r}: give MAX,MIN with MAX >= 1 and "
+                           "0 <= MIN <= MAX, e.g. --autoscale 10,2")
+    if pool == "solo":
+        raise CommandError("--autoscale needs the prefork or threads pool (-P prefork)")
+    return numbers[0], numbers[1]
 
 
 def serve_metrics(port: int) -> None:
@@ -93,7 +141,7 @@ def serve_metrics(port: int) -> None:
         from jobs.metrics import serve
     except ImportError as exc:
         raise CommandError(f"--metrics-port needs prometheus-client: pip install "
-                           f"'django-jobs[prometheus]' ({exc})") from exc
+                           f"'jobs-for-django[prometheus]' ({exc})") from exc
     try:
         serve(port)
     except OSError as exc:
@@ -120,6 +168,6 @@ def restart_patched_for_gevent() -> None:
     if os.environ.get(PATCHED):
         return
     if importlib.util.find_spec("gevent") is None:
-        raise CommandError("-P gevent needs gevent: pip install 'django-jobs[gevent]'")
+        raise CommandError("-P gevent needs gevent: pip install 'jobs-for-django[gevent]'")
     os.environ[PATCHED] = "1"
     os.execv(sys.executable, [sys.executable, "-c", BOOT, *sys.argv])

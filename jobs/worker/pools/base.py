@@ -17,6 +17,8 @@ Completion = tuple[object, Outcome]  # (delivery tag, outcome)
 
 class Pool:
     name = "base"
+    #: Its jobs run in the worker's main loop (``solo``): the loop makes no turn while one runs.
+    blocks_loop = False
 
     def __init__(self, concurrency: int, hostname: str, accept: set[str], **options) -> None:
         self.concurrency = concurrency
@@ -46,6 +48,15 @@ class Pool:
     def running_ids(self) -> list[str]:
         """Ids of the jobs running now (for revocation with terminate)."""
         return []
+
+    def waiting(self) -> int:
+        """Deliveries handed to the pool that wait for a free slot."""
+        return 0
+
+    def resize(self, size: int) -> None:
+        """Run up to ``size`` jobs at once from now on (``--autoscale``): grow at once; shrink
+        by idle slots only, never stopping a running job."""
+        raise NotImplementedError(f"the {self.name} pool has a fixed size")
 
     def take_backlog(self) -> list[Delivery]:
         """Deliveries not started yet, taken back (to return them to the broker)."""

@@ -1,5 +1,5 @@
 """The ``gevent`` pool: many blocking-I/O jobs at once as greenlets (``pip install
-'django-jobs[gevent]'``, then ``manage.py jobs_worker -P gevent -c 1000``).
+'jobs-for-django[gevent]'``, then ``manage.py jobs_worker -P gevent -c 1000``).
 
 gevent patches the standard library (sockets, ``time.sleep``, threads, ``select``) so that a
 job waiting on I/O lets the others run; ``jobs_worker`` starts itself again patched before
@@ -47,7 +47,7 @@ def problems(concurrency: int) -> list[str]:
     try:
         from gevent import monkey
     except ImportError:
-        return ["gevent is not installed (pip install 'django-jobs[gevent]')."]
+        return ["gevent is not installed (pip install 'jobs-for-django[gevent]')."]
     if not monkey.is_module_patched("socket") or not monkey.is_module_patched("threading"):
         return ["this process is not monkey-patched: start the worker with "
                 "'manage.py jobs_worker -P gevent', which patches before Django loads."]
@@ -65,7 +65,7 @@ def _database_problems(connection, alias: str, concurrency: int) -> list[str]:
     driver = connection.Database.__name__
     if driver == "psycopg2":
         return [f"database {alias!r} uses psycopg2, whose waits block every greenlet; "
-                "install psycopg 3 (pip install 'django-jobs[postgres]')."]
+                "install psycopg 3 (pip install 'jobs-for-django[postgres]')."]
     from psycopg import waiting
 
     if waiting.wait is getattr(waiting, "wait_c", None):

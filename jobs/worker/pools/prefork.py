@@ -46,6 +46,7 @@ class PreforkPool(Pool):
         self._backlog: deque[Delivery] = deque()
         self._stopping = False
         self._wanted = 0
+        self._retired: list = []  # stopped by resize(), not reaped yet
         self.max_tasks_per_child = self.options.get("max_tasks_per_child")
         self.max_memory_per_child = self.options.get("max_memory_per_child")
         connections.close_all()
@@ -78,6 +79,8 @@ class PreforkPool(Pool):
                 self._send(child, delivery)
 
     def maintain(self) -> None:
+        if self._retired:
+            self._reap()
         if not self._wanted:  # read without the lock: a child wanted now is forked next time
             return
         with self._lock:
@@ -94,6 +97,38 @@ class PreforkPool(Pool):
     def running(self) -> int:
         with self._lock:
             return sum(1 for c in self._children if c.delivery is not None)
+
+    def waiting(self) -> int:
+        return len(self._backlog)
+
+    def resize(self, size: int) -> None:
+        """Fork children up to ``size`` (each takes a waiting delivery), or stop idle ones."""
+        if self._stopping:
+            return
+        if size > self.concurrency:
+            self._wanted += size - self.concurrency  # maintain() forks them, now
+            self.concurrency = size
+            self.maintain()
+            return
+        with self._lock:
+            idle = [c for c in self._children if c.delivery is None][:self.concurrency - size]
+            for child in idle:
+                self._children.remove(child)
+                try:
+                    child.conn.send_bytes(STOP)
+                except OSError:
+                    pass
+            self.concurrency -= len(idle)
+        self._retired.extend(child.process for child in idle)
+
+    def _reap(self) -> None:
+        """Collect the children stopped by :meth:`resize` once they have exited."""
+        alive = []
+        for process in self._retired:
+            process.join(0)
+            if process.exitcode is None:
+                alive.append(process)
+        self._retired = alive
 
     def running_ids(self) -> list[str]:
         with self._lock:

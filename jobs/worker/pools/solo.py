@@ -10,6 +10,17 @@ class SoloPool(Pool):
     """Runs each job in the worker's own thread: simplest, one job at a time."""
 
     name = "solo"
+    #: Its jobs run in the worker's main loop, which waits for each to end.
+    blocks_loop = True
+    _running = 0
 
     def submit(self, delivery: Delivery) -> None:
-        self.completions.put((delivery.tag, self._run(delivery)))
+        self._running = 1
+        try:
+            outcome = self._run(delivery)
+        finally:
+            self._running = 0
+        self.completions.put((delivery.tag, outcome))
+
+    def running(self) -> int:
+        return self._running

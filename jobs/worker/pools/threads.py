@@ -20,12 +20,31 @@ class ThreadPool(Pool):
         self._inbox: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()
         self._busy = 0
         self._lock = threading.Lock()
-        self._threads = [
-            threading.Thread(target=self._loop, name=f"jobs-thread-{i}", daemon=True)
-            for i in range(self.concurrency)
-        ]
-        for thread in self._threads:
+        self._threads: list[threading.Thread] = []
+        self._started = 0
+        self._grow(self.concurrency)
+
+    def _grow(self, n: int) -> None:
+        for _ in range(n):
+            self._started += 1
+            thread = threading.Thread(target=self._loop, name=f"jobs-thread-{self._started}",
+                                      daemon=True)
+            self._threads.append(thread)
             thread.start()
+
+    def resize(self, size: int) -> None:
+        self._threads = [t for t in self._threads if t.is_alive()]
+        if size > self.concurrency:
+            self._grow(size - self.concurrency)
+        elif size < self.concurrency:
+            idle = max(0, self.concurrency - self.running() - self._inbox.qsize())
+            size = max(size, self.concurrency - idle)
+            for _ in range(self.concurrency - size):
+                self._inbox.put(None)  # the next idle thread to take it ends
+        self.concurrency = size
+
+    def waiting(self) -> int:
+        return max(0, self._inbox.qsize() - (self.concurrency - self._busy))
 
     def _loop(self) -> None:
         while (delivery := self._inbox.get()) is not None:
@@ -55,7 +74,7 @@ class ThreadPool(Pool):
         return self._busy
 
     def stop(self, timeout: float) -> bool:
-        for _ in self._threads:
+        for _ in range(self.concurrency):
             self._inbox.put(None)
         for thread in self._threads:
             thread.join(timeout)
