@@ -11,7 +11,7 @@ from django.utils.module_loading import import_string
 from jobs.conf import ALIASES, DEFAULTS, settings
 
 KNOWN_SCHEMES = ("django", "redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp", "memory")
-POOLS = ("prefork", "threads", "solo")
+POOLS = ("prefork", "threads", "solo", "asyncio", "gevent")
 
 
 def _error(msg: str, hint: str, id: str) -> Error:
@@ -368,3 +368,25 @@ def _check_middleware(paths) -> list:
             hint="Keep it in the list (before Results) unless no one sends workflows.",
             obj="settings.JOBS", id="jobs.W031"))
     return errors
+
+
+@register(Tags.compatibility)
+def check_task_backends(app_configs=None, **kwargs):
+    """``TASKS`` entries of :class:`jobs.backends.JobsBackend` (their ``check()``), where
+    Django doesn't check them itself: django-tasks on Django 5.2 not an installed app."""
+    from django.conf import settings as django_settings
+
+    tasks = getattr(django_settings, "TASKS", None)
+    ours = [alias for alias, entry in (tasks.items() if isinstance(tasks, dict) else ())
+            if isinstance(entry, dict) and entry.get("BACKEND") == "jobs.backends.JobsBackend"]
+    if not ours:
+        return []
+    try:
+        from jobs.compat import tasks as tasks_api
+    except ImportError:
+        return [Error("TASKS names jobs.backends.JobsBackend, but Django's Tasks API is not "
+                      "installed.", hint="On Django 5.2: pip install 'jobs-for-django[tasks]'.",
+                      obj="settings.TASKS", id="jobs.E052")]
+    if tasks_api.backends_are_checked():
+        return []
+    return [message for alias in ours for message in tasks_api.task_backends[alias].check()]

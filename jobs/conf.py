@@ -188,6 +188,7 @@ DEFAULT_MIDDLEWARE = [
     "jobs.middleware.signing.Signing",  # refuse forged messages, first; sign what is sent
     "jobs.middleware.hooks.Hooks",  # a task class's before_start, on_success, ... (Celery's)
     "jobs.middleware.signals.Signals",
+    "jobs.middleware.tasks.TaskSignals",  # Django's task_* signals for Django tasks
     "jobs.middleware.logging.Logging",
     "jobs.middleware.unique.Unique",
     "jobs.middleware.delay.DelayedJobs",
@@ -203,6 +204,7 @@ DEFAULT_MIDDLEWARE = [
     "jobs.middleware.housekeeping.Housekeeping",
     "jobs.middleware.autoscale.Autoscale",  # jobs_worker --autoscale MAX,MIN
     "jobs.middleware.watchdog.Watchdog",  # a stuck main loop exits; systemd's notify socket
+    "jobs.middleware.metrics.Metrics",  # last: counts outcomes as the others left them
 ]
 
 # Celery spells this one without the TASK_/WORKER_ prefix; accept both.

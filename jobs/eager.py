@@ -5,7 +5,7 @@ from __future__ import annotations
 import traceback as tb
 import uuid
 
-from jobs import context
+from jobs import context, coroutines
 from jobs.conf import settings
 from jobs.exceptions import Retry
 from jobs.models import States
@@ -26,6 +26,8 @@ def run_eagerly(job, args: tuple, kwargs: dict, options: dict) -> EagerResult:
         token = context.current.set(request)
         try:
             value = job(*args, **kwargs)
+            if job.is_async:
+                value = coroutines.run(value)
         except Retry:
             retries += 1
             continue

@@ -13,7 +13,7 @@ import time
 import traceback as tb
 from dataclasses import dataclass, field
 
-from jobs import context, lifecycle
+from jobs import context, coroutines, lifecycle
 from jobs.compression import decompress
 from jobs.conf import settings
 from jobs.exceptions import InvalidMessage, NotRegistered, Retry
@@ -92,6 +92,8 @@ def call(execution: Execution) -> Outcome:
     began = time.perf_counter()
     try:
         value = job(*message.args, **message.kwargs)
+        if job.is_async:
+            value = coroutines.run(value)
     except Retry as retry:
         return execution.outcome(Kind.RETRIED, str(retry), exception=retry.exc, eta=retry.when,
                                  runtime=time.perf_counter() - began)

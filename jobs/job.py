@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from operator import attrgetter
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from jobs import broker, context
@@ -50,6 +51,7 @@ class Job(JobHooks, Generic[P, R]):
         self.__doc__ = func.__doc__
         self.__wrapped__ = func
         self.call_signature = inspect.signature(func)  # (signature() is Celery's)
+        self.is_async = inspect.iscoroutinefunction(func)  # its calls return a coroutine
         self._resolved: dict = {}  # option() values, settings defaults filled in
 
     def __repr__(self) -> str:
@@ -88,6 +90,16 @@ class Job(JobHooks, Generic[P, R]):
                 return self.signature(args, kwargs, **options).apply()
             return self.apply(args, kwargs, **options)
         return self.publish(self.prepare(args, kwargs, **options), **options)
+
+    async def adelay(self, *args: P.args, **kwargs: P.kwargs):
+        """:meth:`delay` for async code: ``await add.adelay(2, 3)``."""
+        return await self.aapply_async(args, kwargs)
+
+    async def aapply_async(self, args=None, kwargs=None, **options):
+        """:meth:`apply_async` for async code, run where Django runs the ORM for async code
+        (``sync_to_async``), so that it joins the caller's transaction and its commit."""
+        return await sync_to_async(self.apply_async, thread_sensitive=True)(args, kwargs,
+                                                                           **options)
 
     def prepare(self, args=None, kwargs=None, **options) -> Envelope:
         """Build and serialize one call without sending it (``apply_async`` is ``prepare``

@@ -150,6 +150,21 @@ def _identity(message: JobMessage) -> dict:
     }
 
 
+def mark_enqueued(message: JobMessage, at=None) -> None:
+    """A PENDING row for a job just sent, for a handle that must find the job before a
+    worker starts it (a Django task's ``get_result``); written in the caller's transaction,
+    so a rollback takes it with the job. Left alone if the job has a row already."""
+    JobRecord.objects.bulk_create([JobRecord(
+        job_id=message.id, state=States.PENDING, retries=message.retries,
+        date_created=at or timezone.now(), **_identity(message),
+    )], ignore_conflicts=True)
+
+
+def forget_enqueued(message: JobMessage) -> None:
+    """Remove the row of :func:`mark_enqueued` when the job could not be sent after all."""
+    JobRecord.objects.filter(job_id=message.id, state=States.PENDING).delete()
+
+
 def mark_started(message: JobMessage, hostname: str, track: bool,
                  revoked: bool = False) -> int | None:
     """Record that the job runs now; returns how many times this attempt has been started

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.db import DatabaseError, connections, router
 from django.utils import timezone
 
@@ -164,6 +165,13 @@ class JobResult:
 
     wait = get
 
+    async def aget(self, *args, **kwargs) -> Any:
+        """:meth:`get` for async code (``await result.aget(timeout=10)``): the wait takes a
+        thread of its own, never the event loop, nor the thread Django runs the ORM in for
+        async code, so that waits of several callers don't queue behind one another."""
+        return await sync_to_async(_closing_connections(self.get),
+                                   thread_sensitive=False)(*args, **kwargs)
+
     def _outcome(self, state: str, result: Any, propagate: bool) -> Any:
         if state == States.SUCCESS:
             return result
@@ -201,6 +209,18 @@ def _refuse_inside_a_job() -> None:
             f"Never call JobResult.get() within a job (it runs in job {request.id}): the "
             "job waited for may need this very worker. Chain the jobs instead, or pass "
             "disable_sync_subtasks=False if you must.")
+
+
+def _closing_connections(func):
+    """``func``, closing the database connections of the thread it ran in after it (a
+    thread of an executor, which Django's request cycle never closes)."""
+    @functools.wraps(func)
+    def call(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        finally:
+            connections.close_all()
+    return call
 
 
 #: Notified by a trigger on PostgreSQL when a job reaches a ready state (migration 0002).

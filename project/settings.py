@@ -36,6 +36,24 @@ INSTALLED_APPS = [
 if os.environ.get("JOBS_TEST_APP", "1" if "PYTEST_VERSION" in os.environ else "0") == "1":
     INSTALLED_APPS.append("tests.jobs_app")
 
+# Django's Tasks API runs on jobs (docs/django-tasks.md): built into Django 6, from the
+# django-tasks package (an installed app, for its checks and signals) on Django 5.2.
+try:
+    import django.tasks  # noqa: F401
+except ImportError:
+    try:
+        import django_tasks  # noqa: F401
+
+        INSTALLED_APPS.append("django_tasks")
+    except ImportError:
+        pass
+TASKS = {"default": {"BACKEND": "jobs.backends.JobsBackend", "QUEUES": []}}
+if "tests.jobs_app" in INSTALLED_APPS:  # backends whose OPTIONS the tests' tasks use
+    TASKS["retrying"] = {"BACKEND": "jobs.backends.JobsBackend", "QUEUES": [], "OPTIONS": {
+        "autoretry_for": ["builtins.ValueError"], "max_retries": 2, "default_retry_delay": 0}}
+    TASKS["limited"] = {"BACKEND": "jobs.backends.JobsBackend", "QUEUES": [],
+                        "OPTIONS": {"time_limit": 1}}
+
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

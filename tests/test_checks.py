@@ -56,7 +56,7 @@ def test_a_route_without_a_queue_is_an_error(settings):
 
 
 def test_a_bad_pool_is_an_error(settings):
-    assert ids({"WORKER_POOL": "gevent"}, settings) == ["jobs.E011"]
+    assert ids({"WORKER_POOL": "eventlet"}, settings) == ["jobs.E011"]
 
 
 def test_a_negative_prefetch_multiplier_is_an_error(settings):

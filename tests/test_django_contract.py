@@ -31,6 +31,10 @@ METHODS = {
     "BaseDatabaseWrapper.close_if_unusable_or_obsolete": "(self)",
     "BaseDatabaseWrapper.get_connection_params": "(self)",
     "ConnectionHandler.all(initialized_only=)": "(self, initialized_only=False)",
+    "ConnectionHandler.create_connection": "(self, alias)",
+    "ConnectionHandler.__setitem__": "(self, key, value)",
+    "ConnectionHandler.__delitem__": "(self, key)",
+    "BaseDatabaseWrapper.inc_thread_sharing": "(self)",
 }
 
 
@@ -88,3 +92,26 @@ def test_an_abandoned_transaction_is_rolled_back_and_the_connection_usable_again
 def test_the_connection_params_open_another_connection():
     params = django_compat.connection_params(connection)
     assert isinstance(params, dict) and params
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lent_connection_serves_one_thread_then_another():
+    import threading
+
+    from jobs.models import Message
+
+    lent = django_compat.shareable_connections()
+    seen = []
+
+    def use():
+        django_compat.lend(lent)
+        seen.append((connections["default"] is lent["default"], Message.objects.count()))
+        django_compat.take_back(lent)
+        seen.append(lent["default"] in django_compat.initialized_connections())
+
+    for _ in range(2):
+        thread = threading.Thread(target=use)
+        thread.start()
+        thread.join()
+    lent["default"].close()
+    assert seen == [(True, 0), False, (True, 0), False]

@@ -30,6 +30,10 @@ USED = frozenset({
     "BaseDatabaseWrapper.close_if_unusable_or_obsolete",
     "BaseDatabaseWrapper.get_connection_params",
     "ConnectionHandler.all(initialized_only=)",
+    "ConnectionHandler.create_connection",
+    "ConnectionHandler.__setitem__",
+    "ConnectionHandler.__delitem__",
+    "BaseDatabaseWrapper.inc_thread_sharing",
 })
 
 
@@ -87,3 +91,26 @@ def close_if_unusable_or_obsolete(connection) -> None:
 def connection_params(connection) -> dict:
     """The driver's connect() arguments of ``connection``'s settings (to open another one)."""
     return connection.get_connection_params()
+
+
+def shareable_connections() -> dict:
+    """A new connection object for each database (not connected yet), that any thread may
+    use once it is lent to it (:func:`lend`): one thread at a time."""
+    made = {}
+    for alias in connections:
+        made[alias] = connection = connections.create_connection(alias)
+        connection.inc_thread_sharing()
+    return made
+
+
+def lend(lent: dict) -> None:
+    """Make the connections of :func:`shareable_connections` this thread's own."""
+    for alias, connection in lent.items():
+        connections[alias] = connection
+
+
+def take_back(lent: dict) -> None:
+    """This thread no longer has the connections it was lent (it has none until it is lent
+    some again, or opens its own)."""
+    for alias in lent:
+        del connections[alias]

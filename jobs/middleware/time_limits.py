@@ -4,7 +4,8 @@ The soft limit raises :class:`SoftTimeLimitExceeded` inside the job (SIGALRM), s
 clean up; this works wherever the job runs in its process's main thread (the prefork and
 solo pools). The hard limit is set on the delivery as its ``time_limit``: the prefork pool
 kills the child process running it when it passes, and the job is recorded as FAILURE with
-:class:`TimeLimitExceeded`. The threads pool can enforce neither.
+:class:`TimeLimitExceeded`. The threads pool can enforce neither for a plain job. An
+``async def`` job's limit cancels its coroutine in every pool (:mod:`jobs.coroutines`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import signal
 import threading
 from contextlib import contextmanager
 
+from jobs import coroutines
 from jobs.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from jobs.middleware import Middleware
 from jobs.outcome import Kind
@@ -29,16 +31,18 @@ class TimeLimits(Middleware):
         limits = headers.get("timelimit")
         if isinstance(limits, (list, tuple)) and limits and limits[0] is not None:
             # The message's own (a producer may send anything: limits_for checks it).
-            hard, _ = limits_for(registry.get(headers["task"]), headers)
+            hard = kill_after(registry.get(headers["task"]), headers)
         else:
             name = headers["task"]
             if name not in self._hard:
-                self._hard[name] = limits_for(registry.get(name), {})[0]
+                self._hard[name] = kill_after(registry.get(name), {})
             hard = self._hard[name]
         return dataclasses.replace(delivery, time_limit=hard) if hard else delivery
 
     def execute(self, execution, call_next):
         soft = execution.message.soft_time_limit or execution.job.option("soft_time_limit")
+        if execution.job.is_async:
+            return _execute_async(execution, call_next, soft)
         if not soft:
             return call_next(execution)
         with soft_time_limit(soft):
@@ -49,6 +53,20 @@ class TimeLimits(Middleware):
             return outcome
         return worker.record_failure(delivery, outcome, TimeLimitExceeded(
             f"{outcome.name}[{outcome.job_id}] passed its hard time limit and was killed"))
+
+
+def _execute_async(execution, call_next, soft: float | None):
+    """An async job's limit cancels its coroutine, in any pool: the soft limit if it has
+    one (SoftTimeLimitExceeded), else the hard one (TimeLimitExceeded)."""
+    hard = execution.message.time_limit or execution.job.option("time_limit")
+    if not (soft or hard):
+        return call_next(execution)
+    token = coroutines.limit.set((soft, SoftTimeLimitExceeded) if soft
+                                 else (hard, TimeLimitExceeded))
+    try:
+        return call_next(execution)
+    finally:
+        coroutines.limit.reset(token)
 
 
 def _raise_soft_limit(signum, frame):
@@ -68,6 +86,19 @@ def soft_time_limit(seconds: float | None):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+#: Seconds an async job's process is given past its hard limit, which cancels its coroutine,
+#: before the pool kills it (a coroutine that ignores the cancellation).
+CANCEL_GRACE = 2.0
+
+
+def kill_after(job, headers: dict) -> float | None:
+    """Seconds after which the pool kills the process running a delivery, if it can."""
+    hard = limits_for(job, headers)[0]
+    if hard and job is not None and job.is_async:
+        return hard + CANCEL_GRACE
+    return hard
 
 
 def limits_for(job, headers: dict) -> tuple[float | None, float | None]:

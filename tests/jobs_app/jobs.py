@@ -2,6 +2,7 @@
 (project/demo/jobs.py): each shows one behaviour of a job or a worker. Their names are
 ``tests.jobs_app.jobs.<function>``."""
 
+import asyncio
 import json
 import os
 import time
@@ -239,3 +240,49 @@ def wait_for_file(path, value=None, timeout=30.0):
     while not Path(path).exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     return value
+
+
+@job
+async def async_add(x, y):
+    await asyncio.sleep(0.01)
+    return x + y
+
+
+@job
+async def async_wait(seconds):
+    """Waits on I/O (a timer) for ``seconds``; returns the thread it ran in."""
+    await asyncio.sleep(seconds)
+    return {"waited": seconds, "pid": os.getpid()}
+
+
+@job(time_limit=0.5)
+async def async_overrun(path):
+    """Waits far past its time limit; writes ``path`` as it is cancelled."""
+    try:
+        await asyncio.sleep(30)
+    finally:
+        with open(path, "w") as f:
+            f.write("cancelled")
+
+
+@job
+async def async_count_results():
+    """The ORM from async code, the way Django allows it."""
+    from jobs.models import JobRecord
+
+    return await JobRecord.objects.acount()
+
+
+@job
+async def async_count_results_unsafely():
+    """The ORM called synchronously from async code: Django refuses it."""
+    from jobs.models import JobRecord
+
+    return JobRecord.objects.count()
+
+
+@job
+def blocking_wait(seconds):
+    """Waits on blocking I/O (a sleep, which gevent makes cooperative)."""
+    time.sleep(seconds)
+    return {"waited": seconds, "pid": os.getpid()}

@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from jobs.broker import get_broker
 from jobs.conf import settings
+from jobs.exceptions import ConfigurationError
 from jobs.log import configure as configure_logging
 from jobs.transport import unavailable
 from jobs.worker import Worker, banner
@@ -23,7 +24,8 @@ class Command(BaseCommand):
         parser.add_argument("-c", "--concurrency", type=int, default=None,
                             help="Jobs run at once (default: JOBS WORKER_CONCURRENCY or CPUs).")
         parser.add_argument("-P", "--pool", choices=sorted(POOLS), default=None,
-                            help="Where jobs run: prefork (processes), threads, or solo.")
+                            help="Where jobs run: prefork (processes), threads, solo, asyncio "
+                                 "(async def jobs on one event loop), or gevent.")
         parser.add_argument("-n", "--hostname", default=None, help="This worker's name.")
         parser.add_argument("-l", "--loglevel", default="INFO",
                             help="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
@@ -36,6 +38,9 @@ class Command(BaseCommand):
         parser.add_argument("-B", "--beat", action="store_true",
                             help="Also run the periodic-job scheduler (jobs_beat) in this "
                                  "process; for small deployments.")
+        parser.add_argument("--metrics-port", type=int, default=None,
+                            help="Serve Prometheus metrics on this port (the 'prometheus' "
+                                 "extra).")
         parser.add_argument("--max-memory-per-child", type=int, default=None,
                             help="Replace a prefork child once its resident memory passes "
                                  "this many KiB (checked after each job).")
@@ -49,6 +54,8 @@ class Command(BaseCommand):
                             help="Write the log to this file, reopened on SIGHUP (logrotate).")
 
     def execute(self, *args, **options):
+        if (options.get("pool") or settings.WORKER_POOL) == "gevent":
+            restart_patched_for_gevent()
         # Before the system checks (jobs.E013 says the same): one line, not a report.
         reason = unavailable(get_broker().url)
         if reason:
@@ -92,6 +99,8 @@ class Command(BaseCommand):
             from jobs_beat.scheduler import embed
 
             embed(worker)  # runs while the worker runs, in a thread of its own
+        if options["metrics_port"] is not None:
+            serve_metrics(options["metrics_port"])
         self.stdout.write(banner(worker))
         self.stdout.flush()
         known = get_broker().known_queues()
@@ -101,7 +110,10 @@ class Command(BaseCommand):
                     "Consuming queue %r, which no route sends to (not the default queue, not "
                     "in TASK_QUEUES or TASK_ROUTES): only jobs sent with queue=%r arrive there.",
                     name, name)
-        code = worker.run()
+        try:
+            code = worker.run()
+        except ConfigurationError as exc:  # e.g. a pool that can't start here: say why
+            raise CommandError(str(exc)) from exc
         if code:
             sys.exit(code)
 
@@ -122,3 +134,40 @@ def _autoscale(value: str | None, pool: str) -> tuple[int, int] | None:
     if pool == "solo":
         raise CommandError("--autoscale needs the prefork or threads pool (-P prefork)")
     return numbers[0], numbers[1]
+
+
+def serve_metrics(port: int) -> None:
+    try:
+        from jobs.metrics import serve
+    except ImportError as exc:
+        raise CommandError(f"--metrics-port needs prometheus-client: pip install "
+                           f"'jobs-for-django[prometheus]' ({exc})") from exc
+    try:
+        serve(port)
+    except OSError as exc:
+        raise CommandError(f"--metrics-port {port}: {exc}") from exc
+
+
+#: In the environment of the worker that :func:`restart_patched_for_gevent` starts.
+PATCHED = "JOBS_GEVENT_PATCHED"
+
+#: What that worker runs: gevent patches the standard library (sockets, threads, ``select``,
+#: ``time.sleep``) before anything that uses it is imported — Django, kombu, redis,
+#: psycopg — or those would keep the blocking versions and one waiting job would stall every
+#: other; then ``manage.py`` (``sys.argv`` after ``-c``) runs as it was started.
+BOOT = ("from gevent import monkey; monkey.patch_all(); import runpy, sys; "
+        "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
+def restart_patched_for_gevent() -> None:
+    """Start this command again in a process that gevent patched before Django loaded
+    (:data:`BOOT`), unless this is that process."""
+    import importlib.util
+    import os
+
+    if os.environ.get(PATCHED):
+        return
+    if importlib.util.find_spec("gevent") is None:
+        raise CommandError("-P gevent needs gevent: pip install 'jobs-for-django[gevent]'")
+    os.environ[PATCHED] = "1"
+    os.execv(sys.executable, [sys.executable, "-c", BOOT, *sys.argv])
