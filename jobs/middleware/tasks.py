@@ -4,7 +4,7 @@
 ``task_started`` goes out just before the task's function runs, with the RUNNING result;
 ``task_finished`` once its final state (SUCCESSFUL or FAILED) is recorded, with the result
 ``get_result()`` now reads. A retried attempt is not finished: the task is READY again.
-Plain jobs pass by with a class check.
+Plain jobs skip it (``applies_to``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ FINAL = frozenset({Kind.SUCCEEDED, Kind.FAILED, Kind.REVOKED})
 
 
 class TaskSignals(Middleware):
+    def applies_to(self, job) -> bool:
+        return job.__class__ is TaskJob  # plain jobs skip its hooks at no cost
+
     def started(self, execution) -> None:
         job = execution.job
         if job.__class__ is TaskJob:
