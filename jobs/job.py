@@ -105,13 +105,15 @@ class Job(JobHooks, Generic[P, R]):
         """Build and serialize one call without sending it (``apply_async`` is ``prepare``
         then ``publish``). Raises here what can't be sent: arguments that don't fit the
         function (TypeError), values the serializer can't carry, a message too large."""
-        self._check_options(options, "apply_async")
+        if options:
+            self._check_options(options, "apply_async")
         args = tuple(args or ())
         kwargs = dict(kwargs or {})
-        if self.typing:
+        job = self.options  # read here, not through the option properties: a hot path
+        if job.typing:
             self.check_arguments(args, kwargs)
         return encode(self.build_message(args, kwargs, options),
-                      options.get("serializer") or self.serializer or settings.TASK_SERIALIZER,
+                      options.get("serializer") or job.serializer or settings.TASK_SERIALIZER,
                       self.func, settings.TASK_MAX_MESSAGE_SIZE)
 
     def publish(self, envelope: Envelope, **options):
@@ -198,6 +200,7 @@ class Job(JobHooks, Generic[P, R]):
 
     def build_message(self, args: tuple, kwargs: dict, options: dict,
                       route: Route | None = None) -> JobMessage:
+        job = self.options  # read here, not through the option properties: a hot path
         now = None
         eta = options.get("eta")
         countdown = options.get("countdown")
@@ -206,16 +209,16 @@ class Job(JobHooks, Generic[P, R]):
             eta = now + timedelta(seconds=countdown)
         elif eta is not None:
             eta = _aware(eta, "eta")
-        expires = options.get("expires", self.expires)
+        expires = options.get("expires", job.expires)
         if isinstance(expires, (int, float)):
             expires = (now or timezone.now()) + timedelta(seconds=expires)
         elif expires is not None:
             expires = _aware(expires, "expires")
         queue = options.get("queue")
         exchange = routing_key = None
-        priority = options.get("priority", self.priority)
+        priority = options.get("priority", job.priority)
         if not queue:
-            route = route or broker.resolve(self.name, self.queue, args, kwargs, options)
+            route = route or broker.resolve(self.name, job.queue, args, kwargs, options)
             queue, exchange, routing_key = route.queue, route.exchange, route.routing_key
             if priority is None:
                 priority = route.priority
@@ -236,15 +239,15 @@ class Job(JobHooks, Generic[P, R]):
             eta=eta,
             expires=expires,
             retries=options.get("retries", 0),
-            time_limit=options.get("time_limit", self.time_limit),
-            soft_time_limit=options.get("soft_time_limit", self.soft_time_limit),
+            time_limit=options.get("time_limit", job.time_limit),
+            soft_time_limit=options.get("soft_time_limit", job.soft_time_limit),
             root_id=options.get("root_id") or parent.root_id or parent.id,
             parent_id=options.get("parent_id") or parent.id,
             group_id=options.get("group_id"),
             group_index=options.get("group_index"),
             embed=_embed(options) if options and not EMBED_OPTIONS.isdisjoint(options) else None,
             priority=priority,
-            ignore_result=options.get("ignore_result", self.ignore_result) or False,
+            ignore_result=options.get("ignore_result", job.ignore_result) or False,
             headers=options.get("headers") or {},
             exchange=exchange,
             routing_key=routing_key,
