@@ -10,12 +10,13 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.urls import reverse
 from django.utils import timezone
 
 from jobs.control import broadcast
 from jobs.models import ControlMessage, ControlReply, JobRecord
 from project.demo import jobs as demo
-from tests.conftest import broker_params, wait_for
+from tests.conftest import broker_params, pool_matrix, wait_for
 from tests.jobs_app import jobs as testjobs
 
 pytestmark = pytest.mark.e2e
@@ -46,9 +47,10 @@ def test_every_live_worker_answers_by_name_within_a_second(broker_url, start_wor
     assert not ControlMessage.objects.exists() and not ControlReply.objects.exists()
 
 
-@brokers
-def test_inspect_reports_what_each_worker_holds(broker_url, start_worker):
-    start_worker(broker_url, "-c", "1", "-n", "busy@control", "--prefetch-multiplier", "2")
+@pool_matrix(("prefork", "threads"))
+def test_inspect_reports_what_each_worker_holds(broker_url, pool, start_worker):
+    start_worker(broker_url, "-P", pool, "-c", "1", "-n", "busy@control",
+                 "--prefetch-multiplier", "2")
     running = testjobs.work.delay(0, seconds=30)
     wait_for(lambda: running.state == "STARTED", message="the job never started")
     waiting = testjobs.work.delay(1)
@@ -191,3 +193,43 @@ def test_a_job_revoked_while_every_worker_was_down_never_runs(broker_url, start_
     assert sorted(p.name for p in marks.iterdir()) == ["3"]
     assert set(JobRecord.objects.filter(job_id__in=[quiet.id, tracked.id])
                .values_list("state", flat=True)) == {"REVOKED"}
+
+
+def queue_control(action: str, queue: str) -> str:
+    return reverse("admin:jobs_jobrecord_queue_control", args=[action, queue])
+
+
+def test_the_dashboard_pauses_and_resumes_a_queue_on_every_worker(admin_client, start_worker):
+    start_worker("django://", "-c", "1", "-n", "dash@control")
+    start_worker("django://", "-c", "1", "-n", "elsewhere@control", "-Q", "default")
+    data = admin_client.get(reverse("admin:jobs_jobrecord_dashboard_data")).json()
+    row = next(q for q in data["queues"]["rows"] if q["name"] == "other")
+    assert row["pause_url"] == queue_control("pause", "other")
+
+    response = admin_client.post(row["pause_url"], follow=True)
+    assert [str(m) for m in response.context["messages"]] == [
+        "Pause other: dash@control: no longer consuming from other; "
+        "elsewhere@control: not consuming from other"]
+    paused = testjobs.on_other_queue.delay(1)
+    assert demo.add.delay(1, 1).get(timeout=10) == 2
+    assert paused.state == "PENDING"
+
+    response = admin_client.post(row["resume_url"], follow=True)
+    assert [str(m) for m in response.context["messages"]] == [
+        "Resume other: dash@control: consuming from other; "
+        "elsewhere@control: other is not paused here"]
+    assert paused.get(timeout=10) == 2
+    queues = inspect("active_queues", "-d", "elsewhere@control")["elsewhere@control"]
+    assert [q["name"] for q in queues] == ["default"]
+
+
+def test_pausing_a_queue_needs_the_change_permission_on_workers(staff_client):
+    viewer = staff_client("view_jobrecord", "view_worker")
+    assert viewer.post(queue_control("pause", "default")).status_code == 403
+    data = viewer.get(reverse("admin:jobs_jobrecord_dashboard_data")).json()
+    assert all("pause_url" not in q for q in data["queues"]["rows"])
+
+
+def test_a_queue_is_paused_by_post_only(admin_client):
+    assert admin_client.get(queue_control("pause", "default")).status_code == 405
+    assert admin_client.post(queue_control("stop", "default")).status_code == 404

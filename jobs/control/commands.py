@@ -160,8 +160,20 @@ def shutdown(worker):
     return {"ok": "shutting down"}
 
 
+def _paused(worker) -> set[str]:
+    from jobs.middleware.control import Control
+
+    return _middleware(worker, Control).paused
+
+
 @_control
-def add_consumer(worker, queue: str):
+def add_consumer(worker, queue: str, only_if_paused: bool = False):
+    """Consume from ``queue`` too; with ``only_if_paused`` (the dashboard's Resume), only
+    where a ``cancel_consumer`` stopped it."""
+    paused = _paused(worker)
+    if only_if_paused and queue not in paused:
+        return {"ok": f"{queue} is not paused here"}
+    paused.discard(queue)
     if not worker.add_queue(queue):
         return {"ok": f"already consuming from {queue}"}
     logger.info("Consuming from %s too (control command)", queue)
@@ -173,6 +185,7 @@ def add_consumer(worker, queue: str):
 def cancel_consumer(worker, queue: str):
     if not worker.cancel_queue(queue):
         return {"ok": f"not consuming from {queue}"}
+    _paused(worker).add(queue)
     logger.info("No longer consuming from %s (control command)", queue)
     _record_queues(worker)
     return {"ok": f"no longer consuming from {queue}"}

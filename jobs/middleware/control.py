@@ -16,6 +16,8 @@ from jobs.middleware import Middleware
 class Control(Middleware):
     def __init__(self) -> None:
         self.listener = None
+        #: Queues a ``cancel_consumer`` stopped here (the dashboard's Resume restarts these).
+        self.paused: set[str] = set()
 
     def worker_started(self, worker) -> None:
         self.listener = listener(worker, dispatch)
