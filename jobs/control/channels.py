@@ -171,12 +171,14 @@ class MailboxListener:
 
 
 class DatabaseListener:
-    """Reads the commands sent since the worker started, four times a second."""
+    """Reads the commands sent since the worker started, four times a second. Those sent
+    before are the rows it finds at its first look (older than it, by the database's count,
+    whatever the clocks of the hosts say)."""
 
     def __init__(self, worker, dispatch) -> None:
         self.worker = worker
         self.dispatch = dispatch
-        self.started = timezone.now()
+        self._after: int | None = None  # the last command sent before the worker started
         self._seen: dict[str, object] = {}  # ticket -> when it was sent
         self._next = 0.0
 
@@ -193,9 +195,13 @@ class DatabaseListener:
                 logger.warning("Could not read control commands: %s", exc)
 
     def _new_commands(self) -> list[dict]:
-        since = max(self.started, timezone.now() - FRESH_FOR)
+        if self._after is None:
+            last = ControlMessage.objects.order_by("-pk").values_list("pk", flat=True).first()
+            self._after = last or 0
+            return []
+        since = timezone.now() - FRESH_FOR
         self._seen = {t: at for t, at in self._seen.items() if at >= since}
-        rows = ControlMessage.objects.filter(sent_at__gte=since).values(
+        rows = ControlMessage.objects.filter(pk__gt=self._after, sent_at__gte=since).values(
             "ticket", "command", "arguments", "destination", "sent_at")
         fresh = [row for row in rows if row["ticket"] not in self._seen]
         for row in fresh:
