@@ -47,7 +47,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("command", choices=CONTROL)
-        parser.add_argument("arguments", nargs="*")
+        parser.add_argument("arguments", nargs="*", help="The command's: " + "; ".join(
+            USAGE[command] for command in CONTROL) + ".")
         parser.add_argument("--terminate", action="store_true",
                             help="revoke: stop the job too if it is running.")
         add_common_arguments(parser)
