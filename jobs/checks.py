@@ -6,6 +6,7 @@ import math
 from datetime import timedelta
 
 from django.core.checks import Error, Tags, Warning, register
+from django.utils.module_loading import import_string
 
 from jobs.conf import ALIASES, DEFAULTS, settings
 
@@ -116,21 +117,93 @@ def _check_serializers() -> list:
 
 
 def _check_routes(routes) -> list:
-    if not isinstance(routes, dict):
-        return [_error(
-            "JOBS['TASK_ROUTES'] must be a dict of job name or glob pattern to queue.",
-            "For example {'billing.jobs.*': 'billing'}.",
-            "jobs.E009",
-        )]
+    items = routes if isinstance(routes, (list, tuple)) else [routes]
     errors = []
-    for pattern, route in routes.items():
-        queue = route.get("queue") if isinstance(route, dict) else route
-        if not isinstance(queue, str) or not queue:
-            errors.append(_error(
-                f"JOBS['TASK_ROUTES'][{pattern!r}] = {route!r} names no queue.",
-                "Give a queue name, or {'queue': 'name'}.",
+    for item in items:
+        if isinstance(item, str):
+            try:
+                import_string(item)
+            except ImportError as exc:
+                errors.append(_error(f"JOBS['TASK_ROUTES']: can't import router {item!r}: {exc}",
+                                     "", "jobs.E009"))
+            continue
+        if callable(item):
+            continue
+        if not isinstance(item, dict):
+            return [_error(
+                "JOBS['TASK_ROUTES'] must be a dict of job name or glob pattern to queue (or a "
+                "list of such dicts and routers).",
+                "For example {'billing.jobs.*': 'billing'}.",
                 "jobs.E009",
-            ))
+            )]
+        for pattern, route in item.items():
+            queue = route.get("queue") if isinstance(route, dict) else route
+            if not isinstance(queue, str) or not queue:
+                errors.append(_error(
+                    f"JOBS['TASK_ROUTES'][{pattern!r}] = {route!r} names no queue.",
+                    "Give a queue name, or {'queue': 'name'}.",
+                    "jobs.E009",
+                ))
+    if errors:
+        return errors
+    return _check_queues()
+
+
+def _check_queues() -> list:
+    """TASK_QUEUES and the exchanges routes name: what the broker can honour."""
+    from kombu import Queue
+
+    from jobs.broker import get_broker
+    from jobs.broker.routing import EXCHANGE_TYPES, reaches
+
+    queues = settings.TASK_QUEUES
+    if queues is not None and (not isinstance(queues, (list, tuple))
+                               or not all(isinstance(q, Queue) for q in queues)):
+        return [_error("JOBS['TASK_QUEUES'] must be a list of kombu Queue objects.",
+                       "For example [Queue('web', Exchange('tasks', 'topic'), "
+                       "routing_key='web.#')].", "jobs.E016")]
+    if settings.TASK_DEFAULT_EXCHANGE_TYPE not in EXCHANGE_TYPES:
+        return [_error(f"JOBS['TASK_DEFAULT_EXCHANGE_TYPE'] = "
+                       f"{settings.TASK_DEFAULT_EXCHANGE_TYPE!r} is not an exchange type.",
+                       "Use " + ", ".join(EXCHANGE_TYPES) + ".", "jobs.E016")]
+    broker = get_broker()
+    routing = broker.routing
+    errors = []
+    for queue in routing.declared.values():
+        kind = queue.exchange.type
+        if kind not in EXCHANGE_TYPES:
+            errors.append(_error(
+                f"TASK_QUEUES: queue {queue.name!r} is bound to a {kind!r} exchange.",
+                "Use " + ", ".join(EXCHANGE_TYPES) + ".", "jobs.E016"))
+        elif kind == "fanout" and not broker.broadcasts:
+            errors.append(_error(
+                f"TASK_QUEUES: queue {queue.name!r} is bound to a fanout exchange: broadcast "
+                "(a job run once by every worker) is not supported yet, and a job sent there "
+                "would not run on every worker.", "Bind it to a direct or topic exchange.",
+                "jobs.E016"))
+    if not routing.declared:
+        return errors
+    if routing.default_queue not in routing.declared:
+        errors.append(_error(
+            f"TASK_DEFAULT_QUEUE {routing.default_queue!r} is not declared in TASK_QUEUES.",
+            "Declare it, or name a declared queue as the default.", "jobs.E016"))
+    for pattern, route in routing.table:
+        queue = routing.declared.get(route.queue)
+        where = f"JOBS['TASK_ROUTES'][{pattern!r}]"
+        if queue is None:
+            errors.append(_error(f"{where} sends to queue {route.queue!r}, which TASK_QUEUES "
+                                 "doesn't declare.", "Declare it in TASK_QUEUES.", "jobs.E016"))
+            continue
+        exchange = route.exchange or queue.exchange.name
+        if exchange != queue.exchange.name:
+            errors.append(_error(
+                f"{where} sends through exchange {exchange!r}, but queue {route.queue!r} is "
+                f"bound to {queue.exchange.name!r}.", "", "jobs.E016"))
+        elif route.routing_key is not None and not reaches(queue, route.routing_key):
+            errors.append(_error(
+                f"{where}: routing key {route.routing_key!r} doesn't reach queue "
+                f"{route.queue!r} (bound by {queue.routing_key!r} to {queue.exchange.type} "
+                f"exchange {exchange!r}).", "", "jobs.E016"))
     return errors
 
 

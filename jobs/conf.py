@@ -25,6 +25,10 @@ DEFAULTS: dict[str, Any] = {
     "TASK_DEFAULT_PRIORITY": None,  # a job's priority unless it or the call names one
     "TASK_QUEUE_MAX_PRIORITY": None,  # RabbitMQ: x-max-priority of the queues (None: none)
     "TASK_ROUTES": {},
+    "TASK_QUEUES": None,
+    "TASK_DEFAULT_EXCHANGE": None,
+    "TASK_DEFAULT_EXCHANGE_TYPE": "direct",
+    "TASK_DEFAULT_ROUTING_KEY": None,
     "TASK_SERIALIZER": "json",
     "TASK_COMPRESSION": None,
     "ACCEPT_CONTENT": ["json"],
@@ -88,9 +92,23 @@ DESCRIPTIONS: dict[str, str] = {
     "TASK_QUEUE_MAX_PRIORITY": (
         "RabbitMQ: queues are declared with this `x-max-priority` (10 is usual); `None`, as "
         "Celery's default, declares them without, and a priority is refused there."),
+    "TASK_QUEUES": (
+        "kombu `Queue` objects, each with its exchange (direct, topic or fanout) and routing "
+        "key, as Celery's `task_queues`; `None`: each queue is bound to a direct exchange of "
+        "its own name. A queue declared without an exchange gets the default one. See "
+        "[Queues and priorities](routing.md)."),
+    "TASK_DEFAULT_EXCHANGE": (
+        "The exchange of declared queues that name none (`None`: the default queue's name)."),
+    "TASK_DEFAULT_EXCHANGE_TYPE": "The type of the default exchange: `\"direct\"` or `\"topic\"`.",
+    "TASK_DEFAULT_ROUTING_KEY": (
+        "The routing key of a job sent to the default queue by no route (`None`: the queue's "
+        "own routing key)."),
     "TASK_ROUTES": (
-        "Job name or glob pattern → queue name (or `{\"queue\": ...}`), e.g. "
-        "`{\"billing.jobs.*\": \"billing\"}`. The first matching pattern wins."),
+        "Job name or glob pattern → queue name, or options: `{\"queue\": ..., \"exchange\": "
+        "..., \"routing_key\": ..., \"priority\": ...}`, e.g. `{\"billing.jobs.*\": "
+        "\"billing\"}`. The first matching pattern wins. Also a list of such dicts and "
+        "routers (callables or their dotted paths, called as Celery calls them: `(name, "
+        "args, kwargs, options, task=None)`, returning a queue name, options or `None`)."),
     "TASK_SERIALIZER": "How arguments are serialized: `\"json\"`, `\"msgpack\"` or `\"yaml\"`.",
     "TASK_COMPRESSION": (
         "`\"zlib\"`, `\"bzip2\"` or `\"lzma\"` to compress message bodies (per job: "

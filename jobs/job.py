@@ -139,7 +139,6 @@ class Job(Generic[P, R]):
             return [self.apply(args, kwargs, **options) for args, kwargs in pairs]
         serializer = options.get("serializer") or self.serializer or settings.TASK_SERIALIZER
         limit = settings.TASK_MAX_MESSAGE_SIZE
-        options = {**options, "queue": options.get("queue") or broker.route(self.name, self.queue)}
         middleware = stack()
         handles, envelopes = [], []
         for args, kwargs in pairs:
@@ -185,8 +184,14 @@ class Job(Generic[P, R]):
             expires = (now or timezone.now()) + timedelta(seconds=expires)
         elif expires is not None:
             expires = _aware(expires, "expires")
-        queue = options.get("queue") or broker.route(self.name, self.queue)
+        queue = options.get("queue")
+        exchange = routing_key = None
         priority = options.get("priority", self.priority)
+        if not queue:
+            route = broker.resolve(self.name, self.queue, args, kwargs, options)
+            queue, exchange, routing_key = route.queue, route.exchange, route.routing_key
+            if priority is None:
+                priority = route.priority
         if priority is None:
             priority = settings.TASK_DEFAULT_PRIORITY
         if priority is not None or queue.__class__ is not str or not QUEUE_NAME.match(queue):
@@ -212,6 +217,8 @@ class Job(Generic[P, R]):
             priority=priority,
             ignore_result=options.get("ignore_result", self.ignore_result) or False,
             headers=options.get("headers") or {},
+            exchange=exchange,
+            routing_key=routing_key,
         )
 
     def apply(self, args=None, kwargs=None, **options):

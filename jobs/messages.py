@@ -46,6 +46,8 @@ class JobMessage:
     priority: int | None = None
     ignore_result: bool = False
     headers: dict = field(default_factory=dict)  # anything else a producer sent
+    exchange: str | None = None  # sent to this exchange with routing_key; None: to the queue
+    routing_key: str | None = None
 
     def header_dict(self) -> dict[str, Any]:
         headers = dict(self.headers)

@@ -98,6 +98,11 @@ def priority_problem(priority) -> str | None:
     return (_broker or get_broker()).priority_problem(priority)
 
 
+def resolve(job_name: str, job_queue: str | None = None, args=(), kwargs=None, options=None):
+    """Where a job goes: queue, exchange, routing key, priority (:meth:`Routing.resolve`)."""
+    return (_broker or get_broker()).routing.resolve(job_name, job_queue, args, kwargs, options)
+
+
 def queue_for(name: str) -> Queue:
     """The kombu Queue for ``name`` (:meth:`Broker.queue_for`)."""
     return get_broker().queue_for(name)
@@ -112,5 +117,5 @@ def new_connection(url: str | None = None) -> Connection:
 __all__ = [
     "DEPTHS_TIMEOUT", "AmqpBroker", "Broker", "DatabaseBroker", "RedisBroker", "SentinelBroker",
     "get_broker", "new_connection", "priority_problem", "publish", "publish_many", "publish_raw",
-    "queue_for", "route",
+    "queue_for", "resolve", "route",
 ]

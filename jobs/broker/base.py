@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import concurrent.futures
-import fnmatch
 import logging
 import re
 from typing import ClassVar
 from urllib.parse import urlsplit
 
 from django.db import connection as db_connection, transaction
-from kombu import Connection, Exchange, Queue
+from kombu import Connection, Queue
 from kombu.transport import virtual
 
 from jobs.broker.publisher import PUBLISHER_ERRORS, FreeList
+from jobs.broker.routing import Routing
 from jobs.compat import kombu as kombu_compat
 from jobs.compat.django import in_atomic_block
 from jobs.conf import settings
@@ -49,6 +49,9 @@ class Broker:
     no_priorities = "this broker orders no priorities"
     #: The kombu transport alias to use (None: kombu's own for the URL's scheme).
     transport: str | None = None
+    #: A job sent to a fanout exchange runs once on every worker bound to it. Not yet on any
+    #: broker: a job's id is recorded once, and a second worker would take it as done.
+    broadcasts = False
     #: The ``x-max-priority`` its queues are declared with (RabbitMQ's; None: none).
     queue_max_priority: int | None = None
     #: Transport options that make this broker safe for jobs; BROKER_TRANSPORT_OPTIONS wins.
@@ -71,8 +74,7 @@ class Broker:
                                   **settings.BROKER_TRANSPORT_OPTIONS}
         self.connection_options: dict = {"connect_timeout": settings.BROKER_CONNECTION_TIMEOUT}
         self.publishers = FreeList(self, settings.BROKER_POOL_LIMIT or 0)
-        self._queues: dict[str, Queue] = {}
-        self._routes: dict[str, str] = {}
+        self.routing = Routing(self.queue_max_priority)
         self._loadable = False  # its transport was seen to import, in this process
 
     def __repr__(self) -> str:
@@ -113,15 +115,10 @@ class Broker:
     # Routing -------------------------------------------------------------------------------
 
     def queue_for(self, name: str) -> Queue:
-        """The kombu Queue for ``name``: a durable queue bound to a direct exchange of the same
-        name, as Celery declares its queues, so the two can share them."""
-        queue = self._queues.get(name)
-        if queue is None:
-            if len(self._queues) >= 1024:
-                self._queues.clear()
-            queue = self._queues[name] = Queue(name, Exchange(name, "direct"), routing_key=name,
-                                               max_priority=self.queue_max_priority)
-        return queue
+        """The kombu Queue for ``name``: the one declared in TASK_QUEUES, else a durable queue
+        bound to a direct exchange of the same name, as Celery declares its queues, so the
+        two can share them (:mod:`jobs.broker.routing`)."""
+        return self.routing.queue(name)
 
     def priority_problem(self, priority) -> str | None:
         """Why ``priority`` can't be asked of this broker, or None (None asks for none)."""
@@ -144,24 +141,12 @@ class Broker:
         return [self.queue_for(name) for name in names]
 
     def known_queues(self) -> set[str]:
-        """The queues jobs are sent to by name: the default queue and TASK_ROUTES' targets."""
-        names = {settings.TASK_DEFAULT_QUEUE}
-        for target in (settings.TASK_ROUTES or {}).values():
-            names.add(target["queue"] if isinstance(target, dict) else target)
-        return names
+        """The queues jobs are sent to by name: the default, the declared ones and routes'."""
+        return self.routing.known_queues()
 
     def route(self, job_name: str, job_queue: str | None = None) -> str:
         """The queue for a job: its own ``queue=``, else TASK_ROUTES, else the default queue."""
-        if job_queue:
-            return job_queue
-        queue = self._routes.get(job_name)
-        if queue is None:
-            if len(self._routes) >= 4096:
-                self._routes.clear()
-            queue = self._routes[job_name] = (
-                _route_from_table(job_name, settings.TASK_ROUTES or {})
-                or settings.TASK_DEFAULT_QUEUE)
-        return queue
+        return job_queue or self.routing.resolve(job_name).queue
 
     # Publishing ----------------------------------------------------------------------------
 
@@ -314,13 +299,6 @@ class Broker:
 def without_passwords(url: str) -> str:
     """``url`` with its passwords masked (a failover list of URLs has several)."""
     return re.sub(r"(://[^:/@;]*:)[^@;/]*@", r"\1**@", url)
-
-
-def _route_from_table(job_name: str, routes: dict) -> str | None:
-    for pattern, target in routes.items():
-        if pattern == job_name or fnmatch.fnmatchcase(job_name, pattern):
-            return target["queue"] if isinstance(target, dict) else target
-    return None
 
 
 def _ready(channel, name: str) -> int:

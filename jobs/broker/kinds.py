@@ -9,7 +9,6 @@ from typing import ClassVar
 
 from amqp.exceptions import PreconditionFailed
 from django.db import DEFAULT_DB_ALIAS
-from kombu import Exchange, Queue
 
 from jobs.broker.base import Broker
 from jobs.conf import settings
@@ -140,8 +139,8 @@ class AmqpBroker(Broker):
                      "JOBS['TASK_QUEUE_MAX_PRIORITY'] (10 is usual) to use them")
 
     def __init__(self, url: str) -> None:
-        super().__init__(url)
         self.queue_max_priority = settings.TASK_QUEUE_MAX_PRIORITY or None
+        super().__init__(url)
         self.priority_levels = range(self.queue_max_priority + 1 if self.queue_max_priority else 0)
 
     def declare(self, connection, name: str) -> None:
@@ -170,8 +169,7 @@ class AmqpBroker(Broker):
             "empty, stop its workers, delete it (rabbitmqctl delete_queue %s) and start them "
             "again; or send its jobs to a new queue. See docs/routing.md.",
             name, self.queue_max_priority, exc, name)
-        self._queues[name] = Queue(name, Exchange(name, "direct"), routing_key=name,
-                                   no_declare=True)
+        self.routing.use_as_it_is(name)
 
 
 #: URL scheme -> the class of its broker (others: :class:`Broker`).

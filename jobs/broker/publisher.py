@@ -43,7 +43,7 @@ class Publisher:
         self.connection.ensure_connection(**{k: v for k, v in policy.items() if k in _CONNECT_RETRY})
         self.channel = self.connection.default_channel
         self.producer = Producer(self.channel)
-        self.declared: set[str] = set()
+        self.declared: set = set()  # queue names, and ("exchange", name) of exchanges
         errors = self.connection.connection_errors + self.connection.channel_errors
         self.errors = tuple(e for e in errors if not issubclass(e, PUBLISHER_ERRORS))
 
@@ -52,12 +52,30 @@ class Publisher:
             self.broker.declare(self.connection, queue)
             self.declared.add(queue)
 
+    def destination(self, message) -> tuple[str, str]:
+        """``(exchange, routing_key)`` of a message: straight to its queue, or through the
+        exchange its route names, declared on this connection first with the queues bound
+        to it (a broker that keeps bindings per process needs them to route)."""
+        exchange = message.exchange
+        if not exchange:
+            self.declare(message.queue)
+            return "", message.queue
+        if ("exchange", exchange) not in self.declared:
+            for queue in self.broker.routing.bound_to(exchange):
+                if queue.exchange.type == "fanout":  # the workers' own queues
+                    queue.exchange(self.channel).declare()
+                else:
+                    self.declare(queue.alias or queue.name)
+            self.declared.add(("exchange", exchange))
+        return exchange, message.routing_key or ""
+
     def send(self, envelopes, compression, retry_policy: dict | None = None) -> None:
         try:
             if retry_policy is None and len(envelopes) == 1:
                 self._send_one(envelopes[0], compression)
                 return
-            if retry_policy is None and self.broker.pipelines_batches:
+            if (retry_policy is None and self.broker.pipelines_batches
+                    and not any(e.message.exchange for e in envelopes)):
                 self._send_many(envelopes, compression)
                 return
             batch = self.producer.batch() if len(envelopes) > 1 else nullcontext()
@@ -68,9 +86,9 @@ class Publisher:
             raise KombuOperationalError(str(exc)) from exc
 
     def _send_one(self, envelope: Envelope, compression) -> None:
-        self.declare(envelope.message.queue)
-        self.channel.basic_publish(self._prepare(envelope, compression), exchange="",
-                                   routing_key=envelope.message.queue)
+        exchange, routing_key = self.destination(envelope.message)
+        self.channel.basic_publish(self._prepare(envelope, compression), exchange=exchange,
+                                   routing_key=routing_key)
 
     def _send_many(self, envelopes, compression) -> None:
         """All messages in one pipeline, a single LPUSH per queue (our Redis channel)."""
@@ -96,12 +114,11 @@ class Publisher:
 
     def _send_with_producer(self, envelope: Envelope, compression, retry_policy) -> None:
         message = envelope.message
-        if retry_policy is None:
-            self.declare(message.queue)
+        exchange, routing_key = self.destination(message)
         self.producer.publish(
             envelope.payload,
-            exchange="",
-            routing_key=message.queue,
+            exchange=exchange,
+            routing_key=routing_key,
             declare=[] if retry_policy is None else [self.broker.queue_for(message.queue)],
             content_type=envelope.content_type,
             content_encoding=envelope.content_encoding,

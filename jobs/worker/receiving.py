@@ -5,18 +5,22 @@ from __future__ import annotations
 
 from kombu.serialization import registry as serializers
 
+from jobs.broker import get_broker
 from jobs.conf import settings
 from jobs.execution import Delivery
 from jobs.registry import registry
 
 
-def delivery_of(message, key, default_queue: str) -> Delivery:
-    """The Delivery of a kombu ``message``, tagged ``key``."""
+def delivery_of(message, key, queues: list[str]) -> Delivery:
+    """The Delivery of a kombu ``message``, tagged ``key``, from one of ``queues``."""
     headers = message.headers if isinstance(message.headers, dict) else {}
     if headers.get("compression") and not message.errors:
         # kombu's Message has decompressed the body (capped: jobs.compression).
         headers = {k: v for k, v in headers.items() if k != "compression"}
-    queue_name = (message.delivery_info or {}).get("routing_key") or default_queue
+    info = message.delivery_info or {}
+    queue_name = info.get("routing_key")
+    if queue_name not in queues:  # sent through an exchange: the queue its binding chose
+        queue_name = get_broker().routing.queue_of(info.get("exchange"), queue_name, queues)
     return Delivery(
         tag=key, headers=headers, body=message.body, content_type=message.content_type,
         content_encoding=message.content_encoding, queue=queue_name,

@@ -52,7 +52,8 @@ class Worker:
                  max_tasks_per_child: int | None = None, max_memory_per_child: int | None = None,
                  beat: bool = False, autoscale: tuple[int, int] | None = None) -> None:
         self.queues = queues or [settings.TASK_DEFAULT_QUEUE]
-        self._first_queue = self.queues[0]  # a delivery's queue when the broker names none
+        # What a message left over from a cancelled queue is told by, if none is left.
+        self._started_with = list(self.queues)
         #: (MAX, MIN) pool sizes (jobs.middleware.autoscale), or None: a pool of fixed size.
         self.autoscale = autoscale
         self.concurrency = (autoscale[0] if autoscale else None) or concurrency \
@@ -225,7 +226,7 @@ class Worker:
             self._left_unacked = True
             return
         key = (self._generation, message.delivery_tag)
-        delivery = delivery_of(message, key, self._first_queue)
+        delivery = delivery_of(message, key, self.queues or self._started_with)
         self._inflight[key] = (message, delivery)
         reason = refusal(delivery, self.accept)
         if reason:

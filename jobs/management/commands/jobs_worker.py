@@ -94,6 +94,13 @@ class Command(BaseCommand):
             embed(worker)  # runs while the worker runs, in a thread of its own
         self.stdout.write(banner(worker))
         self.stdout.flush()
+        known = get_broker().known_queues()
+        for name in worker.queues:
+            if name not in known:
+                logging.getLogger("jobs.worker").warning(
+                    "Consuming queue %r, which no route sends to (not the default queue, not "
+                    "in TASK_QUEUES or TASK_ROUTES): only jobs sent with queue=%r arrive there.",
+                    name, name)
         code = worker.run()
         if code:
             sys.exit(code)
