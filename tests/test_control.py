@@ -162,6 +162,16 @@ def test_rate_and_time_limits_change_in_live_workers(broker_url, start_worker):
     bad = control("rate_limit", name, "fast")
     assert bad == {"limits@control": {"error": "ValueError: 'fast' is not a rate such as "
                                                "'10/m', '5/s' or '100/h'"}}
+    unknown = control("time_limit", "no.such.job", "1")
+    assert unknown == {"limits@control": {"error": "NotRegistered: unregistered job "
+                                                   "'no.such.job' — is the module imported by "
+                                                   "this worker?"}}
+
+
+def test_a_solo_worker_says_its_pool_has_a_fixed_size(start_worker):
+    start_worker("django://", "-P", "solo", "-n", "solo@control")
+    assert control("pool_grow") == {
+        "solo@control": {"error": "NotImplementedError: the solo pool has a fixed size"}}
 
 
 @brokers
