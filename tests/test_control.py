@@ -216,6 +216,7 @@ def test_the_dashboard_pauses_and_resumes_a_queue_on_every_worker(admin_client, 
     data = admin_client.get(reverse("admin:jobs_jobrecord_dashboard_data")).json()
     row = next(q for q in data["queues"]["rows"] if q["name"] == "other")
     assert row["pause_url"] == queue_control("pause", "other")
+    assert row["consumers"] == 1
 
     response = admin_client.post(row["pause_url"], follow=True)
     assert [str(m) for m in response.context["messages"]] == [
@@ -224,6 +225,7 @@ def test_the_dashboard_pauses_and_resumes_a_queue_on_every_worker(admin_client, 
     paused = testjobs.on_other_queue.delay(1)
     assert demo.add.delay(1, 1).get(timeout=10) == 2
     assert paused.state == "PENDING"
+    assert consumers(admin_client, "other") == 0
 
     response = admin_client.post(row["resume_url"], follow=True)
     assert [str(m) for m in response.context["messages"]] == [
@@ -232,6 +234,12 @@ def test_the_dashboard_pauses_and_resumes_a_queue_on_every_worker(admin_client, 
     assert paused.get(timeout=10) == 2
     queues = inspect("active_queues", "-d", "elsewhere@control")["elsewhere@control"]
     assert [q["name"] for q in queues] == ["default"]
+    assert consumers(admin_client, "other") == 1
+
+
+def consumers(client, queue: str) -> int:
+    data = client.get(reverse("admin:jobs_jobrecord_dashboard_data")).json()
+    return next(q["consumers"] for q in data["queues"]["rows"] if q["name"] == queue)
 
 
 def test_pausing_a_queue_needs_the_change_permission_on_workers(staff_client):

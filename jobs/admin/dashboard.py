@@ -73,6 +73,13 @@ def known_queues(workers: list[Worker]) -> set[str]:
     return names
 
 
+def count_consumers(rows: list[dict], workers: list[Worker]) -> None:
+    """How many of ``workers`` consume from each queue: 0 once it is paused everywhere."""
+    for row in rows:
+        row["consumers"] = sum(row["name"] in (w.queues if isinstance(w.queues, list) else ())
+                               for w in workers)
+
+
 def queue_depths(names: set[str]) -> dict:
     """Messages per queue: *ready* to be taken, *reserved* by a worker, *delayed* until due
     (None where the broker doesn't say), time-bound (:meth:`jobs.broker.Broker.queue_depths`)."""
@@ -94,6 +101,8 @@ def snapshot(now: datetime | None = None, *, workers: bool = True,
     running, running_total = stats.running_jobs(now)
     online = online_workers(now)
     queues = queue_depths(known_queues(online))
+    if workers:
+        count_consumers(queues["rows"], online)
     totals = {
         "succeeded": sum(series["succeeded"]), "failed": sum(series["failed"]),
         "retried": sum(series["retried"]), "running": running_total,

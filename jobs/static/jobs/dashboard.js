@@ -148,6 +148,7 @@
     error.textContent = data.queues.available ? "" : "The broker is unavailable: " + data.queues.error;
     fill("jobs-queues", data.queues.rows, "No queues.", function (q) {
       return [q.name, num(number(q.ready)), num(number(q.reserved)), num(number(q.delayed)),
+              num(number(q.consumers)),
               q.pause_url ? el("span", {}, [control(q.pause_url, "Pause", q.name), control(q.resume_url, "Resume", q.name)]) : ""];
     });
     fill("jobs-running", data.running, "Nothing is running.", function (job) {
