@@ -40,9 +40,11 @@ def test_every_live_worker_answers_by_name_within_a_second(broker_url, start_wor
     start_worker(broker_url, "-c", "1", "-n", "one@control")
     start_worker(broker_url, "-c", "1", "-n", "two@control")
     began = time.monotonic()
-    answers = broadcast("ping", timeout=5)
+    answers = broadcast("ping", timeout=10)
     assert answers == {"one@control": "pong", "two@control": "pong"}
-    assert time.monotonic() - began < 1.5  # every online worker answered: no waiting it out
+    # Back once every online worker has answered (within a second, unless the machine is
+    # very busy), not after the timeout.
+    assert time.monotonic() - began < 3
     assert inspect("ping", "-d", "two@control") == {"two@control": "pong"}
     assert not ControlMessage.objects.exists() and not ControlReply.objects.exists()
 
