@@ -203,6 +203,7 @@ DEFAULT_MIDDLEWARE = [
     "jobs.middleware.rate_limits.RateLimits",  # holds deliveries last, time limit set
     "jobs.middleware.housekeeping.Housekeeping",
     "jobs.middleware.autoscale.Autoscale",  # jobs_worker --autoscale MAX,MIN
+    "jobs.middleware.control.Control",  # jobs_inspect, jobs_control: answer broadcast commands
     "jobs.middleware.watchdog.Watchdog",  # a stuck main loop exits; systemd's notify socket
     "jobs.middleware.metrics.Metrics",  # last: counts outcomes as the others left them
 ]

@@ -395,3 +395,36 @@ class Lease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({f'held by {self.holder}' if self.holder else 'free'})"
+
+
+class ControlMessage(models.Model):
+    """A command to the workers (``jobs_inspect``, ``jobs_control``), broadcast through the
+    database where the broker has no fanout exchange (``django://``): every live worker reads
+    the rows sent since its last look, and answers with a :class:`ControlReply`."""
+
+    ticket = models.CharField(max_length=36, unique=True)
+    command = models.CharField(max_length=100)
+    arguments = models.JSONField(default=dict, blank=True)
+    destination = models.JSONField(
+        null=True, blank=True, help_text="Worker names it is for; empty for every worker.")
+    sent_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = "control message"
+
+    def __str__(self) -> str:
+        return f"{self.command} {self.ticket}"
+
+
+class ControlReply(models.Model):
+    """One worker's answer to a :class:`ControlMessage` (removed with it by the sender)."""
+
+    ticket = models.CharField(max_length=36, db_index=True)
+    hostname = models.CharField(max_length=255)
+    reply = models.JSONField(null=True, encoder=DjangoJSONEncoder)
+
+    class Meta:
+        verbose_name = "control reply"
+
+    def __str__(self) -> str:
+        return f"{self.hostname}: {self.ticket}"

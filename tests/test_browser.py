@@ -220,3 +220,22 @@ def test_the_results_list_reads_at_a_glance_at_1400_pixels(page, worker):
              message="the whole id was not copied")
     short.click()
     expect(page.locator(".field-job_id .readonly")).to_have_text(failed.id)
+
+
+def test_a_queue_paused_from_the_dashboard_runs_nothing_until_resumed(page, worker):
+    from playwright.sync_api import expect
+
+    from tests.jobs_app import jobs as testjobs
+
+    page.goto(reverse("admin:jobs_jobrecord_dashboard"))
+    page.locator("#jobs-queues tr", has_text="other").get_by_role("button", name="Pause").click()
+    notice = page.locator(".messagelist .success")
+    expect(notice).to_have_text(f"Pause other: {WORKER}: no longer consuming from other")
+    paused = testjobs.on_other_queue.delay(1)
+    assert demo.add.delay(1, 1).get(timeout=20) == 2
+    assert paused.state == States.PENDING
+    screenshot(page, "queue-paused")
+
+    page.locator("#jobs-queues tr", has_text="other").get_by_role("button", name="Resume").click()
+    expect(notice).to_have_text(f"Resume other: {WORKER}: consuming from other")
+    assert paused.get(timeout=20) == 2

@@ -227,7 +227,8 @@ def test_queue_depths_on_the_database_broker_count_ready_reserved_and_delayed():
     queues = dashboard.snapshot(now)["queues"]
 
     assert queues["available"] is True
-    assert {"name": "mail", "ready": 2, "reserved": 1, "delayed": 1} in queues["rows"]
+    assert {"name": "mail", "ready": 2, "reserved": 1, "delayed": 1, "consumers": 0} \
+        in queues["rows"]
 
 
 def test_queues_of_settings_and_workers_show_even_when_empty(settings):

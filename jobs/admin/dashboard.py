@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
+from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import JsonResponse
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -23,6 +24,7 @@ from django.views.generic import RedirectView
 from jobs import broker
 from jobs.admin import stats
 from jobs.admin.filters import StateFilter
+from jobs.admin.operations import pause_queue, resume_queue
 from jobs.display import format_runtime, format_time
 from jobs.models import DeadLetter, States, Worker
 
@@ -72,6 +74,13 @@ def known_queues(workers: list[Worker]) -> set[str]:
     return names
 
 
+def count_consumers(rows: list[dict], workers: list[Worker]) -> None:
+    """How many of ``workers`` consume from each queue: 0 once it is paused everywhere."""
+    for row in rows:
+        row["consumers"] = sum(row["name"] in (w.queues if isinstance(w.queues, list) else ())
+                               for w in workers)
+
+
 def queue_depths(names: set[str]) -> dict:
     """Messages per queue: *ready* to be taken, *reserved* by a worker, *delayed* until due
     (None where the broker doesn't say), time-bound (:meth:`jobs.broker.Broker.queue_depths`)."""
@@ -93,6 +102,8 @@ def snapshot(now: datetime | None = None, *, workers: bool = True,
     running, running_total = stats.running_jobs(now)
     online = online_workers(now)
     queues = queue_depths(known_queues(online))
+    if workers:
+        count_consumers(queues["rows"], online)
     totals = {
         "succeeded": sum(series["succeeded"]), "failed": sum(series["failed"]),
         "retried": sum(series["retried"]), "running": running_total,
@@ -130,6 +141,8 @@ class DashboardViews:
             path("dashboard/", view(self.dashboard_view), name="jobs_jobrecord_dashboard"),
             path("dashboard.json", view(self.dashboard_data_view),
                  name="jobs_jobrecord_dashboard_data"),
+            path("dashboard/queues/<str:action>/<path:queue>", view(self.queue_control_view),
+                 name="jobs_jobrecord_queue_control"),
         ]
 
     def dashboard_snapshot(self, request) -> dict:
@@ -157,6 +170,24 @@ class DashboardViews:
     def dashboard_data_view(self, request):
         return JsonResponse(self.dashboard_snapshot(request))
 
+    def queue_control_view(self, request, action, queue):
+        """POST: pause or resume ``queue`` on every live worker (``jobs.change_worker``)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not request.user.has_perm("jobs.change_worker"):
+            raise PermissionDenied
+        control = {"pause": pause_queue, "resume": resume_queue}.get(action)
+        if control is None:
+            raise Http404
+        answers = control(queue)
+        if answers:
+            text = "; ".join(f"{host}: {reply.get('ok') or reply.get('error')}"
+                             for host, reply in sorted(answers.items()))
+            messages.success(request, f"{action.capitalize()} {queue}: {text}")
+        else:
+            messages.warning(request, f"{action.capitalize()} {queue}: no worker answered.")
+        return HttpResponseRedirect(reverse(f"{self.admin_site.name}:jobs_jobrecord_dashboard"))
+
     def _add_links(self, data: dict, request) -> None:
         """URLs of the pages behind the numbers, for those the user may open."""
         site, user = self.admin_site.name, request.user
@@ -167,6 +198,11 @@ class DashboardViews:
             row["url"] = f"{results}?{urlencode({'name': row['name']})}"
         for worker in data["workers"] or ():
             worker["url"] = reverse(f"{site}:jobs_worker_change", args=[worker.pop("pk")])
+        if user.has_perm("jobs.change_worker"):
+            for queue in data["queues"]["rows"]:
+                for action in ("pause", "resume"):
+                    queue[f"{action}_url"] = reverse(f"{site}:jobs_jobrecord_queue_control",
+                                                     args=[action, queue["name"]])
         since = timezone.localtime(stats.window_start(timezone.now())).strftime("%Y-%m-%dT%H:%M")
 
         def finished(**params) -> str:

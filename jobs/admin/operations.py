@@ -65,6 +65,21 @@ def run_now(messages) -> int:
         visible_at=now)
 
 
+def pause_queue(name: str) -> dict:
+    """Every live worker stops taking jobs from queue ``name`` (``cancel_consumer``); the
+    answers, ``{worker: reply}``. What was queued stays queued."""
+    from jobs.control import broadcast
+
+    return broadcast("cancel_consumer", {"queue": name}, timeout=2.0)
+
+
+def resume_queue(name: str) -> dict:
+    """The workers that paused queue ``name`` take jobs from it again (``add_consumer``)."""
+    from jobs.control import broadcast
+
+    return broadcast("add_consumer", {"queue": name, "only_if_paused": True}, timeout=2.0)
+
+
 def request_shutdown(worker: Worker) -> None:
     """Ask ``worker`` for a warm shutdown: it stops at its next heartbeat, letting its
     running jobs finish."""

@@ -9,7 +9,8 @@ that the worker, the scheduler and the admin ask it rather than look at the URL:
 * ``durable_delay``: ``django://`` (with the others, workers park delayed jobs in the database);
 * ``renews_leases``: ``django://`` and Redis (the worker's heartbeat keeps its messages);
 * ``priority_levels``: 0..255 on ``django://``, 0..9 on Redis, 0..``TASK_QUEUE_MAX_PRIORITY``
-  on RabbitMQ (none unless set); the highest runs first on each.
+  on RabbitMQ (none unless set); the highest runs first on each;
+* ``fanout_control``: all but ``django://`` (whose commands to workers go through a table).
 
 The functions below act on the project's broker: they are what ``Job.apply_async`` calls,
 and what tests replace (:func:`jobs.testing.capture_jobs`).

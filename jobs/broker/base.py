@@ -58,6 +58,9 @@ class Broker:
     default_transport_options: ClassVar[dict] = {}
     #: Several messages go out in one pipeline (``channel.publish_many``).
     pipelines_batches = False
+    #: Commands to the workers travel on a fanout exchange (kombu's Mailbox); elsewhere
+    #: through the database (:mod:`jobs.control.channels`).
+    fanout_control = True
 
     def __init__(self, url: str) -> None:
         from jobs.transport import register

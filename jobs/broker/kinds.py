@@ -27,6 +27,7 @@ class DatabaseBroker(Broker):
     durable_delay = True
     renews_leases = True
     priority_levels = range(256)
+    fanout_control = False
 
     def __init__(self, url: str) -> None:
         super().__init__(url)

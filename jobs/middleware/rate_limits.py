@@ -27,7 +27,7 @@ class RateLimits(Middleware):
         if name in self._unlimited:
             return delivery
         job = registry.get(name)
-        if not job.rate_limit:
+        if not self.limits.rate(job):
             self._unlimited.add(name)
             return delivery
         return delivery if self.limits.admit(job, delivery) else None
@@ -47,15 +47,33 @@ class RateLimits(Middleware):
         self.limits = Buckets()
         self._unlimited: set[str] = set()  # names of jobs without a rate limit
 
+    def set_rate(self, name: str, rate) -> None:
+        """``jobs_control rate_limit``: ``rate`` for job ``name`` in this worker from now
+        on, instead of its own (0 or None: no limit)."""
+        try:
+            rate and per_second(rate)  # a malformed rate fails here, not at the next delivery
+        except (ValueError, KeyError):
+            raise ValueError(f"{rate!r} is not a rate such as '10/m', '5/s' or '100/h'") from None
+        self.limits.set_rate(name, rate or None)
+        self._unlimited.discard(name)
+
 
 class Buckets:
     def __init__(self) -> None:
         self._buckets: dict[str, TokenBucket] = {}
         self._waiting: dict[str, deque] = defaultdict(deque)
+        self._rates: dict[str, object] = {}  # job name -> its rate set at run time
+
+    def set_rate(self, name: str, rate) -> None:
+        self._rates[name] = rate
+        self._buckets.pop(name, None)
+
+    def rate(self, job):
+        return self._rates[job.name] if job.name in self._rates else job.rate_limit
 
     def admit(self, job, delivery) -> bool:
         """True if ``delivery`` may start now; else it waits here for :meth:`due`."""
-        if not job.rate_limit:
+        if not self.rate(job):
             return True
         waiting = self._waiting[job.name]
         if not waiting and self._bucket(job).can_consume(1):
@@ -67,8 +85,10 @@ class Buckets:
         """Waiting deliveries whose turn has come."""
         ready = []
         for name, waiting in self._waiting.items():
-            bucket = self._buckets[name]
-            while waiting and bucket.can_consume(1):
+            if not waiting:
+                continue
+            bucket = self._bucket(registry.get(name))
+            while waiting and (bucket is None or bucket.can_consume(1)):
                 ready.append(waiting.popleft())
         return ready
 
@@ -78,8 +98,12 @@ class Buckets:
         self._waiting.clear()
         return items
 
-    def _bucket(self, job) -> TokenBucket:
+    def _bucket(self, job) -> TokenBucket | None:
+        """The job's bucket; None once its limit was lifted (``jobs_control rate_limit``)."""
         bucket = self._buckets.get(job.name)
         if bucket is None:
-            bucket = self._buckets[job.name] = TokenBucket(per_second(job.rate_limit), 1)
+            rate = self.rate(job)
+            if not rate:
+                return None
+            bucket = self._buckets[job.name] = TokenBucket(per_second(rate), 1)
         return bucket

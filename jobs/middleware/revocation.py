@@ -4,7 +4,12 @@ A job whose result is recorded learns it was revoked from the STARTED write itse
 write skips a REVOKED row). A job that records nothing would need a read of its own before
 each run; instead the worker's main thread reads the jobs revoked since its last look, once a
 second, and marks their deliveries. A revocation reaches a worker within about a second, like
-Celery's broadcast; one made earlier than that is always seen.
+Celery's broadcast (``jobs_control revoke`` tells the live workers at once); one made earlier
+than that is always seen.
+
+Revocations are persistent: each is a REVOKED row, kept until ``RESULT_EXPIRES`` removes it.
+A worker starting reads every revocation of a job that never started, however old, so a job
+revoked while every worker was down never runs, whether its result is recorded or not.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from jobs.models import JobRecord, States
 logger = logging.getLogger("jobs.worker")
 
 INTERVAL = 1.0  # seconds between two reads
-KEEP = timedelta(hours=1)  # how long a revocation is remembered (a message older is rare)
+#: Revocations a worker remembers at most, the latest (as Celery's REVOKES_MAX).
+REMEMBER = 50_000
 OVERLAP = timedelta(seconds=5)  # re-read a little of the past: clocks and commits lag
 
 
@@ -58,6 +64,14 @@ class Revocations:
     def __contains__(self, job_id: str) -> bool:
         return job_id in self._revoked
 
+    def __iter__(self):
+        return iter(self._revoked)
+
+    def add(self, job_ids) -> None:
+        """Revocations told by a control command (also recorded in the database)."""
+        now = timezone.now()
+        self._revoked.update((job_id, now) for job_id in job_ids)
+
     def maybe_refresh(self) -> None:
         now = time.monotonic()
         if now >= self._next:
@@ -68,19 +82,23 @@ class Revocations:
         if database.down:
             return  # read again, from where it stopped, once it is back
         now = timezone.now()
-        since = (self._since - OVERLAP) if self._since else now - KEEP
+        revoked = JobRecord.objects.filter(state=States.REVOKED)
+        if self._since:
+            revoked = revoked.filter(date_done__gte=self._since - OVERLAP)
+        else:  # every job revoked before it started, however long ago
+            revoked = revoked.filter(date_started__isnull=True)
         try:
-            rows = list(JobRecord.objects.filter(state=States.REVOKED, date_done__gte=since)
-                        .order_by().values_list("job_id", "date_done")[:10_000])
+            rows = list(revoked.order_by("-date_done").values_list("job_id", "date_done")
+                        [:REMEMBER])
         except DatabaseError as exc:
             if not database.failed(exc):
                 logger.warning("Could not read revoked jobs: %s", exc)
             return
         self._since = now
         self._revoked.update(rows)
-        if len(self._revoked) > 10_000:
-            cutoff = now - KEEP
-            self._revoked = {k: v for k, v in self._revoked.items() if v and v >= cutoff}
+        if len(self._revoked) > REMEMBER:
+            latest = sorted(self._revoked.items(), key=lambda item: item[1] or now)
+            self._revoked = dict(latest[-REMEMBER:])
 
 
 class Revocation(Middleware):

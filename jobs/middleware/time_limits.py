@@ -25,9 +25,19 @@ from jobs.registry import registry
 class TimeLimits(Middleware):
     def __init__(self) -> None:
         self._hard: dict[str, float | None] = {}  # job name -> its own hard limit (per settings)
+        self._set: dict[str, list] = {}  # job name -> [hard, soft] set at run time
+
+    def set_limits(self, name: str, soft=None, hard=None) -> None:
+        """``jobs_control time_limit``: the limits of job ``name`` in this worker for the
+        deliveries it receives from now on, instead of the message's or the job's own."""
+        self._set[name] = [_seconds(hard), _seconds(soft)]
 
     def receive(self, worker, delivery):
         headers = delivery.headers
+        if self._set and headers["task"] in self._set:
+            # Carried in the message's headers to where it runs, which arms the soft limit.
+            headers = {**headers, "timelimit": self._set[headers["task"]]}
+            delivery = dataclasses.replace(delivery, headers=headers)
         limits = headers.get("timelimit")
         if isinstance(limits, (list, tuple)) and limits and limits[0] is not None:
             # The message's own (a producer may send anything: limits_for checks it).

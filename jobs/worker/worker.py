@@ -52,6 +52,8 @@ class Worker:
                  max_tasks_per_child: int | None = None, max_memory_per_child: int | None = None,
                  beat: bool = False, autoscale: tuple[int, int] | None = None) -> None:
         self.queues = queues or [settings.TASK_DEFAULT_QUEUE]
+        # What a message left over from a cancelled queue is told by, if none is left.
+        self._started_with = list(self.queues)
         #: (MAX, MIN) pool sizes (jobs.middleware.autoscale), or None: a pool of fixed size.
         self.autoscale = autoscale
         self.concurrency = (autoscale[0] if autoscale else None) or concurrency \
@@ -86,7 +88,8 @@ class Worker:
         )
         self.heart = heartbeat.Heart(self)
         self.middleware = stack()
-        self.connection = self.channel = None
+        self.connection = self.channel = self.consumer = None
+        self.started_at = time.monotonic()
 
     # Running -----------------------------------------------------------------------------
 
@@ -137,7 +140,7 @@ class Worker:
                 self._sleep_processing(backoff)
                 backoff = min(backoff * 2, 30.0)
             finally:
-                self.channel = None
+                self.channel = self.consumer = None
                 self._close(conn)
 
     def _consume(self, conn) -> None:
@@ -149,7 +152,7 @@ class Worker:
         if self.prefetch:
             consumer.qos(prefetch_count=self.prefetch)
         consumer.consume()
-        self.connection, self.channel = conn, channel
+        self.connection, self.channel, self.consumer = conn, channel, consumer
         self._broken = None
         self._left_unacked = False
         # Acknowledge a batch of completions in one round trip where the transport can.
@@ -223,7 +226,7 @@ class Worker:
             self._left_unacked = True
             return
         key = (self._generation, message.delivery_tag)
-        delivery = delivery_of(message, key, self.queues)
+        delivery = delivery_of(message, key, self.queues or self._started_with)
         self._inflight[key] = (message, delivery)
         reason = refusal(delivery, self.accept)
         if reason:
@@ -362,6 +365,31 @@ class Worker:
         execution = Execution(message, registry.get(message.name), self.hostname, delivery)
         self.middleware.notify("finished", execution, failed)
         return failed
+
+    def deliveries(self) -> list[Delivery]:
+        """The deliveries received and not yet acknowledged: running, waiting for a slot,
+        or held by a middleware."""
+        return [delivery for _, delivery in self._inflight.values()]
+
+    def add_queue(self, name: str) -> bool:
+        """Consume from queue ``name`` too, from now on; False if it does already."""
+        if name in self.queues:
+            return False
+        self.queues.append(name)
+        if self.consumer is not None:
+            self.consumer.add_queue(get_broker().consuming(self.connection, [name])[0])
+            self.consumer.consume()
+        return True
+
+    def cancel_queue(self, name: str) -> bool:
+        """Take no more messages from queue ``name``; False if it doesn't consume from it.
+        Those received already run."""
+        if name not in self.queues:
+            return False
+        self.queues.remove(name)
+        if self.consumer is not None:
+            self.consumer.cancel_by_queue(name)
+        return True
 
     def _take(self, delivery: Delivery):
         """The message of ``delivery``, no longer in flight; None if acknowledged already

@@ -134,6 +134,13 @@
       ["waited " + wait.text + " for its database, until " + wait.until])]);
   }
 
+  /* A button that POSTs to a queue's pause or resume address (the page's CSRF token). */
+  function control(action, label, queue) {
+    var token = document.querySelector("#jobs-csrf input").cloneNode();
+    return el("form", {method: "post", action: action, "class": "jobs-inline"},
+      [token, el("button", {type: "submit", title: label + " queue " + queue + " on every worker"}, [label])]);
+  }
+
   function render(data) {
     document.getElementById("jobs-updated").textContent = data.now;
     document.getElementById("jobs-broker").textContent = data.broker;
@@ -151,7 +158,9 @@
     error.hidden = data.queues.available;
     error.textContent = data.queues.available ? "" : "The broker is unavailable: " + data.queues.error;
     fill("jobs-queues", data.queues.rows, "No queues.", function (q) {
-      return [q.name, num(number(q.ready)), num(number(q.reserved)), num(number(q.delayed))];
+      return [q.name, num(number(q.ready)), num(number(q.reserved)), num(number(q.delayed)),
+              num(number(q.consumers)),
+              q.pause_url ? el("span", {}, [control(q.pause_url, "Pause", q.name), control(q.resume_url, "Resume", q.name)]) : ""];
     });
     fill("jobs-running", data.running, "Nothing is running.", function (job) {
       return [link(job.url, job.job_id), job.name, progress(job), job.worker, job.started,

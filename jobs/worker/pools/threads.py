@@ -19,6 +19,7 @@ class ThreadPool(Pool):
     def start(self) -> None:
         self._inbox: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()
         self._busy = 0
+        self._current: dict[int, Delivery] = {}  # thread id -> the delivery it runs
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._started = 0
@@ -47,12 +48,15 @@ class ThreadPool(Pool):
         return max(0, self._inbox.qsize() - (self.concurrency - self._busy))
 
     def _loop(self) -> None:
+        me = threading.get_ident()
         while (delivery := self._inbox.get()) is not None:
             with self._lock:
                 self._busy += 1
+            self._current[me] = delivery
             try:
                 self.completions.put((delivery.tag, self._run(delivery)))
             finally:
+                del self._current[me]
                 with self._lock:
                     self._busy -= 1
         connections.close_all()
@@ -72,6 +76,9 @@ class ThreadPool(Pool):
 
     def running(self) -> int:
         return self._busy
+
+    def running_ids(self) -> list[str]:
+        return [d.headers.get("id") for d in list(self._current.values())]
 
     def stop(self, timeout: float) -> bool:
         for _ in range(self.concurrency):
