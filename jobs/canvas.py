@@ -35,19 +35,9 @@ __all__ = ["Signature", "chain", "chord", "chunks", "group", "signature", "xmap"
 # Chains ------------------------------------------------------------------------------------
 
 
-@register
-class chain(Signature):  # noqa: N801 - Celery's name
-    """``chain(a.s(), b.s(), c.s())`` or ``a.s() | b.s() | c.s()``: each job's result is put
-    before the next one's arguments. A failure stops the chain (running its ``link_error``);
-    so does revoking a part that hasn't run."""
-
-    def __init__(self, *tasks, **options):
-        if len(tasks) == 1 and not isinstance(tasks[0], dict):
-            tasks = tuple(tasks[0])
-        steps = []
-        for task in map(Signature.from_dict, tasks):
-            steps.extend(task.tasks if isinstance(task, chain) else [task])
-        super().__init__("celery.chain", (), {"tasks": steps}, options, subtask_type="chain")
+class _Tasks(Signature):
+    """A signature whose ``kwargs["tasks"]`` are signatures: a chain's steps, a group's
+    members."""
 
     @classmethod
     def _from(cls, data):
@@ -59,6 +49,21 @@ class chain(Signature):  # noqa: N801 - Celery's name
     @property
     def tasks(self) -> list[Signature]:
         return self["kwargs"]["tasks"]
+
+
+@register
+class chain(_Tasks):  # noqa: N801 - Celery's name
+    """``chain(a.s(), b.s(), c.s())`` or ``a.s() | b.s() | c.s()``: each job's result is put
+    before the next one's arguments. A failure stops the chain (running its ``link_error``);
+    so does revoking a part that hasn't run."""
+
+    def __init__(self, *tasks, **options):
+        if len(tasks) == 1 and not isinstance(tasks[0], dict):
+            tasks = tuple(tasks[0])
+        steps = []
+        for task in map(Signature.from_dict, tasks):
+            steps.extend(task.tasks if isinstance(task, chain) else [task])
+        super().__init__("celery.chain", (), {"tasks": steps}, options, subtask_type="chain")
 
     def __or__(self, other):
         if isinstance(other, Signature):
@@ -159,7 +164,7 @@ def _steps(tasks: list[Signature]) -> list[Signature]:
 
 
 @register
-class group(Signature):  # noqa: N801 - Celery's name
+class group(_Tasks):  # noqa: N801 - Celery's name
     """``group(add.s(i, i) for i in range(10))``: jobs run in parallel; ``apply_async()``
     returns a :class:`jobs.groups.GroupResult`, stored, so any process can ``restore`` it."""
 
@@ -168,17 +173,6 @@ class group(Signature):  # noqa: N801 - Celery's name
             tasks = tuple(tasks[0])
         super().__init__("celery.group", (), {"tasks": [Signature.from_dict(t) for t in tasks]},
                          options, subtask_type="group")
-
-    @classmethod
-    def _from(cls, data):
-        made = super()._from(data)
-        made["kwargs"] = {**made["kwargs"],
-                          "tasks": [Signature.from_dict(t) for t in made["kwargs"]["tasks"]]}
-        return made
-
-    @property
-    def tasks(self) -> list[Signature]:
-        return self["kwargs"]["tasks"]
 
     def __len__(self) -> int:
         return len(self.tasks)
