@@ -121,10 +121,10 @@ def test_a_kept_publisher_is_used_again(settings):
 
 def test_routes_come_from_the_job_then_the_settings_then_the_default(settings):
     settings.JOBS = {"BROKER_URL": "memory://", "TASK_ROUTES": {"shop.*": {"queue": "shop"}}}
-    broker = get_broker()
-    assert broker.route("shop.jobs.pay", "urgent") == "urgent"
-    assert broker.route("shop.jobs.pay") == "shop"
-    assert broker.route("blog.jobs.post") == "default"
+    routing = get_broker().routing
+    assert routing.resolve("shop.jobs.pay", "urgent").queue == "urgent"
+    assert routing.resolve("shop.jobs.pay").queue == "shop"
+    assert routing.resolve("blog.jobs.post").queue == "default"
 
 
 def test_the_scheme_of_a_url_is_parsed_without_a_broker():

@@ -88,11 +88,6 @@ def publish_raw(queue: str, body: bytes, *, headers: dict, content_type: str,
                              content_encoding=content_encoding, properties=properties)
 
 
-def route(job_name: str, job_queue: str | None = None) -> str:
-    """The queue for a job (:meth:`Broker.route`)."""
-    return (_broker or get_broker()).route(job_name, job_queue)
-
-
 def priority_problem(priority) -> str | None:
     """Why ``priority`` can't be asked of the broker, or None (:meth:`Broker.priority_problem`)."""
     return (_broker or get_broker()).priority_problem(priority)
@@ -117,5 +112,5 @@ def new_connection(url: str | None = None) -> Connection:
 __all__ = [
     "DEPTHS_TIMEOUT", "AmqpBroker", "Broker", "DatabaseBroker", "RedisBroker", "SentinelBroker",
     "get_broker", "new_connection", "priority_problem", "publish", "publish_many", "publish_raw",
-    "queue_for", "resolve", "route",
+    "queue_for", "resolve",
 ]

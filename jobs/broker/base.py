@@ -144,10 +144,6 @@ class Broker:
         """The queues jobs are sent to by name: the default, the declared ones and routes'."""
         return self.routing.known_queues()
 
-    def route(self, job_name: str, job_queue: str | None = None) -> str:
-        """The queue for a job: its own ``queue=``, else TASK_ROUTES, else the default queue."""
-        return job_queue or self.routing.resolve(job_name).queue
-
     # Publishing ----------------------------------------------------------------------------
 
     def publish(self, envelope: Envelope, *, on_commit: bool | None = None, compression=None,
