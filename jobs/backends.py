@@ -50,7 +50,7 @@ OPTIONS = frozenset({
     "max_retries", "default_retry_delay", "autoretry_for", "dont_autoretry_for", "retry_kwargs",
     "retry_backoff", "retry_backoff_max", "retry_jitter", "time_limit", "soft_time_limit",
     "acks_late", "reject_on_worker_lost", "track_started", "expires", "rate_limit",
-    "serializer", "compression",
+    "global_rate_limit", "serializer", "compression",
 })
 SIGNALS_MIDDLEWARE = "jobs.middleware.tasks.TaskSignals"
 

@@ -38,6 +38,44 @@ def check_settings(app_configs=None, **kwargs):
     errors += _check_expiry("DEAD_LETTER_EXPIRES", "jobs.E040")
     errors += _check_signing_keys(settings.SIGNING_KEYS)
     errors += _check_middleware(settings.MIDDLEWARE)
+    errors += _check_global_rate_limits()
+    return errors
+
+
+def _check_global_rate_limits() -> list:
+    from django.conf import settings as django_settings
+
+    from jobs import rates
+    from jobs.ratelimits import PER_PROCESS_CACHES
+
+    limits, errors = settings.GLOBAL_RATE_LIMITS, []
+    if not isinstance(limits, dict):
+        return [_error("JOBS['GLOBAL_RATE_LIMITS'] must be a dict: job name -> rate.", "",
+                       "jobs.E017")]
+    from jobs.registry import registry
+
+    for name, rate in limits.items():
+        if rates.problem(rate):
+            errors.append(_error(f"JOBS['GLOBAL_RATE_LIMITS'][{name!r}]: {rates.problem(rate)}.",
+                                 "", "jobs.E017"))
+        elif name not in registry:
+            errors.append(Warning(
+                f"JOBS['GLOBAL_RATE_LIMITS'] names {name!r}, which is no job known here.",
+                hint="Write the job's full name (module.function, or its name=).",
+                obj="settings.JOBS", id="jobs.W002"))
+    alias = settings.GLOBAL_RATE_LIMIT_CACHE
+    if alias is None:
+        return errors
+    cache = getattr(django_settings, "CACHES", {}).get(alias) if isinstance(alias, str) else None
+    if cache is None:
+        errors.append(_error(f"JOBS['GLOBAL_RATE_LIMIT_CACHE'] = {alias!r} is not in CACHES.",
+                             "Name a cache of CACHES, or None for the database.", "jobs.E018"))
+    elif cache.get("BACKEND") in PER_PROCESS_CACHES:
+        errors.append(_error(
+            f"JOBS['GLOBAL_RATE_LIMIT_CACHE']: the cache {alias!r} ({cache['BACKEND']}) lives in "
+            "each process, so every worker would count alone.",
+            "Use a cache every worker shares (django-redis, Redis, Memcached, the database "
+            "cache), or None for the database.", "jobs.E018"))
     return errors
 
 

@@ -63,6 +63,8 @@ DEFAULTS: dict[str, Any] = {
     "WORKER_MAX_TASKS_PER_CHILD": None,
     "WORKER_MAX_MEMORY_PER_CHILD": None,  # KiB of resident memory, as Celery counts
     "TASK_MAX_DELIVERIES": 5,
+    "GLOBAL_RATE_LIMITS": {},  # job name -> its rate for the whole cluster
+    "GLOBAL_RATE_LIMIT_CACHE": None,  # a CACHES alias for global rate limits (None: the database)
     "WORKER_AUTOSCALE_KEEPALIVE": 30.0,  # seconds a pool slot stays idle before --autoscale lets it go
     "WORKER_WATCHDOG_TIMEOUT": 120.0,  # seconds the main loop may stall before the worker exits; None: never
     # Results, and what housekeeping deletes (jobs.housekeeping); None or 0: kept
@@ -135,6 +137,14 @@ DESCRIPTIONS: dict[str, str] = {
     "ACKS_LATE": (
         "Acknowledge a message after its outcome is recorded: at-least-once (Celery's "
         "default is `False`). Per job: `acks_late=`."),
+    "GLOBAL_RATE_LIMITS": (
+        "Job name → rate for the whole cluster (`{\"myapp.jobs.send_sms\": \"100/m\"}`), as "
+        "`@job(global_rate_limit=...)` gives it; the option wins. See "
+        "[Rate limits](operations.md#rate-limits)."),
+    "GLOBAL_RATE_LIMIT_CACHE": (
+        "A cache of `CACHES` that keeps the turns of global rate limits, shared by every worker "
+        "(django-redis, Redis, Memcached or the database cache; not the per-process local-memory "
+        "cache). `None`: a row per job in the database."),
     "TASK_REJECT_ON_WORKER_LOST": (
         "Deliver again a job whose process died; `False` records it FAILURE with "
         "`WorkerLostError`."),
@@ -201,6 +211,7 @@ DEFAULT_MIDDLEWARE = [
     "jobs.middleware.retries.Retries",
     "jobs.middleware.time_limits.TimeLimits",  # its soft limit covers the job's code only
     "jobs.middleware.rate_limits.RateLimits",  # holds deliveries last, time limit set
+    "jobs.middleware.rate_limits.GlobalRateLimits",  # after the worker's own: turns not wasted
     "jobs.middleware.housekeeping.Housekeeping",
     "jobs.middleware.autoscale.Autoscale",  # jobs_worker --autoscale MAX,MIN
     "jobs.middleware.control.Control",  # jobs_inspect, jobs_control: answer broadcast commands

@@ -257,6 +257,10 @@ class Worker(models.Model):
     database_back_at = models.DateTimeField(
         null=True, blank=True,
         help_text="When the database answered again after that, and the worker resumed.")
+    held = models.JSONField(
+        default=dict, blank=True,
+        help_text="Jobs the worker holds back now, waiting for their rate limit or their eta: "
+                  "job name -> how many.")
 
     objects = WorkerQuerySet.as_manager()
 
@@ -428,3 +432,39 @@ class ControlReply(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hostname}: {self.ticket}"
+
+
+class RateLimit(models.Model):
+    """A job's rate limits as changed at run time (``jobs_control rate_limit`` or the admin),
+    over the ones its code gives: every worker follows the row from the moment it is saved
+    (told through the control channel) and reads the rows again when it starts. Deleting the
+    row gives the job its own limits back."""
+
+    name = models.CharField("job", max_length=255, unique=True)
+    rate = models.CharField(
+        "per worker", max_length=32, blank=True,
+        help_text="Starts per second, minute or hour in each worker ('10/m'); 0: no limit; "
+                  "empty: the job's own rate_limit.")
+    global_rate = models.CharField(
+        "across all workers", max_length=32, blank=True,
+        help_text="Starts for the whole cluster ('100/m'); 0: no limit; empty: the job's own "
+                  "global_rate_limit.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RateLimitTurn(models.Model):
+    """When the next start of a job with a global rate limit may be, for the whole cluster
+    (the database clock of :mod:`jobs.ratelimits`): each start given moves it on."""
+
+    name = models.CharField(max_length=255, primary_key=True)
+    last_at = models.FloatField(help_text="The time of the latest start given, in seconds since "
+                                "the epoch.")
+
+    def __str__(self) -> str:
+        return self.name

@@ -14,11 +14,10 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from jobs import compression as compressions
+from jobs import compression as compressions, rates
 from jobs.exceptions import ConfigurationError
 
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
-RATE_LIMIT = re.compile(r"^\d+(\.\d+)?(/[smh])?$")
 MAX_PRIORITY = 255
 
 #: What ``apply_async`` (and ``delay_many``) take besides the arguments.
@@ -86,7 +85,8 @@ class JobOptions:
     ignore_result: bool | None = None
     track_started: bool | None = None
     expires: float | datetime | None = None
-    rate_limit: str | float | None = None
+    rate_limit: str | float | None = None  # starts per second/minute/hour in each worker
+    global_rate_limit: str | float | None = None  # ... across every worker (jobs.middleware.rate_limits)
     typing: bool = True
     unique: bool = False
     unique_for: float | None = None
@@ -123,8 +123,10 @@ class JobOptions:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 fail(f"{option}={value!r} must be a positive number")
-        if self.rate_limit is not None and not RATE_LIMIT.match(str(self.rate_limit)):
-            fail(f"rate_limit={self.rate_limit!r}; write it as '10/s', '100/m' or '1000/h'")
+        for option in ("rate_limit", "global_rate_limit"):
+            reason = rates.problem(getattr(self, option))
+            if reason:
+                fail(f"{option}: {reason}")
         if priority_problem(self.priority):
             fail(priority_problem(self.priority))
         if self.compression is not None and not compressions.known(self.compression):

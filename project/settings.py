@@ -54,6 +54,13 @@ if "tests.jobs_app" in INSTALLED_APPS:  # backends whose OPTIONS the tests' task
     TASKS["limited"] = {"BACKEND": "jobs.backends.JobsBackend", "QUEUES": [],
                         "OPTIONS": {"time_limit": 1}}
 
+if "tests.jobs_app" in INSTALLED_APPS:  # a cache shared by processes, for global rate limits
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "shared": {"BACKEND": "django_redis.cache.RedisCache",
+                   "LOCATION": os.environ.get("JOBS_TEST_CACHE_URL", "redis://127.0.0.1:6379/13")},
+    }
+
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from jobs.control import broadcast
+from jobs.management.commands.jobs_inspect import PARKED
 from jobs.models import ControlMessage, ControlReply, JobRecord
 from project.demo import jobs as demo
 from tests.conftest import broker_params, pool_matrix, wait_for
@@ -62,13 +63,26 @@ def test_inspect_reports_what_each_worker_holds(broker_url, pool, start_worker):
     reserved = inspect("reserved")["busy@control"]
     assert [(job["id"], job["name"], job["args"]) for job in reserved] == [
         (waiting.id, "tests.jobs_app.jobs.work", "(1,)")]
-    assert inspect("scheduled") == {"busy@control": []}
+    assert inspect("scheduled") == {"busy@control": [], PARKED: []}
     assert "project.demo.jobs.add" in inspect("registered")["busy@control"]
     stats = inspect("stats")["busy@control"]
     assert stats["pool"]["max-concurrency"] == 1 and stats["pool"]["running"] == 1
     assert stats["queues"] == ["default", "other"]
     queues = inspect("active_queues")["busy@control"]
     assert [q["name"] for q in queues] == ["default", "other"]
+
+
+@brokers
+def test_scheduled_lists_the_jobs_held_until_due_and_those_parked_in_the_database(
+        broker_url, start_worker):
+    start_worker(broker_url, "-c", "1", "-n", "eta@control")
+    soon = testjobs.work.apply_async((1,), countdown=0.8)
+    later = testjobs.work.apply_async((2,), countdown=3600)
+    assert soon.get(timeout=10) == 1
+    parked = wait_for(lambda: inspect("scheduled")[PARKED], message="the job was never parked")
+    assert [(job["id"], job["args"], job["queue"]) for job in parked] == [
+        (later.id, "(2,)", "default")]
+    assert later.state == "PENDING"
 
 
 def test_the_table_names_each_worker_and_its_jobs(broker_url_django, start_worker):
@@ -161,9 +175,9 @@ def test_rate_and_time_limits_change_in_live_workers(broker_url, start_worker):
     wait_for(lambda: slow.state == "FAILURE", timeout=15, message="the soft limit never hit")
     assert JobRecord.objects.get(job_id=slow.id).result["exc_type"] == "SoftTimeLimitExceeded"
 
-    bad = control("rate_limit", name, "fast")
-    assert bad == {"limits@control": {"error": "ValueError: 'fast' is not a rate such as "
-                                               "'10/m', '5/s' or '100/h'"}}
+    bad = broadcast("rate_limit", {"job_name": name, "rate": "fast"}, timeout=5)
+    assert bad == {"limits@control": {"error": "ValueError: 'fast' is not a rate; write it as "
+                                               "'10/s', '100/m' or '1000/h'"}}
     unknown = control("time_limit", "no.such.job", "1")
     assert unknown == {"limits@control": {"error": "NotRegistered: unregistered job "
                                                    "'no.such.job' — is the module imported by "
@@ -257,8 +271,8 @@ def test_a_queue_is_paused_by_post_only(admin_client):
 
 
 def test_a_command_with_the_wrong_arguments_says_how_to_call_it(transactional_db):
-    with pytest.raises(CommandError, match=r"^usage: jobs_control rate_limit JOB_NAME RATE$"):
-        call_command("jobs_control", "rate_limit", "tests.jobs_app.jobs.work")
+    with pytest.raises(CommandError, match=r"^usage: jobs_control time_limit JOB_NAME SOFT \[HARD\]$"):
+        call_command("jobs_control", "time_limit", "tests.jobs_app.jobs.work")
     with pytest.raises(CommandError, match=r"^n must be a number, not 'many'$"):
         call_command("jobs_control", "pool_grow", "many")
     assert not ControlMessage.objects.exists()  # nothing was sent

@@ -9,7 +9,9 @@ are actions, each behind a permission:
 * workers: shut down (change permission on workers);
 * queued messages: run a delayed job now and revoke (change permission), delete (delete
   permission; the job is recorded REVOKED, so nothing disappears silently);
-* dead letters: requeue (change permission), delete.
+* dead letters: requeue (change permission), delete;
+* rate limits: the one table edited by hand (``ratelimits``): a job's limits changed at run
+  time, told to the live workers as they are saved.
 
 Job arguments and results are possibly sensitive: they show only on the pages of job results
 and dead letters, to users who may view those. Every action is a POST through the admin, with
@@ -31,10 +33,12 @@ from jobs.admin.dashboard import moved_dashboard_urls
 from jobs.admin.deadletters import DeadLetterAdmin
 from jobs.admin.groups import GroupRecordAdmin
 from jobs.admin.messages import MessageAdmin
+from jobs.admin.ratelimits import RateLimitAdmin
 from jobs.admin.results import JobRecordAdmin
 from jobs.admin.workers import WorkerAdmin
 
-__all__ = ["DeadLetterAdmin", "GroupRecordAdmin", "JobRecordAdmin", "MessageAdmin", "WorkerAdmin"]
+__all__ = ["DeadLetterAdmin", "GroupRecordAdmin", "JobRecordAdmin", "MessageAdmin",
+           "RateLimitAdmin", "WorkerAdmin"]
 
 if admin.site.index_template is None:
     # The admin index gets a "Jobs monitoring" box linking the dashboard (for users who may

@@ -16,7 +16,7 @@ from jobs.models import Worker
 class WorkerAdmin(ReadOnlyAdmin):
     change_form_template = "admin/jobs/worker/change_form.html"
     list_display = ("hostname", "pid", "queue_names", "pool", "concurrency", "online",
-                    "seen", "started", "processed", "active", "stop_requested")
+                    "seen", "started", "processed", "active", "held_back", "stop_requested")
     list_filter = (OnlineFilter, "pool", "hostname")
     search_fields = ("hostname",)
     ordering = ("-last_seen",)
@@ -25,7 +25,7 @@ class WorkerAdmin(ReadOnlyAdmin):
         (None, {"fields": ("hostname", "pid", "online", "queue_names", "pool", "concurrency",
                            "broker")}),
         ("Activity", {"fields": ("started", "seen", "stopped", "stop_requested", "processed",
-                                 "active", "database_wait")}),
+                                 "active", "held_back", "database_wait")}),
     )
     readonly_fields = tuple(field for _, options in fieldsets for field in options["fields"])
 
@@ -72,6 +72,12 @@ class WorkerAdmin(ReadOnlyAdmin):
             context["can_shut_down"] = (self.may(request, "change") and obj.stopped_at is None
                                         and obj.stop_requested_at is None)
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    @admin.display(description="held back")
+    def held_back(self, obj):
+        """Jobs waiting in the worker for their rate limit or eta, by name."""
+        held = obj.held if isinstance(obj.held, dict) else {}
+        return ", ".join(f"{name}: {count}" for name, count in sorted(held.items())) or "-"
 
     @admin.display(description="queues")
     def queue_names(self, obj):

@@ -223,6 +223,10 @@ class Broker:
         """What is missing from the settings for this broker (the system checks say it)."""
         return []
 
+    def set_prefetch(self, consumer, count: int) -> None:
+        """Let the worker's ``consumer`` hold up to ``count`` unacknowledged messages."""
+        consumer.qos(prefetch_count=count)
+
     def renew_leases(self, channel, delivery_tags: list[str]) -> None:
         """Keep the broker from handing these in-flight messages of ``channel`` to another
         consumer (the worker's heartbeat calls this when :attr:`renews_leases`)."""

@@ -162,6 +162,14 @@ class AmqpBroker(Broker):
             self.declare(connection, name)
         return super().consuming(connection, names)
 
+    def set_prefetch(self, consumer, count: int) -> None:
+        # For the whole channel: RabbitMQ applies a per-consumer count only to consumers
+        # started after it, and a worker holds ``count`` messages whatever its number of
+        # queues. Quorum queues take only a per-consumer count.
+        quorum = any((q.queue_arguments or {}).get("x-queue-type") == "quorum"
+                     for q in consumer.queues)
+        consumer.qos(prefetch_count=count, apply_global=not quorum)
+
     def _use_as_it_is(self, name: str, exc: Exception) -> None:
         logger.error(
             "RabbitMQ queue %r exists without x-max-priority=%d, so its jobs run in the order "

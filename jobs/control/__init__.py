@@ -31,4 +31,28 @@ def revoke(job_ids: list[str], terminate: bool = False, destination: list[str] |
                      destination, timeout)
 
 
-__all__ = ["CONTROL", "INSPECT", "broadcast", "revoke"]
+def rate_limit(job_name: str, rate, *, is_global: bool = False,
+               destination: list[str] | None = None, timeout: float = 1.0) -> dict:
+    """Limit job ``job_name`` to ``rate`` (``"10/m"``; 0: no limit) in each worker, or with
+    ``is_global`` across all workers, from now on; returns the live workers' answers.
+    Without a ``destination`` the change is saved, and holds for workers started later too
+    until :func:`reset_rate_limit`; with one, it holds in the workers named until they stop."""
+    from jobs import ratelimits
+
+    if destination is None:
+        ratelimits.save(job_name, rate, is_global=is_global)
+    return broadcast("rate_limit", {"job_name": job_name, "rate": rate, "is_global": is_global},
+                     destination, timeout)
+
+
+def reset_rate_limit(job_name: str, destination: list[str] | None = None,
+                     timeout: float = 1.0) -> dict:
+    """Give job ``job_name`` back the rate limits of its code, everywhere."""
+    from jobs import ratelimits
+
+    if destination is None:
+        ratelimits.reset(job_name)
+    return broadcast("rate_limit", {"job_name": job_name, "reload": True}, destination, timeout)
+
+
+__all__ = ["CONTROL", "INSPECT", "broadcast", "rate_limit", "reset_rate_limit", "revoke"]

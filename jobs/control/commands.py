@@ -13,6 +13,7 @@ import time
 
 from django.utils import timezone
 
+from jobs import rates
 from jobs.broker import get_broker
 from jobs.registry import registry
 
@@ -201,14 +202,26 @@ def _record_queues(worker) -> None:
 
 
 @_control
-def rate_limit(worker, job_name: str, rate):
-    """Starts per second/minute/hour of ``job_name`` in this worker from now on (until it
-    restarts); a rate of 0 or None lifts the limit."""
-    from jobs.middleware.rate_limits import RateLimits
+def rate_limit(worker, job_name: str, rate=None, is_global: bool = False, reload: bool = False):
+    """Starts per second/minute/hour of ``job_name`` in this worker (or, ``is_global``, in
+    all workers together) from now on; a rate of 0 lifts the limit, None gives the job its
+    own again. With ``reload``, the limits saved for the job (the admin's, or none: the
+    job's own) instead."""
+    from jobs import ratelimits
+    from jobs.middleware.rate_limits import GlobalRateLimits, RateLimits
 
     registry.get(job_name)  # an unknown job is an error
-    _middleware(worker, RateLimits).set_rate(job_name, rate)
-    return {"ok": f"new rate limit for {job_name}: {rate or 'none'}"}
+    if reload:
+        row = ratelimits.saved(job_name)
+        for middleware in worker.middleware:
+            if isinstance(middleware, (RateLimits, GlobalRateLimits)):
+                middleware.set_rate(job_name, row and ratelimits.override(
+                    getattr(row, middleware.field)))
+        return {"ok": f"rate limits of {job_name}: " + (
+            "as saved" if row else "its own")}
+    _middleware(worker, GlobalRateLimits if is_global else RateLimits).set_rate(job_name, rate)
+    scope = "global rate limit" if is_global else "rate limit"
+    return {"ok": f"new {scope} for {job_name}: {rate if rates.per_second(rate) else 'none'}"}
 
 
 @_control

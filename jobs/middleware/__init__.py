@@ -76,7 +76,10 @@ class Middleware:
     def receive(self, worker, delivery: Delivery) -> Delivery | None:
         """A message arrived. Return the delivery to run (this one or a changed one), or
         None when this middleware took it over: it has (or will have) called
-        ``worker.submit``, ``worker.ack``, ``worker.requeue`` or ``worker.dead_letter``."""
+        ``worker.resume`` (to go on with it later, through the ``receive`` hooks listed after
+        this one), ``worker.ack``, ``worker.requeue`` or ``worker.dead_letter``. One held for
+        a while should be announced with ``worker.hold``, so it doesn't keep other messages
+        out."""
         return delivery
 
     def completed(self, worker, delivery: Delivery, outcome: Outcome) -> Outcome:
@@ -134,6 +137,8 @@ class Stack:
         # the signature is the last thing added to a message and the first thing checked.
         self.publishing = self.hooks["before_publish"][::-1]
         self.receiving = self.hooks["receive"]
+        # A delivery a middleware held back goes on through the receive hooks after it.
+        self._after = {id(hook.__self__): i + 1 for i, hook in enumerate(self.receiving)}
         self.completing = self.hooks["completed"]
         self._chains: dict = {}  # core -> it wrapped in the execute hooks
         self._selective = [m for m in middleware if _overrides(m, "applies_to")]
@@ -178,8 +183,10 @@ class Stack:
         for hook in self.hooks["publish_failed"][::-1]:
             hook(job, envelope, exc)
 
-    def receive(self, worker, delivery):
-        for hook in self.receiving:
+    def receive(self, worker, delivery, after: Middleware | None = None):
+        """``delivery`` through the receive hooks (those listed after ``after`` only)."""
+        hooks = self.receiving if after is None else self.receiving[self._after[id(after)]:]
+        for hook in hooks:
             delivery = hook(worker, delivery)
             if delivery is None:
                 return None

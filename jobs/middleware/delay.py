@@ -56,13 +56,14 @@ class DelayedJobs(Middleware):
             self.releaser.park(delivery)  # acknowledged once written (at the next tick)
         else:
             heapq.heappush(self._soon, (eta, next(self._count), delivery))
+            worker.hold(delivery)
         return None
 
     def tick(self, worker) -> None:
         if self._soon:
             now = timezone.now()
             while self._soon and self._soon[0][0] <= now:
-                worker.submit(heapq.heappop(self._soon)[2])
+                worker.resume(heapq.heappop(self._soon)[2], self)
         if self.releaser is not None:
             self.releaser.flush()
             self.releaser.maybe_release(worker.connection)

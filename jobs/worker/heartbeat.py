@@ -61,7 +61,8 @@ class Heart:
             outage = database.last_outage
             row = WorkerRow.objects.filter(pk=self.row.pk)
             row.update(last_seen=timezone.now(), processed=self.worker.processed,
-                       active=self.worker.pool.running(), **self._outage_fields(outage))
+                       active=self.worker.pool.running(), held=self.worker.held(),
+                       **self._outage_fields(outage))
             self._outage_written = outage
             if row.filter(stop_requested_at__isnull=False).exists():
                 logger.warning("Shutdown requested from the admin: warm shutdown")

@@ -39,6 +39,7 @@ logger = logging.getLogger("jobs.worker")
 
 POLL = 0.1  # seconds the main thread waits on the broker before looking at completions
 ACK_WINDOW = 0.02  # seconds acknowledgements may wait to be sent together
+HELD_ROOM = 100  # deliveries held back that don't count against the prefetch window (at least)
 
 
 class ColdShutdown(BaseException):
@@ -76,6 +77,9 @@ class Worker:
         # (generation, delivery tag) -> (kombu Message, Delivery)
         self._inflight: dict[tuple, tuple[object, Delivery]] = {}
         self._acked_early: set[tuple] = set()
+        # Deliveries a middleware holds back (waiting for a rate limit, an eta): tag -> name
+        self._held: dict[tuple, str] = {}
+        self._prefetch_now = 0  # the prefetch count the consumer was last given
         self._broken: Exception | None = None
         self._left_unacked = False  # messages came while the database was down (_on_message)
         self._flush = None  # the channel's batched acknowledgement, where it has one
@@ -149,10 +153,10 @@ class Worker:
         consumer = Consumer(channel, queues=get_broker().consuming(conn, self.queues),
                             on_message=self._on_message, on_decode_error=self._on_undecodable,
                             auto_declare=True)
-        if self.prefetch:
-            consumer.qos(prefetch_count=self.prefetch)
-        consumer.consume()
         self.connection, self.channel, self.consumer = conn, channel, consumer
+        self._prefetch_now = 0
+        self._widen_prefetch()
+        consumer.consume()
         self._broken = None
         self._left_unacked = False
         # Acknowledge a batch of completions in one round trip where the transport can.
@@ -207,13 +211,14 @@ class Worker:
         waiting (fetching then takes several messages per round trip instead of one)."""
         if not self.prefetch:
             return False
-        inflight = len(self._inflight)
+        inflight = len(self._inflight) - self._held_room()
         room = self.prefetch - inflight
         return room <= 0 or (room < self.prefetch // 2 and inflight > self.concurrency)
 
     def _tick(self) -> None:
         self._process_completions()
         self.middleware.call("tick", self)
+        self._widen_prefetch()
         self.pool.maintain()
         self.heart.maybe_beat()
 
@@ -312,8 +317,31 @@ class Worker:
     # For middleware ----------------------------------------------------------------------
 
     def submit(self, delivery: Delivery) -> None:
-        """Run ``delivery`` (one a middleware held back from :meth:`_on_message`)."""
+        """Run ``delivery`` now, skipping the ``receive`` hooks it hasn't been through."""
+        self._held.pop(delivery.tag, None)
         self.pool.submit(delivery)
+
+    def resume(self, delivery: Delivery, after) -> None:
+        """Go on with ``delivery``, which middleware ``after`` held back: through the
+        ``receive`` hooks listed after it, then to the pool."""
+        self._held.pop(delivery.tag, None)
+        delivery = self.middleware.receive(self, delivery, after)
+        if delivery is not None:
+            self.pool.submit(delivery)
+
+    def hold(self, delivery: Delivery) -> None:
+        """A middleware keeps ``delivery`` waiting (for its rate limit, or its eta) until it
+        calls :meth:`resume`. Held deliveries don't count against the prefetch window (up to
+        :data:`HELD_ROOM` of them, or a second window), so that other jobs keep coming; the
+        worker's row shows how many of each job wait (:meth:`held`)."""
+        self._held[delivery.tag] = delivery.headers.get("task", "")
+
+    def held(self) -> dict[str, int]:
+        """How many deliveries of each job the middleware hold back now."""
+        counts: dict[str, int] = {}
+        for name in self._held.values():
+            counts[name] = counts.get(name, 0) + 1
+        return counts
 
     def ack(self, delivery: Delivery) -> None:
         """Acknowledge ``delivery``'s message: it is done with, here."""
@@ -395,6 +423,7 @@ class Worker:
         """The message of ``delivery``, no longer in flight; None if acknowledged already
         or its connection is gone."""
         message, _ = self._inflight.pop(delivery.tag, (None, None))
+        self._held.pop(delivery.tag, None)
         if delivery.tag in self._acked_early:
             self._acked_early.discard(delivery.tag)
             return None
@@ -452,6 +481,19 @@ class Worker:
         self.middleware.call("connection_lost", self)
         self._inflight.clear()
         self._acked_early.clear()
+        self._held.clear()
+
+    def _held_room(self) -> int:
+        return min(len(self._held), max(self.prefetch, HELD_ROOM))
+
+    def _widen_prefetch(self) -> None:
+        """Give the consumer room for the deliveries held back, as their number changes."""
+        if not self.prefetch or self.consumer is None:
+            return
+        count = self.prefetch + self._held_room()
+        if count != self._prefetch_now:
+            get_broker().set_prefetch(self.consumer, count)
+            self._prefetch_now = count
 
     def _close(self, conn) -> None:
         try:

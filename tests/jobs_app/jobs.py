@@ -120,6 +120,18 @@ def limited(i):
     return i
 
 
+@job(rate_limit="1/h")
+def hourly(i):
+    """Once an hour in each worker: a second call waits, unless its limit is changed."""
+    return i
+
+
+@job(global_rate_limit="4/s")
+def globally_limited(i):
+    """At most four starts a second in all the workers together."""
+    return i
+
+
 @job
 def leave_mark(directory, i, seconds=0.05):
     """Sleeps, then appends a line to the file named ``i`` in ``directory``: a side effect

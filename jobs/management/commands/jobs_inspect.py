@@ -37,4 +37,28 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         answers = broadcast(options["command"], {}, destination(options), options["timeout"])
+        if options["command"] == "scheduled" and answers and not destination(options):
+            # Jobs due later than a second wait in the database, not in a worker.
+            answers[PARKED] = parked()
         self.stdout.write(output(options["command"], answers, options))
+
+
+PARKED = "(parked in the database until due)"
+PARKED_SHOWN = 100
+
+
+def parked() -> list[dict]:
+    """The delayed jobs waiting in the database, soonest first (the first 100)."""
+    from django.utils import timezone
+
+    from jobs.display import payload_headers
+    from jobs.models import Message
+
+    rows = Message.objects.filter(visible_at__gt=timezone.now()).order_by("visible_at", "id")
+    jobs = []
+    for row in rows[:PARKED_SHOWN]:
+        headers = payload_headers(row)
+        jobs.append({"id": headers.get("id"), "name": headers.get("task"),
+                     "args": headers.get("argsrepr"), "kwargs": headers.get("kwargsrepr"),
+                     "queue": row.queue, "eta": row.visible_at.isoformat()})
+    return jobs
