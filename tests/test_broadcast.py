@@ -10,6 +10,7 @@ import pytest
 from django.core.checks import run_checks
 from kombu import Exchange, Queue
 
+from jobs.control import broadcast
 from jobs.models import DeadLetter, JobRecord, States
 from jobs.results import JobResult
 from jobs.testing import capture_jobs, running_worker
@@ -74,6 +75,22 @@ def test_a_broadcast_job_runs_once_on_every_worker(broker_url, broadcasting, sta
     assert sorted(r.id for r in sent.children) == sorted(f"{sent.id}@{name}" for name in workers)
     assert (tmp_path / "plain").read_text().count("\n") == 1
     assert JobRecord.objects.filter(job_id__startswith=plain.id).count() == 1
+
+
+@pytest.mark.parametrize("broker_url", BROADCASTING, indirect=True)
+def test_a_broadcast_queue_paused_on_one_worker_reaches_only_the_other(
+        broker_url, broadcasting, start_worker, tmp_path):
+    workers = ["one@pause", "two@pause"]
+    for name in workers:
+        start_worker(broker_url, "-Q", QUEUES, "-c", "1", "-n", name)
+    until_every_worker_hears(tmp_path, workers)
+    answers = broadcast("cancel_consumer", {"queue": BROADCAST_QUEUE}, ["one@pause"], timeout=5)
+    assert answers == {"one@pause": {"ok": f"no longer consuming from {BROADCAST_QUEUE}"}}
+    testjobs.note_worker.delay(str(tmp_path), "paused")
+    wait_for(lambda: runs(tmp_path, "paused") == ["two@pause"], timeout=30)
+    testjobs.note_worker.delay(str(tmp_path), "after")  # in order: "paused" got no further
+    wait_for(lambda: runs(tmp_path, "after") == ["two@pause"], timeout=30)
+    assert runs(tmp_path, "paused") == ["two@pause"]
 
 
 @pytest.mark.parametrize("broker_url", BROADCASTING, indirect=True)

@@ -55,6 +55,10 @@ class Broadcast(Middleware):
     """Makes each worker's copy of a broadcast job a run of its own; refuses what can't be
     broadcast where it is asked for."""
 
+    def applies_to(self, job) -> bool:
+        # Where jobs run, only a project with broadcast queues has anything to check.
+        return bool(get_broker().routing.broadcast)
+
     def before_publish(self, job, envelope, options):
         message = envelope.message
         broker = get_broker()
