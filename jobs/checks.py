@@ -215,10 +215,17 @@ def _check_queues() -> list:
                 "Use " + ", ".join(EXCHANGE_TYPES) + ".", "jobs.E016"))
         elif kind == "fanout" and not broker.broadcasts:
             errors.append(_error(
-                f"TASK_QUEUES: queue {queue.name!r} is bound to a fanout exchange: broadcast "
-                "(a job run once by every worker) is not supported yet, and a job sent there "
-                "would not run on every worker.", "Bind it to a direct or topic exchange.",
-                "jobs.E016"))
+                f"TASK_QUEUES: queue {queue.alias or queue.name!r} is bound to a fanout "
+                f"exchange: broadcast (a job run once by every worker) needs a broker that "
+                f"can, and {broker.display_url} can't: a job sent there would not run on "
+                "every worker.",
+                "Use Redis or RabbitMQ for broadcast queues, or bind it to a direct or topic "
+                "exchange.", "jobs.E016"))
+        elif kind == "fanout" and routing.default_queue == (queue.alias or queue.name):
+            errors.append(_error(
+                f"TASK_DEFAULT_QUEUE {routing.default_queue!r} is a broadcast queue: every "
+                "job without a route would run on every worker.",
+                "Name a queue bound to a direct or topic exchange as the default.", "jobs.E016"))
     if not routing.declared:
         return errors
     if routing.default_queue not in routing.declared:

@@ -264,16 +264,29 @@ def revoke_request(job_id: str, name: str = "", terminate: bool = False,
     Returns whether the row now says REVOKED because of this call."""
     now = timezone.now()
     revoked = _revoked_result("terminated" if terminate else reason)
-    rows = JobRecord.objects.filter(job_id=job_id)
-    # A running job (STARTED, or in a custom state such as PROGRESS) goes on unless it is
-    # to be terminated: its row must not say REVOKED, which the worker would kill it for.
-    rows = rows.exclude(state__in=READY_STATES) if terminate else \
-        rows.filter(state__in=WAITING_STATES)
+    rows = _revocable(JobRecord.objects.filter(job_id=job_id), terminate)
+    runs = 0
+    if terminate:  # a broadcast job's running copies, one per worker (they have started)
+        runs = _revocable(_broadcast_runs(job_id), terminate).update(
+            state=States.REVOKED, result=revoked, date_done=now)
     if rows.update(state=States.REVOKED, result=revoked, date_done=now):
         return True
     _, created = JobRecord.objects.get_or_create(job_id=job_id, defaults={
         "name": name, "state": States.REVOKED, "result": revoked, "date_done": now})
-    return created
+    return created or bool(runs)
+
+
+def _broadcast_runs(job_id: str):
+    """The rows of each worker's run of broadcast job ``job_id`` (jobs.middleware.broadcast)."""
+    return JobRecord.objects.filter(parent_id=job_id, job_id__startswith=f"{job_id}@")
+
+
+def _revocable(rows, terminate: bool):
+    """The rows a revocation may write REVOKED to: a running job (STARTED, or in a custom
+    state such as PROGRESS) goes on unless it is to be terminated; its row must not say
+    REVOKED, which the worker would kill it for."""
+    return rows.exclude(state__in=READY_STATES) if terminate else \
+        rows.filter(state__in=WAITING_STATES)
 
 
 def mark_progress(job_id: str, name: str, state: str, meta: dict | None) -> bool:

@@ -10,7 +10,9 @@ that the worker, the scheduler and the admin ask it rather than look at the URL:
 * ``renews_leases``: ``django://`` and Redis (the worker's heartbeat keeps its messages);
 * ``priority_levels``: 0..255 on ``django://``, 0..9 on Redis, 0..``TASK_QUEUE_MAX_PRIORITY``
   on RabbitMQ (none unless set); the highest runs first on each;
-* ``fanout_control``: all but ``django://`` (whose commands to workers go through a table).
+* ``fanout_control``: all but ``django://`` (whose commands to workers go through a table);
+* ``broadcasts``: RabbitMQ and Redis (a job sent to a fanout-bound queue runs on every worker
+  consuming it; on Redis through PUB/SUB, so ``acks_broadcasts`` is False there).
 
 The functions below act on the project's broker: they are what ``Job.apply_async`` calls,
 and what tests replace (:func:`jobs.testing.capture_jobs`).

@@ -49,9 +49,14 @@ class Broker:
     no_priorities = "this broker orders no priorities"
     #: The kombu transport alias to use (None: kombu's own for the URL's scheme).
     transport: str | None = None
-    #: A job sent to a fanout exchange runs once on every worker bound to it. Not yet on any
-    #: broker: a job's id is recorded once, and a second worker would take it as done.
+    #: A job sent to a queue bound to a fanout exchange (kombu's ``Broadcast``) runs once on
+    #: every worker consuming it, each from a queue of its own
+    #: (:mod:`jobs.middleware.broadcast` records each run apart).
     broadcasts = False
+    #: A worker acknowledges its copy of a broadcast job, and the broker hands it back if
+    #: the worker's connection breaks first. False: the broker forgets a copy once it hands
+    #: it out (Redis's PUB/SUB), so there is nothing to acknowledge.
+    acks_broadcasts = True
     #: The ``x-max-priority`` its queues are declared with (RabbitMQ's; None: none).
     queue_max_priority: int | None = None
     #: Transport options that make this broker safe for jobs; BROKER_TRANSPORT_OPTIONS wins.
@@ -137,8 +142,11 @@ class Broker:
         self.queue_for(name)(connection.default_channel).declare()
 
     def consuming(self, connection, names) -> list[Queue]:
-        """The queues a worker consumes, ready for its Consumer to declare."""
-        return [self.queue_for(name) for name in names]
+        """The queues a worker consumes, ready for its Consumer to declare: for a broadcast
+        queue, the worker's own, bound to the queue's fanout exchange."""
+        return [self.routing.own_queue(name, no_ack=not self.acks_broadcasts)
+                if self.broadcasts and self.routing.fanout(name) else self.queue_for(name)
+                for name in names]
 
     def known_queues(self) -> set[str]:
         """The queues jobs are sent to by name: the default, the declared ones and routes'."""

@@ -63,6 +63,10 @@ class RedisBroker(Broker):
     """
 
     renews_leases = True
+    #: kombu's Redis transport sends a fanout exchange's messages with PUB/SUB: only the
+    #: workers subscribed at that moment get one, and none is kept or handed back.
+    broadcasts = True
+    acks_broadcasts = False
     #: kombu's Redis transport serves priorities 0..9, grouped by its ``priority_steps``.
     priority_levels = range(10)
     transport = "jobs-redis"
@@ -137,6 +141,7 @@ class AmqpBroker(Broker):
 
     no_priorities = ("RabbitMQ queues are declared without priorities: set "
                      "JOBS['TASK_QUEUE_MAX_PRIORITY'] (10 is usual) to use them")
+    broadcasts = True
 
     def __init__(self, url: str) -> None:
         self.queue_max_priority = settings.TASK_QUEUE_MAX_PRIORITY or None
@@ -159,7 +164,8 @@ class AmqpBroker(Broker):
 
     def consuming(self, connection, names) -> list:
         for name in names:
-            self.declare(connection, name)
+            if not self.routing.fanout(name):  # a worker's own broadcast queue is new
+                self.declare(connection, name)
         return super().consuming(connection, names)
 
     def set_prefetch(self, consumer, count: int) -> None:

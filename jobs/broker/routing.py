@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -59,6 +60,9 @@ class Routing:
                 queue = _with(queue, max_priority=max_priority)
             # By its alias where it has one: a Broadcast queue's name is unique per process.
             self.declared[queue.alias or queue.name] = queue
+        #: The declared queues bound to a fanout exchange: broadcast queues.
+        self.broadcast = frozenset(name for name, queue in self.declared.items()
+                                   if queue.exchange.type == "fanout")
         self.table, self.routers = _read_routes(settings.TASK_ROUTES)
         #: True when some job may go through an exchange rather than straight to its queue.
         self.by_exchange = bool(
@@ -67,6 +71,8 @@ class Routing:
             or any(r.exchange or r.routing_key for _, r in self.table) or self.routers)
         self._resolved: dict[tuple[str, str | None], Route] = {}
         self._auto: dict[str, Queue] = {}
+        self._own: dict[str, Queue] = {}  # broadcast queue name -> this process's own
+        self._token = uuid.uuid4().hex[:12]
 
     # Queues ------------------------------------------------------------------------------
 
@@ -109,8 +115,20 @@ class Routing:
     def fanout(self, name: str) -> bool:
         """Whether queue ``name`` is bound to a fanout exchange (a broadcast queue: each
         worker has its own, declared by the worker, never by a publisher)."""
-        queue = self.declared.get(name)
-        return queue is not None and queue.exchange.type == "fanout"
+        return name in self.broadcast
+
+    def own_queue(self, name: str, no_ack: bool = False) -> Queue:
+        """The queue this process consumes broadcast queue ``name`` from: its own, bound to
+        the queue's fanout exchange, under a name no other consumer has (as kombu's
+        ``Broadcast`` names one per process), and deleted when its consumer goes, so that
+        workers that come and go leave no queues behind. ``no_ack``: the broker hands it
+        out without waiting for an acknowledgement (Redis's PUB/SUB)."""
+        queue = self._own.get(name)
+        if queue is None:
+            queue = self._own[name] = _with(
+                self.declared[name], name=f"{name}.{self._token}", auto_delete=True,
+                no_ack=no_ack)
+        return queue
 
     # Routes ------------------------------------------------------------------------------
 
@@ -147,6 +165,10 @@ class Routing:
         queue's declaration (None, None: straight to the queue)."""
         if self.by_exchange:
             queue = self.queue(name)
+            if queue.exchange.type == "fanout":
+                # Every queue bound to it gets the message, whatever the key; an empty key
+                # is what kombu's Redis transport subscribes its fanout queues with.
+                return Route(name, queue.exchange.name, "", priority)
             exchange = exchange or queue.exchange.name
             if routing_key is None:
                 if name == self.default_queue and self.default_routing_key:

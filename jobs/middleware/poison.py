@@ -18,6 +18,7 @@ from jobs import lifecycle
 from jobs.conf import settings
 from jobs.exceptions import WorkerLostError
 from jobs.middleware import Middleware
+from jobs.middleware.broadcast import own_run
 from jobs.outcome import Kind, Outcome
 from jobs.registry import registry
 
@@ -41,6 +42,8 @@ class PoisonJobs(Middleware):
     def completed(self, worker, delivery, outcome: Outcome) -> Outcome:
         if outcome.kind is not Kind.LOST:
             return outcome
+        if delivery is not None:
+            delivery = own_run(worker, delivery)  # a broadcast job's copy: this worker's run
         job = registry.get(outcome.name) if outcome.name in registry else None
         if job is not None and not job.option("reject_on_worker_lost"):
             error = WorkerLostError(f"the process running the job died ({outcome.reason})")

@@ -80,6 +80,7 @@ class Worker:
         # Deliveries a middleware holds back (waiting for a rate limit, an eta): tag -> name
         self._held: dict[tuple, str] = {}
         self._prefetch_now = 0  # the prefetch count the consumer was last given
+        self._consumed: dict[str, str] = {}  # queue name -> the name it is consumed as
         self._broken: Exception | None = None
         self._left_unacked = False  # messages came while the database was down (_on_message)
         self._flush = None  # the channel's batched acknowledgement, where it has one
@@ -154,6 +155,9 @@ class Worker:
                             on_message=self._on_message, on_decode_error=self._on_undecodable,
                             auto_declare=True)
         self.connection, self.channel, self.consumer = conn, channel, consumer
+        # What each queue is consumed as (a broadcast queue: the worker's own, named on binding).
+        self._consumed = {name: queue.name
+                          for name, queue in zip(self.queues, consumer.queues, strict=True)}
         self._prefetch_now = 0
         self._widen_prefetch()
         consumer.consume()
@@ -405,7 +409,8 @@ class Worker:
             return False
         self.queues.append(name)
         if self.consumer is not None:
-            self.consumer.add_queue(get_broker().consuming(self.connection, [name])[0])
+            queue = self.consumer.add_queue(get_broker().consuming(self.connection, [name])[0])
+            self._consumed[name] = queue.name
             self.consumer.consume()
         return True
 
@@ -416,7 +421,7 @@ class Worker:
             return False
         self.queues.remove(name)
         if self.consumer is not None:
-            self.consumer.cancel_by_queue(name)
+            self.consumer.cancel_by_queue(self._consumed.pop(name, name))
         return True
 
     def _take(self, delivery: Delivery):

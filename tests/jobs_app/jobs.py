@@ -304,3 +304,12 @@ def blocking_wait(seconds):
     """Waits on blocking I/O (a sleep, which gevent makes cooperative)."""
     time.sleep(seconds)
     return {"waited": seconds, "pid": os.getpid()}
+
+
+@job(bind=True)
+def note_worker(self, directory, name):
+    """Appends the name of the worker running it to the file ``name`` in ``directory``: one
+    line per run, to count who ran a broadcast job and how often."""
+    with open(os.path.join(directory, name), "a") as out:
+        out.write(f"{self.request.hostname}\n")
+    return self.request.hostname
