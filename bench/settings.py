@@ -21,7 +21,11 @@ DATABASES = {
 }
 
 INSTALLED_APPS = [*INSTALLED_APPS, "bench"]
-if importlib.util.find_spec("django_celery_results"):
+# Celery's result tables, for Celery's worker and for the driver that counts and purges them.
+# Not in a jobs worker (the only process given BENCH_JOBS_IGNORE_RESULT): installed, the app
+# imports Celery, about 4 MB that a jobs worker's memory figure would wrongly include.
+if importlib.util.find_spec("django_celery_results") and \
+        "BENCH_JOBS_IGNORE_RESULT" not in os.environ:
     INSTALLED_APPS.append("django_celery_results")
 
 BROKER_URL = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/9")

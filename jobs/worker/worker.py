@@ -101,8 +101,15 @@ class Worker:
     def run(self) -> int:
         """Consume until told to stop; returns the process exit code."""
         self._install_signal_handlers()
-        self.pool.start()
+        # Before the pool starts: what a first database query and broker connection load is
+        # then loaded once and shared with prefork children, not loaded again in each process.
         self.heart.start()
+        self._connect_once()
+        try:
+            self.pool.start()
+        except BaseException:
+            self.heart.stop()  # e.g. a gevent pool in a process gevent didn't patch
+            raise
         self.middleware.notify("worker_started", self)
         code = 0
         try:
@@ -147,6 +154,19 @@ class Worker:
             finally:
                 self.channel = self.consumer = None
                 self._close(conn)
+
+    def _connect_once(self) -> None:
+        """Connect to the broker and open a channel, then close them: kombu's transport and
+        the client library set up their state on a first connection. A broker that doesn't
+        answer is left to the consuming loop, which reports it and tries again."""
+        conn = new_connection()
+        try:
+            conn.ensure_connection(max_retries=0)
+            conn.channel()
+        except Exception:
+            pass
+        finally:
+            self._close(conn)
 
     def _consume(self, conn) -> None:
         self._generation += 1

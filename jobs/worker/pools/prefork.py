@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import selectors
 import threading
@@ -63,6 +64,12 @@ class PreforkPool(Pool):
             args=(child_end, self.hostname, self.accept, self.max_memory_per_child),
             name=f"jobs-child-{len(self._children) + 1}",
         )
+        # A child shares the parent's memory until one of them writes to a page, and Python's
+        # garbage collector writes to every object it examines: frozen once collected, the
+        # objects alive now are left out of every later collection, in the child and here, so
+        # their pages stay shared (a full collection in a child copied ~30 MB of them).
+        gc.collect()
+        gc.freeze()
         process.start()
         child_end.close()
         return _Child(process, parent_end)
