@@ -54,12 +54,13 @@ if "tests.jobs_app" in INSTALLED_APPS:  # backends whose OPTIONS the tests' task
     TASKS["limited"] = {"BACKEND": "jobs.backends.JobsBackend", "QUEUES": [],
                         "OPTIONS": {"time_limit": 1}}
 
-if "tests.jobs_app" in INSTALLED_APPS:  # a cache shared by processes, for global rate limits
-    CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        "shared": {"BACKEND": "django_redis.cache.RedisCache",
-                   "LOCATION": os.environ.get("JOBS_TEST_CACHE_URL", "redis://127.0.0.1:6379/13")},
-    }
+# A cache shared by processes, for the test of global rate limits kept in a cache (only then:
+# django-redis loads redis-py, which loads OpenTelemetry where it is installed).
+SHARED_TEST_CACHE = {"BACKEND": "django_redis.cache.RedisCache",
+                     "LOCATION": os.environ.get("JOBS_TEST_CACHE_URL", "redis://127.0.0.1:6379/13")}
+if os.environ.get("JOBS_TEST_SHARED_CACHE") == "1":
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+              "shared": SHARED_TEST_CACHE}
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -10,7 +10,6 @@ from io import StringIO
 import pytest
 from django.core.cache import caches
 from django.core.management import CommandError, call_command
-from django.test import override_settings
 from django.urls import reverse
 
 from jobs import ratelimits
@@ -19,10 +18,20 @@ from jobs.exceptions import ConfigurationError
 from jobs.job import job
 from jobs.models import JobRecord, RateLimit, RateLimitTurn, Worker
 from project.demo import jobs as demo
+from project.settings import SHARED_TEST_CACHE
 from tests.conftest import broker_params, require, wait_for
 from tests.jobs_app import jobs as testjobs
 
 brokers = pytest.mark.parametrize("broker_url", broker_params(), indirect=True)
+
+
+@pytest.fixture
+def shared_cache(settings, monkeypatch):
+    """A Redis cache named "shared", here and in the workers the test starts."""
+    require("redis")
+    settings.CACHES = {**settings.CACHES, "shared": SHARED_TEST_CACHE}
+    monkeypatch.setenv("JOBS_TEST_SHARED_CACHE", "1")
+    caches["shared"].clear()
 GLOBAL = "tests.jobs_app.jobs.globally_limited"
 HOURLY = "tests.jobs_app.jobs.hourly"
 
@@ -67,9 +76,8 @@ def test_a_global_limit_holds_for_two_workers_together(broker_url, start_worker)
 
 
 @pytest.mark.e2e
-def test_a_global_limit_can_keep_its_turns_in_a_shared_cache(start_worker, monkeypatch):
-    require("redis")
-    caches["shared"].clear()
+def test_a_global_limit_can_keep_its_turns_in_a_shared_cache(start_worker, monkeypatch,
+                                                            shared_cache):
     monkeypatch.setenv("JOBS_SETTINGS", json.dumps({"GLOBAL_RATE_LIMIT_CACHE": "shared"}))
     start_worker("django://", "-c", "2", "-n", "one@cache", "-Q", "default")
     start_worker("django://", "-c", "2", "-n", "two@cache", "-Q", "other")
@@ -211,8 +219,7 @@ def test_bad_global_rate_limit_settings_fail_the_check(settings, jobs_settings, 
     assert [e.id for e in check_settings()] == [expected]
 
 
-def test_a_shared_cache_passes_the_check(settings):
+def test_a_shared_cache_passes_the_check(settings, shared_cache):
     settings.JOBS = {**settings.JOBS, "GLOBAL_RATE_LIMIT_CACHE": "shared",
                      "GLOBAL_RATE_LIMITS": {HOURLY: "10/m"}}
-    with override_settings():
-        assert check_settings() == []
+    assert check_settings() == []
