@@ -14,7 +14,10 @@ Transport options:
 
 * ``visibility_timeout`` -- seconds a claimed message stays leased without renewal (30).
 * ``polling_interval`` -- longest wait between polls: 0.1 s, or 1 s on PostgreSQL, where a
-  NOTIFY from the publisher wakes consumers at once.
+  NOTIFY from the publisher wakes consumers at once. Elsewhere (SQLite) a consumer that has
+  just had a message polls every millisecond for a second after it (:data:`BUSY_FOR`): the
+  next job of a burst, or of a caller waiting for each result, is not left waiting a whole
+  interval.
 * ``database`` -- the Django database alias ("default").
 """
 
@@ -249,6 +252,10 @@ class Channel(VirtualChannel):
         return True
 
 
+BUSY_FOR = 1.0  # seconds after a message during which a consumer without NOTIFY polls fast
+BUSY_POLL = 0.001  # seconds between those polls
+
+
 class Transport(VirtualTransport):
     """kombu transport for ``django://`` URLs (registered by :mod:`jobs.transport`)."""
 
@@ -263,10 +270,12 @@ class Transport(VirtualTransport):
     def __init__(self, client, **kwargs):
         super().__init__(client, **kwargs)
         self.database = client.transport_options.get("database", "default")
+        is_postgres = connections[self.database].vendor == "postgresql"
         if client.transport_options.get("polling_interval") is None:
-            is_postgres = connections[self.database].vendor == "postgresql"
             self.polling_interval = 1.0 if is_postgres else 0.1
         self.listener = Listener(self.database)
+        self._notified = is_postgres  # a publisher's NOTIFY wakes the consumer
+        self._busy_until = 0.0  # until when to poll every BUSY_POLL seconds
 
     def establish_connection(self):
         connections[self.database].ensure_connection()
@@ -283,10 +292,16 @@ class Transport(VirtualTransport):
         started = monotonic()
         while True:
             try:
-                return self.cycle.get(self.deliver, timeout=timeout)
+                delivered = self.cycle.get(self.deliver, timeout=timeout)
             except Empty:
                 pass
+            else:
+                if not self._notified:
+                    self._busy_until = monotonic() + BUSY_FOR
+                return delivered
             wait = self.polling_interval
+            if self._busy_until and monotonic() < self._busy_until:
+                wait = BUSY_POLL
             if timeout is not None:
                 remaining = timeout - (monotonic() - started)
                 if remaining <= 0:
