@@ -7,6 +7,7 @@ round trip only, go to Redis through Dramatiq's Results middleware.
 from __future__ import annotations
 
 import os
+from urllib.parse import quote, urlsplit
 
 import dramatiq
 from dramatiq.results import Results
@@ -23,10 +24,17 @@ def _broker() -> dramatiq.Broker:
     if BROKER_URL.startswith("amqp"):
         from dramatiq.brokers.rabbitmq import RabbitmqBroker  # needs pika
 
-        return RabbitmqBroker(url=BROKER_URL)
+        return RabbitmqBroker(url=pika_url(BROKER_URL))
     from dramatiq.brokers.redis import RedisBroker
 
     return RedisBroker(url=BROKER_URL, namespace=f"{PREFIX}-dramatiq")
+
+
+def pika_url(url: str) -> str:
+    """kombu's ``amqp://host//`` names the virtual host ``/``; pika wants it quoted (``%2F``)."""
+    parts = urlsplit(url)
+    vhost = parts.path[1:] or "/"
+    return parts._replace(path="/" + quote(vhost, safe="")).geturl()
 
 
 backend = RedisBackend(url=marks.redis_url(), namespace=f"{PREFIX}-dramatiq-results",

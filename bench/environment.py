@@ -3,6 +3,10 @@
 Every queue, Redis key and Dramatiq namespace of a run starts with its prefix
 (``bench-<hex>``), so that a run purges and removes only what is its own, even beside the
 tests or another run on the same servers.
+
+Brokers: ``redis``, ``amqp`` (RabbitMQ) and ``django`` (jobs' ``django://`` transport: messages
+are rows of the bench's own database, PostgreSQL or SQLite). Marks and the peers' Redis results
+live in Redis whatever the broker.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ class Environment:
         self.broker = broker
         self.prefix = prefix or f"bench-{uuid.uuid4().hex[:8]}"
         self.redis_url = os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS)
-        self.broker_url = (self.redis_url if broker == "redis"
-                           else os.environ.get("BENCH_AMQP_URL", DEFAULT_AMQP))
+        self.broker_url = {"redis": self.redis_url, "django": "django://"}.get(
+            broker) or os.environ.get("BENCH_AMQP_URL", DEFAULT_AMQP)
+        self.database = database
         if database == "postgres":
             self.database_url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_POSTGRES)
         else:
@@ -53,10 +58,10 @@ class Environment:
     # Brokers -------------------------------------------------------------------------------
 
     def purge_broker(self) -> None:
-        if self.broker == "redis":
-            self._purge_redis()
-        else:
+        if self.broker == "amqp":
             self._purge_amqp(delete=False)
+        elif self.broker == "django":
+            self._purge_rows()
         self._purge_redis()  # marks and results live in Redis whatever the broker
 
     def _purge_redis(self) -> None:
@@ -66,6 +71,12 @@ class Environment:
         keys = list(client.scan_iter(match=f"{self.prefix}*", count=1000))
         for start in range(0, len(keys), 1000):
             client.unlink(*keys[start:start + 1000])
+
+    def _purge_rows(self) -> None:
+        """The ``django://`` transport's rows of this run's queues."""
+        from jobs.models import Message
+
+        Message.objects.filter(queue__startswith=self.prefix).delete()
 
     def _purge_amqp(self, delete: bool) -> None:
         from kombu import Connection
@@ -150,6 +161,8 @@ class Environment:
         """Remove the run's queues and keys (its database tables are purged per figure)."""
         if self.broker == "amqp":
             self._purge_amqp(delete=True)
+        elif self.broker == "django":
+            self._purge_rows()
         self._purge_redis()
 
 

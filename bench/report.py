@@ -63,7 +63,30 @@ RATIOS = {
         ("cpu", "jobs-off", "dramatiq-t8", "worker CPU per job, vs 8 threads per process",
          False),
     ],
+    "django-tasks-db": [
+        ("enqueue", "jobs", "django-tasks-db", "enqueue, one call per job", True),
+        ("bulk", "jobs", "django-tasks-db", "bulk enqueue (django-tasks-db: a loop)", True),
+        ("drain", "jobs", "django-tasks-db", "drain, results stored", True),
+        ("cpu", "jobs", "django-tasks-db", "worker CPU per job, results stored", False),
+        ("pss", "jobs", "django-tasks-db", "worker peak PSS, results stored", False),
+        ("rt_p50", "jobs", "django-tasks-db", "round trip p50", False),
+    ],
+    "Huey": [
+        ("enqueue", "jobs", "huey", "enqueue, one call per job", True),
+        ("bulk", "jobs", "huey", "bulk enqueue (Huey: a loop)", True),
+        ("drain", "jobs", "huey", "drain, results stored", True),
+        ("drain", "jobs-off", "huey", "drain, jobs' results off against Huey's stored", True),
+        ("cpu", "jobs", "huey", "worker CPU per job, results stored", False),
+        ("pss", "jobs", "huey", "worker peak PSS, results stored", False),
+        ("rt_p50", "jobs", "huey", "round trip p50", False),
+    ],
 }
+# jobs' enqueue as a share of the raw client's, in the same run: (metric, jobs configuration, what)
+RAW = [
+    ("enqueue", "jobs", "enqueue, one call per job (raw: one command or INSERT per job)"),
+    ("enqueue", "jobs-off", "enqueue, results off"),
+    ("bulk", "jobs", "bulk enqueue, `delay_many` (raw: its batch)"),
+]
 
 
 def cell(values: list[float] | None, fmt: str) -> str:
@@ -101,8 +124,23 @@ def ratios(by_key: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def raw_shares(by_key: dict[str, dict]) -> str:
+    """jobs' enqueue rates divided by the raw client's (1.00: as fast as the bare client)."""
+    raw = by_key.get("raw", {})
+    lines = ["| jobs / raw client | jobs | jobs, jobs/s | raw, jobs/s | share |",
+             "|---|---|---:|---:|---:|"]
+    for metric, ours, what in RAW:
+        a, b = by_key.get(ours, {}).get(metric), raw.get(metric)
+        if not a or not b:
+            continue
+        ma, mb = Spread.of(a).median, Spread.of(b).median
+        lines.append(f"| {what} | {ours} | {ma:,.0f} | {mb:,.0f} | **{ma / mb:.2f}** |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def heading(broker: str, database: str) -> str:
-    return f"### Broker: {broker}, database: {database}"
+    name = "django://" if broker == "django" else broker
+    return f"### Broker: {name}, database: {database}"
 
 
 def render(bench, peers, sizes, command: str, broker: str, database: str) -> str:
@@ -139,6 +177,10 @@ def render(bench, peers, sizes, command: str, broker: str, database: str) -> str
                   f"{sizes.deep:,} (its rate is timed over windows of {sizes.window:,} jobs "
                   f"while the rest waits); {sizes.delayed:,} delayed jobs are scheduled an "
                   f"hour ahead.", "", scale]
+    shares = raw_shares(by_key)
+    if shares:
+        parts += ["", "jobs' enqueue against the raw client in this run (the share of the "
+                  "client's rate that jobs reaches):", "", shares]
     parts += ["", "Ratios from this run (rates: above 1 is jobs ahead; CPU, memory and latency: "
               "below 1 is jobs ahead):", "", ratios(by_key)]
     if bench.results.notes:
@@ -159,7 +201,8 @@ def machine(env, measured: str | None = None) -> str:
     mem = _first(Path("/proc/meminfo"), r"MemTotal:\s*(\d+) kB")
     cores = len(re.findall(r"^processor\s*:", Path("/proc/cpuinfo").read_text(), re.M))
     versions = ", ".join(f"{name} {_version(name)}" for name in (
-        "Django", "kombu", "redis", "psycopg", "celery", "django-celery-results", "dramatiq"))
+        "Django", "kombu", "redis", "amqp", "psycopg", "celery", "django-celery-results",
+        "dramatiq", "pika", "django-tasks", "django-tasks-db", "huey"))
     lines = [
         f"- Machine: {cpu}, {cores} cores, {int(mem) / 2**20:.1f} GiB RAM "
         f"(Linux {platform.release()})" if mem else f"- Machine: {cpu}",

@@ -1,13 +1,19 @@
 #!/usr/bin/env python
-"""Benchmark jobs against Celery and Dramatiq on the same machine, broker and database.
+"""Benchmark jobs against its peers on the same machine, broker and database.
 
     python bench/run.py --broker redis [--write BENCHMARKS.md]
+    python bench/run.py --broker amqp
+    python bench/run.py --broker django [--database sqlite]
     python bench/run.py --smoke --broker redis          # tiny sizes: checks the harness
+
+The peers of each broker: on Redis and RabbitMQ, Celery and Dramatiq (and Huey on Redis); on
+``django://`` (messages in the database), django-tasks-db and Huey's storage of the same
+database. Every run has a raw-client row, the broker's own limit for enqueueing.
 
 Needs the bench extra (``pip install -e '.[bench]'``) and the services of the README's
 development environment: PostgreSQL (database ``bench``, created if missing), Redis (db 9
-unless ``BENCH_REDIS_URL`` says otherwise) and, with ``--broker amqp``, RabbitMQ
-(``BENCH_AMQP_URL``). See BENCHMARKS.md for the method.
+unless ``BENCH_REDIS_URL`` says otherwise; the bench's timing marks live there whatever the
+broker) and, with ``--broker amqp``, RabbitMQ (``BENCH_AMQP_URL``). See BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -31,13 +37,21 @@ from bench.environment import Environment  # noqa: E402
 from bench.figures import Bench, Sizes  # noqa: E402
 from bench.peers import FIGURES  # noqa: E402
 
-LIBRARIES = ("jobs", "celery", "dramatiq")
-NEEDS = {"celery": ("celery", "django_celery_results"), "dramatiq": ("dramatiq",)}
+LIBRARIES = ("jobs", "celery", "dramatiq", "django-tasks", "huey", "raw")
+#: The libraries each broker runs by default (and the only ones it can run).
+BROKERS = {
+    "redis": ("raw", "jobs", "celery", "dramatiq", "huey"),
+    "amqp": ("raw", "jobs", "celery", "dramatiq"),
+    "django": ("raw", "jobs", "django-tasks", "huey"),
+}
+NEEDS = {"celery": ("celery", "django_celery_results"), "dramatiq": ("dramatiq",),
+         "django-tasks": ("django_tasks_db",), "huey": ("huey",)}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--broker", choices=("redis", "amqp"), default="redis")
+    parser.add_argument("--broker", choices=tuple(BROKERS), default="redis",
+                        help="django: jobs' django:// transport, messages in the database")
     parser.add_argument("--database", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument("--n", type=int, help="jobs per enqueue and drain (default 20,000)")
     parser.add_argument("--repeat", type=int, help="repetitions of each figure (default 3)")
@@ -45,8 +59,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--deep", type=int, help="scale: the deep queue's depth (200,000)")
     parser.add_argument("--delayed", type=int, help="scale: delayed jobs scheduled (100,000)")
     parser.add_argument("--chord", type=int, help="jobs in the timed chord's header (1,000)")
-    parser.add_argument("--only", default=",".join(LIBRARIES),
-                        help=f"comma-separated libraries to run ({','.join(LIBRARIES)})")
+    parser.add_argument("--only", help="comma-separated libraries to run, of the broker's: "
+                        + "; ".join(f"{b}: {','.join(libs)}" for b, libs in BROKERS.items())
+                        + " (default: all of them)")
     parser.add_argument("--figures", default=",".join(FIGURES),
                         help=f"comma-separated figures to measure ({','.join(FIGURES)})")
     parser.add_argument("--dramatiq-threads", default="1,8",
@@ -57,11 +72,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--write", type=Path, metavar="BENCHMARKS.md",
                         help="also write the results into this file (its own section)")
     args = parser.parse_args(argv)
-    for name, allowed in (("only", LIBRARIES), ("figures", FIGURES)):
+    if args.only is None:
+        args.only = ",".join(BROKERS[args.broker])
+    for name, allowed in (("only", BROKERS[args.broker]), ("figures", FIGURES)):
         chosen = [x.strip() for x in getattr(args, name).split(",") if x.strip()]
         unknown = set(chosen) - set(allowed)
         if unknown:
-            parser.error(f"--{name}: unknown {', '.join(sorted(unknown))}; "
+            parser.error(f"--{name}: unknown here {', '.join(sorted(unknown))}; "
                          f"choose from {', '.join(allowed)}")
         setattr(args, name, chosen)
     return args
@@ -90,6 +107,19 @@ def build_peers(args, env) -> tuple[list, list[str]]:
             from bench.peers.jobs_peer import JobsPeer
 
             peers += [JobsPeer(env), JobsPeer(env, ignore_result=True)]
+        elif library == "raw":
+            from bench.peers import raw_peer
+
+            peers.append({"redis": raw_peer.RawRedisPeer, "amqp": raw_peer.RawAmqpPeer,
+                          "django": raw_peer.RawSqlPeer}[args.broker](env))
+        elif library == "django-tasks":
+            from bench.peers.dtdb_peer import DjangoTasksDbPeer
+
+            peers.append(DjangoTasksDbPeer(env))
+        elif library == "huey":
+            from bench.peers.huey_peer import HueyPeer
+
+            peers.append(HueyPeer(env))
         elif library == "celery":
             from bench.peers.celery_peer import CeleryPeer
 
@@ -107,7 +137,7 @@ def section_name(args) -> str:
     name = f"{args.broker}-{args.database}"
     if args.smoke:
         name += "-smoke"
-    if args.only != list(LIBRARIES):
+    if args.only != list(BROKERS[args.broker]):
         name += "-" + "+".join(args.only)
     if args.figures != list(FIGURES):
         name += "-" + "+".join(args.figures)

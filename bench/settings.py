@@ -10,7 +10,7 @@ import json
 import os
 
 from project.settings import *  # noqa: F403
-from project.settings import INSTALLED_APPS, database_from_url
+from project.settings import INSTALLED_APPS, TASKS, database_from_url
 
 DEBUG = False  # DEBUG keeps every query in memory: no worker runs like that in production
 
@@ -27,6 +27,10 @@ INSTALLED_APPS = [*INSTALLED_APPS, "bench"]
 if importlib.util.find_spec("django_celery_results") and \
         "BENCH_JOBS_IGNORE_RESULT" not in os.environ:
     INSTALLED_APPS.append("django_celery_results")
+if importlib.util.find_spec("django_tasks_db"):
+    # django-tasks-db, the database backend of Django's Tasks API: the peer of django://.
+    INSTALLED_APPS.append("django_tasks_db")
+    TASKS = {**TASKS, "bench-db": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": []}}
 
 BROKER_URL = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/9")
 PREFIX = os.environ.get("BENCH_PREFIX", "bench")

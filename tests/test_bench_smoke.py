@@ -1,8 +1,11 @@
 """The benchmark harness keeps working: ``bench/run.py --smoke`` runs every peer on tiny sizes.
 
-The benchmark itself is run by hand (see BENCHMARKS.md); this only checks that it still runs
-end to end — real workers of jobs, Celery and Dramatiq on Redis, results in PostgreSQL — and
-prints its table. It needs the bench extra: ``pip install -e '.[bench]'``.
+The benchmark itself is run by hand (see BENCHMARKS.md); this only checks that each broker's
+run still goes end to end, with real workers of jobs and of each peer, and prints its tables:
+on Redis (Celery, Dramatiq, Huey, raw LPUSH; results in PostgreSQL), on ``django://`` with
+PostgreSQL and with SQLite (django-tasks-db, Huey's storage, raw INSERT), and on RabbitMQ
+(Dramatiq through pika, raw ``basic_publish``). It needs the bench extra:
+``pip install -e '.[bench]'``.
 """
 
 from __future__ import annotations
@@ -20,17 +23,32 @@ from tests.conftest import IN_CI, ROOT, require
 
 pytestmark = pytest.mark.e2e
 
-PEERS = (
-    "jobs (defaults, results in ORM)",
-    "jobs, results off",
-    "Celery, results off",
-    "Celery, django-celery-results",
-    "Celery, Redis results",
-    "Dramatiq -p 2 -t 1",
-    "Dramatiq -p 2 -t 8",
-)
-BENCH_MODULES = ("celery", "django_celery_results", "dramatiq", "psutil")
-TIMEOUT = 120  # it takes about 50 s here
+JOBS = ("jobs (defaults, results in ORM)", "jobs, results off")
+RUNS = {
+    "redis": (["--broker", "redis"], ("redis", "postgres"), (
+        "raw redis-py LPUSH", *JOBS,
+        "Celery, results off", "Celery, django-celery-results", "Celery, Redis results",
+        "Dramatiq -p 2 -t 1", "Dramatiq -p 2 -t 8", "Huey -w 2 -k process, Redis storage",
+    ), ("| jobs / Celery |", "| jobs / Dramatiq |", "| jobs / Huey |", "chord, s to body",
+        "chord, time to body (Celery: Redis results)")),
+    "django-postgres": (["--broker", "django", "--figures", "enqueue,drain,roundtrip"],
+                        ("redis", "postgres"), (
+        "raw psycopg INSERT", *JOBS, "django-tasks-db, 2 × db_worker",
+        "Huey -w 2 -k process, PostgreSQL storage",
+    ), ("| jobs / django-tasks-db |", "| jobs / Huey |")),
+    "django-sqlite": (["--broker", "django", "--database", "sqlite", "--figures",
+                       "enqueue,drain,roundtrip"], ("redis",), (
+        "raw sqlite3 INSERT", *JOBS, "django-tasks-db, 2 × db_worker",
+        "Huey -w 2 -k process, SQLite storage",
+    ), ("| jobs / django-tasks-db |", "| jobs / Huey |")),
+    "amqp": (["--broker", "amqp", "--only", "raw,jobs,dramatiq", "--figures", "enqueue,drain",
+              "--dramatiq-threads", "1"], ("redis", "rabbitmq", "postgres"), (
+        "raw py-amqp basic_publish", *JOBS, "Dramatiq -p 2 -t 1",
+    ), ("| jobs / Dramatiq | drain, results off |",)),
+}
+BENCH_MODULES = ("celery", "django_celery_results", "dramatiq", "psutil", "django_tasks_db",
+                 "huey", "pika")
+TIMEOUT = 240  # the Redis run takes 50-115 s here (two busy cores), the others less
 
 
 def require_bench_extra() -> None:
@@ -53,11 +71,14 @@ def bench_database():
     drop_database(url)
 
 
-def run_smoke(database_url: str) -> tuple[int, str]:
-    env = {**os.environ, "BENCH_DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
+def run_smoke(args: list[str], database_url: str | None = None) -> tuple[int, str]:
+    """Run the harness (with ``--database sqlite`` its database is a file of the run's)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if database_url:
+        env["BENCH_DATABASE_URL"] = database_url
     env.pop("DJANGO_SETTINGS_MODULE", None)
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--broker", "redis"],
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", *args],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )
@@ -74,18 +95,46 @@ def run_smoke(database_url: str) -> tuple[int, str]:
     return process.returncode, output
 
 
-def test_the_smoke_benchmark_runs_every_peer_and_prints_the_table(bench_database):
-    require("redis")
-    require("postgres")
+@pytest.mark.timeout(TIMEOUT + 60)
+@pytest.mark.parametrize("run", list(RUNS))
+def test_the_smoke_benchmark_runs_every_peer_and_prints_the_table(run, request):
+    args, services, peers, expected = RUNS[run]
+    for service in services:
+        require(service)
     require_bench_extra()
+    database = request.getfixturevalue("bench_database") if "postgres" in services else None
 
-    code, output = run_smoke(bench_database)
+    code, output = run_smoke(args, database)
 
     assert code == 0, output[-5000:]
     assert "| peer | results | enqueue, jobs/s |" in output, output[-5000:]
     rows = [line for line in output.splitlines() if line.startswith("| ")]
-    for peer in PEERS:
-        assert any(row.startswith(f"| {peer} |") for row in rows), f"no row for {peer}:\n{output}"
-    assert "| jobs / Celery |" in output and "| jobs / Dramatiq |" in output
-    assert "chord, s to body" in output and "chord, time to body (Celery: Redis results)" \
-        in output, output[-5000:]
+    for peer in peers:
+        row = next((row for row in rows if row.startswith(f"| {peer} |")), None)
+        assert row is not None, f"no row for {peer}:\n{output}"
+        figures = [c.strip() for c in row.split("|")[3:-1]]
+        assert any(f not in ("", "–") for f in figures), f"no figure measured: {row}"
+    for text in expected:
+        assert text in output, f"{text!r} missing:\n{output[-5000:]}"
+    # jobs' enqueue as a share of the raw client's, measured in the same run.
+    assert "| enqueue, one call per job (raw: one command or INSERT per job) | jobs |" in output
+
+
+@pytest.mark.timeout(TIMEOUT + 60)
+def test_the_worker_memory_is_given_as_pss_beside_rss():
+    """PSS splits the pages a prefork parent shares with its children: it must be a real
+    figure, below the summed RSS, not a zero from a /proc file that could not be read."""
+    require("redis")
+    require_bench_extra()
+
+    code, output = run_smoke(["--broker", "django", "--database", "sqlite", "--only", "jobs",
+                              "--figures", "drain"])
+
+    assert code == 0, output[-5000:]
+    header = next(line for line in output.splitlines() if line.startswith("| peer |"))
+    columns = [c.strip() for c in header.split("|")]
+    row = next(line for line in output.splitlines() if line.startswith("| jobs, results off |"))
+    cells = [c.strip() for c in row.split("|")]
+    rss = float(cells[columns.index("worker peak RSS, MB")].replace(",", ""))
+    pss = float(cells[columns.index("worker peak PSS, MB")].replace(",", ""))
+    assert 0 < pss < rss, row
