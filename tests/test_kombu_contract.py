@@ -36,6 +36,7 @@ HOOKS = {
     "kombu.transport.redis.Channel._brpop_read": "(self, **options)",
     "kombu.transport.redis.Channel._disconnect_pools": "(self)",
     "kombu.transport.redis.Channel.conn_or_acquire": "(self, client=None)",
+    "kombu.transport.redis.Channel._next_delivery_tag": "(self)",
 }
 
 #: Private functions we call: the parameters we pass them.
@@ -185,6 +186,7 @@ def test_the_serializer_registry_keeps_its_tables():
     from kombu.serialization import registry
 
     assert "json" in registry._encoders, "SerializerRegistry._encoders"
+    assert kombu_compat.json_is_kombus(), "kombu's own JSON serializer, as registered"
     assert "application/json" in registry._decoders, "SerializerRegistry._decoders"
 
 

@@ -34,6 +34,8 @@ from kombu.utils.json import dumps, loads
 from redis.exceptions import NoScriptError, ResponseError
 
 from jobs.compat.kombu.redis import RedisChannel, RedisQoS, execute_prefixed, forget_unacked
+from jobs.ids import new_id
+from jobs.messages import json_text
 from jobs.transport.tolerant import tolerant
 
 #: KEYS: the queue keys in order, then the unacked hash and index.
@@ -74,6 +76,9 @@ return taken
 """
 
 CLAIM_SHA = hashlib.sha1(CLAIM.encode()).hexdigest()  # sent as EVALSHA, loaded on NOSCRIPT
+
+#: One LPUSH of one message, in the protocol's own terms (RESP): key, then message.
+LPUSH = b"*3\r\n$5\r\nLPUSH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
 
 #: The most messages one claim takes (fewer when the prefetch count leaves less room).
 CLAIM_MAX = 16
@@ -176,17 +181,23 @@ class Channel(RedisChannel):
         key = self.queue_key(queue, self.message_priority(message, reverse=False))
         if self.global_keyprefix:
             key = self.global_keyprefix + key
+        key, data = key.encode(), _envelope_json(message).encode()
         connection = self._put_connection
         if connection is None:
             connection = self._put_connection = self.pool.get_connection()
         try:
-            connection.send_command("LPUSH", key, _envelope_json(message))
+            # Packed here: redis-py's packing of a command's arguments costs twice the send.
+            connection.send_packed_command([LPUSH % (len(key), key, len(data), data)])
             connection.read_response()
         except BaseException:
             self._put_connection = None
             connection.disconnect()
             self.pool.release(connection)
             raise
+
+    def delivery_tag(self) -> str:
+        """A new message's delivery tag: a random UUID, as kombu's, made cheaper."""
+        return new_id()
 
     def publish_many(self, by_queue: dict[str, list], chunk: int = 1000) -> None:
         """Publish prepared messages (queue name -> messages, in order) in one pipeline:
@@ -306,10 +317,11 @@ class Channel(RedisChannel):
 
 def _envelope_json(message: dict) -> str:
     """kombu's JSON of a message envelope. The standard library's encoder writes the same
-    text twice as fast; kombu's is needed only for a header it alone can encode (a date)."""
+    text, at half the cost (:func:`jobs.messages.json_text`); kombu's is needed only for a
+    header it alone can encode (a date)."""
     try:
-        return json.dumps(message)
-    except TypeError:
+        return json_text(message)
+    except (TypeError, ValueError):
         return dumps(message)
 
 

@@ -30,6 +30,7 @@ class RedisChannel(_Hooks, kombu_redis.Channel):
         read_wait="_brpop_read",  # (**options): read its reply and deliver, or raise Empty
         disconnect_pools="_disconnect_pools",  # (): drop the connection pools
         command_client="conn_or_acquire",  # (client=None): a context giving a client
+        delivery_tag="_next_delivery_tag",  # (): a new message's delivery tag
     )
     put_message = _private(kombu_redis.Channel, "_put")
     disconnect_pools = _private(kombu_redis.Channel, "_disconnect_pools")
