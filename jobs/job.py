@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import random
-import uuid
 import weakref
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -19,6 +18,7 @@ from jobs.broker.routing import Route
 from jobs.conf import on_reset, settings
 from jobs.exceptions import ConfigurationError, Retry
 from jobs.hooks import JobHooks, class_options
+from jobs.ids import new_id
 from jobs.messages import Envelope, JobMessage, encode
 from jobs.middleware import stack
 from jobs.options import (
@@ -51,6 +51,7 @@ class Job(JobHooks, Generic[P, R]):
         self.__doc__ = func.__doc__
         self.__wrapped__ = func
         self.call_signature = inspect.signature(func)  # (signature() is Celery's)
+        self._positional = _positional_counts(self.call_signature, self.options.bind)
         self.is_async = inspect.iscoroutinefunction(func)  # its calls return a coroutine
         self._resolved: dict = {}  # option() values, settings defaults filled in
 
@@ -121,8 +122,6 @@ class Job(JobHooks, Generic[P, R]):
         (which may change it, or answer with the handle of a job already queued); returns
         its :class:`jobs.JobResult`. Options: ``on_commit``, ``compression``, ``retry``,
         ``retry_policy``."""
-        from jobs.results import JobResult
-
         middleware = stack()
         envelope = middleware.before_publish(self, envelope, options)
         if envelope.__class__ is not Envelope:
@@ -140,7 +139,7 @@ class Job(JobHooks, Generic[P, R]):
             raise
         message = envelope.message
         middleware.notify("after_publish", self, message)
-        return JobResult(message.id, name=self.name)
+        return _result_class()(message.id, name=self.name)
 
     def _check_options(self, options: dict, method: str) -> None:
         if options and not APPLY_OPTIONS.issuperset(options):
@@ -151,8 +150,7 @@ class Job(JobHooks, Generic[P, R]):
         """Enqueue one job per item of ``calls`` (each a tuple of positional arguments, or
         an ``(args, kwargs)`` pair) in one go: pipelined on Redis, batched elsewhere.
         Returns the JobResult handles in order."""
-        from jobs.results import JobResult
-
+        JobResult = _result_class()
         self._check_options(options, "delay_many")
         if options.get("task_id") or options.get("job_id"):
             raise TypeError(f"{self.name}.delay_many(): each job gets its own id")
@@ -190,6 +188,9 @@ class Job(JobHooks, Generic[P, R]):
 
     def check_arguments(self, args: tuple, kwargs: dict) -> None:
         """Raise TypeError, naming the job, if the function can't be called so."""
+        counts = self._positional
+        if counts and not kwargs and counts[0] <= len(args) <= counts[1]:
+            return  # positional arguments only, as many as it takes: no need to bind them
         try:
             if self.bind:
                 self.call_signature.bind(self, *args, **kwargs)
@@ -229,7 +230,7 @@ class Job(JobHooks, Generic[P, R]):
             if problem:
                 raise ValueError(f"{self.name}: {problem}")
         parent = context.current.get()
-        job_id = options.get("task_id") or options.get("job_id") or str(uuid.uuid4())
+        job_id = options.get("task_id") or options.get("job_id") or new_id()
         return JobMessage(
             id=job_id,
             name=self.name,
@@ -415,10 +416,43 @@ _SETTING_FOR = {
 }
 
 
+def _result_class():
+    """:class:`jobs.results.JobResult`, imported on first use (it imports the models), then
+    kept: an import statement costs more than the rest of building the handle."""
+    global _JobResult
+    if _JobResult is None:
+        from jobs.results import JobResult
+
+        _JobResult = JobResult
+    return _JobResult
+
+
+_JobResult = None
+
+
 def _embed(options: dict) -> dict | None:
     from jobs.signatures import embed_of
 
     return embed_of(options)
+
+
+def _positional_counts(signature: inspect.Signature, bind: bool) -> tuple[int, float] | None:
+    """``(least, most)`` positional arguments a call without keyword arguments may pass, or
+    None if such a call can't be judged by its count alone (a keyword-only parameter without
+    a default)."""
+    least, most = 0, 0.0
+    for parameter in signature.parameters.values():
+        kind, required = parameter.kind, parameter.default is parameter.empty
+        if kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+            most += 1
+            least += required
+        elif kind is parameter.VAR_POSITIONAL:
+            most = float("inf")
+        elif kind is parameter.KEYWORD_ONLY and required:
+            return None
+    if bind:  # the job itself comes first
+        least, most = max(least - 1, 0), most - 1
+    return least, most
 
 
 def _as_call(call) -> tuple[tuple, dict]:

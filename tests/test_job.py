@@ -72,6 +72,34 @@ def test_delay_checks_arguments_against_the_signature():
         demo.add.delay(1)
 
 
+@pytest.mark.parametrize(("args", "kwargs", "problem"), [
+    ((1, 2, 3), {}, "too many positional arguments"),
+    ((), {}, "missing a required argument: 'x'"),
+    ((1,), {"z": 2}, "got an unexpected keyword argument 'z'"),
+])
+def test_delay_refuses_a_call_the_function_cant_take(args, kwargs, problem):
+    @job(name="tests.two_args")
+    def two_args(x, y=0):
+        pass
+
+    with pytest.raises(TypeError, match=rf"tests.two_args\(\): {problem}"):
+        two_args.apply_async(args, kwargs)
+
+
+def test_a_bound_job_counts_its_arguments_without_itself():
+    @job(name="tests.bound_two", bind=True)
+    def bound_two(self, x, *more, flag):
+        pass
+
+    with pytest.raises(TypeError, match="missing a required argument: 'flag'"):
+        bound_two.delay(1, 2, 3)
+    with pytest.raises(TypeError, match="missing a required argument: 'x'"):
+        bound_two.delay(flag=True)
+    with capture_jobs() as captured:
+        bound_two.delay(1, 2, 3, flag=True)
+    assert captured.messages[0].args == (1, 2, 3)
+
+
 def test_an_argument_json_cannot_carry_fails_at_the_call_site_naming_it():
     with pytest.raises(EncodeError, match=r"argument 'y' of type object can't be serialized"):
         demo.add.delay(1, object())

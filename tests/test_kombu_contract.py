@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
+import uuid
 from collections import OrderedDict
 
 import pytest
@@ -36,6 +38,9 @@ HOOKS = {
     "kombu.transport.redis.Channel._brpop_read": "(self, **options)",
     "kombu.transport.redis.Channel._disconnect_pools": "(self)",
     "kombu.transport.redis.Channel.conn_or_acquire": "(self, client=None)",
+    "kombu.transport.redis.Channel._next_delivery_tag": "(self)",
+    "kombu.transport.redis.Channel._inplace_augment_message":
+        "(self, message, exchange, routing_key)",
 }
 
 #: Private functions we call: the parameters we pass them.
@@ -48,8 +53,6 @@ CALLED = {
     "kombu.transport.redis.Channel._create_client": "(self, asynchronous=False)",
     "kombu.transport.redis.Channel._q_for_pri": "(self, queue, pri)",
     "kombu.transport.redis.Channel._get_message_priority": "(self, message, reverse=False)",
-    "kombu.transport.redis.Channel._inplace_augment_message":
-        "(self, message, exchange, routing_key)",
     "kombu.transport.redis.Channel._flush_brpop_reauth": "(self)",
     "kombu.transport.redis.QoS.restore_visible": "(self, start=0, num=10, interval=10)",
 }
@@ -161,6 +164,26 @@ def test_a_redis_channels_private_state(redis_channel):
     assert isinstance(redis_channel.sep, str), "redis Channel.sep"
 
 
+@pytest.mark.parametrize("body", ["[[1], {}, {}]", b"\x00\xffbinary"])
+def test_our_redis_channel_stores_a_message_as_kombus_would(body, redis_channel):
+    from jobs.transport.redis import Channel, _envelope_json
+
+    def prepared(channel):
+        message = channel.prepare_message(body, 3, "application/json", "utf-8", {"id": "1"},
+                                          {"correlation_id": "1", "delivery_mode": 2})
+        return message
+
+    ours = Channel.__new__(Channel)  # only what the step reads
+    ours.body_encoding = redis_channel.body_encoding
+    theirs, mine = prepared(redis_channel), prepared(redis_channel)
+    redis_channel._inplace_augment_message(theirs, "", "q")
+    Channel.augment_message(ours, mine, "", "q")
+    uuid.UUID(mine["properties"]["delivery_tag"])
+    mine["properties"]["delivery_tag"] = theirs["properties"]["delivery_tag"]
+    assert mine == theirs
+    assert _envelope_json(mine) == json.dumps(theirs)
+
+
 def test_kombus_event_loop_reads_the_wait_state_we_set():
     poller = inspect.getsource(kombu_redis.MultiChannelPoller)
     assert "channel._in_poll" in poller, "redis Channel._in_poll is no longer read"
@@ -185,6 +208,7 @@ def test_the_serializer_registry_keeps_its_tables():
     from kombu.serialization import registry
 
     assert "json" in registry._encoders, "SerializerRegistry._encoders"
+    assert kombu_compat.json_is_kombus(), "kombu's own JSON serializer, as registered"
     assert "application/json" in registry._decoders, "SerializerRegistry._decoders"
 
 

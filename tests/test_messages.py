@@ -1,10 +1,15 @@
 """Decoding what a broker delivers: a valid JobMessage or a clear InvalidMessage."""
 
 import json
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
+from kombu.serialization import dumps, registry
 
 from jobs.exceptions import InvalidMessage
+from jobs.ids import new_id
 from jobs.messages import JobMessage, decode, encode
 
 ACCEPT = {"application/json"}
@@ -23,6 +28,43 @@ def test_a_message_survives_encoding_and_decoding():
     assert (got.id, got.name, got.args, got.kwargs, got.queue, got.retries) == (
         "1", "a.b", (1, "x"), {"k": [1]}, "q", 2)
     assert (got.time_limit, got.soft_time_limit) == (30, 20)
+
+
+@pytest.mark.parametrize("args", [
+    (1, 2.5, "é\u2028", None, True, [1, {"a": [None]}], 10**30),
+    (float("nan"), float("inf")),
+    ({1: "int keys become strings"},),
+    (datetime(2026, 1, 2, 3, 4, tzinfo=UTC), Decimal("1.5"), uuid.UUID(int=7)),  # kombu's types
+])
+def test_a_body_is_the_text_kombus_json_serializer_writes(args):
+    message = JobMessage(id="1", name="a.b", args=args, kwargs={"k": "v"})
+    envelope = encode(message, "json")
+    assert (envelope.content_type, envelope.content_encoding, envelope.payload) == dumps(
+        message.body(), serializer="json")
+
+
+def test_a_json_serializer_registered_over_kombus_is_the_one_used():
+    saved = registry._encoders["json"]
+    registry.register("json", lambda body: "custom", json.loads, "application/json", "utf-8")
+    try:
+        assert encode(JobMessage(id="1", name="a.b"), "json").payload == "custom"
+    finally:
+        registry._encoders["json"] = saved
+
+
+def test_a_circular_argument_is_an_encode_error_naming_it():
+    circular = []
+    circular.append(circular)
+    with pytest.raises(TypeError, match="argument '#0' of type list can't be serialized"):
+        encode(JobMessage(id="1", name="a.b", args=(circular,)), "json")
+
+
+def test_new_ids_are_random_uuids_as_uuid4_writes_them():
+    ids = {new_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (str(parsed), parsed.version, parsed.variant) == (text, 4, uuid.RFC_4122)
 
 
 def test_a_message_without_task_headers_is_invalid():

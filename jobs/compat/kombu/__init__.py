@@ -34,6 +34,7 @@ from operator import attrgetter
 from kombu import compression as kombu_compression
 from kombu.serialization import registry as serializer_registry
 from kombu.transport import TRANSPORT_ALIASES, virtual
+from kombu.utils import json as kombu_json
 
 from jobs.exceptions import ConfigurationError
 
@@ -112,6 +113,15 @@ _note("kombu.transport.TRANSPORT_ALIASES")
 def serializer_encodes(name: str) -> bool:
     """Whether kombu has an encoder registered under ``name`` ("json", "msgpack", ...)."""
     return name in serializer_registry._encoders
+
+
+def json_is_kombus() -> bool:
+    """Whether the "json" serializer is kombu's own (not replaced in its registry), whose
+    text for JSON's own types is the standard library's."""
+    return serializer_registry._encoders.get("json") == _KOMBU_JSON
+
+
+_KOMBU_JSON = ("application/json", "utf-8", kombu_json.dumps)
 
 
 def serializer_decodes(content_type: str) -> bool:

@@ -30,6 +30,9 @@ class RedisChannel(_Hooks, kombu_redis.Channel):
         read_wait="_brpop_read",  # (**options): read its reply and deliver, or raise Empty
         disconnect_pools="_disconnect_pools",  # (): drop the connection pools
         command_client="conn_or_acquire",  # (client=None): a context giving a client
+        delivery_tag="_next_delivery_tag",  # (): a new message's delivery tag
+        # (message, exchange, routing_key): encode the body, set the delivery tag and info
+        augment_message="_inplace_augment_message",
     )
     put_message = _private(kombu_redis.Channel, "_put")
     disconnect_pools = _private(kombu_redis.Channel, "_disconnect_pools")
@@ -40,7 +43,8 @@ class RedisChannel(_Hooks, kombu_redis.Channel):
     queue_key = _private(kombu_redis.Channel, "_q_for_pri")
     #: (message, reverse=False): the message's priority, clamped to kombu's range.
     message_priority = _private(kombu_redis.Channel, "_get_message_priority")
-    #: (message, exchange, routing_key): fill in the delivery info as basic_publish does.
+    #: (message, exchange, routing_key): kombu's own step before a message is stored, as
+    #: basic_publish takes it (its body encoded, its delivery tag and info set).
     augment_message = _private(kombu_redis.Channel, "_inplace_augment_message")
     #: (): send a pending re-authentication on the waiting connection, if it is idle.
     flush_reauth = _private(kombu_redis.Channel, "_flush_brpop_reauth")
