@@ -41,6 +41,11 @@ class DatabaseBroker(Broker):
         if delivery_tags:
             channel.extend_leases()
 
+    def batch_acks(self, channel):
+        qos = channel.qos
+        qos.defer_acks = True
+        return qos.flush_acks
+
     def queue_depths(self, names) -> dict:
         """Messages per queue, all counted in the database (one query)."""
         from jobs.transport.table import queue_depths

@@ -58,9 +58,28 @@ class QoS(VirtualQoS):
     messages again, which would duplicate their rows.
     """
 
+    #: Set by a consumer that acknowledges in batches: ``ack`` then only notes the tag, and
+    #: :meth:`flush_acks` deletes the noted rows in one statement. Until then they stay
+    #: leased, so a crash in between delivers them again once their lease runs out.
+    defer_acks = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._pending_acks: list[str] = []
+
     def ack(self, delivery_tag):
-        self.channel.table.delete(self.channel.lease_owner, delivery_tag)
+        if self.defer_acks:
+            self._pending_acks.append(delivery_tag)
+        else:
+            self.channel.table.delete(self.channel.lease_owner, delivery_tag)
         super().ack(delivery_tag)
+
+    def flush_acks(self) -> None:
+        """Delete the rows of the messages acknowledged since the last flush, in one
+        statement and one commit."""
+        tags, self._pending_acks = self._pending_acks, []
+        if tags:
+            self.channel.table.delete_many(self.channel.lease_owner, tags)
 
     def reject(self, delivery_tag, requeue=False):
         table, owner = self.channel.table, self.channel.lease_owner
@@ -77,6 +96,10 @@ class QoS(VirtualQoS):
         return [tag for tag in tuple(self.delivered) if tag not in settled]
 
     def restore_unacked(self):
+        try:
+            self.flush_acks()  # before releasing the leases, which would free these rows too
+        except Exception:
+            pass  # their leases run out: delivered again, and found done already
         self.channel.release_leases()
         self.forget_settled()
         self.delivered.clear()

@@ -384,6 +384,7 @@ class Worker:
         message, _ = self._inflight[delivery.tag]
         message.ack()
         self._acked_early.add(delivery.tag)
+        self._flush_acks(force=True)  # at once: the job must not run again if we die now
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Store ``delivery`` as a dead letter with ``reason`` and acknowledge it."""
