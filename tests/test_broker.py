@@ -227,6 +227,24 @@ def test_acks_go_in_batches_on_redis(broker_url):
 
 
 @pytest.mark.parametrize("broker_url", ["django"], indirect=True)
-def test_acks_go_one_by_one_on_the_database_broker(broker_url):
+def test_the_database_broker_deletes_acknowledged_messages_in_one_statement(broker_url):
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    from jobs.models import Message
+
+    for i in range(3):
+        demo.add.delay(i, i)
     with broker_module.new_connection() as connection:
-        assert get_broker().batch_acks(connection.channel()) is None
+        channel = connection.channel()
+        flush = get_broker().batch_acks(channel)
+        messages = [channel.basic_get("default") for _ in range(3)]
+        for message in messages:
+            message.ack()
+        assert Message.objects.count() == 3  # noted only, until the flush
+        with CaptureQueriesContext(db) as queries:
+            flush()
+    writes = [q["sql"].split()[0] for q in queries.captured_queries
+              if q["sql"].startswith(("DELETE", "UPDATE", "INSERT"))]
+    assert writes == ["DELETE"]
+    assert not Message.objects.exists()
