@@ -18,6 +18,7 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 
 from kombu import Consumer
 from kombu.serialization import prepare_accept_content
@@ -340,11 +341,6 @@ class Worker:
 
     # For middleware ----------------------------------------------------------------------
 
-    def submit(self, delivery: Delivery) -> None:
-        """Run ``delivery`` now, skipping the ``receive`` hooks it hasn't been through."""
-        self._held.pop(delivery.tag, None)
-        self.pool.submit(delivery)
-
     def resume(self, delivery: Delivery, after) -> None:
         """Go on with ``delivery``, which middleware ``after`` held back: through the
         ``receive`` hooks listed after it, then to the pool."""
@@ -362,10 +358,7 @@ class Worker:
 
     def held(self) -> dict[str, int]:
         """How many deliveries of each job the middleware hold back now."""
-        counts: dict[str, int] = {}
-        for name in self._held.values():
-            counts[name] = counts.get(name, 0) + 1
-        return counts
+        return dict(Counter(self._held.values()))
 
     def ack(self, delivery: Delivery) -> None:
         """Acknowledge ``delivery``'s message: it is done with, here."""
