@@ -24,15 +24,15 @@ import logging
 from contextlib import nullcontext
 from functools import cache
 
-from django.db import IntegrityError, connections, router, transaction
+from django.db import DatabaseError, IntegrityError, connections, router, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from jobs import signals
-from jobs.compat.django import in_atomic_block
+from jobs.compat.django import execute_bound, in_atomic_block
 from jobs.messages import JobMessage
 from jobs.models import READY_STATES, WAITING_STATES, DeadLetter, JobRecord, States
-from jobs.results import exception_to_dict
+from jobs.results import RESULT_CHANNEL, exception_to_dict
 from jobs.storable import storable
 
 logger = logging.getLogger("jobs.worker")
@@ -61,11 +61,18 @@ UPSERTING = ("postgresql", "sqlite")
 
 
 def _update(message: JobMessage, fields: dict, db) -> int:
-    """``_attempt(message).update(**fields)`` as one statement built once; rows updated."""
-    sql = _update_sql(db.alias, tuple(fields))
-    with db.cursor() as cursor:
-        cursor.execute(sql, [*_prepared(fields, db), message.id, message.retries])
-        return cursor.rowcount
+    """``_attempt(message).update(**fields)`` as one statement built once; rows updated.
+
+    A final state written on PostgreSQL outside the caller's transaction is committed
+    without notifying, and notified right after (:func:`_notify_done`): see migration 0011.
+    """
+    after = (db.vendor == "postgresql" and fields.get("state") in READY_STATES
+             and not in_atomic_block(db))
+    sql = _update_sql(db.alias, tuple(fields), after)
+    updated = execute_bound(db, sql, [*_prepared(fields, db), message.id, message.retries]).rowcount
+    if updated and after:
+        _notify_done(message, db)
+    return updated
 
 
 def _prepared(fields: dict, db) -> list:
@@ -74,12 +81,37 @@ def _prepared(fields: dict, db) -> list:
 
 
 @cache
-def _update_sql(alias: str, names: tuple[str, ...]) -> str:
+def _update_sql(alias: str, names: tuple[str, ...], notify_after: bool = False) -> str:
     quote = connections[alias].ops.quote_name
     column = _columns(quote)
     assignments = ", ".join(f"{column[name]} = %s" for name in names)
+    # Set for the statement's own transaction, before its row is written and its trigger runs.
+    after = " AND set_config('jobs.notify', 'after-commit', true) IS NOT NULL" if notify_after else ""
     return (f"UPDATE {quote(JobRecord._meta.db_table)} SET {assignments} "
-            f"WHERE {column['job_id']} = %s AND {column['retries']} <= %s")
+            f"WHERE {column['job_id']} = %s AND {column['retries']} <= %s{after}")
+
+
+def _notify_done(message: JobMessage, db) -> None:
+    """Tell the callers waiting in ``get()`` that the job is done, with the payload of the
+    trigger (migration 0002): in a transaction of its own, which needn't wait for the disk.
+    A notification that can't be sent is not worth failing the job: waiters read the row
+    again within their ``interval``."""
+    try:
+        execute_bound(db, _notify_sql(db.alias), [message.id])
+    except DatabaseError as exc:
+        logger.warning("Could not notify that job %s is done: %s", message.id, exc)
+
+
+@cache
+def _notify_sql(alias: str) -> str:
+    quote = connections[alias].ops.quote_name
+    column = _columns(quote)
+    payload = (f"json_build_object('id', {column['job_id']}, 'state', {column['state']}, "
+               f"'result', {column['result']})::text")
+    return (f"SELECT set_config('synchronous_commit', 'off', true), pg_notify('{RESULT_CHANNEL}', "
+            f"CASE WHEN octet_length(payload) > 7900 THEN json_build_object('id', id)::text "
+            f"ELSE payload END) FROM (SELECT {column['job_id']} AS id, {payload} AS payload "
+            f"FROM {quote(JobRecord._meta.db_table)} WHERE {column['job_id']} = %s) AS done")
 
 
 def _columns(quote) -> dict[str, str]:
@@ -103,9 +135,8 @@ def _create(message: JobMessage, fields: dict) -> bool:
 def _insert_or_update(message: JobMessage, fields: dict, db) -> None:
     row = {"job_id": message.id, **_identity(message), **_created(fields), **fields}
     row.update((f.name, f.get_default()) for f in _other_fields(tuple(row)))  # the defaults
-    with db.cursor() as cursor:
-        cursor.execute(_insert_or_update_sql(db.alias, tuple(row), tuple(fields)),
-                       [*_prepared(row, db), message.retries])
+    execute_bound(db, _insert_or_update_sql(db.alias, tuple(row), tuple(fields)),
+                  [*_prepared(row, db), message.retries])
 
 
 @cache
@@ -196,10 +227,8 @@ def _start(message: JobMessage, fields: dict, db) -> int | None:
     row = {"job_id": message.id, **_identity(message), **fields, "deliveries": 1,
            "date_created": fields["date_started"], "result": None, "traceback": "",
            "meta": None, "runtime": None}
-    with db.cursor() as cursor:
-        cursor.execute(_start_sql(db.alias, tuple(row)), _prepared(row, db))
-        found = cursor.fetchone()
-    return found[0] if found else None
+    found = execute_bound(db, _start_sql(db.alias, tuple(row)), _prepared(row, db)).rows
+    return found[0][0] if found else None
 
 
 @cache

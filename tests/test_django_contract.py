@@ -37,9 +37,19 @@ METHODS = {
     "BaseDatabaseWrapper.inc_thread_sharing": "(self)",
 }
 
+#: Context managers we enter.
+CONTEXTS = {"BaseDatabaseWrapper.wrap_database_errors"}
+
 
 def test_every_name_the_adapter_uses_is_checked_here():
-    assert sorted(django_compat.USED ^ (set(ATTRIBUTES) | set(METHODS))) == []
+    assert sorted(django_compat.USED ^ (set(ATTRIBUTES) | set(METHODS) | CONTEXTS)) == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", sorted(CONTEXTS))
+def test_a_connection_still_has_the_context_manager(name):
+    context = getattr(connection, name.split(".", 1)[1])
+    assert hasattr(context, "__enter__") and hasattr(context, "__exit__"), f"{name} changed"
 
 
 @pytest.mark.django_db
@@ -115,3 +125,63 @@ def test_a_lent_connection_serves_one_thread_then_another():
         thread.join()
     lent["default"].close()
     assert seen == [(True, 0), False, (True, 0), False]
+
+
+# execute_bound: the statements a worker repeats for every job ---------------------------
+
+INSERT = ("INSERT INTO jobs_deadletter (queue, job_id, job_name, reason, content_type, "
+          "content_encoding, headers, properties, body, worker, date_created) "
+          "VALUES (%s, %s, '', '', '', '', '{}', '{}', '', '', %s) RETURNING id")
+
+
+def insert_letter(job_id: str):
+    from django.utils import timezone
+
+    return django_compat.execute_bound(connection, INSERT, ["q", job_id, timezone.now()])
+
+
+@pytest.mark.pg
+@pytest.mark.django_db
+def test_a_bound_statement_returns_its_rows_and_counts():
+    done = insert_letter("contract-1")
+    assert done.rowcount == 1 and len(done.rows) == 1
+    update = django_compat.execute_bound(
+        connection, "UPDATE jobs_deadletter SET reason = %s WHERE job_id = %s", ["r", "none"])
+    assert update.rowcount == 0 and update.rows == []
+
+
+@pytest.mark.pg
+@pytest.mark.django_db(transaction=True)
+def test_a_bound_statement_raises_djangos_errors():
+    from django.db import IntegrityError
+
+    taken = insert_letter("contract-2").rows[0][0]
+    insert_letter("contract-3")
+    with pytest.raises(IntegrityError):
+        django_compat.execute_bound(
+            connection, "UPDATE jobs_deadletter SET id = %s WHERE job_id = %s",
+            [taken, "contract-3"])
+    assert insert_letter("contract-4").rowcount == 1  # the connection is usable afterwards
+
+
+@pytest.mark.pg
+@pytest.mark.django_db
+def test_a_repeated_statement_is_prepared_on_the_server_where_the_settings_ask():
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL prepares statements; run with DATABASE_URL=postgres://...")
+    connection.ensure_connection()
+    assert connection.connection.prepare_threshold is None  # Django's default: never
+    insert_letter("contract-unprepared")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+        assert cursor.fetchone()[0] == 0
+    connection.connection.prepare_threshold = 1  # as OPTIONS {"prepare_threshold": 1} does
+    try:
+        for n in range(2):
+            insert_letter(f"contract-prepared-{n}")
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT statement FROM pg_prepared_statements")
+            prepared = [row[0] for row in cursor.fetchall()]
+    finally:
+        connection.connection.prepare_threshold = None
+    assert any("INSERT INTO jobs_deadletter" in text for text in prepared), prepared

@@ -129,3 +129,85 @@ def test_a_progress_state_never_overwrites_a_final_one():
     assert not recording.mark_progress(msg.id, msg.name, "PROGRESS", {"late": True})
     row = JobRecord.objects.get(job_id=msg.id)
     assert (row.state, row.result, row.meta) == (States.SUCCESS, 3, None)
+
+
+# PostgreSQL: the notification of a final state ---------------------------------------------
+
+@pytest.fixture
+def listener():
+    """A connection of its own LISTENing on the channel ``get()`` waits on; yields a
+    function that returns the payloads received until one names ``last`` (notifications
+    arrive in commit order: everything committed before it has arrived by then)."""
+    import json
+
+    import psycopg
+    from django.db import connection
+
+    from jobs.compat.django import connection_params
+    from jobs.results import RESULT_CHANNEL
+
+    if connection.vendor != "postgresql":
+        pytest.skip("LISTEN/NOTIFY: PostgreSQL only (DATABASE_URL=postgres://... pytest -m pg)")
+    params = connection_params(connection)
+    params.pop("context", None)
+    with psycopg.connect(**params, autocommit=True) as pg:
+        pg.execute(f"LISTEN {RESULT_CHANNEL}")
+
+        def until(last: str) -> list[dict]:
+            payloads = []
+            for notify in pg.notifies(timeout=10):
+                payloads.append(json.loads(notify.payload))
+                if payloads[-1]["id"] == last:
+                    return payloads
+            raise AssertionError(f"no notification for {last} within 10 s: {payloads}")
+
+        yield until
+
+
+def test_a_final_state_is_notified_once_with_its_value(listener):
+    done, last = message(), message()
+    for msg in (done, last):
+        recording.mark_started(msg, "w", track=True)
+    recording.mark_succeeded(done, {"total": 3}, 0.1, "w")
+    recording.mark_failed(last, ValueError("bad"), "", 0.1, "w")
+    payloads = listener(last.id)
+    assert [p for p in payloads if p["id"] == done.id] == [
+        {"id": done.id, "state": States.SUCCESS, "result": {"total": 3}}]
+    assert payloads[-1]["state"] == States.FAILURE
+
+
+def test_the_writer_notifies_after_its_commit_not_the_trigger_in_its_transaction(listener):
+    from django.db import connection
+
+    msg = message()
+    recording.mark_started(msg, "w", track=True)
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE jobs_jobresult DISABLE TRIGGER jobs_result_notify")
+    try:
+        recording.mark_succeeded(msg, 5, 0.1, "w")
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE jobs_jobresult ENABLE TRIGGER jobs_result_notify")
+    assert listener(msg.id) == [{"id": msg.id, "state": States.SUCCESS, "result": 5}]
+
+
+def test_a_final_state_written_in_the_callers_transaction_is_notified_at_its_commit(listener):
+    from django.db import connection, transaction
+
+    inside, last = message(), message()
+    for msg in (inside, last):
+        recording.mark_started(msg, "w", track=True)
+    with transaction.atomic():
+        recording.mark_succeeded(inside, 1, 0.1, "w")
+        with connection.cursor() as cursor:  # the caller's commit still waits for the disk
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone()[0] == "on"
+    recording.mark_succeeded(last, 2, 0.1, "w")
+    assert [p["id"] for p in listener(last.id)].count(inside.id) == 1
+
+
+def test_a_value_too_large_for_a_notification_is_notified_by_its_id(listener):
+    msg = message()
+    recording.mark_started(msg, "w", track=True)
+    recording.mark_succeeded(msg, "x" * 9000, 0.1, "w")
+    assert listener(msg.id)[-1] == {"id": msg.id}

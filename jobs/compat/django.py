@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from functools import partial
 from operator import attrgetter
+from typing import NamedTuple
 
 from django.db import connections
 
@@ -34,6 +35,7 @@ USED = frozenset({
     "ConnectionHandler.__setitem__",
     "ConnectionHandler.__delitem__",
     "BaseDatabaseWrapper.inc_thread_sharing",
+    "BaseDatabaseWrapper.wrap_database_errors",
 })
 
 
@@ -114,3 +116,39 @@ def take_back(lent: dict) -> None:
     some again, or opens its own)."""
     for alias in lent:
         del connections[alias]
+
+
+def execute_bound(connection, sql: str, params: list):
+    """Run one statement that a worker repeats for every job: what it did (rows changed,
+    rows returned).
+
+    On PostgreSQL with psycopg 3 the parameters travel apart from the SQL (bound on the
+    server): a Django cursor binds them into the SQL text on the client instead, which
+    costs a quarter of a job's recording. The statement is prepared on the server only if
+    the database's OPTIONS set ``prepare_threshold`` (Django leaves it unset, for
+    PgBouncer's transaction pooling). Errors are raised as Django's (``IntegrityError``,
+    ``DataError``...), as from a Django cursor. Elsewhere a Django cursor runs it.
+    """
+    connection.ensure_connection()
+    raw = connection.connection
+    if connection.vendor != "postgresql" or not hasattr(raw, "prepare_threshold"):
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return _done(cursor)
+    import psycopg
+
+    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
+        cursor.execute(sql, params)
+        return _done(cursor)
+
+
+class Done(NamedTuple):
+    """What a statement of :func:`execute_bound` did."""
+
+    rowcount: int
+    rows: list
+
+
+def _done(cursor) -> Done:
+    rows = cursor.fetchall() if cursor.description else []  # SQLite counts rows as read
+    return Done(cursor.rowcount, rows)
