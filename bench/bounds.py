@@ -1,0 +1,152 @@
+#!/usr/bin/env python
+"""What the services alone take for a job's writes: the physical bound of the drain figures.
+
+    python bench/bounds.py [--n 4000] [--connections 2] [--repeat 3]
+
+No worker, no broker client, no Django: the statements a worker sends to PostgreSQL for one
+job that records its result, sent by raw psycopg from ``--connections`` processes at once
+(the worker's ``-c 2`` children), each job's statements one after the other, as a child
+sends them:
+
+- **job writes**: the STARTED row (``INSERT .. ON CONFLICT .. RETURNING``, committed without
+  waiting for the disk, as the trigger of migration 0002 has it), then the outcome (an
+  ``UPDATE`` committed durably), then the NOTIFY for waiting callers in a transaction of its
+  own, as ``jobs.lifecycle`` writes them. The table is the bench database's JobRecord table,
+  with its indexes and triggers, so each row costs what the worker's costs.
+- **NOTIFY inside the outcome's transaction**: the same, with the outcome's transaction
+  notifying (the trigger left to do it), which PostgreSQL serialises through the disk flush.
+- **a durable commit**: one single-row ``UPDATE`` committed durably per job on a table of
+  its own: the least any durable outcome costs on this machine.
+
+The rate is jobs per second over all the processes (median of ``--repeat`` runs, with their
+range). The database is the bench's (``BENCH_DATABASE_URL``), migrated; the rows this writes
+carry the name ``bench.bounds`` and are deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import uuid
+from multiprocessing import get_context
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if sys.path[0] == str(Path(__file__).resolve().parent):
+    sys.path[0] = str(ROOT)  # import ``bench`` as a package, never its modules as top-level
+
+URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bench")
+NAME = "bench.bounds"
+
+START = (
+    "INSERT INTO jobs_jobresult (job_id, name, state, args, kwargs, result, traceback, meta, "
+    "retries, deliveries, queue, worker, parent_id, root_id, date_created, date_started, "
+    "date_done, runtime, group_id) VALUES (%s, %s, 'STARTED', '[]', '{}', NULL, '', NULL, 0, 1, "
+    "'bounds', 'bounds', '', %s, now(), now(), NULL, NULL, '') ON CONFLICT (job_id) DO UPDATE "
+    "SET deliveries = jobs_jobresult.deliveries + 1 RETURNING deliveries"
+)
+OUTCOME = ("UPDATE jobs_jobresult SET state = 'SUCCESS', result = 'null', date_done = now(), "
+           "runtime = 0.001, worker = 'bounds' WHERE job_id = %s AND retries <= 0{after}")
+AFTER = " AND set_config('jobs.notify', 'after-commit', true) IS NOT NULL"
+NOTIFY = ("SELECT set_config('synchronous_commit', 'off', true), pg_notify('jobs_result', "
+          "json_build_object('id', job_id, 'state', state, 'result', result)::text) "
+          "FROM jobs_jobresult WHERE job_id = %s")
+COMMIT = "UPDATE bench_bounds_commit SET n = n + 1 WHERE id = %s"
+
+
+def job_writes(cursor, job_id: str, notify_after: bool) -> None:
+    cursor.execute(START, [job_id, NAME, job_id])
+    cursor.fetchone()
+    cursor.execute(OUTCOME.format(after=AFTER if notify_after else ""), [job_id])
+    if notify_after:
+        cursor.execute(NOTIFY, [job_id])
+
+
+def connect():
+    import psycopg
+
+    return psycopg.connect(URL.replace("postgres://", "postgresql://", 1), autocommit=True)
+
+
+def run_process(figure: str, n: int, slot: int, ready, go) -> None:
+    with connect() as pg:
+        cursor = pg.cursor()
+        ready.release()
+        go.wait()
+        prefix = uuid.uuid4().hex[:8]
+        for i in range(n):
+            if figure == "commit":
+                cursor.execute(COMMIT, [slot])
+            else:
+                job_writes(cursor, f"bounds-{prefix}-{i}", notify_after=figure == "job")
+
+
+def measure(figure: str, n: int, connections: int) -> float:
+    ctx = get_context("spawn")
+    ready, go = ctx.Semaphore(0), ctx.Event()
+    share = n // connections
+    processes = [ctx.Process(target=run_process, args=(figure, share, slot, ready, go))
+                 for slot in range(connections)]
+    for process in processes:
+        process.start()
+    for _ in processes:
+        ready.acquire()
+    started = time.perf_counter()
+    go.set()
+    for process in processes:
+        process.join()
+        if process.exitcode:
+            raise SystemExit(f"{figure}: a process exited with {process.exitcode}")
+    return share * connections / (time.perf_counter() - started)
+
+
+def prepare(connections: int) -> None:
+    with connect() as pg:
+        pg.execute("CREATE TABLE IF NOT EXISTS bench_bounds_commit (id int PRIMARY KEY, n bigint)")
+        for slot in range(connections):
+            pg.execute("INSERT INTO bench_bounds_commit VALUES (%s, 0) ON CONFLICT DO NOTHING",
+                       [slot])
+
+
+def clean(drop: bool = True) -> None:
+    with connect() as pg:
+        pg.execute("DELETE FROM jobs_jobresult WHERE name = %s", [NAME])
+        if drop:
+            pg.execute("DROP TABLE IF EXISTS bench_bounds_commit")
+
+
+FIGURES = {
+    "job": "job writes: STARTED, outcome (durable), NOTIFY after",
+    "notify-inside": "the same, NOTIFY inside the outcome's transaction",
+    "commit": "one durable single-row UPDATE per job",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=4000, help="jobs per run")
+    parser.add_argument("--connections", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--figures", default=",".join(FIGURES))
+    args = parser.parse_args(argv)
+    prepare(args.connections)
+    try:
+        print(f"PostgreSQL alone, {args.connections} connections, {args.n:,} jobs per run, "
+              f"load average {os.getloadavg()[0]:.2f} at the start")
+        for figure in args.figures.split(","):
+            rates = []
+            for _ in range(args.repeat):
+                rates.append(measure(figure, args.n, args.connections))
+                clean(drop=False)
+            print(f"| {FIGURES[figure]} | {statistics.median(rates):,.0f} "
+                  f"({min(rates):,.0f}–{max(rates):,.0f}) jobs/s |")
+    finally:
+        clean()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
