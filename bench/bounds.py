@@ -20,7 +20,8 @@ sends them:
 
 The rate is jobs per second over all the processes (median of ``--repeat`` runs, with their
 range). The database is the bench's (``BENCH_DATABASE_URL``), migrated; the rows this writes
-carry the name ``bench.bounds`` and are deleted afterwards.
+carry the name ``bench.bounds`` and are deleted afterwards. ``tests/test_bench_smoke.py`` runs
+it on tiny sizes, so that it can't rot.
 """
 
 from __future__ import annotations
@@ -104,6 +105,13 @@ def measure(figure: str, n: int, connections: int) -> float:
 
 
 def prepare(connections: int) -> None:
+    """The bench database, created and migrated if it isn't, and a row per process for the
+    commit figure."""
+    import tempfile
+
+    from bench.environment import Environment
+
+    Environment("redis", "postgres", logs=Path(tempfile.mkdtemp(prefix="bench-bounds-"))).prepare()
     with connect() as pg:
         pg.execute("CREATE TABLE IF NOT EXISTS bench_bounds_commit (id int PRIMARY KEY, n bigint)")
         for slot in range(connections):

@@ -138,3 +138,23 @@ def test_the_worker_memory_is_given_as_pss_beside_rss():
     rss = float(cells[columns.index("worker peak RSS, MB")].replace(",", ""))
     pss = float(cells[columns.index("worker peak PSS, MB")].replace(",", ""))
     assert 0 < pss < rss, row
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_the_bounds_of_the_database_are_measured(bench_database):
+    """bench/bounds.py: what PostgreSQL alone takes for a job's writes, each figure a rate."""
+    require("postgres")
+    require_bench_extra()
+    env = {**os.environ, "BENCH_DATABASE_URL": bench_database}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "bounds.py"), "--n", "40",
+                           "--repeat", "1"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert len(rows) == 3, done.stdout
+    for row in rows:
+        rate = row.split("|")[2].split()[0].replace(",", "")
+        assert float(rate) > 0, row
