@@ -24,7 +24,7 @@ import logging
 from contextlib import nullcontext
 from functools import cache
 
-from django.db import DatabaseError, IntegrityError, connections, router, transaction
+from django.db import DatabaseError, IntegrityError, connections, models, router, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
@@ -76,8 +76,22 @@ def _update(message: JobMessage, fields: dict, db) -> int:
 
 
 def _prepared(fields: dict, db) -> list:
-    return [JobRecord._meta.get_field(name).get_db_prep_save(value, db)
+    """The values as the database takes them, as the fields would save them. A string for a
+    text column, a number for a numeric one, or None, is already what Django would send:
+    only the others (dates, JSON) go through the field, which halves the cost."""
+    plain = _plain_types()
+    return [value if value is None or value.__class__ is plain.get(name)
+            else JobRecord._meta.get_field(name).get_db_prep_save(value, db)
             for name, value in fields.items()]
+
+
+@cache
+def _plain_types() -> dict[str, type]:
+    """Field name -> the type whose values that field saves unchanged."""
+    kinds = {models.CharField: str, models.TextField: str, models.IntegerField: int,
+             models.FloatField: float}
+    return {f.name: kind for f in JobRecord._meta.concrete_fields
+            for field_class, kind in kinds.items() if isinstance(f, field_class)}
 
 
 @cache
