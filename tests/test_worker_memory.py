@@ -45,3 +45,16 @@ def test_the_worker_loads_no_module_of_a_feature_left_unconfigured(broker_url, s
     modules = testjobs.process_memory.delay().get(timeout=30)["modules"]
 
     assert [m for m in modules if m.startswith(UNCONFIGURED)] == []
+
+
+@database_broker
+def test_the_worker_keeps_nothing_its_system_checks_imported(broker_url, start_worker):
+    from django.conf import settings
+
+    # The checks import the URLconf and every view it names (the project's metrics endpoint
+    # brings prometheus_client): a worker runs none of them. They run in a child process of
+    # their own, which took them with it.
+    start_worker(broker_url, "-P", "solo")
+    modules = testjobs.process_memory.delay().get(timeout=30)["modules"]
+
+    assert [m for m in modules if m in (settings.ROOT_URLCONF, "prometheus_client")] == []
