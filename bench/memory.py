@@ -9,6 +9,10 @@ run ``--jobs`` no-op jobs, then reads the memory of every process of the tree on
 settled. RSS counts a page shared by a parent and its forked children once per process; PSS
 divides it between them, so PSS summed over the tree is what the worker costs the machine.
 
+The floor (``--only floor``, ``floor-worker``): a parent and two forked children that only load
+Django with the bench's settings, psycopg, redis-py and kombu (and, for ``floor-worker``, the
+jobs worker's modules), then do nothing (``bench/floor.py``), measured the same way.
+
 The database is ``bench_memory`` (``BENCH_DATABASE_URL`` overrides it), not the bench's own,
 so that a benchmark running beside it keeps its tables.
 """
@@ -19,6 +23,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,9 +48,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--settle", type=float, default=3.0,
                         help="seconds of samples once the jobs ran (the largest is kept)")
     parser.add_argument("--repeat", type=int, default=1, help="workers started per peer")
-    parser.add_argument("--only", default="jobs,jobs-off,dramatiq",
-                        help="comma-separated: jobs, jobs-off, dramatiq")
+    parser.add_argument("--only", default="floor,floor-worker,jobs,jobs-off,dramatiq",
+                        help="comma-separated: floor, floor-worker, jobs, jobs-off, dramatiq")
     return parser.parse_args(argv)
+
+
+FLOORS = {"floor": ("django", "floor: Django set up, 3 processes idle"),
+          "floor-worker": ("worker", "floor: and jobs' worker modules")}
 
 
 def peers(ctx, only: list[str]) -> list:
@@ -54,7 +63,7 @@ def peers(ctx, only: list[str]) -> list:
 
     made = {"jobs": lambda: JobsPeer(ctx), "jobs-off": lambda: JobsPeer(ctx, ignore_result=True),
             "dramatiq": lambda: DramatiqPeer(ctx, threads=1)}
-    return [made[name]() for name in only]
+    return [made[name]() for name in only if name not in FLOORS]
 
 
 def processes(tree: WorkerTree) -> list[tuple[str, int, int, int]]:
@@ -89,6 +98,23 @@ def measure(ctx, peer, n: int, settle: float, serial: int) -> dict:
     return {"rss": rss / MB, "pss": pss / MB, "processes": rows}
 
 
+def measure_floor(ctx, name: str, settle: float, serial: int) -> dict:
+    """The memory of ``bench/floor.py``'s idle tree, read as :func:`measure` reads a worker's."""
+    level, _ = FLOORS[name]
+    env = {**os.environ, **ctx.env, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1",
+           "BENCH_JOBS_IGNORE_RESULT": "1"}  # the apps of the jobs workers measured beside it
+    log = ctx.logs / f"memory-{serial}-{name}.log"
+    with WorkerTree([sys.executable, "-m", "bench.floor", level], env, cwd=ROOT, log=log) as tree:
+        deadline = time.monotonic() + 60
+        while "ready" not in tree.output():
+            if not tree.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start:\n{tree.output()[-3000:]}")
+            time.sleep(0.05)
+        rss, pss = tree.steady(settle)
+        rows = processes(tree)
+    return {"rss": rss / MB, "pss": pss / MB, "processes": rows}
+
+
 def show(label: str, runs: list[dict]) -> None:
     rss, pss = Spread.of([r["rss"] for r in runs]), Spread.of([r["pss"] for r in runs])
     spread = f" (range {pss.low:.0f}-{pss.high:.0f})" if pss.count > 1 else ""
@@ -108,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[dict]] = {}
     try:
         for _ in range(args.repeat):
+            for name in (name for name in only if name in FLOORS):
+                serial += 1
+                results.setdefault(FLOORS[name][1], []).append(
+                    measure_floor(ctx, name, args.settle, serial))
             for peer in peers(ctx, only):
                 serial += 1
                 results.setdefault(peer.label, []).append(

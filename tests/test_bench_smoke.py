@@ -158,3 +158,28 @@ def test_the_bounds_of_the_database_are_measured(bench_database):
     for row in rows:
         rate = row.split("|")[2].split()[0].replace(",", "")
         assert float(rate) > 0, row
+
+
+def test_the_memory_floor_is_an_idle_tree_of_three_processes_below_the_worker():
+    """``bench/memory.py``'s floor: a parent and two forked children that only loaded Django
+    (and then the worker's modules), measured as the worker is; the worker is above it."""
+    require("redis")
+    require("postgres")
+    require_bench_extra()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "BENCH_DATABASE_URL": "postgres://postgres@127.0.0.1:5432/bench_memory_smoke"}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "memory.py"), "--only", "floor,floor-worker,jobs-off",
+         "--jobs", "10", "--settle", "0.5"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    figures = {line.split(" RSS ")[0].strip(): float(line.split("PSS")[1].split()[0])
+               for line in done.stdout.splitlines() if " PSS " in line and "USS" not in line}
+    assert list(figures) == ["floor: Django set up, 3 processes idle",
+                             "floor: and jobs' worker modules", "jobs, results off"]
+    floor, with_worker, worker = figures.values()
+    assert 0 < floor <= with_worker < worker
+    roles = [line.split()[0] for line in done.stdout.splitlines() if "USS" in line]
+    assert roles == ["main", "child", "child"] * 3

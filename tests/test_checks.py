@@ -151,3 +151,16 @@ def test_the_worker_says_in_one_line_which_package_is_missing():
     done = subprocess.run([sys.executable, "-c", hidden], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stderr, done.stdout) == (1, f"CommandError: {NO_PACKAGING}\n", "")
+
+
+def test_the_worker_refuses_to_start_on_a_check_error_and_reports_it():
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings",
+           "JOBS_SETTINGS": '{"TASK_SERIALIZER": "nope"}'}
+    done = subprocess.run([sys.executable, "manage.py", "jobs_worker", "-P", "solo"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 1
+    assert done.stderr.startswith("SystemCheckError: System check identified some issues:")
+    assert "(jobs.E006) JOBS['TASK_SERIALIZER'] = 'nope' is not a known serializer." \
+        in done.stderr
+    assert "Traceback" not in done.stderr

@@ -3,8 +3,11 @@ worker loads no module of a feature that isn't configured. Real worker processes
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
+from tests.conftest import wait_for
 from tests.jobs_app import jobs as testjobs
 
 pytestmark = pytest.mark.e2e
@@ -45,3 +48,40 @@ def test_the_worker_loads_no_module_of_a_feature_left_unconfigured(broker_url, s
     modules = testjobs.process_memory.delay().get(timeout=30)["modules"]
 
     assert [m for m in modules if m.startswith(UNCONFIGURED)] == []
+
+
+@database_broker
+def test_the_worker_keeps_nothing_its_system_checks_imported(broker_url, start_worker):
+    from django.conf import settings
+
+    # The checks import the URLconf and every view it names (the project's metrics endpoint
+    # brings prometheus_client): a worker runs none of them. They run in a child process of
+    # their own, which took them with it.
+    start_worker(broker_url, "-P", "solo")
+    modules = testjobs.process_memory.delay().get(timeout=30)["modules"]
+
+    assert [m for m in modules if m in (settings.ROOT_URLCONF, "prometheus_client")] == []
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (reaped, or a zombie nobody reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@database_broker
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_prefork_child_running_a_job_dies_with_its_worker_killed_by_sigkill(
+        broker_url, start_worker):
+    worker = start_worker(broker_url, "-P", "prefork", "-c", "1")
+    child = testjobs.pid.delay().get(timeout=30)
+    handle = testjobs.blocking_wait.delay(60)
+    wait_for(lambda: handle.state == "STARTED", message="the job never started")
+
+    worker.process.kill()  # the worker alone, not its process group
+    # The child, busy with its job, is killed by the kernel as its parent dies: it would
+    # otherwise finish a job whose message the broker gives to another worker.
+    wait_for(lambda: _gone(child), timeout=10, message="the child outlived its worker")

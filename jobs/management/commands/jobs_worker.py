@@ -1,4 +1,5 @@
 import logging
+import os
 import sys
 
 from django.apps import apps
@@ -8,6 +9,7 @@ from jobs.broker import get_broker
 from jobs.conf import settings
 from jobs.exceptions import ConfigurationError
 from jobs.log import configure as configure_logging
+from jobs.management.apart import check_apart
 from jobs.transport import unavailable
 from jobs.worker import Worker, banner
 from jobs.worker.pidfile import AlreadyRunning, pidfile
@@ -61,6 +63,13 @@ class Command(BaseCommand):
         if reason:
             raise CommandError(reason)
         return super().execute(*args, **options)
+
+    def check(self, **options):
+        # In a child process, so the URLconf the checks import (views, the admin's, the
+        # dashboard's, prometheus_client) stays out of the worker and its prefork children.
+        if os.environ.get(PATCHED):  # gevent's patched process: forking it is gevent's affair
+            return super().check(**options)
+        return check_apart(self, super().check, **options)
 
     def handle(self, *args, **options):
         level = options["loglevel"].upper()

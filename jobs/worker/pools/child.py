@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import signal
@@ -78,12 +79,20 @@ def _peak_rss_kb() -> int:
 def _die_with_parent() -> None:
     """On Linux, have the kernel kill this child if the worker dies (even by SIGKILL), so an
     orphan never finishes a job whose message the broker already gave to another worker."""
+    prctl = libc_prctl()
+    if prctl is not None:
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+@functools.cache
+def libc_prctl():
+    """libc's ``prctl`` (None where there is none). The worker loads it before forking, so
+    that its children share the objects ctypes makes for it instead of each making its own."""
     try:
         import ctypes
 
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os._exit(1)
+        return None

@@ -14,7 +14,14 @@ from jobs import connections
 from jobs.execution import Delivery
 from jobs.outcome import Kind, Outcome
 from jobs.worker.pools.base import Pool
-from jobs.worker.pools.child import RECYCLE_EXIT, STOP, child_main, pack_delivery, unpack_outcome
+from jobs.worker.pools.child import (
+    RECYCLE_EXIT,
+    STOP,
+    child_main,
+    libc_prctl,
+    pack_delivery,
+    unpack_outcome,
+)
 
 logger = logging.getLogger("jobs.worker")
 
@@ -51,6 +58,7 @@ class PreforkPool(Pool):
         self.max_tasks_per_child = self.options.get("max_tasks_per_child")
         self.max_memory_per_child = self.options.get("max_memory_per_child")
         connections.close_all()
+        libc_prctl()  # loaded once here rather than in each child
         for _ in range(self.concurrency):
             self._children.append(self._fork())
         self._collector = threading.Thread(target=self._collect, name="jobs-collector",
