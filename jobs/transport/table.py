@@ -31,6 +31,8 @@ class ClaimedRow:
     payload: str
     delivery_tag: str
     delivery_count: int
+    #: As the database returned it (a string on SQLite): only compared with another row's.
+    visible_at: object
 
 
 class MessageTable:
@@ -61,21 +63,42 @@ class MessageTable:
     def claim(self, queue: str, owner: str, limit: int, lease_until: datetime) -> list[ClaimedRow]:
         """Lease up to ``limit`` visible rows of ``queue`` to ``owner``, in one statement.
 
-        Rows come in delivery order: highest priority first, then oldest.
+        Rows come in delivery order: highest priority first, then the earliest visible (the
+        oldest; a delayed message by its due time, as if it were sent then), then oldest. That
+        is the order of the claim index, so a claim reads the few rows it takes (and those
+        leased ahead of them), never the whole queue: ordered otherwise, each claim sorted
+        every ready row of the queue, while holding SQLite's write lock.
         """
         conn = self.connection
         now = timezone.now()
+        if not self._locks_rows() and not self.any_ready(queue, now):
+            # SQLite: an UPDATE takes the database's one write lock even when it changes
+            # nothing, and a job's STARTED or outcome write that meets it waits a whole
+            # millisecond (SQLite's busy handler) for a lock held a few microseconds. A
+            # read takes no lock in WAL mode: ask first.
+            return []
         sql = (
             "UPDATE {t} SET {owner} = %s, {until} = %s, {count} = {count} + 1 "
             "WHERE {id} IN (SELECT {id} FROM {t} WHERE {queue} = %s AND {visible} <= %s "
-            "AND ({until} IS NULL OR {until} < %s) ORDER BY {priority} DESC, {id} LIMIT %s{lock}) "
-            "RETURNING {id}, {priority}, {payload}, {tag}, {count}"
+            "AND ({until} IS NULL OR {until} < %s) "
+            "ORDER BY {priority} DESC, {visible}, {id} LIMIT %s{lock}) "
+            "RETURNING {id}, {priority}, {payload}, {tag}, {count}, {visible}"
         ).format(**self._names(), lock=self._skip_locked())
         params = [owner, self._dt(lease_until), queue, self._dt(now), self._dt(now), limit]
         with self._errors(), conn.cursor() as cursor:
             cursor.execute(sql, params)
             rows = [ClaimedRow(*row) for row in cursor.fetchall()]
-        return sorted(rows, key=lambda row: (-row.priority, row.id))
+        return sorted(rows, key=lambda row: (-row.priority, row.visible_at, row.id))
+
+    def any_ready(self, queue: str, now: datetime) -> bool:
+        """Whether ``queue`` has a row that a claim would take now."""
+        sql = (
+            "SELECT 1 FROM {t} WHERE {queue} = %s AND {visible} <= %s "
+            "AND ({until} IS NULL OR {until} < %s) LIMIT 1"
+        ).format(**self._names())
+        with self._errors(), self.connection.cursor() as cursor:
+            cursor.execute(sql, [queue, self._dt(now), self._dt(now)])
+            return cursor.fetchone() is not None
 
     def renew(self, owner: str, delivery_tags: list[str], lease_until: datetime) -> set[str]:
         """Extend ``owner``'s leases of these messages; return the tags still held."""
@@ -101,14 +124,24 @@ class MessageTable:
 
     def delete(self, owner: str, delivery_tag: str) -> int:
         """Remove a message ``owner`` holds (it was acknowledged or dropped)."""
-        with self._errors():
-            return self.objects.filter(lease_owner=owner, delivery_tag=delivery_tag).delete()[0]
+        return self.delete_many(owner, [delivery_tag])
 
     def delete_many(self, owner: str, delivery_tags: list[str]) -> int:
-        """Remove the messages of ``delivery_tags`` that ``owner`` holds, in one statement."""
-        with self._errors():
-            return self.objects.filter(lease_owner=owner,
-                                       delivery_tag__in=delivery_tags).delete()[0]
+        """Remove the messages of ``delivery_tags`` that ``owner`` holds, in one statement.
+
+        A plain ``DELETE`` in autocommit: ``QuerySet.delete()`` wraps its statement in a
+        transaction, which on SQLite (``transaction_mode`` IMMEDIATE) holds the database's
+        one write lock from ``BEGIN`` to ``COMMIT``, across Django's Python in between.
+        """
+        deleted = 0
+        for start in range(0, len(delivery_tags), 500):  # under the bound-parameter limit
+            chunk = delivery_tags[start:start + 500]
+            sql = "DELETE FROM {t} WHERE {owner} = %s AND {tag} IN ({tags})".format(
+                **self._names(), tags=", ".join(["%s"] * len(chunk)))
+            with self._errors(), self.connection.cursor() as cursor:
+                cursor.execute(sql, [owner, *chunk])
+                deleted += cursor.rowcount
+        return deleted
 
     def size(self, queue: str) -> int:
         """The number of messages of ``queue`` a consumer could claim now."""
@@ -159,10 +192,13 @@ class MessageTable:
     def _dt(self, value: datetime):
         return self.connection.ops.adapt_datetimefield_value(value)
 
+    def _locks_rows(self) -> bool:
+        # Row locks (PostgreSQL): claims of several consumers skip each other's rows. SQLite
+        # runs one writer at a time, so its single UPDATE is atomic without them.
+        return self.connection.features.has_select_for_update_skip_locked
+
     def _skip_locked(self) -> str:
-        # SQLite runs one writer at a time, so its single UPDATE is atomic without locks.
-        skip_locked = self.connection.features.has_select_for_update_skip_locked
-        return " FOR UPDATE SKIP LOCKED" if skip_locked else ""
+        return " FOR UPDATE SKIP LOCKED" if self._locks_rows() else ""
 
     def _names(self) -> dict[str, str]:
         quote = self.connection.ops.quote_name
