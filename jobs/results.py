@@ -149,13 +149,14 @@ class JobResult:
         with _notifications() as wait_for:  # listening before the first read: none is missed
             pause = interval if wait_for else min(0.001, interval)
             while True:
-                row = self._fetch()
-                if row is not None and row.state in READY_STATES:
-                    return self._outcome(row.state, row.result, propagate)
+                state = _state_of(self.id)  # one column: reading the row is ten times dearer
+                if state in READY_STATES:
+                    row = self._fetch()
+                    if row is not None and row.state in READY_STATES:
+                        return self._outcome(row.state, row.result, propagate)
                 if deadline is not None and time.monotonic() >= deadline:
                     raise exceptions.TimeoutError(
-                        f"job {self.id} is still {row.state if row else States.PENDING} "
-                        f"after {timeout}s"
+                        f"job {self.id} is still {state or States.PENDING} after {timeout}s"
                     )
                 wait = pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
                 if not wait_for:
@@ -204,6 +205,23 @@ class JobResult:
 
             release(self.id)  # a revoked job no longer holds its unique lock
         self._row = None
+
+
+def _state_of(job_id: str) -> str | None:
+    """The state in the job's row (None without a row), in one statement built once."""
+    connection = connections[router.db_for_read(JobRecord)]
+    with connection.cursor() as cursor:
+        cursor.execute(_state_sql(connection.alias), [job_id])
+        found = cursor.fetchone()
+    return found[0] if found else None
+
+
+@functools.cache
+def _state_sql(alias: str) -> str:
+    quote = connections[alias].ops.quote_name
+    field = JobRecord._meta.get_field
+    return (f"SELECT {quote(field('state').column)} FROM {quote(JobRecord._meta.db_table)} "
+            f"WHERE {quote(field('job_id').column)} = %s")
 
 
 def _refuse_inside_a_job() -> None:
