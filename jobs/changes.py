@@ -11,9 +11,12 @@ times more than the check.
 
 from __future__ import annotations
 
+import sqlite3
 from time import monotonic, sleep
 
 from django.db import DatabaseError
+
+from jobs.compat.django import driver_connection
 
 
 def watchable(connection) -> bool:
@@ -50,8 +53,7 @@ class Changes:
 
     def _version(self) -> int | None:
         try:
-            with self.connection.cursor() as cursor:
-                cursor.execute("PRAGMA data_version")
-                return cursor.fetchone()[0]
-        except DatabaseError:
+            # The driver's own call: through Django's cursor the check cost ten times more.
+            return driver_connection(self.connection).execute("PRAGMA data_version").fetchone()[0]
+        except (DatabaseError, sqlite3.Error):
             return None  # the waiter's next read of the table reports the error

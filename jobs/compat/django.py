@@ -34,6 +34,7 @@ USED = frozenset({
     "ConnectionHandler.__setitem__",
     "ConnectionHandler.__delitem__",
     "BaseDatabaseWrapper.inc_thread_sharing",
+    "BaseDatabaseWrapper.connection",
 })
 
 
@@ -86,6 +87,14 @@ def close_if_unusable_or_obsolete(connection) -> None:
     """Close the connection if it is broken or past CONN_MAX_AGE, as Django does after a
     request."""
     connection.close_if_unusable_or_obsolete()
+
+
+def driver_connection(connection):
+    """The driver's own connection under ``connection``, opened if need be: for a statement
+    a waiter repeats thousands of times a second, at the driver's cost, without Django's
+    cursor wrapper around it."""
+    connection.ensure_connection()
+    return connection.connection
 
 
 def connection_params(connection) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 
 from django.db import InterfaceError, OperationalError, connections
 from django.db.models import Count, Q
@@ -71,7 +72,7 @@ class MessageTable:
         """
         conn = self.connection
         now = timezone.now()
-        if not self._locks_rows() and not self.any_ready(queue, now):
+        if not _locks_rows(self.alias) and not self.any_ready(queue, now):
             # SQLite: an UPDATE takes the database's one write lock even when it changes
             # nothing, and a job's STARTED or outcome write that meets it waits a whole
             # millisecond (SQLite's busy handler) for a lock held a few microseconds. A
@@ -84,7 +85,8 @@ class MessageTable:
             "ORDER BY {priority} DESC, {visible}, {id} LIMIT %s{lock}) "
             "RETURNING {id}, {priority}, {payload}, {tag}, {count}, {visible}"
         ).format(**self._names(), lock=self._skip_locked())
-        params = [owner, self._dt(lease_until), queue, self._dt(now), self._dt(now), limit]
+        adapt = conn.ops.adapt_datetimefield_value
+        params = [owner, adapt(lease_until), queue, adapt(now), adapt(now), limit]
         with self._errors(), conn.cursor() as cursor:
             cursor.execute(sql, params)
             rows = [ClaimedRow(*row) for row in cursor.fetchall()]
@@ -96,8 +98,10 @@ class MessageTable:
             "SELECT 1 FROM {t} WHERE {queue} = %s AND {visible} <= %s "
             "AND ({until} IS NULL OR {until} < %s) LIMIT 1"
         ).format(**self._names())
-        with self._errors(), self.connection.cursor() as cursor:
-            cursor.execute(sql, [queue, self._dt(now), self._dt(now)])
+        conn = self.connection
+        now = conn.ops.adapt_datetimefield_value(now)
+        with self._errors(), conn.cursor() as cursor:
+            cursor.execute(sql, [queue, now, now])
             return cursor.fetchone() is not None
 
     def renew(self, owner: str, delivery_tags: list[str], lease_until: datetime) -> set[str]:
@@ -192,29 +196,37 @@ class MessageTable:
     def _dt(self, value: datetime):
         return self.connection.ops.adapt_datetimefield_value(value)
 
-    def _locks_rows(self) -> bool:
-        # Row locks (PostgreSQL): claims of several consumers skip each other's rows. SQLite
-        # runs one writer at a time, so its single UPDATE is atomic without them.
-        return self.connection.features.has_select_for_update_skip_locked
-
     def _skip_locked(self) -> str:
-        return " FOR UPDATE SKIP LOCKED" if self._locks_rows() else ""
+        return " FOR UPDATE SKIP LOCKED" if _locks_rows(self.alias) else ""
 
     def _names(self) -> dict[str, str]:
-        quote = self.connection.ops.quote_name
-        column = {field.name: quote(field.column) for field in Message._meta.concrete_fields}
-        return {
-            "t": quote(Message._meta.db_table),
-            "id": column["id"],
-            "queue": column["queue"],
-            "priority": column["priority"],
-            "payload": column["payload"],
-            "visible": column["visible_at"],
-            "owner": column["lease_owner"],
-            "until": column["lease_until"],
-            "tag": column["delivery_tag"],
-            "count": column["delivery_count"],
-        }
+        return _names(self.alias)
+
+
+@cache
+def _locks_rows(alias: str) -> bool:
+    # Row locks (PostgreSQL): claims of several consumers skip each other's rows. SQLite runs
+    # one writer at a time, so its single UPDATE is atomic without them.
+    return connections[alias].features.has_select_for_update_skip_locked
+
+
+@cache
+def _names(alias: str) -> dict[str, str]:
+    """The quoted table and column names of the statements (built once: a consumer polls)."""
+    quote = connections[alias].ops.quote_name
+    column = {field.name: quote(field.column) for field in Message._meta.concrete_fields}
+    return {
+        "t": quote(Message._meta.db_table),
+        "id": column["id"],
+        "queue": column["queue"],
+        "priority": column["priority"],
+        "payload": column["payload"],
+        "visible": column["visible_at"],
+        "owner": column["lease_owner"],
+        "until": column["lease_until"],
+        "tag": column["delivery_tag"],
+        "count": column["delivery_count"],
+    }
 
 
 def queue_depths(using: str = "default") -> dict[str, dict[str, int]]:
