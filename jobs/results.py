@@ -15,6 +15,7 @@ from django.db import DatabaseError, connections, router
 from django.utils import timezone
 
 from jobs import context, exceptions
+from jobs.changes import Changes, watchable
 from jobs.compat.django import in_atomic_block
 from jobs.models import EXCEPTION_STATES, READY_STATES, JobRecord, States
 
@@ -134,8 +135,11 @@ class JobResult:
         the worker that would run it), unless ``disable_sync_subtasks=False``. On PostgreSQL
         the database notifies the waiting caller the moment the job's final state is
         committed (LISTEN/NOTIFY), and the row is read again every ``interval`` seconds all
-        the same. Elsewhere it polls (one indexed read), starting at a millisecond and backing
-        off by half each time up to ``interval`` seconds between reads.
+        the same. On SQLite the row is read again when another connection has committed
+        (checked every fraction of a millisecond at first, less often the longer the job
+        takes: see :func:`_wait_for_commit`), and every ``interval`` seconds. Elsewhere it
+        polls (one indexed read), starting at a millisecond and backing off by half each time
+        up to ``interval`` seconds between reads.
         """
         if disable_sync_subtasks:
             _refuse_inside_a_job()
@@ -145,13 +149,14 @@ class JobResult:
         with _notifications() as wait_for:  # listening before the first read: none is missed
             pause = interval if wait_for else min(0.001, interval)
             while True:
-                row = self._fetch()
-                if row is not None and row.state in READY_STATES:
-                    return self._outcome(row.state, row.result, propagate)
+                state = _state_of(self.id)  # one column: reading the row is ten times dearer
+                if state in READY_STATES:
+                    row = self._fetch()
+                    if row is not None and row.state in READY_STATES:
+                        return self._outcome(row.state, row.result, propagate)
                 if deadline is not None and time.monotonic() >= deadline:
                     raise exceptions.TimeoutError(
-                        f"job {self.id} is still {row.state if row else States.PENDING} "
-                        f"after {timeout}s"
+                        f"job {self.id} is still {state or States.PENDING} after {timeout}s"
                     )
                 wait = pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
                 if not wait_for:
@@ -202,6 +207,23 @@ class JobResult:
         self._row = None
 
 
+def _state_of(job_id: str) -> str | None:
+    """The state in the job's row (None without a row), in one statement built once."""
+    connection = connections[router.db_for_read(JobRecord)]
+    with connection.cursor() as cursor:
+        cursor.execute(_state_sql(connection.alias), [job_id])
+        found = cursor.fetchone()
+    return found[0] if found else None
+
+
+@functools.cache
+def _state_sql(alias: str) -> str:
+    quote = connections[alias].ops.quote_name
+    field = JobRecord._meta.get_field
+    return (f"SELECT {quote(field('state').column)} FROM {quote(JobRecord._meta.db_table)} "
+            f"WHERE {quote(field('job_id').column)} = %s")
+
+
 def _refuse_inside_a_job() -> None:
     request = context.current.get()
     if request.id is not None and not request.is_eager:
@@ -229,11 +251,19 @@ RESULT_CHANNEL = "jobs_result"
 
 @contextmanager
 def _notifications():
-    """While the block runs, this thread's database connection LISTENs for finished jobs;
-    yields a ``wait(seconds, job_id)`` function, or None where that can't be (not
-    PostgreSQL with psycopg 3, or inside a transaction, where LISTEN waits for the commit)."""
+    """While the block runs, this thread's database connection LISTENs for finished jobs
+    (PostgreSQL) or watches for commits (SQLite); yields a ``wait(seconds, job_id)``
+    function, or None where that can't be (another database, PostgreSQL without psycopg 3,
+    or inside a transaction, where LISTEN waits for the commit and SQLite's snapshot stays
+    the same)."""
     connection = connections[router.db_for_read(JobRecord)]
-    if connection.vendor != "postgresql" or in_atomic_block(connection):
+    if in_atomic_block(connection):
+        yield None
+        return
+    if watchable(connection):
+        yield functools.partial(_wait_for_commit, Changes(connection), time.monotonic())
+        return
+    if connection.vendor != "postgresql":
         yield None
         return
     try:
@@ -251,6 +281,19 @@ def _notifications():
                 cursor.execute(f"UNLISTEN {RESULT_CHANNEL}")
         except DatabaseError:
             pass
+
+
+#: SQLite: the shortest pause between two checks for a commit while ``get()`` waits.
+FIRST_STEP = 0.0002
+
+
+def _wait_for_commit(changes: Changes, since: float, seconds: float, job_id: str) -> None:
+    """Return once another connection has committed, or after ``seconds``. The pause
+    between checks is a twentieth of the time waited so far (from ``since``), and never less
+    than :data:`FIRST_STEP`: a quick job's result is read within a fraction of a millisecond,
+    a long job's caller reads no more than about 20 times per doubling of its wait, however
+    busy the database."""
+    changes.wait(seconds, max(FIRST_STEP, (time.monotonic() - since) / 20))
 
 
 def _wait_for_notification(pg, seconds: float, job_id: str) -> dict | None:

@@ -23,6 +23,7 @@ ATTRIBUTES = {
     "BaseDatabaseWrapper.health_check_done": bool,
     "BaseDatabaseWrapper.close_at": (float, type(None)),
     "BaseDatabaseWrapper.errors_occurred": bool,
+    "BaseDatabaseWrapper.connection": object,  # the driver's connection, once connected
 }
 
 #: Methods we call, and their parameters.

@@ -3,10 +3,13 @@ what they leave in the JobRecord table, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from datetime import datetime
 
 import pytest
+from django.db import connections
 
 from jobs import JobResult, lifecycle as recording
 from jobs.messages import JobMessage
@@ -67,6 +70,26 @@ def test_success_writes_the_value_as_json_and_wakes_get():
     assert (row.state, row.result, row.runtime) == (States.SUCCESS, value, 0.25)
     assert row.date_done >= row.date_started
     assert JobResult(msg.id).get(timeout=5) == value
+
+
+def test_get_reads_the_outcome_soon_after_another_connection_commits_it():
+    # PostgreSQL: a NOTIFY; SQLite: get() checks for other connections' commits, more often
+    # the sooner after it began. The outcome comes after 3 s, when a poll backing off by
+    # half each time would sleep for more than a second; interval=60 leaves only the wake-up.
+    msg = message()
+    recording.mark_started(msg, "w", track=True)
+    written = []
+
+    def finish():
+        try:
+            recording.mark_succeeded(msg, 3, 0.1, "w")
+            written.append(time.monotonic())
+        finally:
+            connections.close_all()  # this thread's own connection
+
+    threading.Timer(3.0, finish).start()
+    assert JobResult(msg.id).get(timeout=30, interval=60) == 3
+    assert time.monotonic() - written[0] < 0.75
 
 
 @pytest.mark.parametrize("started", [True, False], ids=["update first", "one upsert"])

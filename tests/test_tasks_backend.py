@@ -87,7 +87,9 @@ def test_an_async_task_runs_and_is_enqueued_and_read_from_async_code():
 
     with running_worker():
         result = asyncio.run(from_a_view())
-        assert result.status == "READY"
+        # Read back as it was then: waiting, or already taken by the worker (which, on SQLite
+        # too, notices a new job within milliseconds).
+        assert result.status in ("READY", "RUNNING", "SUCCESSFUL")
         assert finished(result).return_value == 42
 
 

@@ -36,6 +36,7 @@ USED = frozenset({
     "ConnectionHandler.__delitem__",
     "BaseDatabaseWrapper.inc_thread_sharing",
     "BaseDatabaseWrapper.wrap_database_errors",
+    "BaseDatabaseWrapper.connection",
 })
 
 
@@ -90,6 +91,14 @@ def close_if_unusable_or_obsolete(connection) -> None:
     connection.close_if_unusable_or_obsolete()
 
 
+def driver_connection(connection):
+    """The driver's own connection under ``connection``, opened if need be: for a statement
+    a waiter repeats thousands of times a second, at the driver's cost, without Django's
+    cursor wrapper around it."""
+    connection.ensure_connection()
+    return connection.connection
+
+
 def connection_params(connection) -> dict:
     """The driver's connect() arguments of ``connection``'s settings (to open another one)."""
     return connection.get_connection_params()
@@ -129,8 +138,7 @@ def execute_bound(connection, sql: str, params: list):
     PgBouncer's transaction pooling). Errors are raised as Django's (``IntegrityError``,
     ``DataError``...), as from a Django cursor. Elsewhere a Django cursor runs it.
     """
-    connection.ensure_connection()
-    raw = connection.connection
+    raw = driver_connection(connection)
     if connection.vendor != "postgresql" or not hasattr(raw, "prepare_threshold"):
         with connection.cursor() as cursor:
             cursor.execute(sql, params)

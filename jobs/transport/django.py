@@ -14,10 +14,9 @@ Transport options:
 
 * ``visibility_timeout`` -- seconds a claimed message stays leased without renewal (30).
 * ``polling_interval`` -- longest wait between polls: 0.1 s, or 1 s on PostgreSQL, where a
-  NOTIFY from the publisher wakes consumers at once. Elsewhere (SQLite) a consumer that has
-  just had a message polls every millisecond for a second after it (:data:`BUSY_FOR`): the
-  next job of a burst, or of a caller waiting for each result, is not left waiting a whole
-  interval.
+  NOTIFY from the publisher wakes consumers at once. On SQLite a consumer polls as soon as
+  another connection commits (:mod:`jobs.transport.listener`), so the next job of a burst,
+  or of a caller waiting for each result, is not left waiting a whole interval.
 * ``database`` -- the Django database alias ("default").
 """
 
@@ -275,10 +274,6 @@ class Channel(VirtualChannel):
         return True
 
 
-BUSY_FOR = 1.0  # seconds after a message during which a consumer without NOTIFY polls fast
-BUSY_POLL = 0.001  # seconds between those polls
-
-
 class Transport(VirtualTransport):
     """kombu transport for ``django://`` URLs (registered by :mod:`jobs.transport`)."""
 
@@ -297,8 +292,6 @@ class Transport(VirtualTransport):
         if client.transport_options.get("polling_interval") is None:
             self.polling_interval = 1.0 if is_postgres else 0.1
         self.listener = Listener(self.database)
-        self._notified = is_postgres  # a publisher's NOTIFY wakes the consumer
-        self._busy_until = 0.0  # until when to poll every BUSY_POLL seconds
 
     def establish_connection(self):
         connections[self.database].ensure_connection()
@@ -311,20 +304,15 @@ class Transport(VirtualTransport):
             self.listener.close()
 
     def drain_events(self, connection, timeout=None):
-        """Deliver one message; between empty polls, wait for a NOTIFY or the interval."""
+        """Deliver one message; between empty polls, wait for a NOTIFY (or, on SQLite,
+        another connection's commit) or the interval."""
         started = monotonic()
         while True:
             try:
-                delivered = self.cycle.get(self.deliver, timeout=timeout)
+                return self.cycle.get(self.deliver, timeout=timeout)
             except Empty:
                 pass
-            else:
-                if not self._notified:
-                    self._busy_until = monotonic() + BUSY_FOR
-                return delivered
             wait = self.polling_interval
-            if self._busy_until and monotonic() < self._busy_until:
-                wait = BUSY_POLL
             if timeout is not None:
                 remaining = timeout - (monotonic() - started)
                 if remaining <= 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 
 from django.db import InterfaceError, OperationalError, connections
 from django.db.models import Count, Q
@@ -31,6 +32,8 @@ class ClaimedRow:
     payload: str
     delivery_tag: str
     delivery_count: int
+    #: As the database returned it (a string on SQLite): only compared with another row's.
+    visible_at: object
 
 
 class MessageTable:
@@ -61,21 +64,45 @@ class MessageTable:
     def claim(self, queue: str, owner: str, limit: int, lease_until: datetime) -> list[ClaimedRow]:
         """Lease up to ``limit`` visible rows of ``queue`` to ``owner``, in one statement.
 
-        Rows come in delivery order: highest priority first, then oldest.
+        Rows come in delivery order: highest priority first, then the earliest visible (the
+        oldest; a delayed message by its due time, as if it were sent then), then oldest. That
+        is the order of the claim index, so a claim reads the few rows it takes (and those
+        leased ahead of them), never the whole queue: ordered otherwise, each claim sorted
+        every ready row of the queue, while holding SQLite's write lock.
         """
         conn = self.connection
         now = timezone.now()
+        if not _locks_rows(self.alias) and not self.any_ready(queue, now):
+            # SQLite: an UPDATE takes the database's one write lock even when it changes
+            # nothing, and a job's STARTED or outcome write that meets it waits a whole
+            # millisecond (SQLite's busy handler) for a lock held a few microseconds. A
+            # read takes no lock in WAL mode: ask first.
+            return []
         sql = (
             "UPDATE {t} SET {owner} = %s, {until} = %s, {count} = {count} + 1 "
             "WHERE {id} IN (SELECT {id} FROM {t} WHERE {queue} = %s AND {visible} <= %s "
-            "AND ({until} IS NULL OR {until} < %s) ORDER BY {priority} DESC, {id} LIMIT %s{lock}) "
-            "RETURNING {id}, {priority}, {payload}, {tag}, {count}"
+            "AND ({until} IS NULL OR {until} < %s) "
+            "ORDER BY {priority} DESC, {visible}, {id} LIMIT %s{lock}) "
+            "RETURNING {id}, {priority}, {payload}, {tag}, {count}, {visible}"
         ).format(**self._names(), lock=self._skip_locked())
-        params = [owner, self._dt(lease_until), queue, self._dt(now), self._dt(now), limit]
+        adapt = conn.ops.adapt_datetimefield_value
+        params = [owner, adapt(lease_until), queue, adapt(now), adapt(now), limit]
         with self._errors(), conn.cursor() as cursor:
             cursor.execute(sql, params)
             rows = [ClaimedRow(*row) for row in cursor.fetchall()]
-        return sorted(rows, key=lambda row: (-row.priority, row.id))
+        return sorted(rows, key=lambda row: (-row.priority, row.visible_at, row.id))
+
+    def any_ready(self, queue: str, now: datetime) -> bool:
+        """Whether ``queue`` has a row that a claim would take now."""
+        sql = (
+            "SELECT 1 FROM {t} WHERE {queue} = %s AND {visible} <= %s "
+            "AND ({until} IS NULL OR {until} < %s) LIMIT 1"
+        ).format(**self._names())
+        conn = self.connection
+        now = conn.ops.adapt_datetimefield_value(now)
+        with self._errors(), conn.cursor() as cursor:
+            cursor.execute(sql, [queue, now, now])
+            return cursor.fetchone() is not None
 
     def renew(self, owner: str, delivery_tags: list[str], lease_until: datetime) -> set[str]:
         """Extend ``owner``'s leases of these messages; return the tags still held."""
@@ -101,14 +128,24 @@ class MessageTable:
 
     def delete(self, owner: str, delivery_tag: str) -> int:
         """Remove a message ``owner`` holds (it was acknowledged or dropped)."""
-        with self._errors():
-            return self.objects.filter(lease_owner=owner, delivery_tag=delivery_tag).delete()[0]
+        return self.delete_many(owner, [delivery_tag])
 
     def delete_many(self, owner: str, delivery_tags: list[str]) -> int:
-        """Remove the messages of ``delivery_tags`` that ``owner`` holds, in one statement."""
-        with self._errors():
-            return self.objects.filter(lease_owner=owner,
-                                       delivery_tag__in=delivery_tags).delete()[0]
+        """Remove the messages of ``delivery_tags`` that ``owner`` holds, in one statement.
+
+        A plain ``DELETE`` in autocommit: ``QuerySet.delete()`` wraps its statement in a
+        transaction, which on SQLite (``transaction_mode`` IMMEDIATE) holds the database's
+        one write lock from ``BEGIN`` to ``COMMIT``, across Django's Python in between.
+        """
+        deleted = 0
+        for start in range(0, len(delivery_tags), 500):  # under the bound-parameter limit
+            chunk = delivery_tags[start:start + 500]
+            sql = "DELETE FROM {t} WHERE {owner} = %s AND {tag} IN ({tags})".format(
+                **self._names(), tags=", ".join(["%s"] * len(chunk)))
+            with self._errors(), self.connection.cursor() as cursor:
+                cursor.execute(sql, [owner, *chunk])
+                deleted += cursor.rowcount
+        return deleted
 
     def size(self, queue: str) -> int:
         """The number of messages of ``queue`` a consumer could claim now."""
@@ -160,25 +197,36 @@ class MessageTable:
         return self.connection.ops.adapt_datetimefield_value(value)
 
     def _skip_locked(self) -> str:
-        # SQLite runs one writer at a time, so its single UPDATE is atomic without locks.
-        skip_locked = self.connection.features.has_select_for_update_skip_locked
-        return " FOR UPDATE SKIP LOCKED" if skip_locked else ""
+        return " FOR UPDATE SKIP LOCKED" if _locks_rows(self.alias) else ""
 
     def _names(self) -> dict[str, str]:
-        quote = self.connection.ops.quote_name
-        column = {field.name: quote(field.column) for field in Message._meta.concrete_fields}
-        return {
-            "t": quote(Message._meta.db_table),
-            "id": column["id"],
-            "queue": column["queue"],
-            "priority": column["priority"],
-            "payload": column["payload"],
-            "visible": column["visible_at"],
-            "owner": column["lease_owner"],
-            "until": column["lease_until"],
-            "tag": column["delivery_tag"],
-            "count": column["delivery_count"],
-        }
+        return _names(self.alias)
+
+
+@cache
+def _locks_rows(alias: str) -> bool:
+    # Row locks (PostgreSQL): claims of several consumers skip each other's rows. SQLite runs
+    # one writer at a time, so its single UPDATE is atomic without them.
+    return connections[alias].features.has_select_for_update_skip_locked
+
+
+@cache
+def _names(alias: str) -> dict[str, str]:
+    """The quoted table and column names of the statements (built once: a consumer polls)."""
+    quote = connections[alias].ops.quote_name
+    column = {field.name: quote(field.column) for field in Message._meta.concrete_fields}
+    return {
+        "t": quote(Message._meta.db_table),
+        "id": column["id"],
+        "queue": column["queue"],
+        "priority": column["priority"],
+        "payload": column["payload"],
+        "visible": column["visible_at"],
+        "owner": column["lease_owner"],
+        "until": column["lease_until"],
+        "tag": column["delivery_tag"],
+        "count": column["delivery_count"],
+    }
 
 
 def queue_depths(using: str = "default") -> dict[str, dict[str, int]]:
