@@ -5,16 +5,22 @@ still unsettled."""
 from __future__ import annotations
 
 import json
+import random
 import socket
 import struct
+import types
+from datetime import datetime, timedelta
+from decimal import Decimal
 
 import amqp
 import pytest
 from amqp.exceptions import UnexpectedFrame
+from amqp.serialization import decode_properties_basic
 from kombu import Consumer, Producer, Queue
 
 from jobs.broker import get_broker, new_connection
-from jobs.transport.amqp import BufferedTCPTransport, Channel
+from jobs.transport.amqp import BufferedTCPTransport, Channel, frame_handler
+from jobs.transport.amqp_content import basic_properties
 
 amqp_broker = pytest.mark.parametrize("broker_url", ["amqp"], indirect=True)
 
@@ -201,3 +207,103 @@ def test_acks_are_sent_once_half_the_prefetch_window_is_finished(consuming, spie
     assert spied_acks == []
     second.ack()
     assert spied_acks == [(second.delivery_tag, True)]
+
+
+# Content headers -----------------------------------------------------------------------------
+
+
+def random_value(rng: random.Random, depth: int = 0):
+    kinds = ["str", "int", "big", "neg", "float", "bool", "none", "bytes", "decimal", "time"]
+    if depth < 3:
+        kinds += ["table", "list"]
+    kind = rng.choice(kinds)
+    if kind == "str":
+        return "".join(rng.choice("abcé✓\"\x00 ") for _ in range(rng.randrange(0, 12)))
+    if kind == "int":
+        return rng.randrange(-2**31, 2**31)
+    if kind == "big":
+        return rng.randrange(2**31, 2**62)
+    if kind == "neg":
+        return -rng.randrange(2**31, 2**62)
+    if kind == "float":
+        return rng.uniform(-1e6, 1e6)
+    if kind == "bool":
+        return rng.random() < 0.5
+    if kind == "none":
+        return None
+    if kind == "bytes":
+        return bytes(rng.randrange(256) for _ in range(rng.randrange(0, 8)))
+    if kind == "decimal":
+        return Decimal(rng.randrange(-10**6, 10**6)) / Decimal(10 ** rng.randrange(0, 4))
+    if kind == "time":
+        return datetime(2026, 1, 1) + timedelta(seconds=rng.randrange(10**8))
+    if kind == "table":
+        return {f"k{i}": random_value(rng, depth + 1) for i in range(rng.randrange(0, 5))}
+    return [random_value(rng, depth + 1) for _ in range(rng.randrange(0, 5))]
+
+
+def test_content_headers_decode_as_py_amqp_decodes_them():
+    rng = random.Random(7)
+    for _ in range(300):
+        properties = {"application_headers": {f"h{i}": random_value(rng)
+                                              for i in range(rng.randrange(25))}}
+        for name in ("content_type", "content_encoding", "correlation_id", "reply_to",
+                     "expiration", "message_id", "type", "user_id", "app_id", "cluster_id"):
+            if rng.random() < 0.5:
+                properties[name] = f"{name}-é"
+        for name in ("delivery_mode", "priority"):
+            if rng.random() < 0.5:
+                properties[name] = rng.randrange(256)
+        if rng.random() < 0.5:
+            properties["timestamp"] = rng.randrange(2**40)
+        raw = amqp.Message(b"", **properties)._serialize_properties()
+        assert basic_properties(raw, 0) == decode_properties_basic(raw, 0)
+
+
+#: A value of each type octet py-amqp reads, as another client (or RabbitMQ) may send it.
+EACH_TYPE = {
+    "S": struct.pack(">I", 3) + b"abc", "x": struct.pack(">I", 2) + b"\xff\x00",
+    "s": struct.pack(">h", -2), "b": struct.pack(">b", -3), "B": struct.pack(">B", 250),
+    "U": struct.pack(">h", -4), "u": struct.pack(">H", 65000), "I": struct.pack(">i", -5),
+    "i": struct.pack(">I", 4_000_000_000), "L": struct.pack(">q", -6),
+    "l": struct.pack(">q", -7), "f": struct.pack(">f", 1.5), "d": struct.pack(">d", -2.25),
+    "D": struct.pack(">Bi", 2, -12345), "t": b"\x02", "T": struct.pack(">Q", 1_700_000_000),
+    "V": b"", "A": struct.pack(">I", 6) + b"t\x01s\xff\xfe" + b"V",
+    "F": struct.pack(">I", 3) + b"\x01kV",
+}
+
+
+@pytest.mark.parametrize("octet", sorted(EACH_TYPE))
+def test_each_type_of_header_value_decodes_as_py_amqp_decodes_it(octet):
+    entry = b"\x03key" + octet.encode() + EACH_TYPE[octet]
+    table = struct.pack(">I", len(entry) + 5) + entry + b"\x01zS" + struct.pack(">I", 0)
+    raw = struct.pack(">H", 0x2000) + table
+    assert basic_properties(raw, 0) == decode_properties_basic(raw, 0)
+
+
+def test_a_message_received_has_its_headers_and_properties(wire):
+    transport, peer = wire
+    sent = amqp.Message(b'{"n": 1}', content_type="application/json", priority=3,
+                        application_headers={"task": "a.b", "retries": 2, "eta": None,
+                                             "timelimit": [None, 30], "stamps": {}})
+    header = struct.pack(">HHQ", 60, 0, len(sent.body)) + sent._serialize_properties()
+    deliver = struct.pack(">HH", 60, 60) + b"\x03ctg" + struct.pack(">Q", 7)
+    received = []
+    handler = frame_handler(types.SimpleNamespace(bytes_recv=0),
+                            lambda *method: received.append(method))
+    assert handler((1, 1, deliver)) is False
+    assert handler((2, 1, header)) is False
+    assert handler((3, 1, sent.body)) is True
+    (channel, method, args, message), = received
+    assert (channel, method, args) == (1, (60, 60), deliver)
+    assert message.body == b'{"n": 1}'
+    assert message.properties == {
+        "content_type": "application/json", "priority": 3,
+        "application_headers": {"task": "a.b", "retries": 2, "eta": None,
+                                "timelimit": [None, 30], "stamps": {}}}
+
+
+def test_a_frame_out_of_order_is_refused():
+    handler = frame_handler(types.SimpleNamespace(bytes_recv=0), lambda *method: None)
+    with pytest.raises(UnexpectedFrame):
+        handler((3, 1, b"body without its method"))

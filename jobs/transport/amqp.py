@@ -24,15 +24,22 @@ from __future__ import annotations
 import errno
 from struct import unpack_from
 
+from amqp import spec
+from amqp.basic_message import Message
 from amqp.exceptions import UnexpectedFrame
 from kombu.transport import pyamqp
 
 from jobs.compat.amqp import UNAVAILABLE, TCPTransport
+from jobs.transport.amqp_content import basic_properties
 
 #: Bytes asked of the socket at a time (a frame longer than that is read whole).
 CHUNK = 65536
 #: The octet that ends every AMQP frame.
 FRAME_END = 206
+#: Frame types.
+METHOD, HEADER, BODY, HEARTBEAT = 1, 2, 3, 8
+#: Methods followed by a message's header and body frames.
+CONTENT_METHODS = frozenset({spec.Basic.Deliver, spec.Basic.GetOk, spec.Basic.Return})
 
 
 class BufferedTCPTransport(TCPTransport):
@@ -143,6 +150,56 @@ class _NoTimeout:
         return None
 
 
+class Content(Message):
+    """A message received, its Basic properties decoded by :mod:`jobs.transport.amqp_content`."""
+
+    def inbound_header(self, buf, offset=0):
+        class_id, self.body_size = unpack_from(">HxxQ", buf, offset)
+        if class_id != spec.Basic.CLASS_ID:
+            return super().inbound_header(buf, offset)
+        self.properties = basic_properties(buf, offset + 12)[0]
+        if not self.body_size:
+            self.ready = True
+        return offset + 12
+
+
+def frame_handler(connection, callback):
+    """py-amqp's ``frame_handler_cls``: a function taking each frame read, which hands every
+    method on to ``callback(channel, method_sig, args, content)`` (a message's once its
+    header and body frames have come) and returns whether it did."""
+    assembling: dict[int, list] = {}  # channel -> [message, the frame type due next]
+
+    def on_frame(frame) -> bool:
+        kind, channel, payload = frame
+        connection.bytes_recv += 1
+        if kind == HEARTBEAT:
+            return False
+        pending = assembling.get(channel)
+        due = pending[1] if pending else METHOD
+        if kind != due:
+            raise UnexpectedFrame(f"Received frame {kind} while expecting type: {due}")
+        if pending is None:
+            method = unpack_from(">HH", payload)
+            if method in CONTENT_METHODS:
+                assembling[channel] = [Content(frame_method=method, frame_args=payload), HEADER]
+                return False
+            callback(channel, method, payload, None)
+            return True
+        message = pending[0]
+        if kind == HEADER:
+            message.inbound_header(payload)
+            pending[1] = BODY
+        else:
+            message.inbound_body(payload)
+        if not message.ready:
+            return False
+        del assembling[channel]
+        callback(channel, message.frame_method, message.frame_args, message)
+        return True
+
+    return on_frame
+
+
 class Channel(pyamqp.Channel):
     """kombu's py-amqp channel, which can send its acknowledgements in batches."""
 
@@ -240,6 +297,10 @@ class Channel(pyamqp.Channel):
 
 class Connection(pyamqp.Connection):
     Channel = Channel
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("frame_handler", frame_handler)
+        super().__init__(*args, **kwargs)
 
     def blocking_read(self, timeout=None):
         # Before waiting for the broker, send the acknowledgements deferred so far: with
