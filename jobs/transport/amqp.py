@@ -22,6 +22,7 @@ full, finished messages included.
 from __future__ import annotations
 
 import errno
+from contextlib import nullcontext
 from struct import unpack_from
 
 from amqp import spec
@@ -69,7 +70,7 @@ class BufferedTCPTransport(TCPTransport):
 
     def having_timeout(self, timeout):
         if self.frame_ready():  # nothing to wait for: leave the socket's timeout alone
-            return _NoTimeout(self.sock)
+            return nullcontext(self.sock)
         return super().having_timeout(timeout)
 
     def read_exactly(self, n, initial=False):
@@ -133,21 +134,6 @@ class BufferedTCPTransport(TCPTransport):
             self.connected = False
             raise OSError("Server unexpectedly closed connection")
         self._buffer += data
-
-
-class _NoTimeout:
-    """``having_timeout`` when the socket is not read: a context giving the socket."""
-
-    __slots__ = ("sock",)
-
-    def __init__(self, sock) -> None:
-        self.sock = sock
-
-    def __enter__(self):
-        return self.sock
-
-    def __exit__(self, *exc_info) -> None:
-        return None
 
 
 class Content(Message):
