@@ -75,7 +75,8 @@ REDIS = "redis://127.0.0.1:6379/15"
 NO_PACKAGING = "the Redis broker needs the 'packaging' package: pip install 'jobs-for-django[redis]'"
 #: Modules that import a broker's client: forgotten while a package is hidden, so that they
 #: are imported again, and fail, as in an environment without it.
-IMPORTERS = ("kombu.transport.redis", "jobs.transport.redis", "kombu.transport.pyamqp")
+IMPORTERS = ("kombu.transport.redis", "jobs.transport.redis", "kombu.transport.pyamqp",
+             "jobs.transport.amqp", "jobs.compat.amqp")
 
 
 @pytest.fixture

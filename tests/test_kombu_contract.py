@@ -1,5 +1,6 @@
 """The contract with kombu: every private or undocumented kombu name jobs relies on (all of
-them spelt in :mod:`jobs.compat.kombu`) exists in the installed kombu, as we use it.
+them spelt in :mod:`jobs.compat.kombu`, py-amqp's in :mod:`jobs.compat.amqp`) exists in the
+installed kombu and py-amqp, as we use it.
 
 A kombu release that renames, removes or changes one fails here, and the test's id names it.
 """
@@ -12,11 +13,12 @@ import json
 import uuid
 from collections import OrderedDict
 
+import amqp.transport
 import pytest
 from kombu import Connection
 from kombu.transport import redis as kombu_redis, virtual
 
-from jobs.compat import kombu as kombu_compat
+from jobs.compat import amqp as amqp_compat, kombu as kombu_compat
 from jobs.compat.kombu import redis as kombu_redis_compat
 from tests.conftest import REDIS_URL, require
 
@@ -41,6 +43,7 @@ HOOKS = {
     "kombu.transport.redis.Channel._next_delivery_tag": "(self)",
     "kombu.transport.redis.Channel._inplace_augment_message":
         "(self, message, exchange, routing_key)",
+    "amqp.transport.TCPTransport._read": "(self, n, initial=False, _errnos=(11, 4))",
 }
 
 #: Private functions we call: the parameters we pass them.
@@ -68,6 +71,7 @@ CLASS_ATTRIBUTES = {
     "kombu.transport.redis.Channel.unacked_index_key": str,
     "kombu.transport.redis.Channel._in_poll": object,
     "kombu.transport.redis.Channel._brpop_sent_at": object,
+    "amqp.transport._UNAVAIL": set,
 }
 
 
@@ -243,6 +247,7 @@ ADAPTERS = [
     (kombu_compat.VirtualTransport, virtual.Transport),
     (kombu_redis_compat.RedisQoS, kombu_redis.QoS),
     (kombu_redis_compat.RedisChannel, kombu_redis.Channel),
+    (amqp_compat.TCPTransport, amqp.transport.TCPTransport),
 ]
 
 
@@ -255,9 +260,9 @@ def test_our_public_spellings_shadow_nothing_of_kombus(adapter, base):
 
 
 def test_our_transports_hooks_are_installed_under_kombus_names():
-    from jobs.transport import django, redis
+    from jobs.transport import amqp, django, redis
 
-    for cls in (django.Channel, redis.Channel):
+    for cls in (django.Channel, redis.Channel, amqp.BufferedTCPTransport):
         for public, private in cls.HOOKS.items():
             if public in vars(cls):
                 assert getattr(cls, private) is vars(cls)[public], f"{cls.__module__}.{private}"

@@ -134,8 +134,9 @@ class SentinelBroker(RedisBroker):
 
 
 class AmqpBroker(Broker):
-    """``amqp://`` (RabbitMQ), through kombu's transport as it is. RabbitMQ hands a dead
-    consumer's messages to another as soon as its connection closes.
+    """``amqp://`` (RabbitMQ), through kombu's py-amqp transport with buffered reads and
+    batched acknowledgements (:mod:`jobs.transport.amqp`). RabbitMQ hands a dead consumer's
+    messages to another as soon as its connection closes.
 
     Its queues order priorities when they are declared with ``x-max-priority``
     (``TASK_QUEUE_MAX_PRIORITY``); without it, as Celery declares them by default, a priority
@@ -151,6 +152,8 @@ class AmqpBroker(Broker):
     def __init__(self, url: str) -> None:
         self.queue_max_priority = settings.TASK_QUEUE_MAX_PRIORITY or None
         super().__init__(url)
+        # kombu's transport with buffered reads and batched acks (jobs.transport.amqp).
+        self.transport = "jobs-amqps" if self.scheme == "amqps" else "jobs-amqp"
         self.priority_levels = range(self.queue_max_priority + 1 if self.queue_max_priority else 0)
 
     def declare(self, connection, name: str) -> None:
@@ -180,6 +183,14 @@ class AmqpBroker(Broker):
         quorum = any((q.queue_arguments or {}).get("x-queue-type") == "quorum"
                      for q in consumer.queues)
         consumer.qos(prefetch_count=count, apply_global=not quorum)
+
+    def batch_acks(self, channel):
+        # Acknowledgements of messages finished together go in one basic.ack (multiple)
+        # where no message below them is still unsettled (jobs.transport.amqp).
+        if not hasattr(channel, "flush_acks"):
+            return None
+        channel.defer_acks = True
+        return channel.flush_acks
 
     def _use_as_it_is(self, name: str, exc: Exception) -> None:
         logger.error(

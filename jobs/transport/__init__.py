@@ -1,7 +1,9 @@
 """kombu transports that ship with jobs: ``django://`` (messages as rows in the database),
 and ``jobs-redis``, kombu's Redis transport with an atomic claim (:mod:`jobs.transport.redis`),
 which the Broker names for ``redis://`` and ``rediss://`` URLs (``jobs-sentinel``, the same
-behind Redis Sentinel, for ``sentinel://``).
+behind Redis Sentinel, for ``sentinel://``); ``jobs-amqp`` (``jobs-amqps`` over TLS), kombu's
+py-amqp transport with buffered reads and batched acknowledgements
+(:mod:`jobs.transport.amqp`), for ``amqp://``, ``pyamqp://`` and ``amqps://``.
 
 Also what to tell a user whose broker's transport can't be loaded in this process (a package
 it imports is not installed): :func:`unavailable`.
@@ -17,11 +19,14 @@ from jobs.compat.kombu import register_transport
 
 
 def register() -> None:
-    """Make the aliases ``django``, ``jobs-redis`` and ``jobs-sentinel`` resolve to our
-    transports, in URLs and in ``Connection(url, transport=alias)``."""
+    """Make the aliases ``django``, ``jobs-redis``, ``jobs-sentinel``, ``jobs-amqp`` and
+    ``jobs-amqps`` resolve to our transports, in URLs and in ``Connection(url,
+    transport=alias)``."""
     register_transport("django", "jobs.transport.django:Transport")
     register_transport("jobs-redis", "jobs.transport.redis:Transport")
     register_transport("jobs-sentinel", "jobs.transport.redis:SentinelTransport")
+    register_transport("jobs-amqp", "jobs.transport.amqp:Transport")
+    register_transport("jobs-amqps", "jobs.transport.amqp:SSLTransport")
 
 
 #: Per URL scheme: the broker's name in messages, and the extra that installs its transport's
@@ -36,7 +41,8 @@ BROKERS = {
     "django": ("database broker", None),
 }
 #: Transports of ours that replace kombu's for a scheme (the Broker connects with them).
-REPLACEMENTS = {"redis": "jobs-redis", "rediss": "jobs-redis", "sentinel": "jobs-sentinel"}
+REPLACEMENTS = {"redis": "jobs-redis", "rediss": "jobs-redis", "sentinel": "jobs-sentinel",
+                "amqp": "jobs-amqp", "pyamqp": "jobs-amqp", "amqps": "jobs-amqps"}
 #: Client libraries that kombu's transport module imports only if they are there: without them
 #: the module loads, and fails later, when it connects.
 CLIENTS = {"redis": "redis", "rediss": "redis", "sentinel": "redis"}
