@@ -24,7 +24,7 @@ import logging
 from contextlib import nullcontext
 from functools import cache
 
-from django.db import DatabaseError, IntegrityError, connections, models, router, transaction
+from django.db import IntegrityError, connections, models, router, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
@@ -32,7 +32,7 @@ from jobs import signals
 from jobs.compat.django import execute_bound, in_atomic_block
 from jobs.messages import JobMessage
 from jobs.models import READY_STATES, WAITING_STATES, DeadLetter, JobRecord, States
-from jobs.results import RESULT_CHANNEL, exception_to_dict
+from jobs.results import exception_to_dict
 from jobs.storable import storable
 
 logger = logging.getLogger("jobs.worker")
@@ -61,18 +61,9 @@ UPSERTING = ("postgresql", "sqlite")
 
 
 def _update(message: JobMessage, fields: dict, db) -> int:
-    """``_attempt(message).update(**fields)`` as one statement built once; rows updated.
-
-    A final state written on PostgreSQL outside the caller's transaction is committed
-    without notifying, and notified right after (:func:`_notify_done`): see migration 0011.
-    """
-    after = (db.vendor == "postgresql" and fields.get("state") in READY_STATES
-             and not in_atomic_block(db))
-    sql = _update_sql(db.alias, tuple(fields), after)
-    updated = execute_bound(db, sql, [*_prepared(fields, db), message.id, message.retries]).rowcount
-    if updated and after:
-        _notify_done(message, db)
-    return updated
+    """``_attempt(message).update(**fields)`` as one statement built once; rows updated."""
+    sql = _update_sql(db.alias, tuple(fields))
+    return execute_bound(db, sql, [*_prepared(fields, db), message.id, message.retries]).rowcount
 
 
 def _prepared(fields: dict, db) -> list:
@@ -95,37 +86,12 @@ def _plain_types() -> dict[str, type]:
 
 
 @cache
-def _update_sql(alias: str, names: tuple[str, ...], notify_after: bool = False) -> str:
+def _update_sql(alias: str, names: tuple[str, ...]) -> str:
     quote = connections[alias].ops.quote_name
     column = _columns(quote)
     assignments = ", ".join(f"{column[name]} = %s" for name in names)
-    # Set for the statement's own transaction, before its row is written and its trigger runs.
-    after = " AND set_config('jobs.notify', 'after-commit', true) IS NOT NULL" if notify_after else ""
     return (f"UPDATE {quote(JobRecord._meta.db_table)} SET {assignments} "
-            f"WHERE {column['job_id']} = %s AND {column['retries']} <= %s{after}")
-
-
-def _notify_done(message: JobMessage, db) -> None:
-    """Tell the callers waiting in ``get()`` that the job is done, with the payload of the
-    trigger (migration 0002): in a transaction of its own, which needn't wait for the disk.
-    A notification that can't be sent is not worth failing the job: waiters read the row
-    again within their ``interval``."""
-    try:
-        execute_bound(db, _notify_sql(db.alias), [message.id])
-    except DatabaseError as exc:
-        logger.warning("Could not notify that job %s is done: %s", message.id, exc)
-
-
-@cache
-def _notify_sql(alias: str) -> str:
-    quote = connections[alias].ops.quote_name
-    column = _columns(quote)
-    payload = (f"json_build_object('id', {column['job_id']}, 'state', {column['state']}, "
-               f"'result', {column['result']})::text")
-    return (f"SELECT set_config('synchronous_commit', 'off', true), pg_notify('{RESULT_CHANNEL}', "
-            f"CASE WHEN octet_length(payload) > 7900 THEN json_build_object('id', id)::text "
-            f"ELSE payload END) FROM (SELECT {column['job_id']} AS id, {payload} AS payload "
-            f"FROM {quote(JobRecord._meta.db_table)} WHERE {column['job_id']} = %s) AS done")
+            f"WHERE {column['job_id']} = %s AND {column['retries']} <= %s")
 
 
 def _columns(quote) -> dict[str, str]:
