@@ -9,7 +9,7 @@ import inspect
 import pytest
 from django.db import connection, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.utils import ConnectionHandler
+from django.db.utils import ConnectionHandler, DatabaseErrorWrapper
 
 from jobs.compat import django as django_compat
 
@@ -23,6 +23,8 @@ ATTRIBUTES = {
     "BaseDatabaseWrapper.health_check_done": bool,
     "BaseDatabaseWrapper.close_at": (float, type(None)),
     "BaseDatabaseWrapper.errors_occurred": bool,
+    "BaseDatabaseWrapper.connection": object,  # the driver's, once connected
+    "BaseDatabaseWrapper.wrap_database_errors": DatabaseErrorWrapper,
 }
 
 #: Methods we call, and their parameters.

@@ -34,6 +34,8 @@ USED = frozenset({
     "ConnectionHandler.__setitem__",
     "ConnectionHandler.__delitem__",
     "BaseDatabaseWrapper.inc_thread_sharing",
+    "BaseDatabaseWrapper.connection",
+    "BaseDatabaseWrapper.wrap_database_errors",
 })
 
 
@@ -86,6 +88,17 @@ def close_if_unusable_or_obsolete(connection) -> None:
     """Close the connection if it is broken or past CONN_MAX_AGE, as Django does after a
     request."""
     connection.close_if_unusable_or_obsolete()
+
+
+def copy_rows(connection, sql: str, rows) -> None:
+    """PostgreSQL's ``COPY ... FROM STDIN`` of ``rows`` (tuples of the columns ``sql``
+    names) on ``connection``, in its transaction: through psycopg's own cursor, as Django's
+    cursor has no ``copy``; the driver's errors raised as Django's."""
+    with connection.wrap_database_errors:
+        connection.ensure_connection()
+        with connection.connection.cursor() as cursor, cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row(row)
 
 
 def connection_params(connection) -> dict:
