@@ -167,6 +167,11 @@ class Bench:
         peer.enqueue_bulk(n)
         self.results.add(peer.label, "bulk", n / (time.perf_counter() - started))
         peer.purge()
+        if peer.bulk_each_method:
+            started = time.perf_counter()
+            peer.enqueue_bulk_each(n)
+            self.results.add(peer.label, "bulk_each", n / (time.perf_counter() - started))
+            peer.purge()
 
     def enqueue_and_drain(self, peer, drain: bool, then=()) -> None:
         n = self.n_for(peer)

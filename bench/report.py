@@ -81,11 +81,15 @@ RATIOS = {
         ("rt_p50", "jobs", "huey", "round trip p50", False),
     ],
 }
-# jobs' enqueue as a share of the raw client's, in the same run: (metric, jobs configuration, what)
+# jobs' enqueue as a share of the raw client's, in the same run:
+# (jobs' metric, jobs configuration, the raw client's metric, what)
 RAW = [
-    ("enqueue", "jobs", "enqueue, one call per job (raw: one command or INSERT per job)"),
-    ("enqueue", "jobs-off", "enqueue, results off"),
-    ("bulk", "jobs", "bulk enqueue, `delay_many` (raw: its batch)"),
+    ("enqueue", "jobs", "enqueue", "enqueue, one call per job (raw: one command or INSERT per job)"),
+    ("enqueue", "jobs-off", "enqueue", "enqueue, results off"),
+    ("bulk", "jobs", "bulk", "bulk enqueue, `delay_many` (raw: its batch, many values per "
+     "command or INSERT)"),
+    ("bulk", "jobs", "bulk_each", "bulk enqueue, `delay_many` (raw: one command per message, "
+     "pipelined)"),
 ]
 
 
@@ -129,8 +133,8 @@ def raw_shares(by_key: dict[str, dict]) -> str:
     raw = by_key.get("raw", {})
     lines = ["| jobs / raw client | jobs | jobs, jobs/s | raw, jobs/s | share |",
              "|---|---|---:|---:|---:|"]
-    for metric, ours, what in RAW:
-        a, b = by_key.get(ours, {}).get(metric), raw.get(metric)
+    for metric, ours, raw_metric, what in RAW:
+        a, b = by_key.get(ours, {}).get(metric), raw.get(raw_metric)
         if not a or not b:
             continue
         ma, mb = Spread.of(a).median, Spread.of(b).median
@@ -162,6 +166,8 @@ def render(bench, peers, sizes, command: str, broker: str, database: str) -> str
         notes.append("Bulk enqueue: " + "; ".join(
             f"{p.label}: `{p.bulk_method}`" for p in peers
             if values.get(p.label, {}).get("bulk")) + ".")
+        notes += [f"{p.label}, second bulk figure: `{p.bulk_each_method}`." for p in peers
+                  if values.get(p.label, {}).get("bulk_each")]
     notes += [f"{p.label}: N = {p.n:,} ({p.n_note})." for p in peers
               if p.n and p.n < sizes.n and values.get(p.label, {}).get("drain")]
     notes += [f"{p.label}: {p.roundtrips} round trips per repetition ({p.roundtrip_note})."

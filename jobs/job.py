@@ -13,7 +13,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from jobs import broker, context
+from jobs import broker, bulk, context
 from jobs.broker.routing import Route
 from jobs.conf import on_reset, settings
 from jobs.exceptions import ConfigurationError, Retry
@@ -150,7 +150,6 @@ class Job(JobHooks, Generic[P, R]):
         """Enqueue one job per item of ``calls`` (each a tuple of positional arguments, or
         an ``(args, kwargs)`` pair) in one go: pipelined on Redis, batched elsewhere.
         Returns the JobResult handles in order."""
-        JobResult = _result_class()
         self._check_options(options, "delay_many")
         if options.get("task_id") or options.get("job_id"):
             raise TypeError(f"{self.name}.delay_many(): each job gets its own id")
@@ -160,31 +159,7 @@ class Job(JobHooks, Generic[P, R]):
                 self.check_arguments(args, kwargs)
         if settings.ALWAYS_EAGER:
             return [self.apply(args, kwargs, **options) for args, kwargs in pairs]
-        serializer = options.get("serializer") or self.serializer or settings.TASK_SERIALIZER
-        limit = settings.TASK_MAX_MESSAGE_SIZE
-        route = None  # the same for every call, unless a router looks at the arguments
-        if not options.get("queue") and not broker.get_broker().routing.routers:
-            route = broker.resolve(self.name, self.queue)
-        middleware = stack()
-        handles, envelopes = [], []
-        for args, kwargs in pairs:
-            envelope = encode(self.build_message(args, kwargs, options, route), serializer,
-                              self.func, limit)
-            envelope = middleware.before_publish(self, envelope, options)
-            if isinstance(envelope, Envelope):
-                envelopes.append(envelope)
-                envelope = JobResult(envelope.message.id, name=self.name)
-            handles.append(envelope)
-        try:
-            broker.publish_many(envelopes, on_commit=options.get("on_commit"),
-                                compression=options.get("compression") or self.compression)
-        except BaseException as exc:
-            for envelope in envelopes:
-                middleware.publish_failed(self, envelope, exc)
-            raise
-        for envelope in envelopes:
-            middleware.notify("after_publish", self, envelope.message)
-        return handles
+        return bulk.delay_many(self, pairs, options)
 
     def check_arguments(self, args: tuple, kwargs: dict) -> None:
         """Raise TypeError, naming the job, if the function can't be called so."""
@@ -456,6 +431,8 @@ def _positional_counts(signature: inspect.Signature, bind: bool) -> tuple[int, f
 
 
 def _as_call(call) -> tuple[tuple, dict]:
+    if call.__class__ is tuple and (len(call) != 2 or call[1].__class__ is not dict):
+        return call, {}  # positional arguments only, the common case: told apart cheaply
     if (isinstance(call, tuple) and len(call) == 2 and isinstance(call[0], (tuple, list))
             and isinstance(call[1], dict)):
         return tuple(call[0]), call[1]

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kombu.serialization import dumps, loads
+from kombu.utils.json import dumps as kombu_json_dumps
 
 from jobs.compat.kombu import json_is_kombus
 from jobs.exceptions import EncodeError, InvalidMessage, MessageTooLarge
@@ -71,8 +72,8 @@ class JobMessage:
             "timelimit": [self.time_limit, self.soft_time_limit],
             "root_id": self.root_id or self.id,
             "parent_id": self.parent_id,
-            "argsrepr": _short_repr(self.args),
-            "kwargsrepr": _short_repr(self.kwargs),
+            "argsrepr": short_repr(self.args),
+            "kwargsrepr": short_repr(self.kwargs),
             "origin": ORIGIN,
             "ignore_result": self.ignore_result,
         }
@@ -119,6 +120,8 @@ def _refuse(value):
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+#: A str as JSON writes it, between quotes.
+json_string = json.encoder.encode_basestring_ascii
 _json_encoder = getattr(json.encoder, "c_make_encoder", None)
 if _json_encoder is not None:
     # json.dumps's settings; no circular check (its markers are shared state): a circular
@@ -148,6 +151,16 @@ def json_text(value) -> str:
         return "".join(_json_encoder(value, 0))
     except RecursionError:
         raise ValueError("too deep, or circular") from None
+
+
+def envelope_json(envelope: dict) -> str:
+    """kombu's JSON of a message envelope as a transport stores it. The standard library's
+    encoder writes the same text, at half the cost (:func:`json_text`); kombu's is needed
+    only for a header it alone can encode (a date)."""
+    try:
+        return json_text(envelope)
+    except (TypeError, ValueError):
+        return kombu_json_dumps(envelope)
 
 
 def _explain_encode_error(message: JobMessage, serializer: str, func, exc) -> EncodeError:
@@ -334,6 +347,7 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _short_repr(value) -> str:
+def short_repr(value) -> str:
+    """Celery's ``argsrepr``/``kwargsrepr``: the repr, cut at 1,024 characters."""
     text = repr(value)
     return text if len(text) <= _REPR_LIMIT else text[: _REPR_LIMIT - 3] + "..."

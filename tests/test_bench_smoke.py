@@ -30,7 +30,8 @@ RUNS = {
         "Celery, results off", "Celery, django-celery-results", "Celery, Redis results",
         "Dramatiq -p 2 -t 1", "Dramatiq -p 2 -t 8", "Huey -w 2 -k process, Redis storage",
     ), ("| jobs / Celery |", "| jobs / Dramatiq |", "| jobs / Huey |", "chord, s to body",
-        "chord, time to body (Celery: Redis results)")),
+        "chord, time to body (Celery: Redis results)",
+        "| bulk enqueue, `delay_many` (raw: one command per message, pipelined) | jobs |")),
     "django-postgres": (["--broker", "django", "--figures", "enqueue,drain,roundtrip"],
                         ("redis", "postgres"), (
         "raw psycopg INSERT", *JOBS, "django-tasks-db, 2 × db_worker",

@@ -186,6 +186,16 @@ def test_a_job_runs_on_a_celery_worker_with_a_task_of_its_name(broker_url, celer
 
 
 @brokers
+def test_jobs_sent_in_bulk_run_on_a_celery_worker(broker_url, celery_worker):
+    handles = demo.add.delay_many([(i, 40) for i in range(3)])
+
+    for i, handle in enumerate(handles):
+        received = note(celery_worker, handle.id)
+        assert (received["result"], received["args"]) == (i + 40, [i, 40])
+        assert received["root_id"] == handle.id
+
+
+@brokers
 def test_a_delayed_job_runs_on_a_celery_worker_at_its_eta(broker_url, celery_worker):
     sent_at = datetime.now(UTC)
     handle = demo.add.apply_async((1, 2), countdown=1.5)

@@ -48,6 +48,8 @@ HOOKS = {
 
 #: Private functions we call: the parameters we pass them.
 CALLED = {
+    "kombu.transport.virtual.base.Channel._inplace_augment_message":
+        "(self, message, exchange, routing_key)",
     "kombu.transport.virtual.base.Channel._get_message_priority": "(self, message, reverse=False)",
     "kombu.transport.virtual.base.QoS._flush": "(self)",
     "kombu.transport.virtual.base.QoS.append": "(self, message, delivery_tag)",

@@ -29,6 +29,9 @@ class Peer:
     figures: frozenset[str] = frozenset()
     #: How the bulk enqueue figure enqueues.
     bulk_method: str = ""
+    #: How the second bulk figure enqueues, for a peer that has one (the raw client on
+    #: Redis: one command per message, pipelined), or "".
+    bulk_each_method: str = ""
     #: Jobs per enqueue and drain, when fewer than the run's N (a slow configuration).
     n: int | None = None
     n_note: str = ""
@@ -60,6 +63,10 @@ class Peer:
 
     def enqueue_bulk(self, n: int) -> None:
         """``n`` no-op jobs through the library's bulk path."""
+        raise NotImplementedError
+
+    def enqueue_bulk_each(self, n: int) -> None:
+        """``n`` messages, one command each, in one pipeline (``bulk_each_method``)."""
         raise NotImplementedError
 
     def enqueue_delayed(self, n: int, seconds: int) -> None:

@@ -7,8 +7,10 @@ transport's own table through the database driver (psycopg or sqlite3, no ORM) w
 no-op job (820 bytes). The enqueue figure is one command per job, each its own round trip
 (and, in SQL, its own transaction); the bulk figure is the fastest way the client offers to
 send many: LPUSHes of 1,000 values in one pipeline, one multi-row INSERT per 1,000 rows.
-(AMQP has no batch: its bulk figure is the same loop.) No worker: these rows have the enqueue
-figures only, and jobs' enqueue is reported as a share of them.
+(AMQP has no batch: its bulk figure is the same loop.) On Redis a second bulk figure sends
+one LPUSH per message, all in one pipeline: a message per command, as a task library that
+publishes each job as its own message does. No worker: these rows have the enqueue figures
+only, and jobs' enqueue is reported as a share of them.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class RawRedisPeer(RawPeer):
     key = "raw"
     label = "raw redis-py LPUSH"
     bulk_method = "LPUSH of 1,000 values each, in one pipeline"
+    bulk_each_method = "one LPUSH per message, in one pipeline"
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
@@ -51,6 +54,13 @@ class RawRedisPeer(RawPeer):
         pipe = self.client.pipeline(transaction=False)
         for start in range(0, n, BATCH):
             pipe.lpush(self.list, *[PAYLOAD] * min(BATCH, n - start))
+        pipe.execute()
+
+    def enqueue_bulk_each(self, n: int) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        lpush, name = pipe.lpush, self.list
+        for _ in range(n):
+            lpush(name, PAYLOAD)
         pipe.execute()
 
     def purge(self) -> None:

@@ -61,7 +61,7 @@ class Broker:
     queue_max_priority: int | None = None
     #: Transport options that make this broker safe for jobs; BROKER_TRANSPORT_OPTIONS wins.
     default_transport_options: ClassVar[dict] = {}
-    #: Several messages go out in one pipeline (``channel.publish_many``).
+    #: Several messages go out in one pipeline or statement (``channel.publish_many``).
     pipelines_batches = False
     #: Commands to the workers travel on a fanout exchange (kombu's Mailbox); elsewhere
     #: through the database (:mod:`jobs.control.channels`).

@@ -28,6 +28,9 @@ class DatabaseBroker(Broker):
     renews_leases = True
     priority_levels = range(256)
     fanout_control = False
+    #: ``delay_many``'s messages are inserted together: one COPY on PostgreSQL, a multi-row
+    #: INSERT per batch elsewhere (:meth:`jobs.transport.table.MessageTable.insert_many`).
+    pipelines_batches = True
 
     def __init__(self, url: str) -> None:
         super().__init__(url)

@@ -16,6 +16,7 @@ from kombu import Producer
 from kombu.compression import compress
 from kombu.exceptions import OperationalError as KombuOperationalError
 
+from jobs.batch import Batch
 from jobs.compression import for_payload
 from jobs.messages import Envelope
 
@@ -75,8 +76,7 @@ class Publisher:
                 self._send_one(envelopes[0], compression)
                 return
             if (retry_policy is None and self.broker.pipelines_batches
-                    and not (self.broker.routing.by_exchange
-                             and any(e.message.exchange for e in envelopes))):
+                    and not (self.broker.routing.by_exchange and _to_exchanges(envelopes))):
                 self._send_many(envelopes, compression)
                 return
             batch = self.producer.batch() if len(envelopes) > 1 else nullcontext()
@@ -92,7 +92,10 @@ class Publisher:
                                    routing_key=routing_key)
 
     def _send_many(self, envelopes, compression) -> None:
-        """All messages in one pipeline, a single LPUSH per queue (our Redis channel)."""
+        """All messages in one pipeline, a single LPUSH per queue (our Redis channel), or one
+        multi-row INSERT per batch (``django://``)."""
+        if envelopes.__class__ is Batch and self._send_alike(envelopes, compression):
+            return
         by_queue: dict[str, list] = {}
         for envelope in envelopes:
             by_queue.setdefault(envelope.message.queue, []).append(
@@ -100,6 +103,16 @@ class Publisher:
         for queue in by_queue:
             self.declare(queue)
         self.channel.publish_many(by_queue)
+
+    def _send_alike(self, batch: Batch, compression) -> bool:
+        """A batch's messages written from one prepared message, filled for each call, where
+        the channel can (``publish_alike``) and nothing is compressed; False: not sent."""
+        publish = getattr(self.channel, "publish_alike", None)
+        if publish is None or compression:
+            return False
+        queue = batch.prototype.message.queue
+        self.declare(queue)
+        return publish(self._prepare(batch.prototype, None), queue, batch)
 
     def _prepare(self, envelope: Envelope, compression):
         message = envelope.message
@@ -137,6 +150,13 @@ class Publisher:
             self.connection.release()
         except Exception:  # a broken connection can't be closed cleanly; drop it
             pass
+
+
+def _to_exchanges(envelopes) -> bool:
+    """Whether any of ``envelopes`` goes through an exchange (a batch's all do, or none)."""
+    if envelopes.__class__ is Batch:
+        return bool(envelopes.prototype.message.exchange)
+    return any(e.message.exchange for e in envelopes)
 
 
 class FreeList:

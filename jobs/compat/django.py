@@ -99,6 +99,16 @@ def driver_connection(connection):
     return connection.connection
 
 
+def copy_rows(connection, sql: str, rows) -> None:
+    """PostgreSQL's ``COPY ... FROM STDIN`` of ``rows`` (tuples of the columns ``sql``
+    names) on ``connection``, in its transaction: through psycopg's own cursor, as Django's
+    cursor has no ``copy``; the driver's errors raised as Django's."""
+    with connection.wrap_database_errors:
+        with driver_connection(connection).cursor() as cursor, cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+
 def connection_params(connection) -> dict:
     """The driver's connect() arguments of ``connection``'s settings (to open another one)."""
     return connection.get_connection_params()

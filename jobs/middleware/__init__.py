@@ -59,6 +59,15 @@ class Middleware:
         nothing and hand that to the caller instead; raise to refuse the call."""
         return envelope
 
+    def passes_through(self, job: Job, message: JobMessage, options: dict) -> bool:
+        """Whether ``before_publish`` returns every envelope of this bulk call of ``job``
+        (``delay_many``) as it is, whatever each call's id and arguments: ``message`` is the
+        call's message with stand-ins for them. If every publishing middleware says so, the
+        call's messages are built from one (:class:`jobs.batch.Batch`) and not shown to
+        ``before_publish`` one by one. A middleware that overrides ``before_publish`` says
+        here when it has nothing to do; the default, False, has every message shown to it."""
+        return False
+
     def publish_failed(self, job: Job, envelope: Envelope, exc: BaseException) -> None:
         """Sending ``envelope`` failed after ``before_publish`` let it through: undo."""
 
@@ -178,6 +187,12 @@ class Stack:
             if envelope.__class__ is not Envelope:
                 return envelope  # a middleware answered for it
         return envelope
+
+    def passes_through(self, job, message, options) -> bool:
+        """Whether every ``before_publish`` hook leaves the messages of this bulk call as
+        they are (:meth:`Middleware.passes_through`)."""
+        return all(hook.__self__.passes_through(job, message, options)
+                   for hook in self.publishing)
 
     def publish_failed(self, job, envelope, exc) -> None:
         for hook in self.hooks["publish_failed"][::-1]:

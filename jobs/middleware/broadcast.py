@@ -84,6 +84,9 @@ class Broadcast(Middleware):
             envelope = dataclasses.replace(envelope, message=message)
         return envelope
 
+    def passes_through(self, job, message, options) -> bool:
+        return message.queue not in get_broker().routing.broadcast
+
     def receive(self, worker, delivery):
         return own_run(worker, delivery)
 

@@ -20,6 +20,9 @@ class Unique(Middleware):
         existing = unique.acquire(job, envelope.message)
         return envelope if existing is None else existing  # the same call, already queued
 
+    def passes_through(self, job, message, options) -> bool:
+        return not job.unique or bool(message.retries)  # each call takes its own lock
+
     def publish_failed(self, job, envelope, exc) -> None:
         if job.unique:
             unique.release(envelope.message.id)

@@ -37,9 +37,11 @@ from kombu.log import get_logger
 from kombu.transport import virtual
 from kombu.utils.json import dumps, loads
 
+from jobs.batch import Batch, Stencil
 from jobs.compat.kombu import VirtualChannel, VirtualQoS, VirtualTransport
+from jobs.messages import envelope_json
 from jobs.transport.listener import Listener
-from jobs.transport.table import ClaimedRow, MessageTable, queue_depths
+from jobs.transport.table import ClaimedRow, MessageTable, NewRow, queue_depths
 from jobs.transport.tolerant import tolerant
 
 __all__ = ["Channel", "QoS", "Transport", "queue_depths"]
@@ -159,6 +161,40 @@ class Channel(VirtualChannel):
             delivery_tag=message["properties"]["delivery_tag"],
             notify=visible_at <= now,
         )
+
+    def publish_many(self, by_queue: dict[str, list]) -> None:
+        """Insert prepared messages (queue name -> messages, in order) as rows, the way
+        ``put_message`` inserts one, in one statement or a few (``table.insert_many``) and
+        one transaction (the caller's, inside ``atomic()``), with one NOTIFY per queue that
+        has a message ready now."""
+        now = timezone.now()
+        rows, ready = [], set()
+        for queue, messages in by_queue.items():
+            for message in messages:
+                self.augment_message(message, "", queue)
+                visible_at = max(_eta(message) or now, now)
+                if visible_at <= now:
+                    ready.add(queue)
+                rows.append(NewRow(queue, self.message_priority(message, reverse=False),
+                                   envelope_json(message), visible_at,
+                                   message["properties"]["delivery_tag"]))
+        self.table.insert_many(rows, notify=ready)
+
+    def publish_alike(self, prepared: dict, queue: str, batch: Batch) -> bool:
+        """Insert the calls of ``batch`` as rows of ``queue``, as :meth:`publish_many`
+        would: ``prepared`` (its :data:`~jobs.batch.HOLES` unfilled) is written as text
+        once, and filled for each call. False, having sent nothing, for a body encoding
+        other than base64."""
+        if self.body_encoding != "base64":
+            return False
+        now = timezone.now()
+        visible_at = max(_eta(prepared) or now, now)
+        priority = self.message_priority(prepared, reverse=False)
+        self.augment_message(prepared, "", queue)
+        rows = [NewRow(queue, priority, text, visible_at, tag)
+                for tag, text in Stencil(prepared).texts(batch.calls)]
+        self.table.insert_many(rows, notify={queue} if visible_at <= now else set())
+        return True
 
     def get_message(self, queue, timeout=None):
         """The next message of ``queue``: buffered, else from a new claim."""

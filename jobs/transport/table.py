@@ -11,16 +11,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
+from typing import NamedTuple
 
-from django.db import InterfaceError, OperationalError, connections
+from django.db import InterfaceError, OperationalError, connections, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from jobs.compat.django import close_if_unusable_or_obsolete, in_atomic_block
+from jobs.compat.django import close_if_unusable_or_obsolete, copy_rows, in_atomic_block
 from jobs.models import Message
 
 #: PostgreSQL NOTIFY channel on which publishers wake waiting consumers.
 NOTIFY_CHANNEL = "jobs_message"
+#: Values each row of a multi-row INSERT binds.
+_INSERTED = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,20 @@ class ClaimedRow:
     delivery_count: int
     #: As the database returned it (a string on SQLite): only compared with another row's.
     visible_at: object
+
+
+class NewRow(NamedTuple):
+    """A message to insert (:meth:`MessageTable.insert_many`)."""
+
+    queue: str
+    priority: int
+    payload: str
+    visible_at: datetime
+    delivery_tag: str
+
+
+#: Most rows one INSERT writes (fewer where the database takes fewer parameters).
+INSERT_BATCH = 1000
 
 
 class MessageTable:
@@ -60,6 +77,62 @@ class MessageTable:
             if notify and self.connection.vendor == "postgresql":
                 with self.connection.cursor() as cursor:
                     cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, queue])
+
+    def insert_many(self, rows: list[NewRow], notify: set[str]) -> None:
+        """Add many messages in one transaction (the caller's, if one is open), then wake
+        the consumers of the queues in ``notify``, once each, when it commits (PostgreSQL).
+
+        On PostgreSQL the rows go in one ``COPY``, several times faster than a multi-row
+        INSERT of them (measured: psycopg parses a statement's placeholders in Python);
+        elsewhere one multi-row INSERT per :data:`INSERT_BATCH` rows.
+        """
+        if not rows:
+            return
+        conn = self.connection
+        created_at = timezone.now()
+        with self._errors(), transaction.atomic(using=self.alias, savepoint=False):
+            if conn.vendor == "postgresql":
+                copy_rows(conn, self._copy_sql(), (
+                    (*row, created_at, "", 0) for row in rows))
+                with conn.cursor() as cursor:
+                    for queue in sorted(notify):
+                        cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, queue])
+            else:
+                self._insert_rows(rows, created_at)
+
+    def _insert_rows(self, rows: list[NewRow], created_at: datetime) -> None:
+        conn = self.connection
+        per_statement = INSERT_BATCH
+        if conn.features.max_query_params:  # SQLite, as Django declares it: 999
+            per_statement = min(per_statement, conn.features.max_query_params // _INSERTED)
+        created_at = self._dt(created_at)
+        # Adapted once per value: the rows of a bulk call share theirs.
+        adapted: dict[datetime, object] = {}
+        with conn.cursor() as cursor:
+            for start in range(0, len(rows), per_statement):
+                chunk = rows[start:start + per_statement]
+                values = []
+                for row in chunk:
+                    visible_at = adapted.get(row.visible_at)
+                    if visible_at is None:
+                        visible_at = adapted[row.visible_at] = self._dt(row.visible_at)
+                    values += (row.queue, row.priority, row.payload, visible_at,
+                               row.delivery_tag, created_at)
+                cursor.execute(self._insert_sql(len(chunk)), values)
+
+    def _columns(self) -> str:
+        names = self._names()
+        return ", ".join(names[key] for key in (
+            "queue", "priority", "payload", "visible", "tag", "created", "owner", "count"))
+
+    def _copy_sql(self) -> str:
+        return f"COPY {self._names()['t']} ({self._columns()}) FROM STDIN"
+
+    def _insert_sql(self, count: int) -> str:
+        # The columns Django would fill with their defaults are written as literals.
+        row = "(%s, %s, %s, %s, %s, %s, '', 0)"
+        return (f"INSERT INTO {self._names()['t']} ({self._columns()}) VALUES "
+                + ", ".join([row] * count))
 
     def claim(self, queue: str, owner: str, limit: int, lease_until: datetime) -> list[ClaimedRow]:
         """Lease up to ``limit`` visible rows of ``queue`` to ``owner``, in one statement.
@@ -226,6 +299,7 @@ def _names(alias: str) -> dict[str, str]:
         "until": column["lease_until"],
         "tag": column["delivery_tag"],
         "count": column["delivery_count"],
+        "created": column["created_at"],
     }
 
 

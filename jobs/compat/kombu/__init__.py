@@ -199,6 +199,9 @@ class VirtualChannel(_Hooks, virtual.Channel):
     )
     #: (message, reverse=False): the message's priority, clamped to kombu's range.
     message_priority = _private(virtual.Channel, "_get_message_priority")
+    #: (message, exchange, routing_key): kombu's own step before a message is stored, as
+    #: basic_publish takes it (its body encoded, its delivery tag and info set).
+    augment_message = _private(virtual.Channel, "_inplace_augment_message")
     #: Consumer tag -> queue name.
     consumer_queues = _private_attribute(virtual.Channel, "_tag_to_queue")
     #: The queues consumed from.
