@@ -49,15 +49,18 @@ class Batch(Sequence):
 
     __slots__ = ("calls", "prototype", "_fields")
 
-    def __init__(self, prototype: Envelope, calls: list[tuple]) -> None:
+    def __init__(self, prototype: Envelope, calls: list[tuple], fields: dict | None = None
+                 ) -> None:
         #: The envelope with holes: the id, the body and the arguments' reprs.
         self.prototype = prototype
         #: Per call: (id, args, kwargs, body, argsrepr, kwargsrepr), the reprs as JSON
         #: writes them between quotes.
         self.calls = calls
-        message = prototype.message
-        self._fields = {name: getattr(message, name) for name in JobMessage.__slots__
-                        if name not in ("id", "args", "kwargs")}
+        if fields is None:
+            message = prototype.message
+            fields = {name: getattr(message, name) for name in JobMessage.__slots__
+                      if name not in ("id", "args", "kwargs")}
+        self._fields = fields
 
     def __len__(self) -> int:
         return len(self.calls)
@@ -81,28 +84,47 @@ class Batch(Sequence):
             yield JobMessage(id=job_id, args=args, kwargs=kwargs, **fields)
 
 
+class Alike:
+    """What the calls of one job with the same options share: the message with
+    :data:`HOLES`, as an envelope, and the end of every body. Made once per bulk call, or
+    once per job for ``delay()`` (:func:`jobs.bulk.delay_one`); :meth:`batch` fills it."""
+
+    __slots__ = ("prototype", "tail", "fields")
+
+    def __init__(self, prototype: JobMessage) -> None:
+        headers = prototype.header_dict()
+        headers["argsrepr"], headers["kwargsrepr"] = HOLES["argsrepr"], HOLES["kwargsrepr"]
+        self.prototype = Envelope(prototype, HOLES["body"], "application/json", "utf-8",
+                                  headers)
+        # The body is [args, kwargs, embed]; the embed is the same for every call.
+        self.tail = ", " + json_text(prototype.embed or EMBED) + "]"
+        self.fields = {name: getattr(prototype, name) for name in JobMessage.__slots__
+                       if name not in ("id", "args", "kwargs")}
+
+    def batch(self, pairs, max_size: int | None = None) -> Batch | None:
+        """The calls ``pairs`` (``(args, kwargs)`` each) as a :class:`Batch` of JSON
+        messages, or None where a call needs more than this (a value only kombu's encoder
+        knows, a body over ``max_size``): the caller then encodes each call on its own,
+        which raises what is wrong."""
+        tail = self.tail
+        calls = []
+        try:
+            for args, kwargs in pairs:
+                body = json_text([args, kwargs])[:-1] + tail
+                if max_size and len(body) > max_size:
+                    return None
+                calls.append((new_id(), args, kwargs, body,
+                              json_string(short_repr(args))[1:-1],
+                              json_string(short_repr(kwargs))[1:-1]))
+        except (TypeError, ValueError):
+            return None
+        return Batch(self.prototype, calls, self.fields)
+
+
 def batch(prototype: JobMessage, pairs, max_size: int | None = None) -> Batch | None:
-    """The calls ``pairs`` (``(args, kwargs)`` each) of ``prototype`` (a message whose id
-    is ``HOLES["id"]``) as a :class:`Batch` of JSON messages, or None where a call needs
-    more than this (a value only kombu's encoder knows, a body over ``max_size``): the
-    caller then encodes each call on its own, which raises what is wrong."""
-    headers = prototype.header_dict()
-    headers["argsrepr"], headers["kwargsrepr"] = HOLES["argsrepr"], HOLES["kwargsrepr"]
-    # The body is [args, kwargs, embed]; the embed is the same for every call.
-    tail = ", " + json_text(prototype.embed or EMBED) + "]"
-    calls = []
-    try:
-        for args, kwargs in pairs:
-            body = json_text([args, kwargs])[:-1] + tail
-            if max_size and len(body) > max_size:
-                return None
-            calls.append((new_id(), args, kwargs, body,
-                          json_string(short_repr(args))[1:-1],
-                          json_string(short_repr(kwargs))[1:-1]))
-    except (TypeError, ValueError):
-        return None
-    return Batch(Envelope(prototype, HOLES["body"], "application/json", "utf-8", headers),
-                 calls)
+    """The calls ``pairs`` of ``prototype`` (a message whose id is ``HOLES["id"]``) as a
+    :class:`Batch`, or None (see :meth:`Alike.batch`)."""
+    return Alike(prototype).batch(pairs, max_size)
 
 
 class Stencil:

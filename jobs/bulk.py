@@ -8,14 +8,18 @@ one message is built and encoded, and the broker writes each call's text from it
 pipeline on Redis; on ``django://`` one COPY on PostgreSQL, a multi-row INSERT per batch
 elsewhere). Otherwise each message is built, encoded and shown to the middleware on its own,
 as ``apply_async`` does, and sent in the same one pipeline or statement.
+
+``delay()`` with no options, outside a running job, is a bulk call of one (:func:`delay_one`):
+its job's message with holes is made on the first call and kept, and the transport keeps its
+text (:meth:`jobs.broker.publisher.Publisher._send_alike`), so each call only fills it.
 """
 
 from __future__ import annotations
 
-from jobs import broker
-from jobs.batch import HOLES, Batch, batch
+from jobs import broker, context
+from jobs.batch import HOLES, Alike, Batch
 from jobs.compat.kombu import json_is_kombus
-from jobs.conf import settings
+from jobs.conf import on_reset, settings
 from jobs.messages import Envelope, encode
 from jobs.middleware import stack
 
@@ -62,7 +66,7 @@ def _alike(job, pairs, options, route, middleware, limit) -> Batch | None:
     prototype = job.build_message((), {}, {**options, "task_id": HOLES["id"]}, route)
     if not middleware.passes_through(job, prototype, options):
         return None
-    return batch(prototype, pairs, limit)
+    return Alike(prototype).batch(pairs, limit)
 
 
 def _one_by_one(job, pairs, options, route, middleware, serializer, limit, JobResult):
@@ -79,3 +83,57 @@ def _one_by_one(job, pairs, options, route, middleware, serializer, limit, JobRe
             envelope = JobResult(envelope.message.id, name=job.name)
         handles.append(envelope)
     return envelopes, handles
+
+
+#: Job -> the :class:`Alike` its ``delay()`` fills, or None where each call is built on its own
+#: (``apply_async``'s path); worked out on the job's first ``delay()``, again when JOBS changes.
+_ALIKE: dict = {}
+
+
+@on_reset
+def _forget() -> None:
+    _ALIKE.clear()
+
+
+def delay_one(job, args: tuple, kwargs: dict) -> str | None:
+    """``job.delay(*args, **kwargs)`` (checked already) as a bulk call of one, filled into
+    the message made once for the job: the job's id, or None where it must take the path
+    of ``apply_async`` (inside a running job, whose id its messages carry; a job or project
+    whose messages can't be made so; a value only kombu's encoder knows; a message too
+    large, which that path refuses with its reason)."""
+    if context.current.get().id is not None:
+        return None
+    try:
+        alike = _ALIKE[job]
+    except KeyError:
+        alike = _ALIKE[job] = _alike_for(job)
+    if alike is None:
+        return None
+    one = alike.batch(((args, kwargs),), settings.TASK_MAX_MESSAGE_SIZE)
+    if one is None:
+        return None
+    middleware = stack()
+    try:
+        broker.publish_many(one)
+    except BaseException as exc:
+        middleware.publish_failed(job, one[0], exc)
+        raise
+    if middleware.hooks["after_publish"]:
+        middleware.notify("after_publish", job, one.message(0))
+    return one.calls[0][0]
+
+
+def _alike_for(job) -> Alike | None:
+    """The message every ``delay()`` of ``job`` shares, or None where its calls differ in
+    more than their ids and arguments, or must each be seen by the publishing middleware."""
+    project_broker = broker.get_broker()
+    if (job.options.expires is not None  # counted from each call's time
+            or (job.serializer or settings.TASK_SERIALIZER) != "json" or not json_is_kombus()
+            or job.compression or settings.TASK_COMPRESSION
+            or not project_broker.pipelines_batches or project_broker.routing.routers):
+        return None
+    prototype = job.build_message((), {}, {"task_id": HOLES["id"]},
+                                  broker.resolve(job.name, job.queue))
+    if not stack().passes_through(job, prototype, {}):
+        return None
+    return Alike(prototype)

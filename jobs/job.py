@@ -90,6 +90,13 @@ class Job(JobHooks, Generic[P, R]):
             if not EMBED_OPTIONS.isdisjoint(options):  # link, link_error: run them too
                 return self.signature(args, kwargs, **options).apply()
             return self.apply(args, kwargs, **options)
+        if not options:  # delay(): the job's message made once, filled for each call
+            args, kwargs = tuple(args or ()), dict(kwargs or {})
+            if self.options.typing:
+                self.check_arguments(args, kwargs)
+            job_id = bulk.delay_one(self, args, kwargs)
+            if job_id is not None:
+                return _result_class()(job_id, name=self.name)
         return self.publish(self.prepare(args, kwargs, **options), **options)
 
     async def adelay(self, *args: P.args, **kwargs: P.kwargs):

@@ -133,9 +133,11 @@ def test_a_middleware_that_passes_bulk_calls_through_is_not_shown_each(broker_ur
     watching = import_string("tests.test_bulk.Watching")  # the class the settings name
     watching.seen = 0
     demo.add.delay_many([(i, 1) for i in range(3)])
-    demo.add.delay(1, 1)
+    demo.add.delay(1, 1)  # a call of one: not shown either
+    assert watching.seen == 0
+    demo.add.apply_async((1, 1), countdown=0)  # options: built and shown on its own
     assert watching.seen == 1
-    assert len(stored(broker_url)) == 4
+    assert len(stored(broker_url)) == 5
 
 
 @on_every_batching_broker
@@ -229,3 +231,37 @@ def test_a_batch_gives_each_calls_envelope_as_encode_makes_it():
         message = demo.add.build_message(args, kwargs, {"task_id": made.calls[i][0]})
         assert envelope == encode(message, "json")
     assert re.fullmatch(r"[0-9a-f-]{36}", made.calls[0][0])
+
+
+@on_every_batching_broker
+def test_delay_stores_the_message_apply_async_stores(broker_url):
+    """``delay()`` fills the job's message made on its first call: the texts are those of
+    ``apply_async``, which builds and encodes each message."""
+    for args, kwargs in AWKWARD:
+        demo.add.delay(*args, **kwargs)
+        demo.add.apply_async(args, kwargs, on_commit=True)  # an option: the general path
+    messages = stored(broker_url)
+    assert len(messages) == 2 * len(AWKWARD)
+    for filled, built in zip(messages[::2], messages[1::2], strict=True):
+        assert filled["headers"]["id"] != built["headers"]["id"]
+        assert filled["properties"]["delivery_tag"] != built["properties"]["delivery_tag"]
+        assert same_apart_from_ids(filled) == same_apart_from_ids(built)
+    assert [body(m)[:2] for m in messages[::2]] == [[list(a), k] for a, k in AWKWARD]
+
+
+@on_every_batching_broker
+def test_delay_follows_a_change_of_settings_after_its_first_call(broker_url, settings):
+    demo.add.delay(1, 1)
+    settings.JOBS = {**settings.JOBS, "SIGNING_KEYS": ["a signing key of some length, 32+"]}
+    demo.add.delay(2, 2)
+    unsigned, signed = stored(broker_url)
+    assert security.HEADER not in unsigned["headers"]
+    assert security.refusal(signed["headers"], base64.b64decode(signed["body"]),
+                            signed["content-type"], signed["content-encoding"]) is None
+
+
+@on_every_batching_broker
+def test_delay_of_a_value_json_cant_carry_fails_in_the_caller(broker_url):
+    with pytest.raises(TypeError):
+        demo.add.delay(object(), 1)
+    assert stored(broker_url) == []

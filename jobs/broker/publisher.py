@@ -45,6 +45,9 @@ class Publisher:
         self.channel = self.connection.default_channel
         self.producer = Producer(self.channel)
         self.declared: set = set()  # queue names, and ("exchange", name) of exchanges
+        # Prototype envelope's id -> (it, the channel's stencil of it): the text a batch of
+        # its calls is filled from, made once per prototype (a job's delay() reuses one).
+        self.stencils: dict = {}
         errors = self.connection.connection_errors + self.connection.channel_errors
         self.errors = tuple(e for e in errors if not issubclass(e, PUBLISHER_ERRORS))
 
@@ -72,7 +75,7 @@ class Publisher:
 
     def send(self, envelopes, compression, retry_policy: dict | None = None) -> None:
         try:
-            if retry_policy is None and len(envelopes) == 1:
+            if retry_policy is None and len(envelopes) == 1 and envelopes.__class__ is not Batch:
                 self._send_one(envelopes[0], compression)
                 return
             if (retry_policy is None and self.broker.pipelines_batches
@@ -106,13 +109,24 @@ class Publisher:
 
     def _send_alike(self, batch: Batch, compression) -> bool:
         """A batch's messages written from one prepared message, filled for each call, where
-        the channel can (``publish_alike``) and nothing is compressed; False: not sent."""
-        publish = getattr(self.channel, "publish_alike", None)
-        if publish is None or compression:
+        the channel can (``stencil``, ``publish_alike``) and nothing is compressed; False:
+        not sent. The channel's stencil of a prototype is kept while the prototype lives."""
+        stencil = getattr(self.channel, "stencil", None)
+        if stencil is None or compression:
             return False
-        queue = batch.prototype.message.queue
-        self.declare(queue)
-        return publish(self._prepare(batch.prototype, None), queue, batch)
+        prototype = batch.prototype
+        cached = self.stencils.get(id(prototype))
+        if cached is None or cached[0] is not prototype:
+            queue = prototype.message.queue
+            self.declare(queue)
+            if len(self.stencils) >= 64:
+                self.stencils.clear()
+            cached = self.stencils[id(prototype)] = (
+                prototype, stencil(self._prepare(prototype, None), queue))
+        if cached[1] is None:
+            return False
+        self.channel.publish_alike(cached[1], batch.calls)
+        return True
 
     def _prepare(self, envelope: Envelope, compression):
         message = envelope.message

@@ -64,8 +64,10 @@ class Middleware:
         (``delay_many``) as it is, whatever each call's id and arguments: ``message`` is the
         call's message with stand-ins for them. If every publishing middleware says so, the
         call's messages are built from one (:class:`jobs.batch.Batch`) and not shown to
-        ``before_publish`` one by one. A middleware that overrides ``before_publish`` says
-        here when it has nothing to do; the default, False, has every message shown to it."""
+        ``before_publish`` one by one. ``delay()`` with no options, outside a running job, is
+        a call of one, asked once per job (again when JOBS changes) with ``options`` empty.
+        A middleware that overrides ``before_publish`` says here when it has nothing to do;
+        the default, False, has every message shown to it."""
         return False
 
     def publish_failed(self, job: Job, envelope: Envelope, exc: BaseException) -> None:

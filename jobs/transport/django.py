@@ -37,7 +37,7 @@ from kombu.log import get_logger
 from kombu.transport import virtual
 from kombu.utils.json import dumps, loads
 
-from jobs.batch import Batch, Stencil
+from jobs.batch import Stencil
 from jobs.compat.kombu import VirtualChannel, VirtualQoS, VirtualTransport
 from jobs.messages import envelope_json
 from jobs.transport.listener import Listener
@@ -180,21 +180,26 @@ class Channel(VirtualChannel):
                                    message["properties"]["delivery_tag"]))
         self.table.insert_many(rows, notify=ready)
 
-    def publish_alike(self, prepared: dict, queue: str, batch: Batch) -> bool:
-        """Insert the calls of ``batch`` as rows of ``queue``, as :meth:`publish_many`
-        would: ``prepared`` (its :data:`~jobs.batch.HOLES` unfilled) is written as text
-        once, and filled for each call. False, having sent nothing, for a body encoding
+    def stencil(self, prepared: dict, queue: str) -> tuple | None:
+        """What :meth:`publish_alike` needs to insert the calls of a batch whose prototype
+        is ``prepared`` (its :data:`~jobs.batch.HOLES` unfilled); None for a body encoding
         other than base64."""
         if self.body_encoding != "base64":
-            return False
-        now = timezone.now()
-        visible_at = max(_eta(prepared) or now, now)
+            return None
+        eta = _eta(prepared)
         priority = self.message_priority(prepared, reverse=False)
         self.augment_message(prepared, "", queue)
+        return queue, priority, eta, Stencil(prepared)
+
+    def publish_alike(self, stencil: tuple, calls: list) -> None:
+        """Insert ``calls`` (a :class:`~jobs.batch.Batch`'s) as rows, as :meth:`publish_many`
+        would, each call's text filled in from their :meth:`stencil`."""
+        queue, priority, eta, stencil = stencil
+        now = timezone.now()
+        visible_at = max(eta or now, now)
         rows = [NewRow(queue, priority, text, visible_at, tag)
-                for tag, text in Stencil(prepared).texts(batch.calls)]
+                for tag, text in stencil.texts(calls)]
         self.table.insert_many(rows, notify={queue} if visible_at <= now else set())
-        return True
 
     def get_message(self, queue, timeout=None):
         """The next message of ``queue``: buffered, else from a new claim."""

@@ -34,7 +34,7 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 from redis.exceptions import NoScriptError, ResponseError
 
-from jobs.batch import Batch, Stencil
+from jobs.batch import Stencil
 from jobs.compat.kombu.redis import RedisChannel, RedisQoS, execute_prefixed, forget_unacked
 from jobs.ids import new_id
 from jobs.messages import envelope_json as _envelope_json
@@ -187,7 +187,10 @@ class Channel(RedisChannel):
         key = self.list_key(queue, message)
         if self.global_keyprefix:
             key = self.global_keyprefix + key
-        key, data = key.encode(), _envelope_json(message).encode()
+        self._push_one(key.encode(), _envelope_json(message).encode())
+
+    def _push_one(self, key: bytes, data: bytes) -> None:
+        """LPUSH ``data`` to ``key`` (with the key prefix) on the publishing connection."""
         connection = self._put_connection
         if connection is None:
             connection = self._put_connection = self.pool.get_connection()
@@ -255,26 +258,35 @@ class Channel(RedisChannel):
                         pipe.pexpire(self.queue_key(queue, priority), expiring[queue])
             pipe.execute()
 
-    def publish_alike(self, prepared: dict, queue: str, batch: Batch,
-                      chunk: int = PUSH_CHUNK) -> bool:
-        """Publish the calls of ``batch`` to ``queue`` in one pipeline, LPUSHes of ``chunk``
-        messages: ``prepared`` (its :data:`~jobs.batch.HOLES` unfilled) is stored as text
-        once, and filled for each call. False, having sent nothing, where that can't be
-        done (a body encoding other than base64, a queue that expires)."""
+    def stencil(self, prepared: dict, queue: str) -> tuple[str, Stencil] | None:
+        """``(list key, stencil)`` to publish the calls of a batch whose prototype is
+        ``prepared`` (its :data:`~jobs.batch.HOLES` unfilled) with :meth:`publish_alike`;
+        None where that can't be done (a body encoding other than base64, a queue that
+        expires)."""
         expiring = self.expiring_queues
         if self.body_encoding != "base64" or (expiring and queue in expiring):
-            return False
+            return None
         key = self.list_key(queue, prepared)
         self.augment_message(prepared, "", queue)
+        return key, Stencil(prepared)
+
+    def publish_alike(self, stencil: tuple[str, Stencil], calls: list,
+                      chunk: int = PUSH_CHUNK) -> None:
+        """Publish ``calls`` (a :class:`~jobs.batch.Batch`'s) from their :meth:`stencil`,
+        each call's text filled in: one LPUSH for one call, else one pipeline of LPUSHes of
+        ``chunk`` messages."""
+        key, stencil = stencil
         # As bytes: redis-py's encoding of a str argument costs more than str.encode.
-        texts = [text.encode()
-                 for _, text in Stencil(prepared).texts(batch.calls, self.delivery_tag)]
+        texts = [text.encode() for _, text in stencil.texts(calls, self.delivery_tag)]
+        if len(texts) == 1:
+            prefix = self.global_keyprefix
+            self._push_one((prefix + key if prefix else key).encode(), texts[0])
+            return
         with self.command_client() as client:
             pipe = client.pipeline(transaction=False)
             for i in range(0, len(texts), chunk):
                 pipe.lpush(key, *texts[i:i + chunk])
             pipe.execute()
-        return True
 
     def disconnect_pools(self):
         self._shared_client = None
