@@ -151,9 +151,9 @@ class JobResult:
             while True:
                 state = _state_of(self.id)  # one column: reading the row is ten times dearer
                 if state in READY_STATES:
-                    row = self._fetch()
-                    if row is not None and row.state in READY_STATES:
-                        return self._outcome(row.state, row.result, propagate)
+                    found = _outcome_of(self.id)
+                    if found is not None and found[0] in READY_STATES:
+                        return self._outcome(*found, propagate)
                 if deadline is not None and time.monotonic() >= deadline:
                     raise exceptions.TimeoutError(
                         f"job {self.id} is still {state or States.PENDING} after {timeout}s"
@@ -214,6 +214,30 @@ def _state_of(job_id: str) -> str | None:
         cursor.execute(_state_sql(connection.alias), [job_id])
         found = cursor.fetchone()
     return found[0] if found else None
+
+
+def _outcome_of(job_id: str) -> tuple[str, Any] | None:
+    """``(state, result)`` of the job's row (None without one), the result decoded as the
+    model's field decodes it: one statement built once, where the ORM's query for the row
+    costs ten times the database's work (a third of a millisecond on SQLite)."""
+    connection = connections[router.db_for_read(JobRecord)]
+    with connection.cursor() as cursor:
+        cursor.execute(_outcome_sql(connection.alias), [job_id])
+        found = cursor.fetchone()
+    if found is None:
+        return None
+    return found[0], _RESULT.from_db_value(found[1], None, connection)
+
+
+_RESULT = JobRecord._meta.get_field("result")
+
+
+@functools.cache
+def _outcome_sql(alias: str) -> str:
+    quote = connections[alias].ops.quote_name
+    field = JobRecord._meta.get_field
+    return (f"SELECT {quote(field('state').column)}, {quote(_RESULT.column)} "
+            f"FROM {quote(JobRecord._meta.db_table)} WHERE {quote(field('job_id').column)} = %s")
 
 
 @functools.cache

@@ -107,6 +107,51 @@ def test_ack_deletes_the_row(broker):
     assert not Message.objects.filter(queue="ack").exists()
 
 
+def test_batched_acks_wait_for_the_next_claim_unless_urgent(broker, monkeypatch):
+    """A worker's acknowledgements (batched: ``Broker.batch_acks``) go with its next claim, in
+    the claim's transaction; not urgent, an idle worker's wait at most ACKS_WAIT; urgent
+    ones (stopping, acknowledging before a job runs) go at once."""
+    from jobs.broker import get_broker
+    from jobs.transport import django as transport
+
+    conn = broker()
+    for n in range(3):
+        publish(conn, "acks", {"n": n})
+    channel = conn.channel()
+    flush = get_broker().batch_acks(channel)
+    received = []
+    Consumer(channel, [Queue("acks")], prefetch_count=1, on_message=received.append).consume()
+
+    def next_message():
+        deadline = time.monotonic() + 2
+        while not received and time.monotonic() < deadline:
+            try:
+                conn.drain_events(timeout=0.05)
+            except TimeoutError:
+                pass
+        return received.pop()
+
+    first = next_message()
+    first.ack()
+    flush(urgent=False)  # idle, just now: kept for the next claim
+    assert Message.objects.filter(queue="acks").count() == 3
+
+    second = next_message()  # claimed: the first message's ack went with the claim
+    assert second.payload == {"n": 1}
+    assert Message.objects.filter(queue="acks").count() == 2
+
+    second.ack()
+    monkeypatch.setattr(transport, "ACKS_WAIT", 0.0)  # waited long enough: deleted
+    flush(urgent=False)
+    assert Message.objects.filter(queue="acks").count() == 1
+
+    monkeypatch.setattr(transport, "ACKS_WAIT", 3600.0)
+    third = next_message()
+    third.ack()
+    flush(urgent=True)
+    assert not Message.objects.filter(queue="acks").exists()
+
+
 def test_a_received_message_is_leased_until_the_visibility_timeout(broker):
     conn = broker(visibility_timeout=30)
     publish(conn, "lease", {"n": 1})

@@ -50,6 +50,10 @@ logger = get_logger("jobs.transport")
 
 #: Most rows one claim takes, whatever the prefetch count.
 MAX_BATCH = 100
+#: Seconds acknowledgements may wait for the next claim to delete them in its transaction,
+#: when the worker has nothing in flight (the worker flushes them after that, or at once when
+#: it must: stopping, or acknowledging before a job runs).
+ACKS_WAIT = 0.1
 
 
 class QoS(VirtualQoS):
@@ -67,20 +71,35 @@ class QoS(VirtualQoS):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._pending_acks: list[str] = []
+        self._pending_since = 0.0
 
     def ack(self, delivery_tag):
         if self.defer_acks:
+            if not self._pending_acks:
+                self._pending_since = monotonic()
             self._pending_acks.append(delivery_tag)
         else:
             self.channel.table.delete(self.channel.lease_owner, delivery_tag)
         super().ack(delivery_tag)
 
-    def flush_acks(self) -> None:
+    def flush_acks(self, urgent: bool = True) -> None:
         """Delete the rows of the messages acknowledged since the last flush, in one
-        statement and one commit."""
+        statement and one commit. Not ``urgent``, they wait until the oldest has waited
+        :data:`ACKS_WAIT`, unless a claim takes them first (:meth:`take_acks`)."""
+        if not urgent and monotonic() - self._pending_since < ACKS_WAIT:
+            return
         tags, self._pending_acks = self._pending_acks, []
         if tags:
             self.channel.table.delete_many(self.channel.lease_owner, tags)
+
+    def take_acks(self) -> list[str]:
+        """The acknowledgements noted and not sent yet, for the channel's next claim to
+        send in its own transaction (:meth:`give_back_acks` if it fails)."""
+        tags, self._pending_acks = self._pending_acks, []
+        return tags
+
+    def give_back_acks(self, tags: list[str]) -> None:
+        self._pending_acks[:0] = tags
 
     def reject(self, delivery_tag, requeue=False):
         table, owner = self.channel.table, self.channel.lease_owner
@@ -219,7 +238,19 @@ class Channel(VirtualChannel):
         limit = self._claim_limit()
         if limit < 1:
             return []
-        return self.table.claim(queue, self.lease_owner, limit, self._lease_until())
+        # The messages acknowledged since the last claim are deleted in its transaction: a
+        # commit fewer, and on SQLite no write of their own to meet a job's STARTED or
+        # outcome write at the database's one write lock (whose busy handler then sleeps a
+        # whole millisecond).
+        acked = self.qos.take_acks() if self.qos.defer_acks else []
+        rows = []
+        try:
+            rows = self.table.claim(queue, self.lease_owner, limit, self._lease_until(),
+                                    acked=acked)
+        finally:
+            if acked and not rows:  # not sent (nothing to claim, or it failed): later
+                self.qos.give_back_acks(acked)
+        return rows
 
     def _claim_limit(self) -> int:
         # Claim no more than the prefetch count leaves room for, counting rows already

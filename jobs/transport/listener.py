@@ -19,7 +19,7 @@ RETRY_AFTER = 30.0
 #: SQLite: seconds between two checks for a commit while the database is busy (it changed in
 #: the last BUSY_FOR seconds): a consumer taking one job after another, each sent when the
 #: previous one's result arrived, claims each within this much of its commit.
-BUSY_STEP = 0.0005
+BUSY_STEP = 0.00025
 BUSY_FOR = 1.0
 #: SQLite: seconds between two checks once it has been quiet for BUSY_FOR (a check costs a
 #: few microseconds; an idle worker makes 200 a second).

@@ -90,6 +90,12 @@ class MessageTable:
             return
         conn = self.connection
         created_at = timezone.now()
+        if conn.vendor != "postgresql" and len(rows) <= self._per_statement():
+            # One statement: atomic by itself, in autocommit without Django's BEGIN and
+            # COMMIT around it (on SQLite a delay() costs a third less).
+            with self._errors():
+                self._insert_rows(rows, created_at)
+            return
         with self._errors(), transaction.atomic(using=self.alias, savepoint=False):
             if conn.vendor == "postgresql":
                 copy_rows(conn, self._copy_sql(), (
@@ -100,11 +106,15 @@ class MessageTable:
             else:
                 self._insert_rows(rows, created_at)
 
+    def _per_statement(self) -> int:
+        """Rows per INSERT (not PostgreSQL): at most as many as take the parameters the
+        database allows (SQLite, as Django declares it: 999)."""
+        limit = self.connection.features.max_query_params
+        return min(INSERT_BATCH, limit // _INSERTED) if limit else INSERT_BATCH
+
     def _insert_rows(self, rows: list[NewRow], created_at: datetime) -> None:
         conn = self.connection
-        per_statement = INSERT_BATCH
-        if conn.features.max_query_params:  # SQLite, as Django declares it: 999
-            per_statement = min(per_statement, conn.features.max_query_params // _INSERTED)
+        per_statement = self._per_statement()
         created_at = self._dt(created_at)
         # Adapted once per value: the rows of a bulk call share theirs.
         adapted: dict[datetime, object] = {}
@@ -134,8 +144,11 @@ class MessageTable:
         return (f"INSERT INTO {self._names()['t']} ({self._columns()}) VALUES "
                 + ", ".join([row] * count))
 
-    def claim(self, queue: str, owner: str, limit: int, lease_until: datetime) -> list[ClaimedRow]:
-        """Lease up to ``limit`` visible rows of ``queue`` to ``owner``, in one statement.
+    def claim(self, queue: str, owner: str, limit: int, lease_until: datetime,
+              acked: list[str] = ()) -> list[ClaimedRow]:
+        """Lease up to ``limit`` visible rows of ``queue`` to ``owner``, in one statement;
+        if there are any to lease, first delete the rows of ``acked`` (messages ``owner``
+        acknowledged), in the same transaction (none leased: the caller still has them).
 
         Rows come in delivery order: highest priority first, then the earliest visible (the
         oldest; a delayed message by its due time, as if it were sent then), then oldest. That
@@ -143,7 +156,6 @@ class MessageTable:
         leased ahead of them), never the whole queue: ordered otherwise, each claim sorted
         every ready row of the queue, while holding SQLite's write lock.
         """
-        conn = self.connection
         now = timezone.now()
         if not _locks_rows(self.alias) and not self.any_ready(queue, now):
             # SQLite: an UPDATE takes the database's one write lock even when it changes
@@ -151,6 +163,15 @@ class MessageTable:
             # millisecond (SQLite's busy handler) for a lock held a few microseconds. A
             # read takes no lock in WAL mode: ask first.
             return []
+        if acked:
+            with transaction.atomic(using=self.alias):
+                self.delete_many(owner, acked)
+                return self._claim(queue, owner, limit, lease_until, now)
+        return self._claim(queue, owner, limit, lease_until, now)
+
+    def _claim(self, queue: str, owner: str, limit: int, lease_until: datetime,
+               now: datetime) -> list[ClaimedRow]:
+        conn = self.connection
         sql = (
             "UPDATE {t} SET {owner} = %s, {until} = %s, {count} = {count} + 1 "
             "WHERE {id} IN (SELECT {id} FROM {t} WHERE {queue} = %s AND {visible} <= %s "

@@ -291,11 +291,12 @@ class Worker:
             except queue.Empty:
                 break
             self._complete(*item)
-        self._flush_acks(force=not self._inflight)
+        self._flush_acks(force=not self._inflight, urgent=False)
 
-    def _flush_acks(self, force: bool = False) -> None:
+    def _flush_acks(self, force: bool = False, urgent: bool = True) -> None:
         """Send the acknowledgements noted since the last flush: at once when nothing else is
-        in flight, else at most every ACK_WINDOW seconds (one round trip for the batch)."""
+        in flight, else at most every ACK_WINDOW seconds (one round trip for the batch). Not
+        ``urgent`` (nothing in flight), the broker may keep them for its next round trip."""
         if self._flush is None:
             return
         now = time.monotonic()
@@ -303,7 +304,7 @@ class Worker:
             return
         self._flush_at = now + ACK_WINDOW
         try:
-            self._flush()
+            self._flush(urgent=urgent)
         except Exception as exc:  # as in _complete: start over on a fresh connection
             logger.warning("Could not acknowledge finished jobs: %s", exc)
             self._broken = exc
