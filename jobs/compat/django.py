@@ -10,8 +10,9 @@ name, rather than a worker.
 
 from __future__ import annotations
 
+import re
 import time
-from functools import partial
+from functools import lru_cache, partial
 from operator import attrgetter
 from typing import NamedTuple
 
@@ -145,10 +146,19 @@ def execute_bound(connection, sql: str, params: list):
     server): a Django cursor binds them into the SQL text on the client instead, which
     costs a quarter of a job's recording. The statement is prepared on the server only if
     the database's OPTIONS set ``prepare_threshold`` (Django leaves it unset, for
-    PgBouncer's transaction pooling). Errors are raised as Django's (``IntegrityError``,
+    PgBouncer's transaction pooling). On SQLite the driver's cursor runs it, its ``%s``
+    placeholders turned into ``?`` once per statement (Django's cursor does that for every
+    call, with a regular expression). Errors are raised as Django's (``IntegrityError``,
     ``DataError``...), as from a Django cursor. Elsewhere a Django cursor runs it.
     """
     raw = driver_connection(connection)
+    if connection.vendor == "sqlite":
+        with connection.wrap_database_errors:
+            cursor = raw.execute(_qmark(sql), params)
+            try:
+                return _done(cursor)
+            finally:
+                cursor.close()
     if connection.vendor != "postgresql" or not hasattr(raw, "prepare_threshold"):
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
@@ -158,6 +168,13 @@ def execute_bound(connection, sql: str, params: list):
     with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
         cursor.execute(sql, params)
         return _done(cursor)
+
+
+@lru_cache(maxsize=256)
+def _qmark(sql: str) -> str:
+    """``sql`` with sqlite3's placeholders (``?``) for the ``%s`` of Django's style, and
+    ``%%`` made ``%`` again."""
+    return re.sub(r"(?<!%)%s", "?", sql).replace("%%", "%")
 
 
 class Done(NamedTuple):
