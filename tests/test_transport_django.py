@@ -107,10 +107,10 @@ def test_ack_deletes_the_row(broker):
     assert not Message.objects.filter(queue="ack").exists()
 
 
-def test_batched_acks_wait_for_the_next_claim_unless_urgent(broker, monkeypatch):
-    """A worker's acknowledgements (batched: ``Broker.batch_acks``) go with its next claim, in
-    the claim's transaction; not urgent, an idle worker's wait at most ACKS_WAIT; urgent
-    ones (stopping, acknowledging before a job runs) go at once."""
+def test_an_idle_workers_acks_wait_for_its_next_claim(broker, monkeypatch):
+    """An idle worker's acknowledgements (batched: ``Broker.batch_acks``) go with its next
+    claim, in the claim's transaction, or after ACKS_WAIT; a busy one's, or those that must
+    go (stopping, acknowledging before a job runs), go at once."""
     from jobs.broker import get_broker
     from jobs.transport import django as transport
 
@@ -133,7 +133,7 @@ def test_batched_acks_wait_for_the_next_claim_unless_urgent(broker, monkeypatch)
 
     first = next_message()
     first.ack()
-    flush(urgent=False)  # idle, just now: kept for the next claim
+    flush(idle=True)  # idle, just now: kept for the next claim
     assert Message.objects.filter(queue="acks").count() == 3
 
     second = next_message()  # claimed: the first message's ack went with the claim
@@ -142,13 +142,13 @@ def test_batched_acks_wait_for_the_next_claim_unless_urgent(broker, monkeypatch)
 
     second.ack()
     monkeypatch.setattr(transport, "ACKS_WAIT", 0.0)  # waited long enough: deleted
-    flush(urgent=False)
+    flush(idle=True)
     assert Message.objects.filter(queue="acks").count() == 1
 
     monkeypatch.setattr(transport, "ACKS_WAIT", 3600.0)
     third = next_message()
     third.ack()
-    flush(urgent=True)
+    flush()  # busy, or must: at once
     assert not Message.objects.filter(queue="acks").exists()
 
 

@@ -245,10 +245,9 @@ class Broker:
     def batch_acks(self, channel):
         """Have ``channel`` send acknowledgements in batches where it can: returns the
         function that sends those noted so far, or None (each goes at once). The worker calls
-        it with ``urgent=False`` when it has nothing in flight: a broker may keep them a
-        little longer for its next round trip (the database broker's next claim); with
-        ``urgent=True`` (stopping, standing down, acknowledging before a job runs) they go
-        now."""
+        it with ``idle=True`` when it has nothing in flight: a broker may keep them a
+        little longer for its next round trip (the database broker's next claim); otherwise
+        (busy, stopping, standing down, acknowledging before a job runs) they go now."""
         return None
 
     def queue_depths(self, names) -> dict:

@@ -253,9 +253,9 @@ class Channel(pyamqp.Channel):
         """Whether acknowledgements wait to be sent, and the channel can still send them."""
         return bool(self._deferred) and self.is_open and not self.is_closing
 
-    def flush_acks(self, urgent: bool = True) -> None:
+    def flush_acks(self, idle: bool = False) -> None:
         """Send the deferred acknowledgements: one ``multiple`` ack for those with no
-        unsettled message below them, one ack each for the others (now, ``urgent`` or
+        unsettled message below them, one ack each for the others (now, ``idle`` or
         not)."""
         deferred = self._deferred
         if not deferred:
@@ -306,8 +306,8 @@ class Connection(pyamqp.Connection):
         while ready is not None and ready():
             self.blocking_read()
 
-    def flush_acks(self, urgent: bool = True) -> None:
-        """Send the deferred acknowledgements of every open channel (now, ``urgent`` or
+    def flush_acks(self, idle: bool = False) -> None:
+        """Send the deferred acknowledgements of every open channel (now, ``idle`` or
         not)."""
         for channel in list(self.channels.values()):
             if isinstance(channel, Channel) and channel.has_deferred():

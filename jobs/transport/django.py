@@ -72,6 +72,7 @@ class QoS(VirtualQoS):
         super().__init__(*args, **kwargs)
         self._pending_acks: list[str] = []
         self._pending_since = 0.0
+        self._for_claim = False  # an idle worker's flush left them for the next claim
 
     def ack(self, delivery_tag):
         if self.defer_acks:
@@ -82,24 +83,32 @@ class QoS(VirtualQoS):
             self.channel.table.delete(self.channel.lease_owner, delivery_tag)
         super().ack(delivery_tag)
 
-    def flush_acks(self, urgent: bool = True) -> None:
+    def flush_acks(self, idle: bool = False) -> None:
         """Delete the rows of the messages acknowledged since the last flush, in one
-        statement and one commit. Not ``urgent``, they wait until the oldest has waited
-        :data:`ACKS_WAIT`, unless a claim takes them first (:meth:`take_acks`)."""
-        if not urgent and monotonic() - self._pending_since < ACKS_WAIT:
+        statement and one commit. For an ``idle`` worker they wait for its next claim
+        (:meth:`take_acks`), until the oldest has waited :data:`ACKS_WAIT`: a busy worker
+        deletes a batch every few milliseconds, an idle one would delete each job's row as
+        the next job's STARTED write comes."""
+        if idle and monotonic() - self._pending_since < ACKS_WAIT:
+            self._for_claim = bool(self._pending_acks)
             return
+        self._for_claim = False
         tags, self._pending_acks = self._pending_acks, []
         if tags:
             self.channel.table.delete_many(self.channel.lease_owner, tags)
 
     def take_acks(self) -> list[str]:
-        """The acknowledgements noted and not sent yet, for the channel's next claim to
-        send in its own transaction (:meth:`give_back_acks` if it fails)."""
+        """The acknowledgements an idle worker's flush left for the channel's next claim to
+        send in its own transaction (:meth:`give_back_acks` if it fails); none otherwise."""
+        if not self._for_claim:
+            return []
+        self._for_claim = False
         tags, self._pending_acks = self._pending_acks, []
         return tags
 
     def give_back_acks(self, tags: list[str]) -> None:
         self._pending_acks[:0] = tags
+        self._for_claim = True
 
     def reject(self, delivery_tag, requeue=False):
         table, owner = self.channel.table, self.channel.lease_owner
@@ -242,7 +251,7 @@ class Channel(VirtualChannel):
         # commit fewer, and on SQLite no write of their own to meet a job's STARTED or
         # outcome write at the database's one write lock (whose busy handler then sleeps a
         # whole millisecond).
-        acked = self.qos.take_acks() if self.qos.defer_acks else []
+        acked = self.qos.take_acks()
         rows = []
         try:
             rows = self.table.claim(queue, self.lease_owner, limit, self._lease_until(),

@@ -115,9 +115,9 @@ class QoS(RedisQoS):
         self._pending_acks.append(delivery_tag)
         self.ack_locally(delivery_tag)
 
-    def flush_acks(self, urgent: bool = True) -> None:
+    def flush_acks(self, idle: bool = False) -> None:
         """Forget the acknowledged messages: two commands for the whole batch (what kombu's
-        ack does for one message), in one transaction (now, ``urgent`` or not)."""
+        ack does for one message), in one transaction (now, ``idle`` or not)."""
         tags, self._pending_acks = self._pending_acks, []
         if tags:
             forget_unacked(self.channel, tags)

@@ -291,12 +291,12 @@ class Worker:
             except queue.Empty:
                 break
             self._complete(*item)
-        self._flush_acks(force=not self._inflight, urgent=False)
+        self._flush_acks(force=not self._inflight, idle=not self._inflight)
 
-    def _flush_acks(self, force: bool = False, urgent: bool = True) -> None:
+    def _flush_acks(self, force: bool = False, idle: bool = False) -> None:
         """Send the acknowledgements noted since the last flush: at once when nothing else is
         in flight, else at most every ACK_WINDOW seconds (one round trip for the batch). Not
-        ``urgent`` (nothing in flight), the broker may keep them for its next round trip."""
+        ``idle`` (nothing in flight), the broker may keep them for its next round trip."""
         if self._flush is None:
             return
         now = time.monotonic()
@@ -304,7 +304,7 @@ class Worker:
             return
         self._flush_at = now + ACK_WINDOW
         try:
-            self._flush(urgent=urgent)
+            self._flush(idle=idle)
         except Exception as exc:  # as in _complete: start over on a fresh connection
             logger.warning("Could not acknowledge finished jobs: %s", exc)
             self._broken = exc
