@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""What the services alone take for a job's writes: the physical bound of the drain figures.
+"""What the services alone take for a job's writes: the physical bound of the drain figures,
+and of the round trip.
 
-    python bench/bounds.py [--n 4000] [--connections 2] [--repeat 3]
+    python bench/bounds.py [--n 4000] [--connections 2] [--repeat 3] [--roundtrips 500]
 
 No worker, no broker client, no Django: the statements a worker sends to PostgreSQL for one
 job that records its result, sent by raw psycopg from ``--connections`` processes at once
@@ -17,6 +18,11 @@ sends them:
   notifying (the trigger left to do it), which PostgreSQL serialises through the disk flush.
 - **a durable commit**: one single-row ``UPDATE`` committed durably per job on a table of
   its own: the least any durable outcome costs on this machine.
+- **round trip**: a caller ``LPUSH``es a job's id on a Redis list and waits, LISTENing on
+  its PostgreSQL connection, for the notification of its outcome; one consumer process
+  waits on the list (``BLMOVE``) and writes the job's STARTED row and outcome as above (the
+  NOTIFY inside the outcome's commit). What a durable round trip through Redis and
+  PostgreSQL takes with no task library in between: p50 and p99 of ``--roundtrips`` calls.
 
 The rate is jobs per second over all the processes (median of ``--repeat`` runs, with their
 range). The database is the bench's (``BENCH_DATABASE_URL``), migrated; the rows this writes
@@ -40,6 +46,7 @@ if sys.path[0] == str(Path(__file__).resolve().parent):
     sys.path[0] = str(ROOT)  # import ``bench`` as a package, never its modules as top-level
 
 URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bench")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 NAME = "bench.bounds"
 
 START = (
@@ -83,6 +90,54 @@ def run_process(figure: str, n: int, slot: int, ready, go) -> None:
                 cursor.execute(COMMIT, [slot])
             else:
                 job_writes(cursor, f"bounds-{prefix}-{i}", notify_after=figure == "job")
+
+
+def consume(queue: str, ready) -> None:
+    """The round trip's consumer: each id from ``queue``, its STARTED row and outcome
+    written, until ``stop``."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    with connect() as pg:
+        cursor = pg.cursor()
+        ready.release()
+        while True:
+            job_id = client.blmove(queue, f"{queue}:taken", 0, "RIGHT", "LEFT").decode()
+            if job_id == "stop":
+                break
+            job_writes(cursor, job_id, notify_after=False)
+    client.delete(queue, f"{queue}:taken")
+
+
+def round_trips(count: int) -> list[float]:
+    """Milliseconds of ``count`` sequential round trips (see the module's docstring)."""
+    import json
+
+    import redis
+
+    ctx = get_context("spawn")
+    ready = ctx.Semaphore(0)
+    queue = f"bench-bounds-{uuid.uuid4().hex[:8]}"
+    consumer = ctx.Process(target=consume, args=(queue, ready))
+    consumer.start()
+    ready.acquire()
+    client = redis.Redis.from_url(REDIS_URL)
+    times = []
+    with connect() as pg:
+        pg.execute("LISTEN jobs_result")
+        prefix = uuid.uuid4().hex[:8]
+        for i in range(count + 20):  # the first 20 warm up
+            job_id = f"bounds-{prefix}-{i}"
+            started = time.perf_counter()
+            client.lpush(queue, job_id)
+            for notify in pg.notifies():
+                if json.loads(notify.payload).get("id") == job_id:
+                    break
+            if i >= 20:
+                times.append((time.perf_counter() - started) * 1000)
+    client.lpush(queue, "stop")
+    consumer.join()
+    return times
 
 
 def measure(figure: str, n: int, connections: int) -> float:
@@ -130,6 +185,7 @@ FIGURES = {
     "job": "job writes: STARTED, outcome (durable), NOTIFY after",
     "notify-inside": "the same, NOTIFY inside the outcome's transaction",
     "commit": "one durable single-row UPDATE per job",
+    "roundtrip": "round trip: LPUSH, BLMOVE, the job's writes, NOTIFY to the caller",
 }
 
 
@@ -138,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=4000, help="jobs per run")
     parser.add_argument("--connections", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--roundtrips", type=int, default=500)
     parser.add_argument("--figures", default=",".join(FIGURES))
     args = parser.parse_args(argv)
     prepare(args.connections)
@@ -145,6 +202,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"PostgreSQL alone, {args.connections} connections, {args.n:,} jobs per run, "
               f"load average {os.getloadavg()[0]:.2f} at the start")
         for figure in args.figures.split(","):
+            if figure == "roundtrip":
+                times = sorted(round_trips(args.roundtrips))
+                clean(drop=False)
+                print(f"| {FIGURES[figure]} | {times[len(times) // 2]:.2f} ms p50 "
+                      f"(p99 {times[min(len(times) - 1, len(times) * 99 // 100)]:.2f} ms), "
+                      "one connection each |")
+                continue
             rates = []
             for _ in range(args.repeat):
                 rates.append(measure(figure, args.n, args.connections))

@@ -143,22 +143,25 @@ def test_the_worker_memory_is_given_as_pss_beside_rss():
 
 @pytest.mark.timeout(TIMEOUT)
 def test_the_bounds_of_the_database_are_measured(bench_database):
-    """bench/bounds.py: what PostgreSQL alone takes for a job's writes, each figure a rate."""
+    """bench/bounds.py: what PostgreSQL alone takes for a job's writes, each figure a rate,
+    and a round trip through Redis and PostgreSQL alone, in milliseconds."""
     require("postgres")
+    require("redis")
     require_bench_extra()
     env = {**os.environ, "BENCH_DATABASE_URL": bench_database}
     env.pop("DJANGO_SETTINGS_MODULE", None)
 
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "bounds.py"), "--n", "40",
-                           "--repeat", "1"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=TIMEOUT)
+                           "--repeat", "1", "--roundtrips", "10"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=TIMEOUT)
 
     assert done.returncode == 0, done.stdout + done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
-    assert len(rows) == 3, done.stdout
+    assert len(rows) == 4, done.stdout
     for row in rows:
-        rate = row.split("|")[2].split()[0].replace(",", "")
-        assert float(rate) > 0, row
+        figure = row.split("|")[2].split()[0].replace(",", "")
+        assert float(figure) > 0, row
+    assert rows[-1].startswith("| round trip") and " ms p50 " in rows[-1], rows[-1]
 
 
 def test_the_memory_floor_is_an_idle_tree_of_three_processes_below_the_worker():
