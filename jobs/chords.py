@@ -2,7 +2,9 @@
 
 Each header job that succeeds inserts a (group, job) row under a unique constraint and, only
 if that insert was new, adds one to the group's counter: a header job whose worker died
-after counting runs again (at-least-once), finds its row, and doesn't count twice. The job
+after counting runs again (at-least-once), finds its row, and doesn't count twice; once the
+count is over (the body sent, or the chord failed) those rows are gone, and the body's state
+says so instead. The job
 that completes the count marks the body SENT and sends it with the header's results in
 order, in the same transaction: if sending fails, or its worker dies first, nothing of it
 is kept, and the job's message, delivered again, does it all again. Nothing polls.
@@ -37,15 +39,20 @@ def part_succeeded(message: JobMessage) -> None:
     group_id = message.group_id
     db = router.db_for_write(GroupRecord)
     with transaction.atomic(using=db):
-        counted = _count_once(group_id, message.id, db)
         rows = GroupRecord.objects.using(db).filter(group_id=group_id)
-        if counted:
-            rows.update(done=F("done") + 1)
-        record = rows.only("group_id", "job_ids", "size", "done", "body", "body_state",
-                           "root_id").first()
-        if record is None:
+        state = rows.values_list("body_state", flat=True).first()
+        if state is None:
             _unknown(message)
             return
+        if state != WAITING:
+            # The count is over (the body went, or the chord failed) and its guard rows with
+            # it: this is a header job run again, its worker having died before
+            # acknowledging it. It counted before; it must not count again.
+            return
+        if _count_once(group_id, message.id, db):
+            rows.filter(body_state=WAITING).update(done=F("done") + 1)
+        record = rows.only("group_id", "job_ids", "size", "done", "body", "body_state",
+                           "root_id").first()
         if record.done < record.size or record.body_state != WAITING:
             return
         if not rows.filter(body_state=WAITING).update(body_state=SENT, date_done=timezone.now()):

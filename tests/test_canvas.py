@@ -259,6 +259,14 @@ def test_a_header_job_counted_twice_counts_once():
                                          group_id=second.group_id))
         assert captured.messages[-1].id == handle.id
         assert captured.messages[-1].args == ([2, 4],)
+        # Run again after the body went (its worker died before acknowledging it): the count
+        # is over, and its guard rows are gone with it.
+        chords.part_succeeded(JobMessage(id=first.id, name=first.name,
+                                         group_id=first.group_id))
+        record = GroupRecord.objects.get(group_id=handle.parent.id)
+        assert (record.done, record.size, record.body_state) == (2, 2, "SENT")
+        assert len(captured) == 3
+        assert not ChordPart.objects.filter(group_id=record.group_id).exists()
 
 
 @worker_db
