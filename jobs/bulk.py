@@ -38,8 +38,7 @@ def delay_many(job, pairs: list[tuple[tuple, dict]], options: dict) -> list:
         route = broker.resolve(job.name, job.queue)
     middleware = stack()
     envelopes = None
-    if (project_broker.pipelines_batches and serializer == "json" and json_is_kombus()
-            and (route is not None or options.get("queue"))):
+    if _fillable(project_broker, serializer) and (route is not None or options.get("queue")):
         envelopes = _alike(job, pairs, options, route, middleware, limit)
     if envelopes is not None:
         handles = [JobResult(call[0], name=job.name) for call in envelopes.calls]
@@ -58,6 +57,12 @@ def delay_many(job, pairs: list[tuple[tuple, dict]], options: dict) -> list:
     for message in messages:
         middleware.notify("after_publish", job, message)
     return handles
+
+
+def _fillable(project_broker, serializer: str) -> bool:
+    """Whether the broker stores messages as text a call can be filled into (Redis,
+    ``django://``), in the JSON that one message with placeholders can be written in."""
+    return project_broker.pipelines_batches and serializer == "json" and json_is_kombus()
 
 
 def _alike(job, pairs, options, route, middleware, limit) -> Batch | None:
@@ -128,9 +133,9 @@ def _alike_for(job) -> Alike | None:
     more than their ids and arguments, or must each be seen by the publishing middleware."""
     project_broker = broker.get_broker()
     if (job.options.expires is not None  # counted from each call's time
-            or (job.serializer or settings.TASK_SERIALIZER) != "json" or not json_is_kombus()
+            or not _fillable(project_broker, job.serializer or settings.TASK_SERIALIZER)
             or job.compression or settings.TASK_COMPRESSION
-            or not project_broker.pipelines_batches or project_broker.routing.routers):
+            or project_broker.routing.routers):
         return None
     prototype = job.build_message((), {}, {"task_id": HOLES["id"]},
                                   broker.resolve(job.name, job.queue))

@@ -71,12 +71,8 @@ class MessageTable:
     def insert(self, queue: str, priority: int, payload: str, visible_at: datetime,
                delivery_tag: str, notify: bool) -> None:
         """Add a message; with ``notify``, wake consumers when it commits (PostgreSQL)."""
-        with self._errors():
-            self.objects.create(queue=queue, priority=priority, payload=payload,
-                                visible_at=visible_at, delivery_tag=delivery_tag)
-            if notify and self.connection.vendor == "postgresql":
-                with self.connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, queue])
+        self.insert_many([NewRow(queue, priority, payload, visible_at, delivery_tag)],
+                         {queue} if notify else set())
 
     def insert_many(self, rows: list[NewRow], notify: set[str]) -> None:
         """Add many messages in one transaction (the caller's, if one is open), then wake
