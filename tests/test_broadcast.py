@@ -4,12 +4,15 @@ broadcast is refused by manage.py check and at the call."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from django.core.checks import run_checks
+from django.utils import timezone
 from kombu import Exchange, Queue
 
+from jobs.broker import new_connection
 from jobs.control import broadcast
 from jobs.models import DeadLetter, JobRecord, States
 from jobs.results import JobResult
@@ -105,6 +108,39 @@ def test_a_worker_records_its_run_under_its_own_id(broker_url, broadcasting, tmp
     assert (row.parent_id, row.root_id, row.queue, row.worker) == (
         sent.id, sent.id, BROADCAST_QUEUE, worker.hostname)
     assert not JobRecord.objects.filter(job_id=sent.id).exists()
+
+
+def send_like_celery(job_id: str, name: str, args: list, eta: datetime) -> None:
+    """Send job ``name`` to the broadcast queue's exchange as a Celery producer does (its
+    message protocol 2), with an ``eta``: jobs' own call refuses that."""
+    headers = {"lang": "py", "task": name, "id": job_id, "shadow": None,
+               "eta": eta.isoformat(), "expires": None, "group": None, "group_index": None,
+               "retries": 0, "timelimit": [None, None], "root_id": job_id, "parent_id": None,
+               "argsrepr": repr(args), "kwargsrepr": "{}", "origin": "celery@producer",
+               "ignore_result": False}
+    body = [args, {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+    exchange = Exchange(BROADCAST_QUEUE, type="fanout")
+    with new_connection() as connection:
+        connection.Producer().publish(body, exchange=exchange, routing_key="", declare=[exchange],
+                                      headers=headers, serializer="json")
+
+
+@pytest.mark.parametrize("broker_url", BROADCASTING, indirect=True)
+def test_a_celery_producers_delayed_broadcast_job_runs_on_the_worker_when_due(
+        broker_url, broadcasting, tmp_path):
+    # Parked, it went back to the broker by the queue's name, where no worker consumes it.
+    with running_worker(queues=QUEUES.split(",")) as worker:
+        until_every_worker_hears(tmp_path, [worker.hostname])
+        job_id = unique("broadcast-eta")
+        eta = timezone.now() + timedelta(seconds=2)  # past PARK_HORIZON: it would be parked
+        send_like_celery(job_id, "tests.jobs_app.jobs.note_worker", [str(tmp_path), "later"],
+                         eta)
+        run = JobResult(f"{job_id}@{worker.hostname}")
+        assert run.get(timeout=30) == worker.hostname
+
+    assert runs(tmp_path, "later") == [worker.hostname]
+    assert JobRecord.objects.get(job_id=run.id).date_started >= eta
+    assert not JobRecord.objects.filter(job_id=job_id).exists()
 
 
 @pytest.mark.parametrize("broker_url", BROADCASTING, indirect=True)

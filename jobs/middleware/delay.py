@@ -7,6 +7,11 @@ delayed job survives restarts of workers and brokers, shows in the admin with it
 and a million of them cost no worker memory (the visibility-timeout duplicates Celery's
 in-memory ETA jobs suffer can't happen). With the ``django://`` broker the rows carry the eta
 themselves: only the wait of the last second is left to the worker.
+
+A worker's copy of a broadcast job with an eta (jobs refuses one at the call, a Celery
+producer can send it) waits in that worker until due, as Celery's worker keeps it: moved back
+by name, it would go to a queue no worker consumes (each consumes a queue of its own, bound
+to the broadcast's exchange), and any worker could take it.
 """
 
 from __future__ import annotations
@@ -34,8 +39,8 @@ RELEASE_EVERY = 0.5  # seconds between looks for due jobs
 
 class DelayedJobs(Middleware):
     """Parks deliveries due later than :data:`PARK_HORIZON` in the database and releases
-    them to the broker when due (the database broker holds them itself); one due sooner
-    waits in the worker until its time."""
+    them to the broker when due (the database broker holds them itself); one due sooner,
+    or a worker's copy of a broadcast job, waits in the worker until its time."""
 
     def __init__(self) -> None:
         self.releaser: Releaser | None = None
@@ -52,7 +57,8 @@ class DelayedJobs(Middleware):
         now = timezone.now()
         if eta <= now:
             return delivery
-        if self.releaser is not None and eta - now > PARK_HORIZON:
+        if self.releaser is not None and eta - now > PARK_HORIZON \
+                and not get_broker().routing.fanout(delivery.queue):
             self.releaser.park(delivery)  # acknowledged once written (at the next tick)
         else:
             heapq.heappush(self._soon, (eta, next(self._count), delivery))
