@@ -14,7 +14,7 @@ from kombu import Exchange, Queue
 
 from jobs.broker import new_connection
 from jobs.control import broadcast
-from jobs.models import DeadLetter, JobRecord, States
+from jobs.models import DeadLetter, JobRecord, States, UniqueLock
 from jobs.results import JobResult
 from jobs.testing import capture_jobs, running_worker
 from tests.broadcast_settings import BROADCAST_QUEUE, broadcast_jobs
@@ -141,6 +141,21 @@ def test_a_celery_producers_delayed_broadcast_job_runs_on_the_worker_when_due(
     assert runs(tmp_path, "later") == [worker.hostname]
     assert JobRecord.objects.get(job_id=run.id).date_started >= eta
     assert not JobRecord.objects.filter(job_id=job_id).exists()
+
+
+@pytest.mark.parametrize("broker_url", BROADCASTING, indirect=True)
+def test_a_unique_broadcast_job_can_be_sent_again_once_a_run_is_done(broker_url, broadcasting,
+                                                                   tmp_path):
+    with running_worker(queues=QUEUES.split(",")) as worker:
+        until_every_worker_hears(tmp_path, [worker.hostname])
+        first = testjobs.refresh_report.apply_async((7,), queue=BROADCAST_QUEUE)
+        assert JobResult(f"{first.id}@{worker.hostname}").get(timeout=30) == 7
+        # Freed once the run's outcome is recorded (kept until it expired before).
+        wait_for(lambda: not UniqueLock.objects.filter(job_id=first.id).exists(), timeout=10,
+                 message="the broadcast's lock was kept after its run")
+        second = testjobs.refresh_report.apply_async((7,), queue=BROADCAST_QUEUE)
+        assert second.id != first.id
+        assert JobResult(f"{second.id}@{worker.hostname}").get(timeout=30) == 7
 
 
 @pytest.mark.parametrize("broker_url", BROADCASTING, indirect=True)

@@ -1,13 +1,16 @@
 """``@job(unique=True)``: a call is sent only if the same call isn't queued or running.
 
 The lock (:mod:`jobs.unique`) is taken before the message is sent, released if sending
-fails, kept across retries, and released when the job reaches a final state.
+fails, kept across retries, and released when the job reaches a final state. For a job sent
+to a broadcast queue, that is when the first worker's run ends: the lock is the broadcast's,
+under its id, and each worker's run has an id of its own.
 """
 
 from __future__ import annotations
 
 from jobs import unique
 from jobs.middleware import Middleware
+from jobs.middleware.broadcast import HEADER as BROADCAST_ID
 from jobs.outcome import Kind
 
 _RELEASING = frozenset({Kind.SUCCEEDED, Kind.FAILED, Kind.REVOKED})
@@ -31,6 +34,7 @@ class Unique(Middleware):
         if not execution.job.unique:
             return
         if outcome.kind in _RELEASING:
-            unique.release(execution.message.id)
+            headers = execution.message.headers
+            unique.release(headers.get(BROADCAST_ID) or execution.message.id)
         elif outcome.kind is Kind.RETRIED:
             unique.extend(execution.job, execution.message.id, outcome.eta)
