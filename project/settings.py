@@ -37,18 +37,23 @@ if os.environ.get("JOBS_TEST_APP", "1" if "PYTEST_VERSION" in os.environ else "0
     INSTALLED_APPS.append("tests.jobs_app")
 
 # Django's Tasks API runs on jobs (docs/django-tasks.md): built into Django 6, from the
-# django-tasks package (an installed app, for its checks and signals) on Django 5.2.
+# django-tasks package (an installed app, for its checks and signals) on Django 5.2, where
+# it comes with `pip install 'jobs-for-django[tasks]'`; without it, TASKS is left unset.
 try:
     import django.tasks  # noqa: F401
+
+    TASKS_API = True
 except ImportError:
     try:
         import django_tasks  # noqa: F401
 
         INSTALLED_APPS.append("django_tasks")
+        TASKS_API = True
     except ImportError:
-        pass
-TASKS = {"default": {"BACKEND": "jobs.backends.JobsBackend", "QUEUES": []}}
-if "tests.jobs_app" in INSTALLED_APPS:  # backends whose OPTIONS the tests' tasks use
+        TASKS_API = False
+if TASKS_API:
+    TASKS = {"default": {"BACKEND": "jobs.backends.JobsBackend", "QUEUES": []}}
+if TASKS_API and "tests.jobs_app" in INSTALLED_APPS:  # backends the tests' tasks use
     TASKS["retrying"] = {"BACKEND": "jobs.backends.JobsBackend", "QUEUES": [], "OPTIONS": {
         "autoretry_for": ["builtins.ValueError"], "max_retries": 2, "default_retry_delay": 0}}
     TASKS["limited"] = {"BACKEND": "jobs.backends.JobsBackend", "QUEUES": [],

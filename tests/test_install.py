@@ -308,6 +308,19 @@ ADMIN_URLS = ["admin:index", DASHBOARD, "admin:jobs_jobrecord_dashboard_data",
               "admin:jobs_beat_periodictask_add"]
 
 
+def test_the_demo_project_passes_its_checks_with_no_extra_installed(virtualenvs, tmp_path):
+    # The README's first command installs the checkout with no extra (no django-tasks on
+    # Django 5.2) and starts the demo, which runs the system checks first.
+    bin_dir = virtualenvs["django"].result()
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("PYTEST_VERSION", "DJANGO_SETTINGS_MODULE", "DATABASE_URL")}
+    env["JOBS_TEST_APP"] = "0"
+    run(str(bin_dir / "python"), "-c", "import importlib.util, sys; "
+        "sys.exit(importlib.util.find_spec('django_tasks') is not None)", cwd=tmp_path, env=env)
+    assert "System check identified no issues" in run(
+        str(bin_dir / "python"), str(ROOT / "manage.py"), "check", cwd=tmp_path, env=env)
+
+
 def test_the_admin_dashboard_is_served_from_the_wheels_templates_and_static_files(
         virtualenvs: dict[str, Future], tmp_path):
     bin_dir = virtualenvs["django"].result(timeout=240)
