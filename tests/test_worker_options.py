@@ -147,3 +147,16 @@ def test_autoscale_is_refused_for_the_solo_pool_and_bad_bounds(transactional_db)
         call_command("jobs_worker", "-P", "solo", "--autoscale", "4,1")
     with pytest.raises(CommandError, match="MAX,MIN"):
         call_command("jobs_worker", "-P", "threads", "--autoscale", "1,4")
+
+
+@database
+def test_a_worker_named_like_a_running_one_is_warned(broker_url, caplog):
+    from jobs.testing import running_worker
+
+    with caplog.at_level("WARNING", logger="jobs.worker"):
+        with running_worker(hostname="twin@test"), running_worker(hostname="twin@test"), \
+                running_worker(hostname="other@test"):
+            pass
+    warned = [r.getMessage() for r in caplog.records if "Another worker named" in r.getMessage()]
+    assert len(warned) == 1
+    assert "twin@test" in warned[0] and "-n worker2@%h" in warned[0]

@@ -37,6 +37,17 @@ class Heart:
 
     def _create_row(self) -> None:
         w = self.worker
+        twin = WorkerRow.objects.online().filter(hostname=w.hostname).first()
+        if twin is not None:
+            # As Celery warns of a duplicate node name: control commands and their replies,
+            # and the runs of broadcast jobs, go by the name.
+            logger.warning("Another worker named %s (pid %s) was seen %.0f s ago and has not "
+                           "stopped: give each worker its own name with -n, e.g. "
+                           "-n worker2@%%h (two of one name can't be told apart by control "
+                           "commands, and record their runs of a broadcast job under one id); "
+                           "if it was killed, this is only its row, which goes offline soon",
+                           w.hostname, twin.pid,
+                           (timezone.now() - twin.last_seen).total_seconds())
         self.row = WorkerRow.objects.create(
             hostname=w.hostname, pid=os.getpid(), queues=w.queues, pool=w.pool_name,
             concurrency=w.concurrency, broker=get_broker().display_url,
