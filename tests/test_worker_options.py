@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from jobs.models import JobRecord
+from jobs.testing import running_worker
 from tests.conftest import wait_for
 from tests.jobs_app import jobs as test_jobs
 
@@ -151,8 +152,6 @@ def test_autoscale_is_refused_for_the_solo_pool_and_bad_bounds(transactional_db)
 
 @database
 def test_a_worker_named_like_a_running_one_is_warned(broker_url, caplog):
-    from jobs.testing import running_worker
-
     with caplog.at_level("WARNING", logger="jobs.worker"):
         with running_worker(hostname="twin@test"), running_worker(hostname="twin@test"), \
                 running_worker(hostname="other@test"):

@@ -295,8 +295,8 @@ class Worker:
 
     def _flush_acks(self, force: bool = False, idle: bool = False) -> None:
         """Send the acknowledgements noted since the last flush: at once when nothing else is
-        in flight, else at most every ACK_WINDOW seconds (one round trip for the batch). Not
-        ``idle`` (nothing in flight), the broker may keep them for its next round trip."""
+        in flight, else at most every ACK_WINDOW seconds (one round trip for the batch).
+        ``idle`` (nothing in flight): the broker may keep them for its next round trip."""
         if self._flush is None:
             return
         now = time.monotonic()
