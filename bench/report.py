@@ -122,6 +122,8 @@ def ratios(by_key: dict[str, dict]) -> str:
             if not a or not b:
                 continue
             ma, mb = Spread.of(a).median, Spread.of(b).median
+            if not mb:  # below what was measurable (a tiny run's CPU): no ratio to give
+                continue
             better = (ma > mb) if higher else (ma < mb)
             lines.append(f"| jobs / {peer_name} | {what} | {ours} | {theirs} | "
                          f"**{ma / mb:.2f}**{'' if better else ' (worse)'} |")
@@ -138,6 +140,8 @@ def raw_shares(by_key: dict[str, dict]) -> str:
         if not a or not b:
             continue
         ma, mb = Spread.of(a).median, Spread.of(b).median
+        if not mb:
+            continue
         lines.append(f"| {what} | {ours} | {ma:,.0f} | {mb:,.0f} | **{ma / mb:.2f}** |")
     return "\n".join(lines) if len(lines) > 2 else ""
 

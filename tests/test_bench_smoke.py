@@ -187,3 +187,14 @@ def test_the_memory_floor_is_an_idle_tree_of_three_processes_below_the_worker():
     assert 0 < floor <= with_worker < worker
     roles = [line.split()[0] for line in done.stdout.splitlines() if "USS" in line]
     assert roles == ["main", "child", "child"] * 3
+
+
+def test_a_peer_figure_too_small_to_measure_gives_no_ratio():
+    # A tiny run can measure a peer's worker CPU as 0.0 s: its ratio is left out, where it
+    # divided by zero and the run ended without its table.
+    from bench.report import ratios
+
+    text = ratios({"jobs-off": {"cpu": [0.2], "drain": [100.0]},
+                   "celery-off": {"cpu": [0.0], "drain": [50.0]}})
+    assert "drain, results off | jobs-off | celery-off | **2.00** |" in text
+    assert "worker CPU per job, results off" not in text
