@@ -3,6 +3,7 @@
 and of the round trip.
 
     python bench/bounds.py [--n 4000] [--connections 2] [--repeat 3] [--roundtrips 500]
+                           [--batch 4]
 
 No worker, no broker client, no Django: the statements a worker sends to PostgreSQL for one
 job that records its result, sent by raw psycopg from ``--connections`` processes at once
@@ -16,6 +17,11 @@ sends them:
   with its indexes and triggers, so each row costs what the worker's costs.
 - **NOTIFY inside the outcome's transaction**: the same, with the outcome's transaction
   notifying (the trigger left to do it), which PostgreSQL serialises through the disk flush.
+- **job writes in batches**: the same two writes for ``--batch`` jobs at a time, each a
+  single statement (the STARTED rows one ``INSERT .. SELECT FROM unnest(..) .. ON CONFLICT ..
+  RETURNING``, the outcomes one ``UPDATE .. WHERE job_id = ANY(..)``, whose commit the trigger
+  notifies for every row): what group commit of results would take, the writes of the jobs
+  claimed together sent together.
 - **a durable commit**: one single-row ``UPDATE`` committed durably per job on a table of
   its own: the least any durable outcome costs on this machine.
 - **round trip**: a caller ``LPUSH``es a job's id on a Redis list and waits, LISTENing on
@@ -58,6 +64,17 @@ START = (
 )
 OUTCOME = ("UPDATE jobs_jobresult SET state = 'SUCCESS', result = 'null', date_done = now(), "
            "runtime = 0.001, worker = 'bounds' WHERE job_id = %s AND retries <= 0{after}")
+START_MANY = (
+    "INSERT INTO jobs_jobresult (job_id, name, state, args, kwargs, result, traceback, meta, "
+    "retries, deliveries, queue, worker, parent_id, root_id, date_created, date_started, "
+    "date_done, runtime, group_id) SELECT id, %s, 'STARTED', '[]', '{}', NULL, '', NULL, 0, 1, "
+    "'bounds', 'bounds', '', id, now(), now(), NULL, NULL, '' FROM unnest(%s::text[]) AS id "
+    "ON CONFLICT (job_id) DO UPDATE SET deliveries = jobs_jobresult.deliveries + 1 "
+    "RETURNING deliveries"
+)
+OUTCOME_MANY = ("UPDATE jobs_jobresult SET state = 'SUCCESS', result = 'null', "
+                "date_done = now(), runtime = 0.001, worker = 'bounds' "
+                "WHERE job_id = ANY(%s) AND retries <= 0")
 AFTER = " AND set_config('jobs.notify', 'after-commit', true) IS NOT NULL"
 NOTIFY = ("SELECT set_config('synchronous_commit', 'off', true), pg_notify('jobs_result', "
           "json_build_object('id', job_id, 'state', state, 'result', result)::text) "
@@ -73,18 +90,28 @@ def job_writes(cursor, job_id: str, notify_after: bool) -> None:
         cursor.execute(NOTIFY, [job_id])
 
 
+def batch_writes(cursor, job_ids: list[str]) -> None:
+    cursor.execute(START_MANY, [NAME, job_ids])
+    cursor.fetchall()
+    cursor.execute(OUTCOME_MANY, [job_ids])
+
+
 def connect():
     import psycopg
 
     return psycopg.connect(URL.replace("postgres://", "postgresql://", 1), autocommit=True)
 
 
-def run_process(figure: str, n: int, slot: int, ready, go) -> None:
+def run_process(figure: str, n: int, slot: int, ready, go, batch: int) -> None:
     with connect() as pg:
         cursor = pg.cursor()
         ready.release()
         go.wait()
         prefix = uuid.uuid4().hex[:8]
+        if figure == "batch":
+            for i in range(0, n, batch):
+                batch_writes(cursor, [f"bounds-{prefix}-{k}" for k in range(i, min(n, i + batch))])
+            return
         for i in range(n):
             if figure == "commit":
                 cursor.execute(COMMIT, [slot])
@@ -140,11 +167,11 @@ def round_trips(count: int) -> list[float]:
     return times
 
 
-def measure(figure: str, n: int, connections: int) -> float:
+def measure(figure: str, n: int, connections: int, batch: int = 1) -> float:
     ctx = get_context("spawn")
     ready, go = ctx.Semaphore(0), ctx.Event()
     share = n // connections
-    processes = [ctx.Process(target=run_process, args=(figure, share, slot, ready, go))
+    processes = [ctx.Process(target=run_process, args=(figure, share, slot, ready, go, batch))
                  for slot in range(connections)]
     for process in processes:
         process.start()
@@ -184,6 +211,7 @@ def clean(drop: bool = True) -> None:
 FIGURES = {
     "job": "job writes: STARTED, outcome (durable), NOTIFY after",
     "notify-inside": "the same, NOTIFY inside the outcome's transaction",
+    "batch": "job writes in batches of {batch}: one statement each for STARTED and outcomes",
     "commit": "one durable single-row UPDATE per job",
     "roundtrip": "round trip: LPUSH, BLMOVE, the job's writes, NOTIFY to the caller",
 }
@@ -195,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--roundtrips", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=4,
+                        help="jobs per statement in the batch figure (half -c 2's window)")
     parser.add_argument("--figures", default=",".join(FIGURES))
     args = parser.parse_args(argv)
     prepare(args.connections)
@@ -211,9 +241,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             rates = []
             for _ in range(args.repeat):
-                rates.append(measure(figure, args.n, args.connections))
+                rates.append(measure(figure, args.n, args.connections, args.batch))
                 clean(drop=False)
-            print(f"| {FIGURES[figure]} | {statistics.median(rates):,.0f} "
+            print(f"| {FIGURES[figure].format(batch=args.batch)} | {statistics.median(rates):,.0f} "
                   f"({min(rates):,.0f}–{max(rates):,.0f}) jobs/s |")
     finally:
         clean()
