@@ -22,6 +22,8 @@ sends them:
   RETURNING``, the outcomes one ``UPDATE .. WHERE job_id = ANY(..)``, whose commit the trigger
   notifies for every row): what group commit of results would take, the writes of the jobs
   claimed together sent together.
+- **STARTED in batches**: the STARTED rows so, each outcome still its own statement and
+  durable commit: what batching only the first write would take.
 - **a durable commit**: one single-row ``UPDATE`` committed durably per job on a table of
   its own: the least any durable outcome costs on this machine.
 - **round trip**: a caller ``LPUSH``es a job's id on a Redis list and waits, LISTENing on
@@ -90,10 +92,14 @@ def job_writes(cursor, job_id: str, notify_after: bool) -> None:
         cursor.execute(NOTIFY, [job_id])
 
 
-def batch_writes(cursor, job_ids: list[str]) -> None:
+def batch_writes(cursor, job_ids: list[str], outcomes_each: bool = False) -> None:
     cursor.execute(START_MANY, [NAME, job_ids])
     cursor.fetchall()
-    cursor.execute(OUTCOME_MANY, [job_ids])
+    if outcomes_each:
+        for job_id in job_ids:
+            cursor.execute(OUTCOME.format(after=""), [job_id])
+    else:
+        cursor.execute(OUTCOME_MANY, [job_ids])
 
 
 def connect():
@@ -108,9 +114,10 @@ def run_process(figure: str, n: int, slot: int, ready, go, batch: int) -> None:
         ready.release()
         go.wait()
         prefix = uuid.uuid4().hex[:8]
-        if figure == "batch":
+        if figure in ("batch", "batch-started"):
             for i in range(0, n, batch):
-                batch_writes(cursor, [f"bounds-{prefix}-{k}" for k in range(i, min(n, i + batch))])
+                job_ids = [f"bounds-{prefix}-{k}" for k in range(i, min(n, i + batch))]
+                batch_writes(cursor, job_ids, outcomes_each=figure == "batch-started")
             return
         for i in range(n):
             if figure == "commit":
@@ -212,6 +219,7 @@ FIGURES = {
     "job": "job writes: STARTED, outcome (durable), NOTIFY after",
     "notify-inside": "the same, NOTIFY inside the outcome's transaction",
     "batch": "job writes in batches of {batch}: one statement each for STARTED and outcomes",
+    "batch-started": "STARTED rows in batches of {batch}, each outcome its own durable commit",
     "commit": "one durable single-row UPDATE per job",
     "roundtrip": "round trip: LPUSH, BLMOVE, the job's writes, NOTIFY to the caller",
 }

@@ -157,7 +157,7 @@ def test_the_bounds_of_the_database_are_measured(bench_database):
 
     assert done.returncode == 0, done.stdout + done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
-    assert len(rows) == 5, done.stdout
+    assert len(rows) == 6, done.stdout
     for row in rows:
         figure = row.split("|")[2].split()[0].replace(",", "")
         assert float(figure) > 0, row
