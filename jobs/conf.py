@@ -205,6 +205,7 @@ DEFAULT_MIDDLEWARE = [
     "jobs.middleware.expiry.Expiry",
     "jobs.middleware.revocation.Revocation",
     "jobs.middleware.broadcast.Broadcast",  # after Revocation: it sees the broadcast's own id
+    "jobs.middleware.redelivery.Redeliveries",  # after Broadcast: a copy's run id is set
     "jobs.middleware.acks.EarlyAcks",
     "jobs.middleware.canvas.Canvas",  # wraps Results: follows a workflow once it's recorded
     "jobs.middleware.results.Results",

@@ -242,6 +242,11 @@ class Broker:
         """Keep the broker from handing these in-flight messages of ``channel`` to another
         consumer (the worker's heartbeat calls this when :attr:`renews_leases`)."""
 
+    def explain(self, exc: Exception) -> str | None:
+        """What a user should know of ``exc``, the reason the worker's connection was lost,
+        beyond its own message (and what to do about it); None: nothing more."""
+        return None
+
     def batch_acks(self, channel):
         """Have ``channel`` send acknowledgements in batches where it can: returns the
         function that sends those noted so far, or None (each goes at once). The worker calls

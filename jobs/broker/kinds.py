@@ -187,6 +187,16 @@ class AmqpBroker(Broker):
                      for q in consumer.queues)
         consumer.qos(prefetch_count=count, apply_global=not quorum)
 
+    def explain(self, exc: Exception) -> str | None:
+        if isinstance(exc, PreconditionFailed) and "delivery acknowledgement" in str(exc):
+            return ("RabbitMQ closed the channel because a message stayed unacknowledged past "
+                    "its consumer timeout (30 minutes unless configured), which a job running "
+                    "longer than that always meets: the messages held here go back to the "
+                    "queue. Raise consumer_timeout in rabbitmq.conf above your longest job's "
+                    "run (or, from RabbitMQ 3.12, the queue's x-consumer-timeout argument in "
+                    "TASK_QUEUES). See docs/brokers.md#long-jobs-on-rabbitmq")
+        return None
+
     def batch_acks(self, channel):
         # Acknowledgements of messages finished together go in one basic.ack (multiple)
         # where no message below them is still unsettled (jobs.transport.amqp).

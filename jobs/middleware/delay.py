@@ -11,7 +11,8 @@ themselves: only the wait of the last second is left to the worker.
 A worker's copy of a broadcast job with an eta (jobs refuses one at the call, a Celery
 producer can send it) waits in that worker until due, as Celery's worker keeps it: moved back
 by name, it would go to a queue no worker consumes (each consumes a queue of its own, bound
-to the broadcast's exchange), and any worker could take it.
+to the broadcast's exchange), and any worker could take it. The copy is acknowledged when it
+starts to wait: it is its worker's alone, and lost with the worker either way.
 """
 
 from __future__ import annotations
@@ -61,6 +62,12 @@ class DelayedJobs(Middleware):
                 and not get_broker().routing.fanout(delivery.queue):
             self.releaser.park(delivery)  # acknowledged once written (at the next tick)
         else:
+            if get_broker().routing.fanout(delivery.queue) and get_broker().acks_broadcasts:
+                # A copy kept by the worker's own queue, which goes with the worker: nothing
+                # is kept by leaving it unacknowledged, and RabbitMQ would close the channel
+                # once its consumer timeout passed (30 minutes by default), handing back the
+                # worker's other messages and dropping the copy with the queue.
+                worker.ack_early(delivery)
             heapq.heappush(self._soon, (eta, next(self._count), delivery))
             worker.hold(delivery)
         return None

@@ -150,6 +150,11 @@ class Worker:
                     continue  # the database (django://'s, or one a step needed): wait for it
                 logger.error("Broker connection lost (%s: %s); reconnecting in %.1fs",
                              type(exc).__name__, exc, backoff)
+                why = get_broker().explain(exc)
+                if why:
+                    running = ", ".join(f"{d.headers.get('task')}[{d.headers.get('id')}]"
+                                        for d in self.pool.running_deliveries())
+                    logger.error("%s%s", why, f". Running here: {running}" if running else "")
                 self._sleep_processing(backoff)
                 backoff = min(backoff * 2, 30.0)
             finally:

@@ -47,6 +47,10 @@ class Pool:
 
     def running_ids(self) -> list[str]:
         """Ids of the jobs running now (for revocation with terminate)."""
+        return [delivery.headers.get("id") for delivery in self.running_deliveries()]
+
+    def running_deliveries(self) -> list[Delivery]:
+        """The deliveries whose jobs run now."""
         return []
 
     def waiting(self) -> int:

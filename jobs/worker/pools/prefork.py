@@ -145,9 +145,9 @@ class PreforkPool(Pool):
                 alive.append(process)
         self._retired = alive
 
-    def running_ids(self) -> list[str]:
+    def running_deliveries(self) -> list[Delivery]:
         with self._lock:
-            return [c.delivery.headers.get("id") for c in self._children if c.delivery]
+            return [c.delivery for c in self._children if c.delivery]
 
     def terminate_job(self, job_id: str) -> bool:
         with self._lock:

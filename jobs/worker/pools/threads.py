@@ -77,8 +77,8 @@ class ThreadPool(Pool):
     def running(self) -> int:
         return self._busy
 
-    def running_ids(self) -> list[str]:
-        return [d.headers.get("id") for d in list(self._current.values())]
+    def running_deliveries(self) -> list[Delivery]:
+        return list(self._current.values())
 
     def stop(self, timeout: float) -> bool:
         for _ in range(self.concurrency):

@@ -1,0 +1,158 @@
+"""Messages a broker hands back while the worker still runs their jobs: RabbitMQ closes a
+channel whose delivery stayed unacknowledged past its consumer timeout (30 minutes by
+default), and delivers its messages again at once, often to the same worker's next
+connection. The job runs once all the same, and the worker says why its channel closed."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from jobs.execution import Delivery
+from jobs.middleware.redelivery import Redeliveries
+from jobs.models import JobRecord
+from jobs.outcome import Kind, Outcome
+from jobs.results import JobResult
+from jobs.testing import running_worker
+from tests.conftest import IN_CI, require, unique
+from tests.jobs_app import jobs as testjobs
+from tests.test_broadcast import (
+    QUEUES,
+    broadcasting,  # noqa: F401 (a fixture)
+    runs as broadcast_runs,
+    send_like_celery,
+    until_every_worker_hears,
+)
+
+AMQP = [pytest.param("amqp", id="amqp")]
+
+
+def _rabbit(expression: str) -> str:
+    done = subprocess.run(["rabbitmqctl", "eval", expression], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def short_consumer_timeout():
+    """RabbitMQ closes a channel whose delivery stays unacknowledged for 1.5 s, and looks
+    every half second (its settings for the whole server: the test runs alone)."""
+    require("rabbitmq")
+    if shutil.which("rabbitmqctl") is None:
+        message = "rabbitmqctl is not installed: apt-get install rabbitmq-server"
+        pytest.fail(message) if IN_CI else pytest.skip(message)
+    before = _rabbit("{application:get_env(rabbit, consumer_timeout), "
+                     "application:get_env(rabbit, channel_tick_interval)}.")
+    assert _rabbit("application:set_env(rabbit, consumer_timeout, 1500), "
+                   "application:set_env(rabbit, channel_tick_interval, 500).") == "ok"
+    try:
+        yield
+    finally:
+        timeout, tick = ("1800000", "60000")
+        if before.startswith("{{ok,"):  # {{ok,1800000},{ok,60000}}
+            timeout, tick = (part.split(",")[1].rstrip("}") for part in before[1:-1].split("},"))
+        _rabbit(f"application:set_env(rabbit, consumer_timeout, {timeout}), "
+                f"application:set_env(rabbit, channel_tick_interval, {tick}).")
+
+
+def runs(directory, name) -> int:
+    path = directory / str(name)
+    return len(path.read_text().split()) if path.exists() else 0
+
+
+@pytest.mark.serial
+@pytest.mark.parametrize("broker_url", AMQP, indirect=True)
+def test_a_job_running_past_rabbitmqs_consumer_timeout_runs_once_and_the_worker_says_why(
+        broker_url, short_consumer_timeout, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="jobs.worker"), \
+            running_worker(pool="threads", concurrency=2):
+        result = testjobs.leave_mark.delay(str(tmp_path), 1, 4)
+        assert result.get(timeout=30) == 1
+        # Its message came back while it ran (the channel closed after 1.5 s): acknowledged
+        # once the run ended, not run again. A second run would start now, and take 4 s.
+        next_job = testjobs.leave_mark.delay(str(tmp_path), 2, 0)
+        assert next_job.get(timeout=30) == 2
+
+    assert runs(tmp_path, 1) == 1
+    assert JobRecord.objects.get(job_id=result.id).deliveries == 1
+    said = [r.getMessage() for r in caplog.records if "consumer timeout" in r.getMessage()]
+    assert said and "consumer_timeout" in said[0], said
+    assert f"leave_mark[{result.id}]" in said[0]
+    assert any("delivered again while it still runs here" in r.getMessage()
+               for r in caplog.records)
+
+
+@pytest.mark.serial
+@pytest.mark.usefixtures("broadcasting")
+@pytest.mark.parametrize("broker_url", AMQP, indirect=True)
+def test_a_broadcast_copy_waiting_for_its_eta_outlasts_rabbitmqs_consumer_timeout(
+        broker_url, short_consumer_timeout, tmp_path):
+    # Unacknowledged while it waited, it had the channel closed and went with the worker's
+    # queue, never to run.
+    with running_worker(queues=QUEUES.split(",")) as worker:
+        until_every_worker_hears(tmp_path, [worker.hostname])
+        job_id = unique("broadcast-late")
+        send_like_celery(job_id, "tests.jobs_app.jobs.note_worker", [str(tmp_path), "later"],
+                         timezone.now() + timedelta(seconds=4))
+        assert JobResult(f"{job_id}@{worker.hostname}").get(timeout=30) == worker.hostname
+
+    assert broadcast_runs(tmp_path, "later") == [worker.hostname]
+
+
+class _Worker:
+    """What the middleware asks of the worker, noted."""
+
+    def __init__(self, running) -> None:
+        self.running, self.acked, self.held, self.resumed = running, [], [], []
+        self.pool = self
+
+    def running_deliveries(self):
+        return self.running
+
+    def ack(self, delivery):
+        self.acked.append(delivery)
+
+    def hold(self, delivery):
+        self.held.append(delivery)
+
+    def resume(self, delivery, after):
+        self.resumed.append(delivery)
+
+
+def _delivery(tag, job_id="j", retries=0) -> Delivery:
+    return Delivery(tag=tag, headers={"id": job_id, "retries": retries, "task": "t"}, body=b"",
+                    content_type="application/json", content_encoding="utf-8", queue="default")
+
+
+def test_a_message_back_after_its_orphaned_run_ended_is_acknowledged_not_run():
+    running = _delivery((1, 1))
+    worker, middleware = _Worker([running]), Redeliveries()
+    middleware.connection_lost(worker)
+    worker.running = []
+    # The run ends (its outcome comes without its delivery) before its message is back.
+    middleware.completed(worker, None, Outcome(Kind.SUCCEEDED, "j", "t"))
+
+    back, retry, other = _delivery((2, 1)), _delivery((2, 2), retries=1), _delivery((2, 3), "k")
+    assert middleware.receive(worker, back) is None
+    assert worker.acked == [back]
+    assert middleware.receive(worker, retry) is retry  # the next attempt runs
+    assert middleware.receive(worker, other) is other
+
+
+@pytest.mark.parametrize("kind", [Kind.LOST, Kind.TIME_LIMIT, Kind.NO_DATABASE, Kind.REQUEUE])
+def test_a_message_that_waited_for_a_run_that_ended_without_an_outcome_runs(kind):
+    worker, middleware = _Worker([_delivery((1, 1))]), Redeliveries()
+    middleware.connection_lost(worker)
+    back = _delivery((2, 1))
+    assert middleware.receive(worker, back) is None
+    assert worker.held == [back]
+
+    middleware.completed(worker, None, Outcome(kind, "j", "t"))
+    assert worker.resumed == [back]
+    assert worker.acked == []
+    assert middleware.receive(worker, _delivery((2, 2))) is not None  # nothing remembered
