@@ -1,7 +1,9 @@
-"""Messages a broker hands back while the worker still runs their jobs: RabbitMQ closes a
+"""Messages a broker hands back while the worker still runs their jobs. RabbitMQ closes a
 channel whose delivery stayed unacknowledged past its consumer timeout (30 minutes by
 default), and delivers its messages again at once, often to the same worker's next
-connection. The job runs once all the same, and the worker says why its channel closed."""
+connection: the job runs once all the same, and the worker says why its channel closed. On
+Redis and ``django://`` a message whose lease isn't renewed goes to another worker: a long
+job on the ``solo`` pool, which holds up the worker's loop, keeps its lease all the same."""
 
 from __future__ import annotations
 
@@ -156,3 +158,39 @@ def test_a_message_that_waited_for_a_run_that_ended_without_an_outcome_runs(kind
     assert worker.resumed == [back]
     assert worker.acked == []
     assert middleware.receive(worker, _delivery((2, 2))) is not None  # nothing remembered
+
+
+@pytest.mark.parametrize("broker_url", [pytest.param("redis", id="redis"),
+                                        pytest.param("django", id="django")], indirect=True)
+def test_a_job_longer_than_the_visibility_timeout_on_the_solo_pool_runs_once(
+        broker_url, settings, tmp_path):
+    # The solo pool runs a job in the worker's loop, which made no heartbeat meanwhile: the
+    # message's lease ran out (4 s here), and the other worker took the job and ran it too.
+    settings.JOBS = {**settings.JOBS, "WORKER_HEARTBEAT_INTERVAL": 0.5}
+    with running_worker(pool="solo", hostname="one@solo"), \
+            running_worker(pool="solo", hostname="two@solo"):
+        result = testjobs.leave_mark.delay(str(tmp_path), 1, 6)
+        assert result.get(timeout=30) == 1
+        assert testjobs.leave_mark.delay(str(tmp_path), 2, 0).get(timeout=30) == 2
+
+    assert runs(tmp_path, 1) == 1
+
+
+def test_a_message_that_waited_for_a_run_whose_outcome_never_came_runs(monkeypatch):
+    # A run that could not reach the database ends with no outcome any middleware hears of.
+    clock = [100.0]
+    monkeypatch.setattr("jobs.middleware.redelivery.time.monotonic", lambda: clock[0])
+    worker, middleware = _Worker([_delivery((1, 1))]), Redeliveries()
+    middleware.connection_lost(worker)
+    back = _delivery((2, 1))
+    assert middleware.receive(worker, back) is None
+
+    middleware.tick(worker)  # still running: it waits
+    worker.running = []
+    middleware.tick(worker)  # ended: its outcome may be on its way
+    clock[0] += 0.5
+    middleware.tick(worker)
+    assert worker.resumed == []
+    clock[0] += 0.6
+    middleware.tick(worker)
+    assert worker.resumed == [back]

@@ -29,6 +29,9 @@ RAN = frozenset({Kind.SUCCEEDED, Kind.FAILED, Kind.RETRIED, Kind.REJECTED})
 #: Seconds, and how many, the runs that ended without their message are remembered.
 ENDED_FOR = 300.0
 REMEMBER = 1000
+#: Seconds a run may be seen ended before its outcome comes: one that never comes (the
+#: database was out of reach, which no middleware hears of) releases the deliveries waiting.
+GRACE = 1.0
 
 
 def attempt(delivery) -> tuple:
@@ -42,6 +45,7 @@ class Redeliveries(Middleware):
         # of theirs that came back meanwhile, waiting for the run.
         self._orphans: dict[tuple, list] = {}
         self._ended: dict[tuple, float] = {}  # such attempts that ran to an outcome -> when
+        self._gone: dict[tuple, float] = {}  # such attempts seen ended, no outcome yet -> when
 
     def connection_lost(self, worker) -> None:
         for waiting in self._orphans.values():
@@ -79,6 +83,7 @@ class Redeliveries(Middleware):
         if key is None:
             return outcome
         waiting = self._orphans.pop(key)
+        self._gone.pop(key, None)
         if outcome.kind in RAN:
             self._ended[key] = time.monotonic()
             if len(self._ended) > REMEMBER:
@@ -89,6 +94,17 @@ class Redeliveries(Middleware):
             for held in waiting:
                 worker.resume(held, self)
         return outcome
+
+    def tick(self, worker) -> None:
+        if not self._orphans:
+            return
+        running = {attempt(delivery) for delivery in worker.pool.running_deliveries()}
+        now = time.monotonic()
+        for key in [key for key in self._orphans if key not in running]:
+            if now - self._gone.setdefault(key, now) >= GRACE:
+                del self._gone[key]
+                for held in self._orphans.pop(key):
+                    worker.resume(held, self)
 
     def stand_down(self, worker) -> None:
         for waiting in self._orphans.values():

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 
-from django.db import DatabaseError
+from django.db import DatabaseError, connections
 from django.utils import timezone
 
 from jobs.broker import get_broker
@@ -25,6 +26,9 @@ class Heart:
         self._outage_written = None  # the database outage last written to the row
         self._create_later = False  # the database was out of reach at start
         self.alive_at = time.monotonic()  # the main loop's last turn
+        self._beating = threading.Lock()  # one beat at a time (see _beat_while_blocked)
+        self._stopped = threading.Event()
+        self._keeper: threading.Thread | None = None
 
     def start(self) -> None:
         try:
@@ -34,6 +38,24 @@ class Heart:
             if not self._create_later:
                 logger.warning("Could not record this worker: %s", exc)
         self._next = time.monotonic() + self.interval
+        if self.worker.pool.blocks_loop:
+            self._stopped.clear()
+            self._keeper = threading.Thread(target=self._beat_while_blocked,
+                                            name="jobs-heartbeat", daemon=True)
+            self._keeper.start()
+
+    def _beat_while_blocked(self) -> None:
+        """For a pool whose jobs run in the main loop itself (``solo``): a long job stops
+        the loop's turns and the beats they make. This thread beats meanwhile, so that the
+        worker's row stays online and its messages stay leased: on Redis and ``django://``
+        a message not renewed within its timeout goes to another worker, which would run
+        the job a second time."""
+        try:
+            while not self._stopped.wait(self.interval):
+                if self.worker.pool.running() and time.monotonic() - self.alive_at >= self.interval:
+                    self.beat()
+        finally:
+            connections.close_all()  # this thread's own
 
     def _create_row(self) -> None:
         w = self.worker
@@ -63,6 +85,14 @@ class Heart:
         self.beat()
 
     def beat(self) -> None:
+        if not self._beating.acquire(blocking=False):
+            return  # the other thread beats now
+        try:
+            self._beat()
+        finally:
+            self._beating.release()
+
+    def _beat(self) -> None:
         self._renew_leases()
         if database.down or (self.row is None and not self._create_later):
             return  # the worker waits for it; the row tells of the wait once it is back
@@ -100,13 +130,17 @@ class Heart:
         if channel is None or not broker.renews_leases:
             return
         generation = self.worker._generation
-        tags = [key[1] for key in self.worker._inflight if key[0] == generation]
+        tags = [key[1] for key in list(self.worker._inflight) if key[0] == generation]
         try:
             broker.renew_leases(channel, tags)
         except Exception as exc:
             logger.warning("Could not renew message leases: %s", exc)
 
     def stop(self) -> None:
+        self._stopped.set()
+        if self._keeper is not None:
+            self._keeper.join(self.interval + 1)
+            self._keeper = None
         if self.row is None or database.down:
             return
         try:
