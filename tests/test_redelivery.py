@@ -12,6 +12,7 @@ import subprocess
 from datetime import timedelta
 
 import pytest
+import redis
 from django.utils import timezone
 
 from jobs.execution import Delivery
@@ -20,7 +21,7 @@ from jobs.models import JobRecord
 from jobs.outcome import Kind, Outcome
 from jobs.results import JobResult
 from jobs.testing import running_worker
-from tests.conftest import IN_CI, require, unique
+from tests.conftest import IN_CI, REDIS_URL, require, unique, wait_for
 from tests.jobs_app import jobs as testjobs
 from tests.test_broadcast import (
     QUEUES,
@@ -119,6 +120,9 @@ class _Worker:
     def ack(self, delivery):
         self.acked.append(delivery)
 
+    def ack_lost(self, delivery):
+        self.acked.append(delivery)
+
     def hold(self, delivery):
         self.held.append(delivery)
 
@@ -139,9 +143,10 @@ def test_a_message_back_after_its_orphaned_run_ended_is_acknowledged_not_run():
     # The run ends (its outcome comes without its delivery) before its message is back.
     middleware.completed(worker, None, Outcome(Kind.SUCCEEDED, "j", "t"))
 
+    assert worker.acked == [running]  # its message, where the broker can (Redis)
     back, retry, other = _delivery((2, 1)), _delivery((2, 2), retries=1), _delivery((2, 3), "k")
     assert middleware.receive(worker, back) is None
-    assert worker.acked == [back]
+    assert worker.acked == [running, back]
     assert middleware.receive(worker, retry) is retry  # the next attempt runs
     assert middleware.receive(worker, other) is other
 
@@ -194,3 +199,27 @@ def test_a_message_that_waited_for_a_run_whose_outcome_never_came_runs(monkeypat
     clock[0] += 0.6
     middleware.tick(worker)
     assert worker.resumed == [back]
+
+
+@pytest.mark.serial
+@pytest.mark.parametrize("broker_url", [pytest.param("redis", id="redis")], indirect=True)
+def test_a_long_job_whose_worker_lost_its_redis_connection_runs_once(broker_url, settings,
+                                                                     tmp_path):
+    # The message's visibility timeout (4 s here) was renewed for the current connection's
+    # messages only: another worker took the job and ran it again, and once the first run
+    # ended, its message was left to come back once more.
+    settings.JOBS = {**settings.JOBS, "WORKER_HEARTBEAT_INTERVAL": 0.5}
+    client = redis.Redis.from_url(REDIS_URL)
+    with running_worker(pool="threads", hostname="one@redis"), \
+            running_worker(pool="threads", hostname="two@redis"):
+        result = testjobs.leave_mark.delay(str(tmp_path), 1, 9)
+        wait_for(lambda: JobRecord.objects.filter(job_id=result.id, state="STARTED").exists(),
+                 timeout=20, message="the job did not start")
+        client.client_kill_filter(_type="normal", skipme=True)  # every worker's connection
+        assert result.get(timeout=30) == 1
+        assert testjobs.leave_mark.delay(str(tmp_path), 2, 0).get(timeout=30) == 2
+        unacked = f"{settings.JOBS['BROKER_TRANSPORT_OPTIONS']['global_keyprefix']}jobs.unacked"
+        wait_for(lambda: client.hlen(unacked) == 0, timeout=5,
+                 message="a message of a finished job is left to come back")
+
+    assert runs(tmp_path, 1) == 1

@@ -242,6 +242,17 @@ class Broker:
         """Keep the broker from handing these in-flight messages of ``channel`` to another
         consumer (the worker's heartbeat calls this when :attr:`renews_leases`)."""
 
+    def keep(self, channel, delivery_tags: list) -> None:
+        """``channel``'s connection is lost while the jobs of these messages still run:
+        keep the broker from handing them out again when the channel closes, where it can
+        (:meth:`ack_lost` acknowledges them when the runs end). Elsewhere they come back."""
+
+    def ack_lost(self, channel, delivery_tag) -> bool:
+        """Acknowledge, on ``channel``, a message delivered on a connection lost since,
+        where the broker knows a message by its tag alone; False where it can't (the
+        message is delivered again: on RabbitMQ a tag belongs to its channel)."""
+        return False
+
     def explain(self, exc: Exception) -> str | None:
         """What a user should know of ``exc``, the reason the worker's connection was lost,
         beyond its own message (and what to do about it); None: nothing more."""

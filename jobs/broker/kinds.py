@@ -120,6 +120,22 @@ class RedisBroker(Broker):
         qos.defer_acks = True
         return qos.flush_acks
 
+    def keep(self, channel, delivery_tags: list) -> None:
+        # Closing the channel would put every message it delivered back on its queue at
+        # once, running jobs' too, for any worker to take: they stay in the unacknowledged
+        # records instead, renewed by the heartbeat while they run. The acknowledgements
+        # noted before the loss go now, if Redis answers.
+        qos = channel.qos
+        for tag in delivery_tags:
+            qos.ack_locally(tag)
+        qos.flush_acks()
+
+    def ack_lost(self, channel, delivery_tag) -> bool:
+        from jobs.compat.kombu import redis as kombu_redis_compat  # needs the redis extra
+
+        kombu_redis_compat.forget_unacked(channel, [delivery_tag])
+        return True
+
 
 class SentinelBroker(RedisBroker):
     """``sentinel://host:26379;sentinel://host2:26379`` with ``master_name`` in

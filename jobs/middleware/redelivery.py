@@ -10,8 +10,10 @@ acknowledged; if it didn't (its process died, its time limit killed it, the data
 of reach), the delivery runs. A delivery that comes back just after the run ended is
 acknowledged at once.
 
-Another worker may still take such a message first and run the job again: delivery stays at
-least once, as ever; this only keeps one worker from running a job twice over.
+On Redis a message is known by its tag on any connection: while the run goes on the worker's
+heartbeat keeps renewing its visibility timeout, and when it ends with an outcome the message
+is acknowledged, so that no worker gets it again. On RabbitMQ another worker may take such a
+message first and run the job again: delivery stays at least once, as ever.
 """
 
 from __future__ import annotations
@@ -39,25 +41,35 @@ def attempt(delivery) -> tuple:
     return delivery.headers.get("id"), delivery.headers.get("retries")
 
 
+class _Lost:
+    """What a worker knows of its runs whose message went with a lost connection."""
+
+    def __init__(self) -> None:
+        self.orphans: dict[tuple, list] = {}  # attempt running -> its deliveries back meanwhile
+        self.first: dict[tuple, object] = {}  # attempt running -> the delivery it runs
+        self.ended: dict[tuple, float] = {}  # attempt that ran to an outcome -> when
+        self.gone: dict[tuple, float] = {}  # attempt seen ended, no outcome yet -> when
+
+
 class Redeliveries(Middleware):
     def __init__(self) -> None:
-        # Attempts running here whose message went with a lost connection -> the deliveries
-        # of theirs that came back meanwhile, waiting for the run.
-        self._orphans: dict[tuple, list] = {}
-        self._ended: dict[tuple, float] = {}  # such attempts that ran to an outcome -> when
-        self._gone: dict[tuple, float] = {}  # such attempts seen ended, no outcome yet -> when
+        self._workers: dict[int, _Lost] = {}  # id(worker) -> its runs (one worker a process,
+        # but tests run several in one)
 
     def connection_lost(self, worker) -> None:
-        for waiting in self._orphans.values():
+        lost = self._workers.setdefault(id(worker), _Lost())
+        for waiting in lost.orphans.values():
             waiting.clear()  # their messages come back on the next connection
         for delivery in worker.pool.running_deliveries():
-            self._orphans.setdefault(attempt(delivery), [])
+            lost.orphans.setdefault(attempt(delivery), [])
+            lost.first.setdefault(attempt(delivery), delivery)
 
     def receive(self, worker, delivery):
-        if not (self._orphans or self._ended):
+        lost = self._workers.get(id(worker))
+        if lost is None or not (lost.orphans or lost.ended):
             return delivery
         key = attempt(delivery)
-        waiting = self._orphans.get(key)
+        waiting = lost.orphans.get(key)
         if waiting is not None:
             waiting.append(delivery)
             worker.hold(delivery)
@@ -66,7 +78,7 @@ class Redeliveries(Middleware):
                            "run instead of running twice", delivery.headers.get("task"),
                            key[0], extra={"job_id": key[0]})
             return None
-        ended = self._ended.get(key)
+        ended = lost.ended.get(key)
         if ended is not None and time.monotonic() - ended < ENDED_FOR:
             logger.info("Job %s[%s] was delivered again after its run here ended: "
                         "acknowledged without running it again", delivery.headers.get("task"),
@@ -77,17 +89,21 @@ class Redeliveries(Middleware):
 
     def completed(self, worker, delivery, outcome):
         # A run whose message went with a lost connection ends without its delivery.
-        if delivery is not None or not self._orphans:
+        lost = self._workers.get(id(worker))
+        if delivery is not None or lost is None or not lost.orphans:
             return outcome
-        key = next((key for key in self._orphans if key[0] == outcome.job_id), None)
+        key = next((key for key in lost.orphans if key[0] == outcome.job_id), None)
         if key is None:
             return outcome
-        waiting = self._orphans.pop(key)
-        self._gone.pop(key, None)
+        waiting = lost.orphans.pop(key)
+        first = lost.first.pop(key, None)
+        lost.gone.pop(key, None)
         if outcome.kind in RAN:
-            self._ended[key] = time.monotonic()
-            if len(self._ended) > REMEMBER:
-                del self._ended[next(iter(self._ended))]  # the oldest
+            lost.ended[key] = time.monotonic()
+            if len(lost.ended) > REMEMBER:
+                del lost.ended[next(iter(lost.ended))]  # the oldest
+            if first is not None:
+                worker.ack_lost(first)  # on Redis: nothing left to come back, anywhere
             for held in waiting:
                 worker.ack(held)
         else:
@@ -96,17 +112,20 @@ class Redeliveries(Middleware):
         return outcome
 
     def tick(self, worker) -> None:
-        if not self._orphans:
+        lost = self._workers.get(id(worker))
+        if lost is None or not lost.orphans:
             return
         running = {attempt(delivery) for delivery in worker.pool.running_deliveries()}
         now = time.monotonic()
-        for key in [key for key in self._orphans if key not in running]:
-            if now - self._gone.setdefault(key, now) >= GRACE:
-                del self._gone[key]
-                for held in self._orphans.pop(key):
+        for key in [key for key in lost.orphans if key not in running]:
+            if now - lost.gone.setdefault(key, now) >= GRACE:
+                del lost.gone[key]
+                lost.first.pop(key, None)
+                for held in lost.orphans.pop(key):
                     worker.resume(held, self)
 
     def stand_down(self, worker) -> None:
-        for waiting in self._orphans.values():
+        lost = self._workers.get(id(worker))
+        for waiting in lost.orphans.values() if lost else ():
             while waiting:
                 worker.requeue(waiting.pop())

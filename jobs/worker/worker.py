@@ -372,6 +372,16 @@ class Worker:
         if message is not None:
             message.ack()
 
+    def ack_lost(self, delivery: Delivery) -> None:
+        """Acknowledge ``delivery``, received on a connection lost since, where the broker
+        can (:meth:`jobs.broker.Broker.ack_lost`); elsewhere it comes back on its own."""
+        if self.channel is None or not isinstance(delivery.tag, tuple):
+            return
+        try:
+            get_broker().ack_lost(self.channel, delivery.tag[1])
+        except Exception as exc:  # it is delivered again, and waits for no run then
+            logger.warning("Could not acknowledge %s: %s", delivery.headers.get("id"), exc)
+
     def requeue(self, delivery: Delivery) -> None:
         """Hand ``delivery``'s message back to the broker, to be delivered again."""
         message = self._take(delivery)
@@ -503,6 +513,18 @@ class Worker:
 
     def _forget_inflight(self) -> None:
         self._flush = None
+        # Their acknowledgements went with the connection, and the broker delivers their
+        # messages again: the jobs not started yet are dropped rather than run twice, and
+        # the broker is asked to keep the running ones' messages for their runs where it
+        # can (jobs.middleware.redelivery acknowledges them when the runs end).
+        self.pool.take_backlog()
+        if self.channel is not None:
+            running = [d.tag[1] for d in self.pool.running_deliveries()
+                       if isinstance(d.tag, tuple) and d.tag[0] == self._generation]
+            try:
+                get_broker().keep(self.channel, running)
+            except Exception as exc:  # they come back from the broker, and wait for the runs
+                logger.debug("Could not keep the running jobs' messages: %s", exc)
         self.middleware.call("connection_lost", self)
         self._inflight.clear()
         self._acked_early.clear()
