@@ -223,3 +223,24 @@ def test_a_long_job_whose_worker_lost_its_redis_connection_runs_once(broker_url,
                  message="a message of a finished job is left to come back")
 
     assert runs(tmp_path, 1) == 1
+
+
+@pytest.mark.serial
+@pytest.mark.parametrize("broker_url", [pytest.param("redis", id="redis")], indirect=True)
+def test_jobs_waiting_in_a_worker_that_lost_its_connection_run_once(broker_url, settings,
+                                                                     tmp_path):
+    # They ran from the worker's own backlog once the running job was done, and again when
+    # their messages, handed back with the connection, came to it a second time.
+    settings.JOBS = {**settings.JOBS, "WORKER_HEARTBEAT_INTERVAL": 0.5}
+    client = redis.Redis.from_url(REDIS_URL)
+    # Room left in its prefetch window: it is reading from the broker, and sees the loss.
+    with running_worker(pool="threads", prefetch_multiplier=8) as worker:
+        first = testjobs.leave_mark.delay(str(tmp_path), 0, 3)
+        waiting = [testjobs.leave_mark.delay(str(tmp_path), i, 0) for i in (1, 2, 3)]
+        wait_for(lambda: worker.pool.waiting() == 3, timeout=20,
+                 message="the jobs did not reach the worker")
+        client.client_kill_filter(_type="normal", skipme=True)
+        assert [r.get(timeout=30) for r in (first, *waiting)] == [0, 1, 2, 3]
+        worker.stop()  # and finish what it has
+
+    assert [runs(tmp_path, i) for i in (0, 1, 2, 3)] == [1, 1, 1, 1]
