@@ -41,26 +41,36 @@ def _rabbit(expression: str) -> str:
     return done.stdout.strip()
 
 
+#: (consumer_timeout, channel_tick_interval) in milliseconds: RabbitMQ's own, and this test's.
+RABBIT_DEFAULTS, SHORT = ("1800000", "60000"), ("1500", "500")
+
+
+def _set_rabbit_timeouts(values: tuple[str, str]) -> None:
+    assert _rabbit(f"application:set_env(rabbit, consumer_timeout, {values[0]}), "
+                   f"application:set_env(rabbit, channel_tick_interval, {values[1]}).") == "ok"
+
+
 @pytest.fixture
 def short_consumer_timeout():
     """RabbitMQ closes a channel whose delivery stays unacknowledged for 1.5 s, and looks
-    every half second (its settings for the whole server: the test runs alone)."""
+    every half second: settings of the whole server, so the test runs alone (``serial``),
+    and they are set back afterwards (to RabbitMQ's own if a run cut short left ours)."""
     require("rabbitmq")
     if shutil.which("rabbitmqctl") is None:
         message = "rabbitmqctl is not installed: apt-get install rabbitmq-server"
         pytest.fail(message) if IN_CI else pytest.skip(message)
-    before = _rabbit("{application:get_env(rabbit, consumer_timeout), "
-                     "application:get_env(rabbit, channel_tick_interval)}.")
-    assert _rabbit("application:set_env(rabbit, consumer_timeout, 1500), "
-                   "application:set_env(rabbit, channel_tick_interval, 500).") == "ok"
+    found = _rabbit("{application:get_env(rabbit, consumer_timeout), "
+                    "application:get_env(rabbit, channel_tick_interval)}.")
+    before = RABBIT_DEFAULTS
+    if found.startswith("{{ok,"):  # {{ok,1800000},{ok,60000}}
+        before = tuple(part.split(",")[1].rstrip("}") for part in found[1:-1].split("},"))
+    if before == SHORT:
+        before = RABBIT_DEFAULTS
+    _set_rabbit_timeouts(SHORT)
     try:
         yield
     finally:
-        timeout, tick = ("1800000", "60000")
-        if before.startswith("{{ok,"):  # {{ok,1800000},{ok,60000}}
-            timeout, tick = (part.split(",")[1].rstrip("}") for part in before[1:-1].split("},"))
-        _rabbit(f"application:set_env(rabbit, consumer_timeout, {timeout}), "
-                f"application:set_env(rabbit, channel_tick_interval, {tick}).")
+        _set_rabbit_timeouts(before)
 
 
 def runs(directory, name) -> int:
