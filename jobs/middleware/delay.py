@@ -38,18 +38,33 @@ PARK_HORIZON = timedelta(seconds=1)  # due sooner than this, the worker holds it
 RELEASE_EVERY = 0.5  # seconds between looks for due jobs
 
 
+class _Waiting:
+    """A worker's delayed deliveries: those held until due, and its releaser."""
+
+    def __init__(self, releaser: Releaser | None) -> None:
+        self.releaser = releaser
+        self.soon: list = []  # heap of (eta, n, delivery): due within PARK_HORIZON
+
+
 class DelayedJobs(Middleware):
     """Parks deliveries due later than :data:`PARK_HORIZON` in the database and releases
     them to the broker when due (the database broker holds them itself); one due sooner,
     or a worker's copy of a broadcast job, waits in the worker until its time."""
 
     def __init__(self) -> None:
-        self.releaser: Releaser | None = None
-        self._soon: list = []  # heap of (eta, n, delivery): due within PARK_HORIZON
+        # id(worker) -> its delayed deliveries (one worker a process, but tests run several)
+        self._workers: dict[int, _Waiting] = {}
         self._count = itertools.count()
 
     def worker_started(self, worker) -> None:
-        self.releaser = None if get_broker().durable_delay else Releaser(worker)
+        self._workers[id(worker)] = _Waiting(
+            None if get_broker().durable_delay else Releaser(worker))
+
+    def _of(self, worker) -> _Waiting:
+        waiting = self._workers.get(id(worker))
+        if waiting is None:  # a worker that didn't say it started (tests drive hooks alone)
+            waiting = self._workers[id(worker)] = _Waiting(None)
+        return waiting
 
     def receive(self, worker, delivery):
         eta = _eta(delivery.headers)
@@ -58,9 +73,10 @@ class DelayedJobs(Middleware):
         now = timezone.now()
         if eta <= now:
             return delivery
-        if self.releaser is not None and eta - now > PARK_HORIZON \
+        waiting = self._of(worker)
+        if waiting.releaser is not None and eta - now > PARK_HORIZON \
                 and not get_broker().routing.fanout(delivery.queue):
-            self.releaser.park(delivery)  # acknowledged once written (at the next tick)
+            waiting.releaser.park(delivery)  # acknowledged once written (at the next tick)
         else:
             if get_broker().routing.fanout(delivery.queue) and get_broker().acks_broadcasts:
                 # A copy kept by the worker's own queue, which goes with the worker: nothing
@@ -68,33 +84,40 @@ class DelayedJobs(Middleware):
                 # once its consumer timeout passed (30 minutes by default), handing back the
                 # worker's other messages and dropping the copy with the queue.
                 worker.ack_early(delivery)
-            heapq.heappush(self._soon, (eta, next(self._count), delivery))
+            heapq.heappush(waiting.soon, (eta, next(self._count), delivery))
             worker.hold(delivery)
         return None
 
     def tick(self, worker) -> None:
-        if self._soon:
+        waiting = self._workers.get(id(worker))
+        if waiting is None:
+            return
+        soon = waiting.soon
+        if soon:
             now = timezone.now()
-            while self._soon and self._soon[0][0] <= now:
-                worker.resume(heapq.heappop(self._soon)[2], self)
-        if self.releaser is not None:
-            self.releaser.flush()
-            self.releaser.maybe_release(worker.connection)
+            while soon and soon[0][0] <= now:
+                worker.resume(heapq.heappop(soon)[2], self)
+        if waiting.releaser is not None:
+            waiting.releaser.flush()
+            waiting.releaser.maybe_release(worker.connection)
 
     def connection_lost(self, worker) -> None:
-        self._soon.clear()  # their messages come again on the next connection
-        if self.releaser is not None:
-            self.releaser.forget()
+        waiting = self._of(worker)
+        waiting.soon.clear()  # their messages come again on the next connection
+        if waiting.releaser is not None:
+            waiting.releaser.forget()
 
     def stand_down(self, worker) -> None:
-        while self._soon:
-            worker.requeue(heapq.heappop(self._soon)[2])
-        if self.releaser is not None:
-            self.releaser.flush()  # delayed jobs received since the last tick: park them now
+        waiting = self._of(worker)
+        while waiting.soon:
+            worker.requeue(heapq.heappop(waiting.soon)[2])
+        if waiting.releaser is not None:
+            waiting.releaser.flush()  # delayed jobs received since the last tick: park them now
 
     def worker_stopped(self, worker) -> None:
-        if self.releaser is not None:
-            self.releaser.close()
+        waiting = self._workers.pop(id(worker), None)
+        if waiting is not None and waiting.releaser is not None:
+            waiting.releaser.close()
 
 
 def _eta(headers: dict) -> datetime | None:
