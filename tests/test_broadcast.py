@@ -125,21 +125,29 @@ def send_like_celery(job_id: str, name: str, args: list, eta: datetime) -> None:
                                       headers=headers, serializer="json")
 
 
+def delayed_broadcast_runs(directory: Path, seconds: float) -> tuple[str, str, datetime]:
+    """A worker consuming the broadcast queue in this process gets a Celery producer's
+    broadcast of ``note_worker(directory, "later")`` due in ``seconds``, and runs it: the
+    job's id, the worker's run's id and the eta."""
+    with running_worker(queues=QUEUES.split(",")) as worker:
+        until_every_worker_hears(directory, [worker.hostname])
+        job_id = unique("broadcast-eta")
+        eta = timezone.now() + timedelta(seconds=seconds)
+        send_like_celery(job_id, "tests.jobs_app.jobs.note_worker", [str(directory), "later"],
+                         eta)
+        run = JobResult(f"{job_id}@{worker.hostname}")
+        assert run.get(timeout=30) == worker.hostname
+    assert runs(directory, "later") == [worker.hostname]
+    return job_id, run.id, eta
+
+
 @pytest.mark.parametrize("broker_url", BROADCASTING, indirect=True)
 def test_a_celery_producers_delayed_broadcast_job_runs_on_the_worker_when_due(
         broker_url, broadcasting, tmp_path):
     # Parked, it went back to the broker by the queue's name, where no worker consumes it.
-    with running_worker(queues=QUEUES.split(",")) as worker:
-        until_every_worker_hears(tmp_path, [worker.hostname])
-        job_id = unique("broadcast-eta")
-        eta = timezone.now() + timedelta(seconds=2)  # past PARK_HORIZON: it would be parked
-        send_like_celery(job_id, "tests.jobs_app.jobs.note_worker", [str(tmp_path), "later"],
-                         eta)
-        run = JobResult(f"{job_id}@{worker.hostname}")
-        assert run.get(timeout=30) == worker.hostname
+    job_id, run_id, eta = delayed_broadcast_runs(tmp_path, 2)  # past PARK_HORIZON
 
-    assert runs(tmp_path, "later") == [worker.hostname]
-    assert JobRecord.objects.get(job_id=run.id).date_started >= eta
+    assert JobRecord.objects.get(job_id=run_id).date_started >= eta
     assert not JobRecord.objects.filter(job_id=job_id).exists()
 
 

@@ -9,26 +9,20 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from datetime import timedelta
 
 import pytest
 import redis
-from django.utils import timezone
 
 from jobs.execution import Delivery
 from jobs.middleware.redelivery import Redeliveries
 from jobs.models import JobRecord
 from jobs.outcome import Kind, Outcome
-from jobs.results import JobResult
 from jobs.testing import running_worker
-from tests.conftest import IN_CI, REDIS_URL, require, unique, wait_for
+from tests.conftest import IN_CI, REDIS_URL, require, wait_for
 from tests.jobs_app import jobs as testjobs
 from tests.test_broadcast import (
-    QUEUES,
     broadcasting,  # noqa: F401 (a fixture)
-    runs as broadcast_runs,
-    send_like_celery,
-    until_every_worker_hears,
+    delayed_broadcast_runs,
 )
 
 AMQP = [pytest.param("amqp", id="amqp")]
@@ -73,6 +67,19 @@ def short_consumer_timeout():
         _set_rabbit_timeouts(before)
 
 
+@pytest.fixture
+def quick_heartbeat(settings):
+    """Workers that renew their messages' leases (4 s in the tests) every half second."""
+    settings.JOBS = {**settings.JOBS, "WORKER_HEARTBEAT_INTERVAL": 0.5}
+
+
+def kill_redis_clients() -> redis.Redis:
+    """Close every worker's Redis connection, as a network cut would; the client that did."""
+    client = redis.Redis.from_url(REDIS_URL)
+    client.client_kill_filter(_type="normal", skipme=True)
+    return client
+
+
 def runs(directory, name) -> int:
     path = directory / str(name)
     return len(path.read_text().split()) if path.exists() else 0
@@ -107,14 +114,7 @@ def test_a_broadcast_copy_waiting_for_its_eta_outlasts_rabbitmqs_consumer_timeou
         broker_url, short_consumer_timeout, tmp_path):
     # Unacknowledged while it waited, it had the channel closed and went with the worker's
     # queue, never to run.
-    with running_worker(queues=QUEUES.split(",")) as worker:
-        until_every_worker_hears(tmp_path, [worker.hostname])
-        job_id = unique("broadcast-late")
-        send_like_celery(job_id, "tests.jobs_app.jobs.note_worker", [str(tmp_path), "later"],
-                         timezone.now() + timedelta(seconds=4))
-        assert JobResult(f"{job_id}@{worker.hostname}").get(timeout=30) == worker.hostname
-
-    assert broadcast_runs(tmp_path, "later") == [worker.hostname]
+    delayed_broadcast_runs(tmp_path, 4)
 
 
 class _Worker:
@@ -178,10 +178,9 @@ def test_a_message_that_waited_for_a_run_that_ended_without_an_outcome_runs(kind
 @pytest.mark.parametrize("broker_url", [pytest.param("redis", id="redis"),
                                         pytest.param("django", id="django")], indirect=True)
 def test_a_job_longer_than_the_visibility_timeout_on_the_solo_pool_runs_once(
-        broker_url, settings, tmp_path):
+        broker_url, quick_heartbeat, tmp_path):
     # The solo pool runs a job in the worker's loop, which made no heartbeat meanwhile: the
     # message's lease ran out (4 s here), and the other worker took the job and ran it too.
-    settings.JOBS = {**settings.JOBS, "WORKER_HEARTBEAT_INTERVAL": 0.5}
     with running_worker(pool="solo", hostname="one@solo"), \
             running_worker(pool="solo", hostname="two@solo"):
         result = testjobs.leave_mark.delay(str(tmp_path), 1, 6)
@@ -213,19 +212,17 @@ def test_a_message_that_waited_for_a_run_whose_outcome_never_came_runs(monkeypat
 
 @pytest.mark.serial
 @pytest.mark.parametrize("broker_url", [pytest.param("redis", id="redis")], indirect=True)
-def test_a_long_job_whose_worker_lost_its_redis_connection_runs_once(broker_url, settings,
-                                                                     tmp_path):
+def test_a_long_job_whose_worker_lost_its_redis_connection_runs_once(
+        broker_url, settings, quick_heartbeat, tmp_path):
     # The message's visibility timeout (4 s here) was renewed for the current connection's
     # messages only: another worker took the job and ran it again, and once the first run
     # ended, its message was left to come back once more.
-    settings.JOBS = {**settings.JOBS, "WORKER_HEARTBEAT_INTERVAL": 0.5}
-    client = redis.Redis.from_url(REDIS_URL)
     with running_worker(pool="threads", hostname="one@redis"), \
             running_worker(pool="threads", hostname="two@redis"):
         result = testjobs.leave_mark.delay(str(tmp_path), 1, 9)
         wait_for(lambda: JobRecord.objects.filter(job_id=result.id, state="STARTED").exists(),
                  timeout=20, message="the job did not start")
-        client.client_kill_filter(_type="normal", skipme=True)  # every worker's connection
+        client = kill_redis_clients()
         assert result.get(timeout=30) == 1
         assert testjobs.leave_mark.delay(str(tmp_path), 2, 0).get(timeout=30) == 2
         unacked = f"{settings.JOBS['BROKER_TRANSPORT_OPTIONS']['global_keyprefix']}jobs.unacked"
@@ -237,19 +234,17 @@ def test_a_long_job_whose_worker_lost_its_redis_connection_runs_once(broker_url,
 
 @pytest.mark.serial
 @pytest.mark.parametrize("broker_url", [pytest.param("redis", id="redis")], indirect=True)
-def test_jobs_waiting_in_a_worker_that_lost_its_connection_run_once(broker_url, settings,
-                                                                     tmp_path):
+def test_jobs_waiting_in_a_worker_that_lost_its_connection_run_once(
+        broker_url, quick_heartbeat, tmp_path):
     # They ran from the worker's own backlog once the running job was done, and again when
     # their messages, handed back with the connection, came to it a second time.
-    settings.JOBS = {**settings.JOBS, "WORKER_HEARTBEAT_INTERVAL": 0.5}
-    client = redis.Redis.from_url(REDIS_URL)
     # Room left in its prefetch window: it is reading from the broker, and sees the loss.
     with running_worker(pool="threads", prefetch_multiplier=8) as worker:
         first = testjobs.leave_mark.delay(str(tmp_path), 0, 3)
         waiting = [testjobs.leave_mark.delay(str(tmp_path), i, 0) for i in (1, 2, 3)]
         wait_for(lambda: worker.pool.waiting() == 3, timeout=20,
                  message="the jobs did not reach the worker")
-        client.client_kill_filter(_type="normal", skipme=True)
+        kill_redis_clients()
         assert [r.get(timeout=30) for r in (first, *waiting)] == [0, 1, 2, 3]
         worker.stop()  # and finish what it has
 

@@ -62,7 +62,7 @@ class DelayedJobs(Middleware):
 
     def _of(self, worker) -> _Waiting:
         waiting = self._workers.get(id(worker))
-        if waiting is None:  # a worker that didn't say it started (tests drive hooks alone)
+        if waiting is None:  # its worker_started hook failed: nothing parked, then
             waiting = self._workers[id(worker)] = _Waiting(None)
         return waiting
 

@@ -45,8 +45,8 @@ class _Lost:
     """What a worker knows of its runs whose message went with a lost connection."""
 
     def __init__(self) -> None:
-        self.orphans: dict[tuple, list] = {}  # attempt running -> its deliveries back meanwhile
-        self.first: dict[tuple, object] = {}  # attempt running -> the delivery it runs
+        # attempt running -> (the delivery it runs, its deliveries back meanwhile)
+        self.orphans: dict[tuple, tuple[object, list]] = {}
         self.ended: dict[tuple, float] = {}  # attempt that ran to an outcome -> when
         self.gone: dict[tuple, float] = {}  # attempt seen ended, no outcome yet -> when
 
@@ -58,20 +58,19 @@ class Redeliveries(Middleware):
 
     def connection_lost(self, worker) -> None:
         lost = self._workers.setdefault(id(worker), _Lost())
-        for waiting in lost.orphans.values():
+        for _, waiting in lost.orphans.values():
             waiting.clear()  # their messages come back on the next connection
         for delivery in worker.pool.running_deliveries():
-            lost.orphans.setdefault(attempt(delivery), [])
-            lost.first.setdefault(attempt(delivery), delivery)
+            lost.orphans.setdefault(attempt(delivery), (delivery, []))
 
     def receive(self, worker, delivery):
         lost = self._workers.get(id(worker))
         if lost is None or not (lost.orphans or lost.ended):
             return delivery
         key = attempt(delivery)
-        waiting = lost.orphans.get(key)
-        if waiting is not None:
-            waiting.append(delivery)
+        orphan = lost.orphans.get(key)
+        if orphan is not None:
+            orphan[1].append(delivery)
             worker.hold(delivery)
             logger.warning("Job %s[%s] was delivered again while it still runs here (its "
                            "message went back with the lost connection): it waits for that "
@@ -95,15 +94,13 @@ class Redeliveries(Middleware):
         key = next((key for key in lost.orphans if key[0] == outcome.job_id), None)
         if key is None:
             return outcome
-        waiting = lost.orphans.pop(key)
-        first = lost.first.pop(key, None)
+        first, waiting = lost.orphans.pop(key)
         lost.gone.pop(key, None)
         if outcome.kind in RAN:
             lost.ended[key] = time.monotonic()
             if len(lost.ended) > REMEMBER:
                 del lost.ended[next(iter(lost.ended))]  # the oldest
-            if first is not None:
-                worker.ack_lost(first)  # on Redis: nothing left to come back, anywhere
+            worker.ack_lost(first)  # on Redis: nothing left to come back, anywhere
             for held in waiting:
                 worker.ack(held)
         else:
@@ -120,12 +117,11 @@ class Redeliveries(Middleware):
         for key in [key for key in lost.orphans if key not in running]:
             if now - lost.gone.setdefault(key, now) >= GRACE:
                 del lost.gone[key]
-                lost.first.pop(key, None)
-                for held in lost.orphans.pop(key):
+                for held in lost.orphans.pop(key)[1]:
                     worker.resume(held, self)
 
     def stand_down(self, worker) -> None:
         lost = self._workers.get(id(worker))
-        for waiting in lost.orphans.values() if lost else ():
+        for _, waiting in lost.orphans.values() if lost else ():
             while waiting:
                 worker.requeue(waiting.pop())

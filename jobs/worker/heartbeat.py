@@ -134,7 +134,7 @@ class Heart:
         # And those of jobs still running from a connection lost since: their messages are
         # the worker's until the runs end (jobs.middleware.redelivery).
         tags += [d.tag[1] for d in self.worker.pool.running_deliveries()
-                 if isinstance(d.tag, tuple) and d.tag[0] != generation]
+                 if d.tag[0] != generation]
         try:
             broker.renew_leases(channel, tags)
         except Exception as exc:

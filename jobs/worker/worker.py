@@ -375,7 +375,7 @@ class Worker:
     def ack_lost(self, delivery: Delivery) -> None:
         """Acknowledge ``delivery``, received on a connection lost since, where the broker
         can (:meth:`jobs.broker.Broker.ack_lost`); elsewhere it comes back on its own."""
-        if self.channel is None or not isinstance(delivery.tag, tuple):
+        if self.channel is None:
             return
         try:
             get_broker().ack_lost(self.channel, delivery.tag[1])
@@ -520,7 +520,7 @@ class Worker:
         self.pool.take_backlog()
         if self.channel is not None:
             running = [d.tag[1] for d in self.pool.running_deliveries()
-                       if isinstance(d.tag, tuple) and d.tag[0] == self._generation]
+                       if d.tag[0] == self._generation]
             try:
                 get_broker().keep(self.channel, running)
             except Exception as exc:  # they come back from the broker, and wait for the runs
