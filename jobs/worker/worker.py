@@ -286,16 +286,18 @@ class Worker:
             item = self.pool.completions.get(timeout=timeout)
         except queue.Empty:
             return
-        self._complete(*item)
-        self._process_completions()
+        self._process_completions(item)
 
-    def _process_completions(self) -> None:
+    def _process_completions(self, first=None) -> None:
+        """Acknowledge the completions that have come in, as one batch."""
+        batch = [] if first is None else [first]
         while True:
             try:
-                item = self.pool.completions.get_nowait()
+                batch.append(self.pool.completions.get_nowait())
             except queue.Empty:
                 break
-            self._complete(*item)
+        if batch:
+            self._complete(batch)
         self._flush_acks(force=not self._inflight, idle=not self._inflight)
 
     def _flush_acks(self, force: bool = False, idle: bool = False) -> None:
@@ -314,17 +316,30 @@ class Worker:
             logger.warning("Could not acknowledge finished jobs: %s", exc)
             self._broken = exc
 
-    def _complete(self, key, outcome: Outcome) -> None:
-        message, delivery = self._inflight.pop(key, None) or (None, None)
-        early = key in self._acked_early
-        self._acked_early.discard(key)
-        self.processed += 1
-        if outcome.kind is Kind.NO_DATABASE:
-            self._no_database(outcome)
-        elif self.middleware.completing:
-            outcome = self.middleware.completed(self, delivery, outcome)
-        if message is None or early:
-            return  # acknowledged already, or its connection is gone (redelivered anyway)
+    def _complete(self, batch: list) -> None:
+        """Acknowledge the messages of ``batch`` (pool completions: tag, outcome) by their
+        outcomes, as the ``completed`` hooks, then the ``before_ack`` hooks, leave them."""
+        done = []  # (message or None, outcome)
+        for key, outcome in batch:
+            message, delivery = self._inflight.pop(key, None) or (None, None)
+            if key in self._acked_early:
+                self._acked_early.discard(key)
+                message = None  # acknowledged already
+            self.processed += 1
+            if outcome.kind is not Kind.NO_DATABASE and self.middleware.completing:
+                outcome = self.middleware.completed(self, delivery, outcome)
+            done.append((message, outcome))
+        if self.middleware.hooks["before_ack"]:
+            outcomes = self.middleware.before_ack(self, [outcome for _, outcome in done])
+            done = [(message, outcome) for (message, _), outcome in zip(done, outcomes,
+                                                                        strict=True)]
+        for message, outcome in done:
+            if outcome.kind is Kind.NO_DATABASE:
+                self._no_database(outcome)
+            if message is not None:  # else its connection is gone (redelivered anyway)
+                self._settle(message, outcome)
+
+    def _settle(self, message, outcome: Outcome) -> None:
         try:
             if outcome.kind in (Kind.REQUEUE, Kind.NO_DATABASE):
                 message.reject(requeue=True)
