@@ -43,7 +43,7 @@ class Results(Middleware):
         return record(execution, outcome, deferred=execution.delivery is not None
                       and settings.RESULT_GROUP_COMMIT)
 
-    def before_ack(self, worker, outcomes):
+    def settle(self, worker, outcomes):
         deferred = [outcome.job_id for outcome in outcomes if outcome.deferred]
         if not deferred:
             return outcomes
@@ -63,7 +63,7 @@ class Results(Middleware):
 def record(execution, outcome, deferred: bool = False):
     """Write ``outcome`` to the job's row; a value that can't be stored fails the job.
     ``deferred``: the write may commit without waiting for the disk; the outcome returned
-    then says so, for the worker to make it durable (``before_ack``)."""
+    then says so, for the worker to make it durable (``settle``)."""
     message, hostname, started = execution.message, execution.hostname, execution.started
     kind = outcome.kind
     written = False

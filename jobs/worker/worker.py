@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from functools import partial
 
 from kombu import Consumer
 from kombu.serialization import prepare_accept_content
@@ -35,6 +36,7 @@ from jobs.registry import registry
 from jobs.worker import heartbeat
 from jobs.worker.pools import POOLS
 from jobs.worker.receiving import delivery_of, refusal
+from jobs.worker.settling import Completions
 
 logger = logging.getLogger("jobs.worker")
 
@@ -94,6 +96,11 @@ class Worker:
         )
         self.heart = heartbeat.Heart(self)
         self.middleware = stack()
+        # Outcomes not durable yet are made so (the ``settle`` hooks) before they reach us.
+        self._settling = None
+        if self.middleware.hooks["settle"]:
+            self.pool.completions = self._settling = Completions(
+                partial(self.middleware.settle, self))
         self.connection = self.channel = self.consumer = None
         self.started_at = time.monotonic()
 
@@ -286,18 +293,16 @@ class Worker:
             item = self.pool.completions.get(timeout=timeout)
         except queue.Empty:
             return
-        self._process_completions(item)
+        self._complete(*item)
+        self._process_completions()
 
-    def _process_completions(self, first=None) -> None:
-        """Acknowledge the completions that have come in, as one batch."""
-        batch = [] if first is None else [first]
+    def _process_completions(self) -> None:
         while True:
             try:
-                batch.append(self.pool.completions.get_nowait())
+                item = self.pool.completions.get_nowait()
             except queue.Empty:
                 break
-        if batch:
-            self._complete(batch)
+            self._complete(*item)
         self._flush_acks(force=not self._inflight, idle=not self._inflight)
 
     def _flush_acks(self, force: bool = False, idle: bool = False) -> None:
@@ -316,30 +321,17 @@ class Worker:
             logger.warning("Could not acknowledge finished jobs: %s", exc)
             self._broken = exc
 
-    def _complete(self, batch: list) -> None:
-        """Acknowledge the messages of ``batch`` (pool completions: tag, outcome) by their
-        outcomes, as the ``completed`` hooks, then the ``before_ack`` hooks, leave them."""
-        done = []  # (message or None, outcome)
-        for key, outcome in batch:
-            message, delivery = self._inflight.pop(key, None) or (None, None)
-            if key in self._acked_early:
-                self._acked_early.discard(key)
-                message = None  # acknowledged already
-            self.processed += 1
-            if outcome.kind is not Kind.NO_DATABASE and self.middleware.completing:
-                outcome = self.middleware.completed(self, delivery, outcome)
-            done.append((message, outcome))
-        if self.middleware.hooks["before_ack"]:
-            outcomes = self.middleware.before_ack(self, [outcome for _, outcome in done])
-            done = [(message, outcome) for (message, _), outcome in zip(done, outcomes,
-                                                                        strict=True)]
-        for message, outcome in done:
-            if outcome.kind is Kind.NO_DATABASE:
-                self._no_database(outcome)
-            if message is not None:  # else its connection is gone (redelivered anyway)
-                self._settle(message, outcome)
-
-    def _settle(self, message, outcome: Outcome) -> None:
+    def _complete(self, key, outcome: Outcome) -> None:
+        message, delivery = self._inflight.pop(key, None) or (None, None)
+        early = key in self._acked_early
+        self._acked_early.discard(key)
+        self.processed += 1
+        if outcome.kind is Kind.NO_DATABASE:
+            self._no_database(outcome)
+        elif self.middleware.completing:
+            outcome = self.middleware.completed(self, delivery, outcome)
+        if message is None or early:
+            return  # acknowledged already, or its connection is gone (redelivered anyway)
         try:
             if outcome.kind in (Kind.REQUEUE, Kind.NO_DATABASE):
                 message.reject(requeue=True)
@@ -514,6 +506,8 @@ class Worker:
         while self.pool.running() and time.monotonic() < deadline:
             self._wait_for_completion(POLL)
         finished = self.pool.stop(0 if self.pool.running() else 1)
+        if self._settling is not None:
+            self._settling.stop()
         self._process_completions()
         self._flush_acks(force=True)
         if not finished:
