@@ -67,7 +67,6 @@ DEFAULTS: dict[str, Any] = {
     "GLOBAL_RATE_LIMIT_CACHE": None,  # a CACHES alias for global rate limits (None: the database)
     "WORKER_AUTOSCALE_KEEPALIVE": 30.0,  # seconds a pool slot stays idle before --autoscale lets it go
     "WORKER_WATCHDOG_TIMEOUT": 120.0,  # seconds the main loop may stall before the worker exits; None: never
-    "RESULT_GROUP_COMMIT": True,  # PostgreSQL: outcomes made durable together (jobs.middleware.results)
     # Results, and what housekeeping deletes (jobs.housekeeping); None or 0: kept
     "RESULT_EXPIRES": timedelta(days=1),
     "DEAD_LETTER_EXPIRES": timedelta(days=30),
@@ -181,12 +180,6 @@ DESCRIPTIONS: dict[str, str] = {
     "TASK_MAX_DELIVERIES": (
         "Starts of one attempt after which a job that never finishes (it kills the process "
         "that runs it) is dead-lettered as poison."),
-    "RESULT_GROUP_COMMIT": (
-        "PostgreSQL: a worker's jobs commit their outcomes without waiting for the disk, and "
-        "the worker makes the outcomes that came in together durable with one commit before "
-        "it acknowledges their messages and wakes the callers waiting in `get()`. `False`: "
-        "each outcome waits for the disk on its own. See "
-        "[Delivery guarantees](worker.md#delivery-guarantees)."),
     "RESULT_EXPIRES": (
         "Finished results (SUCCESS, FAILURE, REVOKED) done longer ago are deleted by the "
         "running workers and schedulers, about once a minute; a timedelta or seconds; `None` "

@@ -44,50 +44,25 @@ def _attempt(message: JobMessage):
     return JobRecord.objects.filter(job_id=message.id, retries__lte=message.retries)
 
 
-def _upsert(message: JobMessage, fields: dict, started: bool = True,
-            deferred: bool = False) -> bool:
+def _upsert(message: JobMessage, fields: dict, started: bool = True) -> None:
     """Write ``fields`` to the job's row, unless a later attempt owns it. ``started``: the
     row is there (STARTED was recorded), so an UPDATE comes first; else, where the database
-    has ``ON CONFLICT``, one statement inserts the row or updates the one there.
-
-    ``deferred``: the UPDATE may commit without waiting for the disk, and without notifying
-    waiting callers, where the database can (:func:`defers`); returns whether it did, and
-    then :func:`make_durable` must follow before anything relies on the write."""
+    has ``ON CONFLICT``, one statement inserts the row or updates the one there."""
     db = connections[router.db_for_write(JobRecord)]
-    deferred = deferred and defers(db)
     if not started and db.vendor in UPSERTING:
         _insert_or_update(message, fields, db)
-    elif _update(message, fields, db, deferred):
-        return deferred
-    elif not _create(message, fields):
+    elif not _update(message, fields, db) and not _create(message, fields):
         # Written meanwhile, or owned by a later attempt (which the filter leaves alone).
         _attempt(message).update(**fields)
-    return False
-
-
-def defers(db) -> bool:
-    """Whether a write to ``db`` can commit without waiting for the disk, to be made durable
-    later by :func:`make_durable` (group commit): PostgreSQL (the functions of migration
-    0011), outside a transaction, whose other writes would be deferred with it."""
-    return db.vendor == "postgresql" and not in_atomic_block(db)
-
-
-def make_durable(job_ids: list[str]) -> None:
-    """Commit durably, which makes durable every write committed before it, the deferred
-    outcomes of ``job_ids`` among them; and notify the callers waiting for those jobs."""
-    db = connections[router.db_for_write(JobRecord)]
-    with db.cursor() as cursor:
-        cursor.execute("SELECT jobs_result_durable(%s)", [job_ids])
 
 
 #: Databases with INSERT .. ON CONFLICT (job_id) DO UPDATE .. WHERE.
 UPSERTING = ("postgresql", "sqlite")
 
 
-def _update(message: JobMessage, fields: dict, db, deferred: bool = False) -> int:
-    """``_attempt(message).update(**fields)`` as one statement built once; rows updated.
-    ``deferred``: committed without waiting for the disk (``jobs_result_deferred()``)."""
-    sql = _update_sql(db.alias, tuple(fields), deferred)
+def _update(message: JobMessage, fields: dict, db) -> int:
+    """``_attempt(message).update(**fields)`` as one statement built once; rows updated."""
+    sql = _update_sql(db.alias, tuple(fields))
     return execute_bound(db, sql, [*_prepared(fields, db), message.id, message.retries]).rowcount
 
 
@@ -111,13 +86,12 @@ def _plain_types() -> dict[str, type]:
 
 
 @cache
-def _update_sql(alias: str, names: tuple[str, ...], deferred: bool = False) -> str:
+def _update_sql(alias: str, names: tuple[str, ...]) -> str:
     quote = connections[alias].ops.quote_name
     column = _columns(quote)
     assignments = ", ".join(f"{column[name]} = %s" for name in names)
     return (f"UPDATE {quote(JobRecord._meta.db_table)} SET {assignments} "
-            f"WHERE {column['job_id']} = %s AND {column['retries']} <= %s"
-            + (" AND jobs_result_deferred()" if deferred else ""))
+            f"WHERE {column['job_id']} = %s AND {column['retries']} <= %s")
 
 
 def _columns(quote) -> dict[str, str]:
@@ -258,30 +232,27 @@ def _start_sql(alias: str, names: tuple[str, ...]) -> str:
 
 # ``started``: whether mark_started wrote the row (see _upsert).
 
-# ``deferred``: see _upsert; each returns whether the write was deferred.
-
 def mark_succeeded(message: JobMessage, value, runtime: float, hostname: str,
-                   started: bool = True, deferred: bool = False) -> bool:
-    return _upsert(message, {"state": States.SUCCESS, "result": value, "traceback": "",
-                             "date_done": timezone.now(), "runtime": runtime,
-                             "worker": hostname, "retries": message.retries}, started, deferred)
+                   started: bool = True) -> None:
+    _upsert(message, {"state": States.SUCCESS, "result": value, "traceback": "",
+                      "date_done": timezone.now(), "runtime": runtime, "worker": hostname,
+                      "retries": message.retries}, started)
 
 
 def mark_failed(message: JobMessage, exc: BaseException, traceback: str, runtime: float | None,
-                hostname: str, state: str = States.FAILURE, started: bool = True,
-                deferred: bool = False) -> bool:
-    return _upsert(message, {"state": state, "result": storable(exception_to_dict(exc)),
-                             "traceback": storable(traceback),
-                             "date_done": timezone.now(), "runtime": runtime,
-                             "worker": hostname, "retries": message.retries}, started, deferred)
+                hostname: str, state: str = States.FAILURE, started: bool = True) -> None:
+    _upsert(message, {"state": state, "result": storable(exception_to_dict(exc)),
+                      "traceback": storable(traceback),
+                      "date_done": timezone.now(), "runtime": runtime, "worker": hostname,
+                      "retries": message.retries}, started)
 
 
 def mark_retry(message: JobMessage, exc: BaseException | None, traceback: str,
-               hostname: str, started: bool = True, deferred: bool = False) -> bool:
-    return _upsert(message, {"state": States.RETRY,
-                             "result": storable(exception_to_dict(exc)) if exc else None,
-                             "traceback": storable(traceback), "worker": hostname,
-                             "retries": message.retries}, started, deferred)
+               hostname: str, started: bool = True) -> None:
+    _upsert(message, {"state": States.RETRY,
+                      "result": storable(exception_to_dict(exc)) if exc else None,
+                      "traceback": storable(traceback), "worker": hostname,
+                      "retries": message.retries}, started)
 
 
 def mark_revoked(message: JobMessage, reason: str, hostname: str = "") -> None:

@@ -28,9 +28,6 @@ class Outcome:
     name: str = ""
     reason: str = ""
     runtime: float = 0.0
-    # The outcome's write committed without waiting for the disk (group commit, on
-    # PostgreSQL): the worker makes it durable before acknowledging (jobs.middleware.results).
-    deferred: bool = False
     # Known in the process that ran the job only (a prefork child sends the fields above):
     value: Any = None  # SUCCEEDED: what the function returned
     exception: BaseException | None = None  # FAILED, RETRIED: what it raised

@@ -9,8 +9,8 @@ adds its own the same way. The defaults, in order, are :data:`jobs.conf.DEFAULT_
 Hooks are of two kinds:
 
 - **Steering hooks** decide what happens: ``before_publish``, ``publish_failed``,
-  ``receive``, ``execute``, ``completed``, ``settle``, and the worker's ``tick``,
-  ``connection_lost`` and ``stand_down``. An exception raised by one of them is an error of the job's
+  ``receive``, ``execute``, ``completed``, and the worker's ``tick``, ``connection_lost``
+  and ``stand_down``. An exception raised by one of them is an error of the job's
   delivery: at the call site for the publishing hooks; in the worker, the message is handed
   back (the worker reconnects and the broker delivers it again).
 - **Observer hooks** only watch: ``after_publish``, ``started``, ``finished``,
@@ -97,15 +97,6 @@ class Middleware:
         """The pool reported ``outcome`` (the worker acknowledges by the one returned)."""
         return outcome
 
-    def settle(self, worker, outcomes: list[Outcome]) -> list[Outcome]:
-        """Outcomes whose record is not durable yet (``Outcome.deferred``), a batch at a
-        time as they come in from where jobs ran, before their ``completed`` hooks and
-        their acknowledgement: make them durable here, once for the batch. Called in a
-        thread of the worker's own (:mod:`jobs.worker.settling`), not its main thread.
-        Return the outcomes, in the same order (these, or some changed: ``Kind.NO_DATABASE``
-        hands a message back)."""
-        return outcomes
-
     def connection_lost(self, worker) -> None:
         """The broker connection broke: deliveries held from it will come again; drop them."""
 
@@ -139,8 +130,8 @@ class Middleware:
         """Observer: the job is over for this delivery and its outcome is recorded."""
 
 
-STEERING = ("before_publish", "publish_failed", "receive", "completed", "settle", "execute",
-            "tick", "connection_lost", "stand_down")
+STEERING = ("before_publish", "publish_failed", "receive", "completed", "execute", "tick",
+            "connection_lost", "stand_down")
 OBSERVING = ("after_publish", "worker_started", "worker_stopped", "process_started", "started",
              "finished")
 
@@ -222,11 +213,6 @@ class Stack:
         for hook in self.completing:
             outcome = hook(worker, delivery, outcome)
         return outcome
-
-    def settle(self, worker, outcomes):
-        for hook in self.hooks["settle"]:
-            outcomes = hook(worker, outcomes)
-        return outcomes
 
     def call(self, name: str, *args) -> None:
         """Call steering hook ``name`` of every middleware, in order (errors propagate)."""

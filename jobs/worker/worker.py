@@ -19,7 +19,6 @@ import socket
 import threading
 import time
 from collections import Counter
-from functools import partial
 
 from kombu import Consumer
 from kombu.serialization import prepare_accept_content
@@ -36,7 +35,6 @@ from jobs.registry import registry
 from jobs.worker import heartbeat
 from jobs.worker.pools import POOLS
 from jobs.worker.receiving import delivery_of, refusal
-from jobs.worker.settling import Completions
 
 logger = logging.getLogger("jobs.worker")
 
@@ -96,11 +94,6 @@ class Worker:
         )
         self.heart = heartbeat.Heart(self)
         self.middleware = stack()
-        # Outcomes not durable yet are made so (the ``settle`` hooks) before they reach us.
-        self._settling = None
-        if self.middleware.hooks["settle"]:
-            self.pool.completions = self._settling = Completions(
-                partial(self.middleware.settle, self))
         self.connection = self.channel = self.consumer = None
         self.started_at = time.monotonic()
 
@@ -506,8 +499,6 @@ class Worker:
         while self.pool.running() and time.monotonic() < deadline:
             self._wait_for_completion(POLL)
         finished = self.pool.stop(0 if self.pool.running() else 1)
-        if self._settling is not None:
-            self._settling.stop()
         self._process_completions()
         self._flush_acks(force=True)
         if not finished:

@@ -31,7 +31,7 @@ def unpack_delivery(data: bytes) -> Delivery | None:
 
 
 def pack_outcome(tag, o: Outcome) -> bytes:
-    return pickle.dumps((tag, o.kind.value, o.job_id, o.name, o.reason, o.runtime, o.deferred),
+    return pickle.dumps((tag, o.kind.value, o.job_id, o.name, o.reason, o.runtime),
                         pickle.HIGHEST_PROTOCOL)
 
 
