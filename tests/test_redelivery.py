@@ -249,3 +249,39 @@ def test_jobs_waiting_in_a_worker_that_lost_its_connection_run_once(
         worker.stop()  # and finish what it has
 
     assert [runs(tmp_path, i) for i in (0, 1, 2, 3)] == [1, 1, 1, 1]
+
+
+def kill_postgresql_clients() -> None:
+    """Close every other connection to the test database, as a network cut or a proxy's
+    restart would: the workers' (the ``django://`` broker's among them)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+
+@pytest.mark.serial
+@pytest.mark.parametrize("broker_url", [pytest.param(name, id=name, marks=pytest.mark.pg)
+                                        for name in ("django", "redis")], indirect=True)
+def test_a_long_job_whose_worker_lost_its_database_connection_runs_once(
+        broker_url, quick_heartbeat, tmp_path, caplog):
+    # The job's own connection died while it ran: its outcome could not be written, and it
+    # ran again. And the broker's closed: with its channel the worker let go of the leases of
+    # the messages it held, the running job's too, for any worker to take (here the same
+    # one took it back, and held it until the run ended).
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("ends PostgreSQL connections: run with DATABASE_URL=postgres://...")
+    with running_worker(pool="threads", hostname="one@db"):
+        result = testjobs.leave_mark.delay(str(tmp_path), 1, 9)
+        wait_for(lambda: JobRecord.objects.filter(job_id=result.id, state="STARTED").exists(),
+                 timeout=20, message="the job did not start")
+        kill_postgresql_clients()
+        with running_worker(pool="threads", hostname="two@db"):
+            assert result.get(timeout=30) == 1
+            assert testjobs.leave_mark.delay(str(tmp_path), 2, 0).get(timeout=30) == 2
+
+    assert runs(tmp_path, 1) == 1
+    assert not [r.message for r in caplog.records if "delivered again" in r.message]

@@ -43,11 +43,21 @@ class DatabaseBroker(Broker):
     def renew_leases(self, channel, delivery_tags: list[str]) -> None:
         if delivery_tags:
             channel.extend_leases()
+            channel.renew_kept(delivery_tags)
 
     def batch_acks(self, channel):
         qos = channel.qos
         qos.defer_acks = True
         return qos.flush_acks
+
+    def keep(self, channel, delivery_tags: list) -> None:
+        # Closing the channel would release the leases of every message it holds, running
+        # jobs' too, for any worker to take: those stay leased, renewed by the heartbeat
+        # from the next channel while they run, and deleted by tag when they end.
+        channel.keep(delivery_tags)
+
+    def ack_lost(self, channel, delivery_tag) -> bool:
+        return channel.delete_kept(delivery_tag)
 
     def queue_depths(self, names) -> dict:
         """Messages per queue, all counted in the database (one query)."""

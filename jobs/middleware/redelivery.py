@@ -100,7 +100,7 @@ class Redeliveries(Middleware):
             lost.ended[key] = time.monotonic()
             if len(lost.ended) > REMEMBER:
                 del lost.ended[next(iter(lost.ended))]  # the oldest
-            worker.ack_lost(first)  # on Redis: nothing left to come back, anywhere
+            worker.ack_lost(first)  # Redis, django://: nothing left to come back, anywhere
             for held in waiting:
                 worker.ack(held)
         else:

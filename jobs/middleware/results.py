@@ -26,7 +26,9 @@ class Results(Middleware):
         outcome = call_next(execution)
         if execution.ignores_result:
             return outcome
-        return record(execution, outcome)
+        # The job may have run for hours, and its connection died meanwhile (a restart, a
+        # proxy, an idle timeout): its outcome is written on a fresh one, not lost with it.
+        return connections.once_more_if_disconnected(record, execution, outcome)
 
 
 def record(execution, outcome):

@@ -56,6 +56,20 @@ MAX_BATCH = 100
 ACKS_WAIT = 0.1
 
 
+
+#: Delivery tag -> the lease owner of the closed channel that kept its message (keep()):
+#: a worker's next channel renews and deletes those rows by this owner.
+_kept_owners: dict[str, str] = {}
+
+
+def _by_owner(delivery_tags) -> dict[str, list[str]]:
+    owners: dict[str, list[str]] = {}
+    for tag in delivery_tags:
+        owner = _kept_owners.get(tag)
+        if owner is not None:
+            owners.setdefault(owner, []).append(tag)
+    return owners
+
 class QoS(VirtualQoS):
     """kombu's prefetch bookkeeping, with ack, reject and restore done on the rows.
 
@@ -168,6 +182,7 @@ class Channel(VirtualChannel):
         self.table = MessageTable(self.database)
         #: Unique id written in the rows this channel leases.
         self.lease_owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid4().hex}"
+        self._kept: set[str] = set()  # delivery tags not to release (keep())
         self._buffer: dict[str, deque[ClaimedRow]] = defaultdict(deque)
         self._no_ack_queues: set[str] = set()
         self._lock = threading.RLock()  # extend_leases() may run in a heartbeat thread
@@ -313,10 +328,34 @@ class Channel(VirtualChannel):
             return len(held)
 
     def release_leases(self) -> int:
-        """Give back every message this channel holds, so others can take them now."""
+        """Give back every message this channel holds, so others can take them now, but
+        those it was asked to :meth:`keep`."""
         with self._lock:
             self._buffer.clear()
             return self._release()
+
+    def keep(self, delivery_tags) -> None:
+        """Don't give back these messages when the channel closes: their jobs still run,
+        and their leases are renewed and their rows deleted by tag from the next channel
+        (:meth:`renew_kept`, :meth:`delete_kept`)."""
+        with self._lock:
+            self._kept.update(delivery_tags)
+            _kept_owners.update((tag, self.lease_owner) for tag in delivery_tags)
+
+    def renew_kept(self, delivery_tags) -> int:
+        """Renew the leases of these messages, kept by channels closed since."""
+        renewed = 0
+        for owner, tags in _by_owner(delivery_tags).items():
+            renewed += len(self.table.renew(owner, tags, self._lease_until()))
+        return renewed
+
+    def delete_kept(self, delivery_tag) -> bool:
+        """Acknowledge a message a channel closed since kept for its running job."""
+        owner = _kept_owners.pop(delivery_tag, None)
+        if owner is None:
+            return False
+        self.table.delete(owner, delivery_tag)
+        return True
 
     def _release_buffered(self, queue) -> None:
         with self._lock:
@@ -327,7 +366,7 @@ class Channel(VirtualChannel):
     def _release(self, delivery_tags=None) -> int:
         # Best effort, on the way out: a lease that isn't released still expires.
         try:
-            return self.table.release(self.lease_owner, delivery_tags)
+            return self.table.release(self.lease_owner, delivery_tags, keep=self._kept)
         except DatabaseError as exc:
             logger.warning("django:// could not release leases, they will expire: %s", exc)
             return 0

@@ -223,11 +223,14 @@ class MessageTable:
                 held.update(row[0] for row in cursor.fetchall())
         return held
 
-    def release(self, owner: str, delivery_tags: list[str] | None = None) -> int:
-        """Clear ``owner``'s leases (of these messages, or all): the rows are visible again."""
+    def release(self, owner: str, delivery_tags: list[str] | None = None, keep=()) -> int:
+        """Clear ``owner``'s leases (of these messages, or all but ``keep``): the rows are
+        visible again."""
         rows = self.objects.filter(lease_owner=owner)
         if delivery_tags is not None:
             rows = rows.filter(delivery_tag__in=delivery_tags)
+        if keep:
+            rows = rows.exclude(delivery_tag__in=list(keep))
         with self._errors():
             return rows.update(lease_owner="", lease_until=None)
 
