@@ -62,8 +62,26 @@ UPSERTING = ("postgresql", "sqlite")
 
 def _update(message: JobMessage, fields: dict, db) -> int:
     """``_attempt(message).update(**fields)`` as one statement built once; rows updated."""
+    if db.vendor == "postgresql" and tuple(fields) == OUTCOME:
+        return _record_outcome(message, fields, db)
     sql = _update_sql(db.alias, tuple(fields))
     return execute_bound(db, sql, [*_prepared(fields, db), message.id, message.retries]).rowcount
+
+
+#: The fields of a final outcome (mark_succeeded, mark_failed), in the order they set them.
+OUTCOME = ("state", "result", "traceback", "date_done", "runtime", "worker", "retries")
+
+
+def _record_outcome(message: JobMessage, fields: dict, db) -> int:
+    """_update of an outcome on PostgreSQL: the function of migration 0011, whose statement
+    the server plans once per connection rather than for every job."""
+    values = _prepared(fields, db)
+    found = execute_bound(db, RECORD_OUTCOME, [message.id, *values[-1:], *values[:-1]]).rows
+    return found[0][0]
+
+
+RECORD_OUTCOME = ("SELECT jobs_record_outcome(%s::text, %s::integer, %s::text, %s::jsonb, "
+                  "%s::text, %s::timestamptz, %s::double precision, %s::text)")
 
 
 def _prepared(fields: dict, db) -> list:
@@ -203,12 +221,25 @@ def mark_started(message: JobMessage, hostname: str, track: bool,
 
 
 def _start(message: JobMessage, fields: dict, db) -> int | None:
-    """mark_started as one INSERT .. ON CONFLICT DO UPDATE (PostgreSQL, SQLite)."""
+    """mark_started as one INSERT .. ON CONFLICT DO UPDATE (PostgreSQL, SQLite); on
+    PostgreSQL in the function of migration 0011 (planned once per connection)."""
+    if db.vendor == "postgresql":
+        identity = _identity(message)
+        args, kwargs = _prepared({"args": identity["args"], "kwargs": identity["kwargs"]}, db)
+        found = execute_bound(db, RECORD_START, [
+            message.id, identity["name"], args, kwargs, identity["queue"],
+            identity["parent_id"], identity["root_id"], identity["group_id"],
+            fields["worker"], fields["date_started"], fields["retries"]]).rows
+        return found[0][0]
     row = {"job_id": message.id, **_identity(message), **fields, "deliveries": 1,
            "date_created": fields["date_started"], "result": None, "traceback": "",
            "meta": None, "runtime": None}
     found = execute_bound(db, _start_sql(db.alias, tuple(row)), _prepared(row, db)).rows
     return found[0][0] if found else None
+
+
+RECORD_START = ("SELECT jobs_record_start(%s::text, %s::text, %s::jsonb, %s::jsonb, %s::text, "
+                "%s::text, %s::text, %s::text, %s::text, %s::timestamptz, %s::integer)")
 
 
 @cache
