@@ -55,8 +55,6 @@ MAX_BATCH = 100
 #: it must: stopping, or acknowledging before a job runs).
 ACKS_WAIT = 0.1
 
-
-
 #: Delivery tag -> the lease owner of the closed channel that kept its message (keep()):
 #: a worker's next channel renews and deletes those rows by this owner.
 _kept_owners: dict[str, str] = {}
@@ -69,6 +67,7 @@ def _by_owner(delivery_tags) -> dict[str, list[str]]:
         if owner is not None:
             owners.setdefault(owner, []).append(tag)
     return owners
+
 
 class QoS(VirtualQoS):
     """kombu's prefetch bookkeeping, with ack, reject and restore done on the rows.
