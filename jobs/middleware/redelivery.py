@@ -10,9 +10,10 @@ acknowledged; if it didn't (its process died, its time limit killed it, the data
 of reach), the delivery runs. A delivery that comes back just after the run ended is
 acknowledged at once.
 
-On Redis a message is known by its tag on any connection: while the run goes on the worker's
-heartbeat keeps renewing its visibility timeout, and when it ends with an outcome the message
-is acknowledged, so that no worker gets it again. On RabbitMQ another worker may take such a
+On Redis and ``django://`` the broker keeps such a message for the run instead of handing it
+back (:meth:`jobs.broker.Broker.keep`): while the run goes on the worker's heartbeat keeps
+renewing its visibility timeout (lease), and when it ends with an outcome the message is
+acknowledged by its tag, so that no worker gets it again. On RabbitMQ another worker may take such a
 message first and run the job again: delivery stays at least once, as ever.
 """
 

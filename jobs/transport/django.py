@@ -181,7 +181,6 @@ class Channel(VirtualChannel):
         self.table = MessageTable(self.database)
         #: Unique id written in the rows this channel leases.
         self.lease_owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid4().hex}"
-        self._kept: set[str] = set()  # delivery tags not to release (keep())
         self._buffer: dict[str, deque[ClaimedRow]] = defaultdict(deque)
         self._no_ack_queues: set[str] = set()
         self._lock = threading.RLock()  # extend_leases() may run in a heartbeat thread
@@ -337,9 +336,7 @@ class Channel(VirtualChannel):
         """Don't give back these messages when the channel closes: their jobs still run,
         and their leases are renewed and their rows deleted by tag from the next channel
         (:meth:`renew_kept`, :meth:`delete_kept`)."""
-        with self._lock:
-            self._kept.update(delivery_tags)
-            _kept_owners.update((tag, self.lease_owner) for tag in delivery_tags)
+        _kept_owners.update((tag, self.lease_owner) for tag in delivery_tags)
 
     def renew_kept(self, delivery_tags) -> int:
         """Renew the leases of these messages, kept by channels closed since."""
@@ -365,7 +362,8 @@ class Channel(VirtualChannel):
     def _release(self, delivery_tags=None) -> int:
         # Best effort, on the way out: a lease that isn't released still expires.
         try:
-            return self.table.release(self.lease_owner, delivery_tags, keep=self._kept)
+            kept = [tag for tag, owner in _kept_owners.items() if owner == self.lease_owner]
+            return self.table.release(self.lease_owner, delivery_tags, keep=kept)
         except DatabaseError as exc:
             logger.warning("django:// could not release leases, they will expire: %s", exc)
             return 0

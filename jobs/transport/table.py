@@ -230,7 +230,7 @@ class MessageTable:
         if delivery_tags is not None:
             rows = rows.filter(delivery_tag__in=delivery_tags)
         if keep:
-            rows = rows.exclude(delivery_tag__in=list(keep))
+            rows = rows.exclude(delivery_tag__in=keep)
         with self._errors():
             return rows.update(lease_owner="", lease_until=None)
 
