@@ -67,6 +67,14 @@ def _update(message: JobMessage, fields: dict, db) -> int:
     return done.rows[0][0] if done.rows else done.rowcount  # a function answers with it
 
 
+#: The fields of a final outcome (mark_succeeded, mark_failed), in the order they set them.
+OUTCOME = ("state", "result", "traceback", "date_done", "runtime", "worker", "retries")
+#: An outcome's UPDATE on PostgreSQL: the function of migration 0011 (planned once per
+#: connection), with the UPDATE's parameters, typed (the server then has none to infer).
+RECORD_OUTCOME = ("SELECT jobs_record_outcome(%s::text, %s::jsonb, %s::text, %s::timestamptz, "
+                  "%s::double precision, %s::text, %s::integer, %s::text, %s::integer)")
+
+
 def _prepared(fields: dict, db) -> list:
     """The values as the database takes them, as the fields would save them. A string for a
     text column, a number for a numeric one, or None, is already what Django would send:
@@ -86,28 +94,15 @@ def _plain_types() -> dict[str, type]:
             for field_class, kind in kinds.items() if isinstance(f, field_class)}
 
 
-#: The fields of a final outcome (mark_succeeded, mark_failed), in the order they set them:
-#: on PostgreSQL the function ``jobs_record_outcome`` writes them (migration 0011).
-OUTCOME = ("state", "result", "traceback", "date_done", "runtime", "worker", "retries")
-
-
 @cache
 def _update_sql(alias: str, names: tuple[str, ...]) -> str:
-    if connections[alias].vendor == "postgresql" and names == OUTCOME:
-        # The same parameters; it answers with the count of rows updated.
-        return f"SELECT jobs_record_outcome({_named(alias, (*names, 'job_id', 'attempt'))})"
+    if names == OUTCOME and connections[alias].vendor == "postgresql":
+        return RECORD_OUTCOME
     quote = connections[alias].ops.quote_name
     column = _columns(quote)
     assignments = ", ".join(f"{column[name]} = %s" for name in names)
     return (f"UPDATE {quote(JobRecord._meta.db_table)} SET {assignments} "
             f"WHERE {column['job_id']} = %s AND {column['retries']} <= %s")
-
-
-def _named(alias: str, names: tuple[str, ...]) -> str:
-    """The arguments of a call of one of migration 0011's functions, by name: the statement's
-    parameters, whatever their order (a name the function lacks fails the call)."""
-    quote = connections[alias].ops.quote_name
-    return ", ".join(f"{quote(name)} => %s" for name in names)
 
 
 def _columns(quote) -> dict[str, str]:
@@ -219,7 +214,16 @@ def mark_started(message: JobMessage, hostname: str, track: bool,
 
 
 def _start(message: JobMessage, fields: dict, db) -> int | None:
-    """mark_started as one INSERT .. ON CONFLICT DO UPDATE (PostgreSQL, SQLite)."""
+    """mark_started as one INSERT .. ON CONFLICT DO UPDATE (PostgreSQL, SQLite); on
+    PostgreSQL in the function of migration 0011 (planned once per connection)."""
+    if db.vendor == "postgresql":
+        identity = _identity(message)
+        args, kwargs = _prepared({"args": identity["args"], "kwargs": identity["kwargs"]}, db)
+        found = execute_bound(db, RECORD_START, [
+            message.id, identity["name"], args, kwargs, identity["queue"],
+            identity["parent_id"], identity["root_id"], identity["group_id"],
+            fields["worker"], fields["date_started"], fields["retries"]]).rows
+        return found[0][0]
     row = {"job_id": message.id, **_identity(message), **fields, "deliveries": 1,
            "date_created": fields["date_started"], "result": None, "traceback": "",
            "meta": None, "runtime": None}
@@ -227,14 +231,14 @@ def _start(message: JobMessage, fields: dict, db) -> int | None:
     return found[0][0] if found else None
 
 
+RECORD_START = ("SELECT jobs_record_start(%s::text, %s::text, %s::jsonb, %s::jsonb, %s::text, "
+                "%s::text, %s::text, %s::text, %s::text, %s::timestamptz, %s::integer)")
+
+
 @cache
 def _start_sql(alias: str, names: tuple[str, ...]) -> str:
     """Insert the STARTED row; if the job has one: count a redelivery of the same attempt
-    (or start afresh for a retry), unless it was revoked or a later attempt owns it. On
-    PostgreSQL the function ``jobs_record_start`` does it (migration 0011), with the same
-    parameters; it answers NULL when the job must not run."""
-    if connections[alias].vendor == "postgresql":
-        return f"SELECT jobs_record_start({_named(alias, names)})"
+    (or start afresh for a retry), unless it was revoked or a later attempt owns it."""
     quote = connections[alias].ops.quote_name
     table, column = quote(JobRecord._meta.db_table), _columns(quote)
     retries, deliveries = column["retries"], column["deliveries"]
