@@ -218,6 +218,28 @@ def test_renewing_on_redis_moves_the_unacked_time_forward(broker_url):
         assert client.zscore(index, message.delivery_tag) > time.time() - 60
 
 
+@pytest.mark.parametrize("broker_url", ["django", "redis"], indirect=True)
+def test_a_kept_message_whose_run_ended_without_an_outcome_is_handed_back_at_once(broker_url):
+    # Kept for its run when the worker's connection was lost, then the run ended without an
+    # outcome (its process died): it is delivered again now, not once the broker's hold on
+    # it (a lease, a visibility timeout: 30 or 60 s by default) runs out.
+    demo.add.delay(1, 1)
+    broker = get_broker()
+    with broker_module.new_connection() as lost:
+        channel = lost.channel()
+        message = channel.basic_get("default")
+        broker.keep(channel, [message.delivery_tag])
+    with broker_module.new_connection() as connection:
+        channel = connection.channel()
+        assert channel.basic_get("default") is None  # kept for the run
+
+        assert broker.give_back_lost(channel, message.delivery_tag)
+        again = channel.basic_get("default")
+        assert again is not None and again.headers["id"] == message.headers["id"]
+        again.ack()
+        assert channel.basic_get("default") is None  # handed back once, not copied
+
+
 @pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
 def test_acks_go_in_batches_on_redis(broker_url):
     with broker_module.new_connection() as connection:

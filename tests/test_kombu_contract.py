@@ -60,6 +60,7 @@ CALLED = {
     "kombu.transport.redis.Channel._get_message_priority": "(self, message, reverse=False)",
     "kombu.transport.redis.Channel._flush_brpop_reauth": "(self)",
     "kombu.transport.redis.QoS.restore_visible": "(self, start=0, num=10, interval=10)",
+    "kombu.transport.redis.QoS.restore_by_tag": "(self, tag, client=None, leftmost=False)",
 }
 
 #: Class attributes we read or extend, and their types.

@@ -122,6 +122,7 @@ class _Worker:
 
     def __init__(self, running) -> None:
         self.running, self.acked, self.held, self.resumed = running, [], [], []
+        self.given_back = []
         self.pool = self
 
     def running_deliveries(self):
@@ -132,6 +133,9 @@ class _Worker:
 
     def ack_lost(self, delivery):
         self.acked.append(delivery)
+
+    def give_back_lost(self, delivery):
+        self.given_back.append(delivery)
 
     def hold(self, delivery):
         self.held.append(delivery)
@@ -154,6 +158,7 @@ def test_a_message_back_after_its_orphaned_run_ended_is_acknowledged_not_run():
     middleware.completed(worker, None, Outcome(Kind.SUCCEEDED, "j", "t"))
 
     assert worker.acked == [running]  # its message, where the broker can (Redis)
+    assert worker.given_back == []
     back, retry, other = _delivery((2, 1)), _delivery((2, 2), retries=1), _delivery((2, 3), "k")
     assert middleware.receive(worker, back) is None
     assert worker.acked == [running, back]
@@ -163,7 +168,8 @@ def test_a_message_back_after_its_orphaned_run_ended_is_acknowledged_not_run():
 
 @pytest.mark.parametrize("kind", [Kind.LOST, Kind.TIME_LIMIT, Kind.NO_DATABASE, Kind.REQUEUE])
 def test_a_message_that_waited_for_a_run_that_ended_without_an_outcome_runs(kind):
-    worker, middleware = _Worker([_delivery((1, 1))]), Redeliveries()
+    running = _delivery((1, 1))
+    worker, middleware = _Worker([running]), Redeliveries()
     middleware.connection_lost(worker)
     back = _delivery((2, 1))
     assert middleware.receive(worker, back) is None
@@ -172,6 +178,8 @@ def test_a_message_that_waited_for_a_run_that_ended_without_an_outcome_runs(kind
     middleware.completed(worker, None, Outcome(kind, "j", "t"))
     assert worker.resumed == [back]
     assert worker.acked == []
+    # Where the broker kept the message for the run (Redis, django://), it goes back now.
+    assert worker.given_back == [running]
     assert middleware.receive(worker, _delivery((2, 2))) is not None  # nothing remembered
 
 
@@ -194,7 +202,8 @@ def test_a_message_that_waited_for_a_run_whose_outcome_never_came_runs(monkeypat
     # A run that could not reach the database ends with no outcome any middleware hears of.
     clock = [100.0]
     monkeypatch.setattr("jobs.middleware.redelivery.time.monotonic", lambda: clock[0])
-    worker, middleware = _Worker([_delivery((1, 1))]), Redeliveries()
+    running = _delivery((1, 1))
+    worker, middleware = _Worker([running]), Redeliveries()
     middleware.connection_lost(worker)
     back = _delivery((2, 1))
     assert middleware.receive(worker, back) is None
@@ -208,6 +217,7 @@ def test_a_message_that_waited_for_a_run_whose_outcome_never_came_runs(monkeypat
     clock[0] += 0.6
     middleware.tick(worker)
     assert worker.resumed == [back]
+    assert worker.given_back == [running]
 
 
 @pytest.mark.serial

@@ -253,6 +253,13 @@ class Broker:
         message is delivered again: on RabbitMQ a tag belongs to its channel)."""
         return False
 
+    def give_back_lost(self, channel, delivery_tag) -> bool:
+        """Hand back, on ``channel``, a message delivered on a connection lost since and kept
+        for its run (:meth:`keep`), whose run ended without an outcome: its job is to run
+        again, now rather than once the broker's hold on it runs out. False where the
+        broker can't (the message comes back on its own)."""
+        return False
+
     def explain(self, exc: Exception) -> str | None:
         """What a user should know of ``exc``, the reason the worker's connection was lost,
         beyond its own message (and what to do about it); None: nothing more."""

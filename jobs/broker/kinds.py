@@ -59,6 +59,9 @@ class DatabaseBroker(Broker):
     def ack_lost(self, channel, delivery_tag) -> bool:
         return channel.delete_kept(delivery_tag)
 
+    def give_back_lost(self, channel, delivery_tag) -> bool:
+        return channel.release_kept(delivery_tag)
+
     def queue_depths(self, names) -> dict:
         """Messages per queue, all counted in the database (one query)."""
         from jobs.transport.table import queue_depths
@@ -144,6 +147,12 @@ class RedisBroker(Broker):
         from jobs.compat.kombu import redis as kombu_redis_compat  # needs the redis extra
 
         kombu_redis_compat.forget_unacked(channel, [delivery_tag])
+        return True
+
+    def give_back_lost(self, channel, delivery_tag) -> bool:
+        from jobs.compat.kombu import redis as kombu_redis_compat  # needs the redis extra
+
+        kombu_redis_compat.restore_unacked(channel, delivery_tag)
         return True
 
 

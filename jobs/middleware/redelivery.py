@@ -13,8 +13,10 @@ acknowledged at once.
 On Redis and ``django://`` the broker keeps such a message for the run instead of handing it
 back (:meth:`jobs.broker.Broker.keep`): while the run goes on the worker's heartbeat keeps
 renewing its visibility timeout (lease), and when it ends with an outcome the message is
-acknowledged by its tag, so that no worker gets it again. On RabbitMQ another worker may take such a
-message first and run the job again: delivery stays at least once, as ever.
+acknowledged by its tag, so that no worker gets it again; when it ends without one, the
+message is handed back by its tag, to run again at once rather than when its lease runs
+out. On RabbitMQ another worker may take such a message first and run the job again:
+delivery stays at least once, as ever.
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ class Redeliveries(Middleware):
             for held in waiting:
                 worker.ack(held)
         else:
+            worker.give_back_lost(first)  # Redis, django://: to run again, now
             for held in waiting:
                 worker.resume(held, self)
         return outcome
@@ -118,7 +121,9 @@ class Redeliveries(Middleware):
         for key in [key for key in lost.orphans if key not in running]:
             if now - lost.gone.setdefault(key, now) >= GRACE:
                 del lost.gone[key]
-                for held in lost.orphans.pop(key)[1]:
+                first, waiting = lost.orphans.pop(key)
+                worker.give_back_lost(first)
+                for held in waiting:
                     worker.resume(held, self)
 
     def stand_down(self, worker) -> None:

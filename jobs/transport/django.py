@@ -353,6 +353,15 @@ class Channel(VirtualChannel):
         self.table.delete(owner, delivery_tag)
         return True
 
+    def release_kept(self, delivery_tag) -> bool:
+        """Make visible again a message a channel closed since kept for a run that ended
+        without an outcome: its job is to run again."""
+        owner = _kept_owners.pop(delivery_tag, None)
+        if owner is None:
+            return False
+        self.table.release(owner, [delivery_tag])
+        return True
+
     def _release_buffered(self, queue) -> None:
         with self._lock:
             rows = self._buffer.pop(queue, ())

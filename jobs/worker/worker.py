@@ -382,6 +382,17 @@ class Worker:
         except Exception as exc:  # it is delivered again, and waits for no run then
             logger.warning("Could not acknowledge %s: %s", delivery.headers.get("id"), exc)
 
+    def give_back_lost(self, delivery: Delivery) -> None:
+        """Hand back ``delivery``, received on a connection lost since, whose run ended
+        without an outcome, where the broker can (:meth:`jobs.broker.Broker.give_back_lost`):
+        it is delivered again now; elsewhere, once the broker's hold on it runs out."""
+        if self.channel is None:
+            return
+        try:
+            get_broker().give_back_lost(self.channel, delivery.tag[1])
+        except Exception as exc:  # it comes back on its own, later
+            logger.warning("Could not hand back %s: %s", delivery.headers.get("id"), exc)
+
     def requeue(self, delivery: Delivery) -> None:
         """Hand ``delivery``'s message back to the broker, to be delivered again."""
         message = self._take(delivery)

@@ -77,6 +77,7 @@ class RedisChannel(_Hooks, kombu_redis.Channel):
 _note(*(f"kombu.transport.redis.Channel.{name}" for name in (
     "_in_poll", "_brpop_sent_at", "unacked_key", "unacked_index_key", "_put(_publish_batch=)")),
     "kombu.transport.redis.monotonic", "kombu.transport.redis.QoS.restore_visible",
+    "kombu.transport.redis.QoS.restore_by_tag",
     "kombu.transport.redis.Channel.Client.execute_command")
 
 
@@ -102,6 +103,12 @@ def forget_unacked(channel, delivery_tags) -> None:
         pipe.zrem(channel.unacked_index_key, *delivery_tags)
         pipe.hdel(channel.unacked_key, *delivery_tags)
         pipe.execute()
+
+
+def restore_unacked(channel, delivery_tag) -> None:
+    """Put the message of ``delivery_tag`` back on its queue from kombu's unacked records,
+    where the next claim takes it first; nothing if it isn't there."""
+    channel.qos.restore_by_tag(delivery_tag)
 
 
 def restore_visible(channel, num: int, interval: int) -> None:
