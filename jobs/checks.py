@@ -255,7 +255,6 @@ def _check_queues() -> list:
 def _check_numbers() -> list:
     errors = []
     positive = {
-        "WORKER_PREFETCH_MULTIPLIER": int,
         "WORKER_HEARTBEAT_INTERVAL": (int, float),
         "WORKER_SHUTDOWN_TIMEOUT": (int, float),
         "WORKER_AUTOSCALE_KEEPALIVE": (int, float),
@@ -266,6 +265,12 @@ def _check_numbers() -> list:
             errors.append(_error(
                 f"JOBS[{key!r}] = {value!r} must be a non-negative number.", "", "jobs.E010"
             ))
+    multiplier = settings.WORKER_PREFETCH_MULTIPLIER
+    if multiplier is not None and (isinstance(multiplier, bool) or not isinstance(multiplier, int)
+                                   or multiplier < 0):
+        errors.append(_error(
+            f"JOBS['WORKER_PREFETCH_MULTIPLIER'] = {multiplier!r} must be a non-negative whole "
+            "number, or None (4, wider while jobs are short).", "", "jobs.E010"))
     for key in ("TASK_TIME_LIMIT", "TASK_SOFT_TIME_LIMIT", "WORKER_CONCURRENCY",
                 "WORKER_MAX_TASKS_PER_CHILD", "WORKER_MAX_MEMORY_PER_CHILD", "TASK_MAX_DELIVERIES",
                 "TASK_MAX_MESSAGE_SIZE", "WORKER_WATCHDOG_TIMEOUT"):

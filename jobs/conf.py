@@ -57,7 +57,7 @@ DEFAULTS: dict[str, Any] = {
     # Worker
     "WORKER_CONCURRENCY": None,
     "WORKER_POOL": "prefork",
-    "WORKER_PREFETCH_MULTIPLIER": 4,
+    "WORKER_PREFETCH_MULTIPLIER": None,  # 4, wider while jobs are short
     "WORKER_HEARTBEAT_INTERVAL": 5.0,
     "WORKER_SHUTDOWN_TIMEOUT": 30.0,
     "WORKER_MAX_TASKS_PER_CHILD": None,
@@ -163,8 +163,10 @@ DESCRIPTIONS: dict[str, str] = {
     "WORKER_CONCURRENCY": "Jobs a worker runs at once (`-c`); `None`: the number of CPUs.",
     "WORKER_POOL": "`\"prefork\"` (a process per slot), `\"threads\"` or `\"solo\"` (`-P`).",
     "WORKER_PREFETCH_MULTIPLIER": (
-        "Messages reserved per slot; `1` is fairest when jobs are long. Celery's "
-        "`PREFETCH_MULTIPLIER` is accepted as an alias."),
+        "Messages reserved per slot; `1` is fairest when jobs are long. `None`: 4, as Celery's, "
+        "widened up to 16 while the worker's jobs are short (see "
+        "[Prefetch](worker.md#prefetch-and-long-jobs-holding-short-ones-hostage)); a number is "
+        "kept as it is. Celery's `PREFETCH_MULTIPLIER` is accepted as an alias."),
     "WORKER_HEARTBEAT_INTERVAL": (
         "Seconds between a worker's heartbeats (its row in the admin); a worker unseen for "
         "three intervals (at least 30 s) is offline."),
@@ -216,6 +218,7 @@ DEFAULT_MIDDLEWARE = [
     "jobs.middleware.rate_limits.GlobalRateLimits",  # after the worker's own: turns not wasted
     "jobs.middleware.housekeeping.Housekeeping",
     "jobs.middleware.autoscale.Autoscale",  # jobs_worker --autoscale MAX,MIN
+    "jobs.middleware.prefetch.AdaptivePrefetch",  # a wider window while jobs are short
     "jobs.middleware.control.Control",  # jobs_inspect, jobs_control: answer broadcast commands
     "jobs.middleware.watchdog.Watchdog",  # a stuck main loop exits; systemd's notify socket
     "jobs.middleware.metrics.Metrics",  # last: counts outcomes as the others left them

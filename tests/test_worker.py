@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from jobs import JobResult
 from jobs.models import DeadLetter, JobRecord, Message, Worker
+from jobs.testing import running_worker
 from project.demo import jobs as demo
 from tests.conftest import broker_params, pool_matrix, wait_for
 from tests.jobs_app import jobs as testjobs
@@ -245,3 +246,45 @@ def test_a_rate_limit_spaces_the_starts_of_a_job(broker_url, pool, start_worker)
     gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)]
     assert min(gaps) >= 0.15  # five a second: one every 0.2 s
     assert (starts[-1] - starts[0]).total_seconds() >= 0.9
+
+
+# The prefetch window, wider while jobs are short (jobs.middleware.prefetch) -------------------
+
+
+def test_the_window_widens_in_steps_of_the_base_with_the_rate_jobs_finish():
+    from jobs.middleware.prefetch import window_for
+
+    assert window_for(8, 2, 0) == 8  # idle, or long jobs: Celery's 4 per slot
+    assert window_for(8, 2, 100) == 8  # 5 jobs in 50 ms: the base holds them
+    assert window_for(8, 2, 300) == 32  # 17: doubled until it holds them
+    assert window_for(8, 2, 100_000) == 32  # at most 16 per slot
+    assert window_for(4, 1, 150) == 16
+
+
+@pytest.mark.parametrize("broker_url", [pytest.param("redis", id="redis"),
+                                        pytest.param("django", id="django")], indirect=True)
+def test_short_jobs_widen_the_window_and_a_long_run_hands_back_what_waits_beyond_it(
+        broker_url, transactional_db):
+    from jobs.control.commands import dispatch
+
+    windows = []
+    with running_worker(pool="threads", concurrency=1, hostname="busy@window") as busy:
+        burst = [demo.add.delay(i, 1) for i in range(400)]
+        long = demo.sleep_then_add.delay(6, 0, 0)
+        short = [demo.add.delay(i, i) for i in range(8)]
+        wait_for(lambda: windows.append(dispatch(busy, "stats", {})["prefetch_count"])
+                 or long.state == "STARTED", timeout=60, message="the long job never started")
+        assert burst[-1].get(timeout=1) == 400
+        assert max(windows) > 4  # wider than Celery's 4 per slot while the jobs were short
+        # Its one slot runs a long job: what waits there beyond its base window (4, the
+        # running one included) goes back to the broker, for the worker started now.
+        with running_worker(pool="threads", concurrency=1, prefetch_multiplier=1,
+                            hostname="free@window"):
+            wait_for(lambda: sum(h.ready() for h in short) >= 5, timeout=5,
+                     message="the short jobs waited behind the long one")
+            assert long.state == "STARTED"
+        assert [h.get(timeout=15) for h in short] == [2 * i for i in range(8)]
+        assert dispatch(busy, "stats", {})["prefetch_count"] == 4
+
+    ran_on = [JobRecord.objects.get(job_id=h.id).worker for h in short]
+    assert ran_on.count("busy@window") <= 3

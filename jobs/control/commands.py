@@ -114,7 +114,7 @@ def stats(worker):
         "hostname": worker.hostname, "pid": os.getpid(),
         "uptime": round(time.monotonic() - worker.started_at, 3),
         "broker": get_broker().display_url, "queues": list(worker.queues),
-        "processed": worker.processed, "prefetch_count": worker.prefetch,
+        "processed": worker.processed, "prefetch_count": worker.window,
         "pool": {"implementation": pool.name, "max-concurrency": pool.concurrency,
                  "running": pool.running(), "waiting": pool.waiting()},
     }

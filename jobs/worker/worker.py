@@ -38,6 +38,7 @@ from jobs.worker.receiving import delivery_of, refusal
 
 logger = logging.getLogger("jobs.worker")
 
+DEFAULT_PREFETCH_MULTIPLIER = 4  # Celery's
 POLL = 0.1  # seconds the main thread waits on the broker before looking at completions
 ACK_WINDOW = 0.02  # seconds acknowledgements may wait to be sent together
 HELD_ROOM = 100  # deliveries held back that don't count against the prefetch window (at least)
@@ -64,7 +65,14 @@ class Worker:
         self.hostname = hostname or f"jobs@{socket.gethostname()}"
         multiplier = (settings.WORKER_PREFETCH_MULTIPLIER if prefetch_multiplier is None
                       else prefetch_multiplier)
+        #: No multiplier given: Celery's 4, and jobs.middleware.prefetch widens the window
+        #: while the jobs are short.
+        self.adaptive_prefetch = multiplier is None
+        if multiplier is None:
+            multiplier = DEFAULT_PREFETCH_MULTIPLIER
+        #: The prefetch window as configured; ``window`` is the one in force.
         self.prefetch = max(1, self.concurrency * multiplier) if multiplier else 0
+        self.window = self.prefetch
         self.shutdown_timeout = (settings.WORKER_SHUTDOWN_TIMEOUT if shutdown_timeout is None
                                  else shutdown_timeout)
         self.max_tasks_per_child = max_tasks_per_child or settings.WORKER_MAX_TASKS_PER_CHILD
@@ -239,11 +247,11 @@ class Worker:
         """Whether to wait for completions rather than fetch more: the prefetch count is
         reached, or the room left is less than half of it while the pool still has jobs
         waiting (fetching then takes several messages per round trip instead of one)."""
-        if not self.prefetch:
+        if not self.window:
             return False
         inflight = len(self._inflight) - self._held_room()
-        room = self.prefetch - inflight
-        return room <= 0 or (room < self.prefetch // 2 and inflight > self.concurrency)
+        room = self.window - inflight
+        return room <= 0 or (room < self.window // 2 and inflight > self.concurrency)
 
     def _tick(self) -> None:
         self._process_completions()
@@ -544,11 +552,17 @@ class Worker:
     def _held_room(self) -> int:
         return min(len(self._held), max(self.prefetch, HELD_ROOM))
 
+    def set_window(self, size: int) -> None:
+        """Hold up to ``size`` messages from now on (jobs.middleware.prefetch), besides those
+        a middleware holds back; the consumer is told on the next turn of the loop."""
+        if self.prefetch:
+            self.window = size
+
     def _widen_prefetch(self) -> None:
         """Give the consumer room for the deliveries held back, as their number changes."""
-        if not self.prefetch or self.consumer is None:
+        if not self.window or self.consumer is None:
             return
-        count = self.prefetch + self._held_room()
+        count = self.window + self._held_room()
         if count != self._prefetch_now:
             get_broker().set_prefetch(self.consumer, count)
             self._prefetch_now = count
