@@ -26,7 +26,7 @@ from jobs.middleware import Middleware
 logger = logging.getLogger("jobs.worker")
 
 HOLD = 0.05  # seconds of work held beyond the running jobs
-MOST = 16  # messages per slot, at most (Celery's multiplier 16)
+MOST = 16  # messages per slot, at most
 LOOK_EVERY = 0.25  # seconds between two looks at the rate
 STALLED = 1.0  # seconds with every slot busy and nothing finished: hand back the extra
 
