@@ -383,23 +383,21 @@ class Worker:
     def ack_lost(self, delivery: Delivery) -> None:
         """Acknowledge ``delivery``, received on a connection lost since, where the broker
         can (:meth:`jobs.broker.Broker.ack_lost`); elsewhere it comes back on its own."""
-        if self.channel is None:
-            return
-        try:
-            get_broker().ack_lost(self.channel, delivery.tag[1])
-        except Exception as exc:  # it is delivered again, and waits for no run then
-            logger.warning("Could not acknowledge %s: %s", delivery.headers.get("id"), exc)
+        self._settle_lost(get_broker().ack_lost, delivery, "acknowledge")
 
     def give_back_lost(self, delivery: Delivery) -> None:
         """Hand back ``delivery``, received on a connection lost since, whose run ended
         without an outcome, where the broker can (:meth:`jobs.broker.Broker.give_back_lost`):
         it is delivered again now; elsewhere, once the broker's hold on it runs out."""
+        self._settle_lost(get_broker().give_back_lost, delivery, "hand back")
+
+    def _settle_lost(self, settle, delivery: Delivery, doing: str) -> None:
         if self.channel is None:
             return
         try:
-            get_broker().give_back_lost(self.channel, delivery.tag[1])
+            settle(self.channel, delivery.tag[1])
         except Exception as exc:  # it comes back on its own, later
-            logger.warning("Could not hand back %s: %s", delivery.headers.get("id"), exc)
+            logger.warning("Could not %s %s: %s", doing, delivery.headers.get("id"), exc)
 
     def requeue(self, delivery: Delivery) -> None:
         """Hand ``delivery``'s message back to the broker, to be delivered again."""
