@@ -40,6 +40,8 @@ RATIOS = {
         ("bulk", "jobs", "celery-off", "bulk enqueue", True),
         ("drain", "jobs-off", "celery-off", "drain, results off", True),
         ("drain", "jobs", "celery-db", "drain, results stored in the database", True),
+        ("drain", "jobs-untracked", "celery-db", "drain, results stored, STARTED untracked as "
+         "Celery's default", True),
         ("cpu", "jobs-off", "celery-off", "worker CPU per job, results off", False),
         ("cpu", "jobs", "celery-db", "worker CPU per job, results stored", False),
         ("rss", "jobs-off", "celery-off", "worker peak RSS, results off", False),
@@ -75,6 +77,8 @@ RATIOS = {
         ("enqueue", "jobs", "huey", "enqueue, one call per job", True),
         ("bulk", "jobs", "huey", "bulk enqueue (Huey: a loop)", True),
         ("drain", "jobs", "huey", "drain, results stored", True),
+        ("drain", "jobs-untracked", "huey", "drain, results stored, one write per job as "
+         "Huey's (`TASK_TRACK_STARTED = False`)", True),
         ("drain", "jobs-off", "huey", "drain, jobs' results off against Huey's stored", True),
         ("cpu", "jobs", "huey", "worker CPU per job, results stored", False),
         ("pss", "jobs", "huey", "worker peak PSS, results stored", False),

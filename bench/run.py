@@ -106,7 +106,8 @@ def build_peers(args, env) -> tuple[list, list[str]]:
         if library == "jobs":
             from bench.peers.jobs_peer import JobsPeer
 
-            peers += [JobsPeer(env), JobsPeer(env, ignore_result=True)]
+            peers += [JobsPeer(env), JobsPeer(env, ignore_result=True),
+                      JobsPeer(env, track_started=False)]
         elif library == "raw":
             from bench.peers import raw_peer
 

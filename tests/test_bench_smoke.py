@@ -23,7 +23,8 @@ from tests.conftest import IN_CI, ROOT, require
 
 pytestmark = pytest.mark.e2e
 
-JOBS = ("jobs (defaults, results in ORM)", "jobs, results off")
+JOBS = ("jobs (defaults, results in ORM)", "jobs, results off",
+        "jobs, STARTED untracked (`TASK_TRACK_STARTED = False`)")
 RUNS = {
     "redis": (["--broker", "redis"], ("redis", "postgres"), (
         "raw redis-py LPUSH", *JOBS,

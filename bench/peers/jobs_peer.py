@@ -1,6 +1,11 @@
-"""``jobs`` itself: ``manage.py jobs_worker -c 2 -P prefork`` with results in the ORM or off."""
+"""``jobs`` itself: ``manage.py jobs_worker -c 2 -P prefork`` with results in the ORM or off,
+and with results in the ORM but no STARTED row (``TASK_TRACK_STARTED = False``: one write per
+job, as Huey's and as Celery's default)."""
 
 from __future__ import annotations
+
+import json
+import os
 
 from bench.peers import ROOT, Peer, python, truncate
 
@@ -8,17 +13,22 @@ from bench.peers import ROOT, Peer, python, truncate
 class JobsPeer(Peer):
     library = "jobs"
 
-    def __init__(self, ctx, ignore_result: bool = False) -> None:
+    def __init__(self, ctx, ignore_result: bool = False, track_started: bool = True) -> None:
         super().__init__(ctx)
         from bench import tasks
 
         self.tasks = tasks
         self.ignore_result = ignore_result
-        self.key = "jobs-off" if ignore_result else "jobs"
-        self.results = "off" if ignore_result else "ORM"
-        self.label = "jobs, results off" if ignore_result else "jobs (defaults, results in ORM)"
-        self.figures = frozenset({"enqueue", "drain"} if ignore_result
-                                 else {"enqueue", "drain", "roundtrip", "scale", "chord"})
+        self.track_started = track_started
+        if ignore_result:
+            self.key, self.results, self.label = "jobs-off", "off", "jobs, results off"
+        elif not track_started:
+            self.key, self.results = "jobs-untracked", "ORM, no STARTED"
+            self.label = "jobs, STARTED untracked (`TASK_TRACK_STARTED = False`)"
+        else:
+            self.key, self.results, self.label = "jobs", "ORM", "jobs (defaults, results in ORM)"
+        self.figures = frozenset({"enqueue", "drain", "roundtrip", "scale", "chord"}
+                                 if self.key == "jobs" else {"enqueue", "drain"})
         self.has_bulk = hasattr(tasks.noop, "delay_many")
         self.bulk_method = "delay_many" if self.has_bulk else "no bulk API: delay() loop"
 
@@ -27,8 +37,12 @@ class JobsPeer(Peer):
                 "-Q", self.queue, "-l", "WARNING"]
 
     def worker_env(self) -> dict[str, str]:
-        return {"BENCH_QUEUE": self.queue,
-                "BENCH_JOBS_IGNORE_RESULT": "1" if self.ignore_result else "0"}
+        env = {"BENCH_QUEUE": self.queue,
+               "BENCH_JOBS_IGNORE_RESULT": "1" if self.ignore_result else "0"}
+        if not self.track_started:
+            extra = json.loads(os.environ.get("BENCH_JOBS_EXTRA", "{}"))
+            env["BENCH_JOBS_EXTRA"] = json.dumps({**extra, "TASK_TRACK_STARTED": False})
+        return env
 
     def enqueue(self, n: int) -> None:
         delay = self.tasks.noop.delay
