@@ -149,13 +149,15 @@ def _delivery(tag, job_id="j", retries=0) -> Delivery:
                     content_type="application/json", content_encoding="utf-8", queue="default")
 
 
-def test_a_message_back_after_its_orphaned_run_ended_is_acknowledged_not_run():
+@pytest.mark.parametrize("kind", [Kind.SUCCEEDED, Kind.FAILED, Kind.RETRIED, Kind.REJECTED,
+                                  Kind.REVOKED])
+def test_a_message_back_after_its_orphaned_run_ended_is_acknowledged_not_run(kind):
     running = _delivery((1, 1))
     worker, middleware = _Worker([running]), Redeliveries()
     middleware.connection_lost(worker)
     worker.running = []
     # The run ends (its outcome comes without its delivery) before its message is back.
-    middleware.completed(worker, None, Outcome(Kind.SUCCEEDED, "j", "t"))
+    middleware.completed(worker, None, Outcome(kind, "j", "t"))
 
     assert worker.acked == [running]  # its message, where the broker can (Redis)
     assert worker.given_back == []

@@ -29,8 +29,9 @@ from jobs.outcome import Kind
 
 logger = logging.getLogger("jobs.worker")
 
-#: Outcomes after which the job needs no other run: its row says how it ended.
-RAN = frozenset({Kind.SUCCEEDED, Kind.FAILED, Kind.RETRIED, Kind.REJECTED})
+#: Outcomes after which the job needs no other run: its row says how it ended (a revoked
+#: job's too: it must not run again).
+RAN = frozenset({Kind.SUCCEEDED, Kind.FAILED, Kind.RETRIED, Kind.REJECTED, Kind.REVOKED})
 #: Seconds, and how many, the runs that ended without their message are remembered.
 ENDED_FOR = 300.0
 REMEMBER = 1000
