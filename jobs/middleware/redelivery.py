@@ -5,9 +5,9 @@ restart, RabbitMQ closing a channel whose delivery stayed unacknowledged past it
 timeout), the broker hands back the messages the worker held, and RabbitMQ delivers them to a
 consumer again at once: often to this worker's next connection, while their jobs still run
 here. Such a delivery waits for the run going on rather than running the job a second time:
-once that run ends with an outcome (recorded, a retry sent, dead-lettered), the delivery is
-acknowledged; if it didn't (its process died, its time limit killed it, the database was out
-of reach), the delivery runs. A delivery that comes back just after the run ended is
+once that run ends with an outcome (recorded, a retry sent, dead-lettered, revoked), the
+delivery is acknowledged; if it didn't (its process died, its time limit killed it, the
+database was out of reach), the delivery runs. A delivery that comes back just after the run ended is
 acknowledged at once.
 
 On Redis and ``django://`` the broker keeps such a message for the run instead of handing it
