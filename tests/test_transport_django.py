@@ -491,3 +491,51 @@ def test_a_waiting_consumer_wakes_on_a_publish_before_its_polling_interval(broke
 
     assert [m.payload for m in received] == [{"n": 1}]
     assert time.monotonic() - started < 3
+
+
+def test_an_idle_consumer_on_sqlite_checks_at_the_idle_pace_while_the_project_writes(
+        broker, monkeypatch):
+    """On SQLite a consumer checks for other connections' commits: every 0.25 ms while it
+    is receiving messages (so that the next one of a burst is claimed at once), every 5 ms
+    otherwise. The project's own writes (sessions, models: any commit to the file) are not
+    messages: they must not keep an idle worker checking four thousand times a second."""
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite only: a PostgreSQL consumer LISTENs for its queue's NOTIFY")
+    from jobs.changes import Changes
+
+    checks = []
+    check = Changes.changed
+    monkeypatch.setattr(Changes, "changed", lambda self: checks.append(1) or check(self))
+    consumer = broker(polling_interval=10)
+    received = []
+    Consumer(consumer.channel(), [Queue("paced")], on_message=received.append).consume()
+    writer, stop = broker(), threading.Event()
+
+    def write() -> None:  # another connection commits every 10 ms, to another queue
+        try:
+            while not stop.wait(0.01):
+                publish(writer, "elsewhere", {"n": 1})
+        finally:
+            connections.close_all()
+
+    def checks_while_waiting(seconds: float) -> int:
+        checks.clear()
+        with pytest.raises(TimeoutError):
+            consumer.drain_events(timeout=seconds)
+        return len(checks)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    try:
+        checks_while_waiting(1.2)  # past any pace left from setting up
+        idle = checks_while_waiting(1.0)
+        publish(broker(), "paced", {"n": 1})
+        consumer.drain_events(timeout=2)
+        busy = checks_while_waiting(0.5) * 2
+    finally:
+        stop.set()
+        thread.join()
+
+    assert [m.payload for m in received] == [{"n": 1}]
+    assert idle < 600, f"{idle} checks in a second while idle (the pace: 200, and a few per commit)"
+    assert busy > 3 * idle, f"{busy} checks a second after a message, against {idle} idle"

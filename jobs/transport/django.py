@@ -40,7 +40,7 @@ from kombu.utils.json import dumps, loads
 from jobs.batch import Stencil
 from jobs.compat.kombu import VirtualChannel, VirtualQoS, VirtualTransport
 from jobs.messages import envelope_json
-from jobs.transport.listener import Listener
+from jobs.transport.listener import BUSY_FOR, Listener
 from jobs.transport.table import ClaimedRow, MessageTable, NewRow, queue_depths
 from jobs.transport.tolerant import tolerant
 
@@ -418,6 +418,7 @@ class Transport(VirtualTransport):
         if client.transport_options.get("polling_interval") is None:
             self.polling_interval = 1.0 if is_postgres else 0.1
         self.listener = Listener(self.database)
+        self._delivered_at = 0.0  # when drain_events last delivered a message
 
     def establish_connection(self):
         connections[self.database].ensure_connection()
@@ -435,7 +436,9 @@ class Transport(VirtualTransport):
         started = monotonic()
         while True:
             try:
-                return self.cycle.get(self.deliver, timeout=timeout)
+                delivered = self.cycle.get(self.deliver, timeout=timeout)
+                self._delivered_at = monotonic()
+                return delivered
             except Empty:
                 pass
             wait = self.polling_interval
@@ -444,7 +447,7 @@ class Transport(VirtualTransport):
                 if remaining <= 0:
                     raise TimeoutError  # socket.timeout, as kombu's transports raise
                 wait = min(wait, remaining)
-            self.listener.wait(wait)
+            self.listener.wait(wait, busy=monotonic() - self._delivered_at < BUSY_FOR)
 
     def driver_version(self):
         import django

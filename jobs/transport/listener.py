@@ -16,13 +16,14 @@ logger = logging.getLogger("jobs.transport")
 
 #: Seconds to wait before trying to LISTEN again after a failure.
 RETRY_AFTER = 30.0
-#: SQLite: seconds between two checks for a commit while the database is busy (it changed in
-#: the last BUSY_FOR seconds): a consumer taking one job after another, each sent when the
-#: previous one's result arrived, claims each within this much of its commit.
+#: SQLite: seconds between two checks for a commit while the consumer is busy (it received
+#: a message in the last BUSY_FOR seconds): a consumer taking one job after another, each
+#: sent when the previous one's result arrived, claims each within this much of its commit.
 BUSY_STEP = 0.00025
 BUSY_FOR = 1.0
-#: SQLite: seconds between two checks once it has been quiet for BUSY_FOR (a check costs a
-#: few microseconds; an idle worker makes 200 a second).
+#: SQLite: seconds between two checks once the consumer has had no message for BUSY_FOR,
+#: whatever else the database is doing (the project's own writes): an idle worker makes 200
+#: checks a second, each a few microseconds.
 IDLE_STEP = 0.005
 
 
@@ -43,11 +44,11 @@ class Listener:
         self._pg = None
         self._retry_at = 0.0
         self._changes: Changes | None = None
-        self._changed_at = 0.0
 
-    def wait(self, seconds: float) -> None:
-        """Return after ``seconds``, or sooner when a message was published."""
-        if self._watch(seconds):
+    def wait(self, seconds: float, busy: bool = False) -> None:
+        """Return after ``seconds``, or sooner when a message was published. ``busy``: the
+        consumer received a message lately (on SQLite, check for one more often)."""
+        if self._watch(seconds, busy):
             return
         pg = self._connection()
         if pg is None:
@@ -68,7 +69,7 @@ class Listener:
         if pg is not None:
             pg.close()  # psycopg's close never raises
 
-    def _watch(self, seconds: float) -> bool:
+    def _watch(self, seconds: float, busy: bool) -> bool:
         """On SQLite, wait for a commit of another connection (or ``seconds``); False
         elsewhere, having waited for nothing."""
         connection = connections[self.alias]
@@ -76,9 +77,7 @@ class Listener:
             return False
         if self._changes is None or self._changes.connection is not connection:
             self._changes = Changes(connection)  # from now: the caller has just polled
-        busy = monotonic() - self._changed_at < BUSY_FOR
-        if self._changes.wait(seconds, BUSY_STEP if busy else IDLE_STEP):
-            self._changed_at = monotonic()
+        self._changes.wait(seconds, BUSY_STEP if busy else IDLE_STEP)
         return True
 
     def _connection(self):
