@@ -7,8 +7,8 @@ consumer again at once: often to this worker's next connection, while their jobs
 here. Such a delivery waits for the run going on rather than running the job a second time:
 once that run ends with an outcome (recorded, a retry sent, dead-lettered, revoked), the
 delivery is acknowledged; if it didn't (its process died, its time limit killed it, the
-database was out of reach), the delivery runs. A delivery that comes back just after the run ended is
-acknowledged at once.
+database was out of reach), the delivery runs. A delivery that comes back just after the run
+ended is acknowledged at once.
 
 On Redis and ``django://`` the broker keeps such a message for the run instead of handing it
 back (:meth:`jobs.broker.Broker.keep`): while the run goes on the worker's heartbeat keeps
@@ -108,10 +108,14 @@ class Redeliveries(Middleware):
             for held in waiting:
                 worker.ack(held)
         else:
-            worker.give_back_lost(first)  # Redis, django://: to run again, now
-            for held in waiting:
-                worker.resume(held, self)
+            self._run_again(worker, first, waiting)
         return outcome
+
+    def _run_again(self, worker, first, waiting: list) -> None:
+        """A run ended without an outcome: its job is to run again."""
+        worker.give_back_lost(first)  # Redis, django://: the kept message, now
+        for held in waiting:
+            worker.resume(held, self)
 
     def tick(self, worker) -> None:
         lost = self._workers.get(id(worker))
@@ -122,10 +126,7 @@ class Redeliveries(Middleware):
         for key in [key for key in lost.orphans if key not in running]:
             if now - lost.gone.setdefault(key, now) >= GRACE:
                 del lost.gone[key]
-                first, waiting = lost.orphans.pop(key)
-                worker.give_back_lost(first)
-                for held in waiting:
-                    worker.resume(held, self)
+                self._run_again(worker, *lost.orphans.pop(key))
 
     def stand_down(self, worker) -> None:
         lost = self._workers.get(id(worker))
