@@ -130,6 +130,7 @@ class Channel(RedisChannel):
     def __init__(self, *args, **kwargs):
         self.claimed: dict[str, bool] = {}  # tags the claim script recorded
         self._waiting = False
+        self._want = 1  # how many messages the claim in flight asked for
         self._poll_keys: list[str] = []
         self._shared_client = None
         self._put_connection = None
@@ -299,7 +300,8 @@ class Channel(RedisChannel):
             return
         keys = [self.queue_key(queue, pri) for pri in self.claim_order for queue in queues]
         connection = self.client.connection
-        claim = self._claim_args(keys, self._room())
+        self._want = self._room()
+        claim = self._claim_args(keys, self._want)
         self._poll_keys = keys
         self.wait_sent(connection)
         if self._waiting:
@@ -334,8 +336,9 @@ class Channel(RedisChannel):
         finally:
             self.wait_read()
             self.flush_reauth()
-        # Nothing: wait for the next message; else claim again at once, while they come.
-        self._waiting = not reply
+        # Fewer than asked for: the lists were empty, so the next claim goes behind a wait
+        # for the next message; a full claim: claim again at once, while they come.
+        self._waiting = not reply or len(reply) < 3 * self._want
         if not reply:
             raise Empty()
         deliver = self.transport_deliver()
