@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+import hashlib
 import json
 import time
 from contextlib import contextmanager
@@ -146,10 +147,12 @@ class JobResult:
         deadline = None if timeout is None else time.monotonic() + timeout
         if self._row is not None and self._row.state in READY_STATES:
             return self._outcome(self._row.state, self._row.result, propagate)
-        with _notifications() as wait_for:  # listening before the first read: none is missed
+        with _notifications(self.id) as (wait_for, state):  # listening before the first
+            # read of the state (which may come with it), so that no notification is missed
             pause = interval if wait_for else min(0.001, interval)
             while True:
-                state = _state_of(self.id)  # one column: reading the row is ten times dearer
+                if state is UNREAD:
+                    state = _state_of(self.id)  # one column: the row costs ten times more
                 if state in READY_STATES:
                     found = _outcome_of(self.id)
                     if found is not None and found[0] in READY_STATES:
@@ -162,11 +165,13 @@ class JobResult:
                 if not wait_for:
                     time.sleep(wait)
                     pause = min(pause * 1.5, interval)
+                    state = UNREAD
                     continue
                 done = wait_for(wait, self.id)
                 if done is not None and done.get("state") in READY_STATES and "result" in done:
                     # The notification carries the outcome: no need to read it back.
                     return self._outcome(done["state"], done["result"], propagate)
+                state = UNREAD
 
     wait = get
 
@@ -265,42 +270,74 @@ def _closing_connections(func):
     return call
 
 
-#: Notified by a trigger on PostgreSQL when a job reaches a ready state (migration 0002).
-RESULT_CHANNEL = "jobs_result"
+#: ``state`` before the row was read.
+UNREAD = object()
+
+
+def result_channel(job_id: str) -> str:
+    """The channel PostgreSQL notifies ``job_id``'s final state on (migration 0012)."""
+    return "jobs_result_" + hashlib.md5(job_id.encode(), usedforsecurity=False).hexdigest()
 
 
 @contextmanager
-def _notifications():
-    """While the block runs, this thread's database connection LISTENs for finished jobs
-    (PostgreSQL) or watches for commits (SQLite); yields a ``wait(seconds, job_id)``
-    function, or None where that can't be (another database, PostgreSQL without psycopg 3,
-    or inside a transaction, where LISTEN waits for the commit and SQLite's snapshot stays
-    the same)."""
+def _notifications(job_id: str):
+    """While the block runs, this thread's database connection LISTENs for ``job_id``'s
+    final state (PostgreSQL) or watches for commits (SQLite); yields ``(wait, state)``:
+    ``wait(seconds, job_id)``, or None where that can't be (another database, PostgreSQL
+    without psycopg 3, or inside a transaction, where LISTEN waits for the commit and
+    SQLite's snapshot stays the same); and the job's state if it was read on the way
+    (:data:`UNREAD` otherwise).
+
+    On PostgreSQL one statement stops listening for the job the connection's last ``get()``
+    waited for, listens for this one, and reads its state: the channel is left open when the
+    block ends, and receives nothing but that job's notification, which is never sent twice
+    (a later ``get()`` skips it if it is still waiting to be read)."""
     connection = connections[router.db_for_read(JobRecord)]
     if in_atomic_block(connection):
-        yield None
+        yield None, UNREAD
         return
     if watchable(connection):
-        yield functools.partial(_wait_for_commit, Changes(connection), time.monotonic())
+        yield functools.partial(_wait_for_commit, Changes(connection), time.monotonic()), UNREAD
         return
     if connection.vendor != "postgresql":
-        yield None
+        yield None, UNREAD
         return
     try:
-        with connection.cursor() as cursor:
-            cursor.execute(f"LISTEN {RESULT_CHANNEL}")
+        found = _listen(connection, job_id)
     except DatabaseError:
-        yield None
+        yield None, UNREAD
         return
+    if found is UNREAD:  # not psycopg 3
+        yield None, UNREAD
+        return
+    yield functools.partial(_wait_for_notification, connection.connection), found
+
+
+def _listen(connection, job_id: str):
+    """LISTEN on ``job_id``'s channel (and no longer on the channel of the job this
+    connection waited for before) and read the job's state, in one statement; the state, or
+    :data:`UNREAD` without psycopg 3."""
+    connection.ensure_connection()
     pg = connection.connection
-    try:
-        yield functools.partial(_wait_for_notification, pg) if hasattr(pg, "notifies") else None
-    finally:
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(f"UNLISTEN {RESULT_CHANNEL}")
-        except DatabaseError:
-            pass
+    if not callable(getattr(pg, "notifies", None)):
+        return UNREAD
+    from psycopg.sql import Literal
+
+    channel = result_channel(job_id)
+    listening = getattr(connection, "_jobs_listening", None)
+    previous = listening[1] if listening and listening[0] is pg else None
+    statements = [f"LISTEN {channel}",
+                  _select_sql(connection.alias, ("state",)) % Literal(job_id).as_string(pg)]
+    if previous and previous != channel:
+        statements.insert(0, f"UNLISTEN {previous}")
+    with connection.cursor() as cursor:
+        # One implicit transaction: if a statement fails, none of them took effect.
+        cursor.execute("; ".join(statements))
+        connection._jobs_listening = (pg, channel)
+        for _ in statements[1:]:
+            cursor.nextset()
+        row = cursor.fetchone()
+    return row[0] if row else None
 
 
 #: SQLite: the shortest pause between two checks for a commit while ``get()`` waits.

@@ -165,6 +165,15 @@ def test_the_bounds_of_the_database_are_measured(bench_database):
     assert rows[-1].startswith("| round trip") and " ms p50 " in rows[-1], rows[-1]
 
 
+def test_the_bounds_round_trip_listens_where_jobs_notifies():
+    # bench/bounds.py runs without Django, so it has its own copy of the channel's name.
+    from bench import bounds
+    from jobs.results import result_channel
+
+    for job_id in ("bounds-1", "0c6b2a4e-1f7e-4c1e-9f43-0b8f6ad0f3b1"):
+        assert bounds.result_channel(job_id) == result_channel(job_id)
+
+
 def test_the_memory_floor_is_an_idle_tree_of_three_processes_below_the_worker():
     """``bench/memory.py``'s floor: a parent and two forked children that only loaded Django
     (and then the worker's modules), measured as the worker is; the worker is above it."""

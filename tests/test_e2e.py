@@ -153,8 +153,17 @@ def test_get_wakes_when_the_database_says_the_job_is_done(broker_url, start_work
     with pytest.raises(ValueError, match="bad"):
         demo.fail.delay("bad").get(timeout=20, interval=60)
     # Too large for the notification's payload: it carries the id, and get() reads the row.
-    assert demo.add.delay("a" * 5000, "b" * 5000).get(timeout=20, interval=60) == \
-        "a" * 5000 + "b" * 5000
+    large = demo.add.delay("a" * 5000, "b" * 5000)
+    assert large.get(timeout=20, interval=60) == "a" * 5000 + "b" * 5000
+    from django.db import connection
+
+    from jobs.results import result_channel
+
+    if connection.vendor == "postgresql":
+        # Each job has its channel; the connection listens on the last one waited for only.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_listening_channels()")
+            assert [row[0] for row in cursor.fetchall()] == [result_channel(large.id)]
 
 
 @brokers

@@ -161,64 +161,92 @@ def test_a_progress_state_never_overwrites_a_final_one():
 
 @pytest.fixture
 def listener():
-    """A connection of its own LISTENing on the channel ``get()`` waits on; yields a
-    function that returns the payloads received until one names ``last`` (notifications
-    arrive in commit order: everything committed before it has arrived by then)."""
+    """A connection of its own; yields ``listen(*job_ids)``, which LISTENs on those jobs'
+    channels (the channels ``get()`` waits on) and returns a function that returns the
+    payloads received until one names ``last`` (notifications arrive in commit order:
+    everything committed before it has arrived by then)."""
     import json
 
     import psycopg
     from django.db import connection
 
     from jobs.compat.django import connection_params
-    from jobs.results import RESULT_CHANNEL
+    from jobs.results import result_channel
 
     if connection.vendor != "postgresql":
         pytest.skip("LISTEN/NOTIFY: PostgreSQL only (DATABASE_URL=postgres://... pytest -m pg)")
     params = connection_params(connection)
     params.pop("context", None)
     with psycopg.connect(**params, autocommit=True) as pg:
-        pg.execute(f"LISTEN {RESULT_CHANNEL}")
 
-        def until(last: str) -> list[dict]:
-            payloads = []
-            for notify in pg.notifies(timeout=10):
-                payloads.append(json.loads(notify.payload))
-                if payloads[-1]["id"] == last:
-                    return payloads
-            raise AssertionError(f"no notification for {last} within 10 s: {payloads}")
+        def listen(*job_ids: str):
+            for job_id in job_ids:
+                pg.execute(f"LISTEN {result_channel(job_id)}")
 
-        yield until
+            def until(last: str) -> list[tuple[str, dict]]:
+                received = []
+                for notify in pg.notifies(timeout=10):
+                    received.append((notify.channel, json.loads(notify.payload)))
+                    if received[-1][1]["id"] == last:
+                        return received
+                raise AssertionError(f"no notification for {last} within 10 s: {received}")
+
+            return until
+
+        yield listen
 
 
-def test_a_final_state_is_notified_once_with_its_value(listener):
-    done, last = message(), message()
-    for msg in (done, last):
+def test_a_final_state_is_notified_once_with_its_value_on_the_jobs_own_channel(listener):
+    from jobs.results import result_channel
+
+    done, last, other = message(), message(), message()
+    until = listener(done.id, last.id)
+    for msg in (done, last, other):
         recording.mark_started(msg, "w", track=True)
     recording.mark_succeeded(done, {"total": 3}, 0.1, "w")
+    recording.mark_succeeded(other, 1, 0.1, "w")  # listened for by nobody: not received
     recording.mark_failed(last, ValueError("bad"), "", 0.1, "w")
-    payloads = listener(last.id)
-    assert [p for p in payloads if p["id"] == done.id] == [
+    received = until(last.id)
+    assert [p for _, p in received if p["id"] == done.id] == [
         {"id": done.id, "state": States.SUCCESS, "result": {"total": 3}}]
-    assert payloads[-1]["state"] == States.FAILURE
+    assert received[-1][1]["state"] == States.FAILURE
+    assert [channel for channel, _ in received] == [result_channel(done.id),
+                                                    result_channel(last.id)]
 
 
 def test_a_final_state_written_in_the_callers_transaction_is_notified_at_its_commit(listener):
     from django.db import transaction
 
     inside, last = message(), message()
+    until = listener(inside.id, last.id)
     for msg in (inside, last):
         recording.mark_started(msg, "w", track=True)
     with transaction.atomic():
         recording.mark_succeeded(inside, 1, 0.1, "w")
     recording.mark_succeeded(last, 2, 0.1, "w")
-    assert [p["id"] for p in listener(last.id)].count(inside.id) == 1
+    assert [p["id"] for _, p in until(last.id)].count(inside.id) == 1
 
 
 def test_a_value_too_large_for_a_notification_is_notified_by_its_id(listener):
     msg = message()
+    until = listener(msg.id)
     recording.mark_started(msg, "w", track=True)
     recording.mark_succeeded(msg, "x" * 9000, 0.1, "w")
-    assert listener(msg.id)[-1] == {"id": msg.id}
+    assert until(msg.id)[-1][1] == {"id": msg.id}
+
+
+def test_a_jobs_channel_is_the_md5_of_its_id_as_postgresql_computes_it():
+    from django.db import connection
+
+    from jobs.results import result_channel
+
+    if connection.vendor != "postgresql":
+        pytest.skip("LISTEN/NOTIFY: PostgreSQL only (DATABASE_URL=postgres://... pytest -m pg)")
+    ids = ["0c6b2a4e-1f7e-4c1e-9f43-0b8f6ad0f3b1", "my-own-id", "é€ unicode"]
+    with connection.cursor() as cursor:
+        for job_id in ids:
+            cursor.execute("SELECT 'jobs_result_' || md5(%s)", [job_id])
+            assert cursor.fetchone()[0] == result_channel(job_id)
 
 
 def test_postgresqls_start_function_writes_every_column_of_the_row():
