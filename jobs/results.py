@@ -289,9 +289,9 @@ def _notifications(job_id: str):
     (:data:`UNREAD` otherwise).
 
     On PostgreSQL one statement stops listening for the job the connection's last ``get()``
-    waited for, listens for this one, and reads its state: the channel is left open when the
-    block ends, and receives nothing but that job's notification, which is never sent twice
-    (a later ``get()`` skips it if it is still waiting to be read)."""
+    waited for, listens for this one, and reads its state. The channel is left open when the
+    block ends: it receives nothing but that job's notifications (one, unless the job runs
+    again), which the next ``get()`` skips if they are still waiting to be read."""
     connection = connections[router.db_for_read(JobRecord)]
     if in_atomic_block(connection):
         yield None, UNREAD
