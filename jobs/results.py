@@ -288,10 +288,9 @@ def _notifications(job_id: str):
     SQLite's snapshot stays the same); and the job's state if it was read on the way
     (:data:`UNREAD` otherwise).
 
-    On PostgreSQL one statement stops listening for the job the connection's last ``get()``
-    waited for, listens for this one, and reads its state. The channel is left open when the
-    block ends: it receives nothing but that job's notifications (one, unless the job runs
-    again), which the next ``get()`` skips if they are still waiting to be read."""
+    On PostgreSQL one statement listens on the job's own channel and reads its state; the
+    channel is closed when the block ends, so that a connection left idle, or in a long
+    transaction, holds back none of the database's notifications."""
     connection = connections[router.db_for_read(JobRecord)]
     if in_atomic_block(connection):
         yield None, UNREAD
@@ -310,32 +309,30 @@ def _notifications(job_id: str):
     if found is UNREAD:  # not psycopg 3
         yield None, UNREAD
         return
-    yield functools.partial(_wait_for_notification, connection.connection), found
+    try:
+        yield functools.partial(_wait_for_notification, connection.connection), found
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(f"UNLISTEN {result_channel(job_id)}")
+        except DatabaseError:
+            pass
 
 
 def _listen(connection, job_id: str):
-    """LISTEN on ``job_id``'s channel (and no longer on the channel of the job this
-    connection waited for before) and read the job's state, in one statement; the state, or
-    :data:`UNREAD` without psycopg 3."""
+    """LISTEN on ``job_id``'s channel and read the job's state, in one statement (one
+    implicit transaction: both take effect, or neither); the state, or :data:`UNREAD`
+    without psycopg 3."""
     connection.ensure_connection()
     pg = connection.connection
     if not callable(getattr(pg, "notifies", None)):
         return UNREAD
     from psycopg.sql import Literal
 
-    channel = result_channel(job_id)
-    listening = getattr(connection, "_jobs_listening", None)
-    previous = listening[1] if listening and listening[0] is pg else None
-    statements = [f"LISTEN {channel}",
-                  _select_sql(connection.alias, ("state",)) % Literal(job_id).as_string(pg)]
-    if previous and previous != channel:
-        statements.insert(0, f"UNLISTEN {previous}")
+    select = _select_sql(connection.alias, ("state",)) % Literal(job_id).as_string(pg)
     with connection.cursor() as cursor:
-        # One implicit transaction: if a statement fails, none of them took effect.
-        cursor.execute("; ".join(statements))
-        connection._jobs_listening = (pg, channel)
-        for _ in statements[1:]:
-            cursor.nextset()
+        cursor.execute(f"LISTEN {result_channel(job_id)}; {select}")
+        cursor.nextset()
         row = cursor.fetchone()
     return row[0] if row else None
 

@@ -1,12 +1,10 @@
 """PostgreSQL: a job's final state is notified on a channel of its own.
 
 The trigger of migration 0002 notified every final state on one channel, ``jobs_result``, so
-every caller waiting in ``JobResult.get()`` received every job's notification, and had to
-stop listening before it returned, a round trip on the way back to the caller. Now the
+every caller waiting in ``JobResult.get()`` received every job's notification. Now the
 channel is the job's (``jobs_result_`` and the MD5 of its id, in hex:
-:func:`jobs.results.result_channel`), so a connection receives only the jobs it waits for,
-and ``get()`` leaves its channel to be closed by the connection's next ``get()``, in the
-same statement that listens for the next job.
+:func:`jobs.results.result_channel`): a waiting connection receives only the job it waits
+for, and ``get()`` listens and reads the job's state in one statement.
 """
 
 from django.db import migrations
