@@ -320,20 +320,30 @@ def _notifications(job_id: str):
 
 
 def _listen(connection, job_id: str):
-    """LISTEN on ``job_id``'s channel and read the job's state, in one statement (one
-    implicit transaction: both take effect, or neither); the state, or :data:`UNREAD`
-    without psycopg 3."""
+    """LISTEN on ``job_id``'s channel, then read the job's state, in one round trip; the
+    state, or :data:`UNREAD` without psycopg 3.
+
+    The LISTEN is committed before the read: a LISTEN takes effect when its transaction
+    commits, so a read in the same transaction could miss an outcome committed after its
+    snapshot and before the LISTEN, and that outcome's notification too."""
     connection.ensure_connection()
     pg = connection.connection
     if not callable(getattr(pg, "notifies", None)):
         return UNREAD
+    from psycopg.pq import TransactionStatus
     from psycopg.sql import Literal
 
     select = _select_sql(connection.alias, ("state",)) % Literal(job_id).as_string(pg)
-    with connection.cursor() as cursor:
-        cursor.execute(f"LISTEN {result_channel(job_id)}; {select}")
-        cursor.nextset()
-        row = cursor.fetchone()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"BEGIN; LISTEN {result_channel(job_id)}; COMMIT; {select}")
+            for _ in range(3):
+                cursor.nextset()
+            row = cursor.fetchone()
+    except DatabaseError:
+        if pg.info.transaction_status != TransactionStatus.IDLE:  # the LISTEN failed
+            pg.execute("ROLLBACK")  # (a standby refuses it): not left in the failed block
+        raise
     return row[0] if row else None
 
 

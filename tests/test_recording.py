@@ -262,3 +262,24 @@ def test_postgresqls_start_function_writes_every_column_of_the_row():
     inserted = definition.split("INSERT INTO", 1)[1].split("(", 1)[1].split(")", 1)[0]
     columns = {name.strip() for name in inserted.split(",")}
     assert columns == {f.column for f in JobRecord._meta.concrete_fields if not f.primary_key}
+
+
+def test_get_polls_where_listening_fails_and_leaves_no_failed_transaction_behind(monkeypatch):
+    # get() sends its LISTEN in a transaction of its own, committed before its read. When a
+    # statement in it fails (a standby refuses LISTEN; here a division by zero goes in with
+    # the channel's name), get() reads the row instead, and the connection is not left in
+    # the failed transaction, where every later statement would be refused.
+    from jobs import results
+
+    connection = connections["default"]
+    if connection.vendor != "postgresql":
+        pytest.skip("LISTEN/NOTIFY: PostgreSQL only (DATABASE_URL=postgres://... pytest -m pg)")
+    msg = message()
+    recording.mark_started(msg, "w", track=True)
+    recording.mark_succeeded(msg, {"total": 3}, 0.1, "w")
+    monkeypatch.setattr(results, "result_channel", lambda job_id: "x; SELECT 1/0; LISTEN y")
+    assert JobResult(msg.id).get(timeout=5) == {"total": 3}
+    assert connection.connection.info.transaction_status.name == "IDLE"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_listening_channels()")
+        assert cursor.fetchall() == []
