@@ -288,7 +288,7 @@ def _notifications(job_id: str):
     SQLite's snapshot stays the same); and the job's state if it was read on the way
     (:data:`UNREAD` otherwise).
 
-    On PostgreSQL one statement listens on the job's own channel and reads its state; the
+    On PostgreSQL one round trip listens on the job's own channel and reads its state; the
     channel is closed when the block ends, so that a connection left idle, or in a long
     transaction, holds back none of the database's notifications."""
     connection = connections[router.db_for_read(JobRecord)]
@@ -341,8 +341,11 @@ def _listen(connection, job_id: str):
                 cursor.nextset()
             row = cursor.fetchone()
     except DatabaseError:
-        if pg.info.transaction_status != TransactionStatus.IDLE:  # the LISTEN failed
-            pg.execute("ROLLBACK")  # (a standby refuses it): not left in the failed block
+        try:
+            if pg.info.transaction_status != TransactionStatus.IDLE:  # the LISTEN failed
+                pg.execute("ROLLBACK")  # (a standby refuses it): not left in its transaction
+        except Exception:  # the connection broke: Django replaces it
+            pass
         raise
     return row[0] if row else None
 

@@ -4,7 +4,7 @@ The trigger of migration 0002 notified every final state on one channel, ``jobs_
 every caller waiting in ``JobResult.get()`` received every job's notification. Now the
 channel is the job's (``jobs_result_`` and the MD5 of its id, in hex:
 :func:`jobs.results.result_channel`): a waiting connection receives only the job it waits
-for, and ``get()`` listens and reads the job's state in one statement.
+for, and ``get()`` listens and reads the job's state in one round trip.
 """
 
 from django.db import migrations
