@@ -92,6 +92,7 @@ class AdaptivePrefetch(Middleware):
         if pool.waiting() <= keep:
             return
         waiting = pool.take_backlog()
+        keep = max(0, keep - pool.waiting())  # those left are the children's: they stay
         for delivery in waiting[:keep]:
             pool.submit(delivery)
         for delivery in waiting[keep:]:

@@ -555,6 +555,9 @@ class Worker:
         a middleware holds back; the consumer is told on the next turn of the loop."""
         if self.prefetch:
             self.window = size
+            # What it holds beyond the base window, shared among the slots, may wait in
+            # them: a prefork child then goes from one job to the next on its own.
+            self.pool.set_reserve((size - self.prefetch) // max(1, self.concurrency))
 
     def _widen_prefetch(self) -> None:
         """Give the consumer room for the deliveries held back, as their number changes."""

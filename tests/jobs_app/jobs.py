@@ -149,6 +149,16 @@ def leave_mark_quietly(directory, i):
     return leave_mark(directory, i, 0)
 
 
+@job(ignore_result=True)
+def nap_quietly(directory, i, seconds=0.0, padding=""):
+    """Sleeps, then appends this process's id to the file named ``i`` in ``directory``,
+    recording nothing in the database (``padding``: to send a larger message)."""
+    time.sleep(seconds)
+    with open(os.path.join(directory, str(i)), "a") as out:
+        out.write(f"{os.getpid()}\n")
+    return i
+
+
 @job
 def stall_once(directory):
     """The first run leaves a file ``started`` in ``directory`` and hangs for a minute;

@@ -62,6 +62,10 @@ class Pool:
         by idle slots only, never stopping a running job."""
         raise NotImplementedError(f"the {self.name} pool has a fixed size")
 
+    def set_reserve(self, count: int) -> None:
+        """Let each slot be handed up to ``count`` deliveries beyond the one it runs, where
+        the pool can (prefork); the others hand a slot one at a time."""
+
     def take_backlog(self) -> list[Delivery]:
         """Deliveries not started yet, taken back (to return them to the broker)."""
         return []

@@ -1,4 +1,10 @@
-"""The ``prefork`` pool: jobs in forked child processes, one job per child at a time."""
+"""The ``prefork`` pool: jobs in forked child processes, one job per child at a time.
+
+While jobs are short a child may be handed the next few deliveries before it finishes the
+one it runs (:meth:`PreforkPool.set_reserve`): they wait in its pipe, and it reads the next
+as soon as it answers, without waiting for the parent to send it. Each hand-over otherwise
+costs a child, and the parent, a sleep and a wake-up per job.
+"""
 
 from __future__ import annotations
 
@@ -25,15 +31,30 @@ from jobs.worker.pools.child import (
 
 logger = logging.getLogger("jobs.worker")
 
+#: Deliveries a child may hold in its pipe beyond the one it runs, at most.
+RESERVE_MOST = 7
+#: The largest delivery (pickled) handed to a child that is busy: the pipe holds what a
+#: child hasn't read yet, and a write to a full pipe would wait for the child's job to end.
+RESERVE_BYTES = 8192
+
 
 class _Child:
     def __init__(self, process, conn) -> None:
         self.process = process
         self.conn = conn
-        self.delivery: Delivery | None = None
+        self.delivery: Delivery | None = None  # the one it runs: the first of ``sent``
+        self.sent: deque[Delivery] = deque()  # handed to it and not answered, in order
         self.deadline: float | None = None  # monotonic time its job's time_limit passes
         self.killed: Kind | None = None  # why we killed it: TIME_LIMIT or REVOKED
+        self.victim: Delivery | None = None  # the delivery it ran when we killed it
         self.done = 0
+
+    def room(self, reserve: int, most: int | None) -> int:
+        """How many more deliveries it may be handed now."""
+        room = 1 + reserve - len(self.sent)
+        if most:  # max_tasks_per_child: none beyond its last
+            room = min(room, most - self.done - len(self.sent))
+        return room
 
 
 class PreforkPool(Pool):
@@ -46,6 +67,9 @@ class PreforkPool(Pool):
     """
 
     name = "prefork"
+
+    #: Deliveries each child may hold beyond the one it runs (:meth:`set_reserve`).
+    reserve = 0
 
     def start(self) -> None:
         self._ctx = get_context("fork")
@@ -88,10 +112,43 @@ class PreforkPool(Pool):
         with self._lock:
             child = next((c for c in self._children if c.delivery is None
                           and c.process.is_alive()), None)
-            if child is None:
-                self._backlog.append(delivery)
-            else:
+            if child is not None:
                 self._send(child, delivery)
+            elif not self.reserve or self._backlog or not self._reserve_for(delivery):
+                self._backlog.append(delivery)
+
+    def set_reserve(self, count: int) -> None:
+        """Let each child hold up to ``count`` deliveries (at most :data:`RESERVE_MOST`)
+        beyond the one it runs, in its pipe. The worker sets it from the prefetch window:
+        none at the base window, some while the window is widened for short jobs. What a
+        child holds can't be taken back: a job that turns long keeps those few waiting."""
+        self.reserve = max(0, min(RESERVE_MOST, count))
+
+    def _reserve_for(self, delivery: Delivery) -> bool:
+        """Hand ``delivery`` to the busy child holding the fewest, if one has room."""
+        if not self._children:
+            return False
+        child = min(self._children, key=lambda c: len(c.sent))
+        if child.room(self.reserve, self.max_tasks_per_child) <= 0 \
+                or not child.process.is_alive():
+            return False
+        data = pack_delivery(delivery)
+        if len(data) > RESERVE_BYTES:
+            return False
+        self._send(child, delivery, data)
+        return True
+
+    def _top_up(self, child: _Child) -> None:
+        """Hand ``child`` the deliveries waiting here, in order, as far as it has room: one
+        if it is idle, up to its reserve if not (each no larger than RESERVE_BYTES)."""
+        while self._backlog and child.room(self.reserve, self.max_tasks_per_child) > 0:
+            if child.delivery is None:
+                self._send(child, self._backlog.popleft())
+                continue
+            data = pack_delivery(self._backlog[0])
+            if len(data) > RESERVE_BYTES:
+                return
+            self._send(child, self._backlog.popleft(), data)
 
     def maintain(self) -> None:
         if self._retired:
@@ -106,15 +163,11 @@ class PreforkPool(Pool):
             with self._lock:
                 self._children.extend(fresh)
                 for child in fresh:
-                    if self._backlog:
-                        self._send(child, self._backlog.popleft())
+                    self._top_up(child)
 
     def running(self) -> int:
         with self._lock:
             return sum(1 for c in self._children if c.delivery is not None)
-
-    def waiting(self) -> int:
-        return len(self._backlog)
 
     def resize(self, size: int) -> None:
         """Fork children up to ``size`` (each takes a waiting delivery), or stop idle ones."""
@@ -146,15 +199,21 @@ class PreforkPool(Pool):
         self._retired = alive
 
     def running_deliveries(self) -> list[Delivery]:
+        """The deliveries the children run, and those waiting in their pipes: those will
+        run whatever happens to the worker's connection (they can't be taken back)."""
         with self._lock:
-            return [c.delivery for c in self._children if c.delivery]
+            return [delivery for c in self._children for delivery in c.sent]
+
+    def waiting(self) -> int:
+        with self._lock:
+            return len(self._backlog) + sum(max(0, len(c.sent) - 1) for c in self._children)
 
     def terminate_job(self, job_id: str) -> bool:
         with self._lock:
             for child in self._children:
                 if child.delivery and child.delivery.headers.get("id") == job_id \
                         and not child.killed:
-                    child.killed = Kind.REVOKED
+                    child.killed, child.victim = Kind.REVOKED, child.delivery
                     logger.warning("Terminating job %s (revoked): killing child process %s",
                                    job_id, child.process.pid)
                     child.process.kill()
@@ -195,11 +254,12 @@ class PreforkPool(Pool):
 
     # Collector thread --------------------------------------------------------------------
 
-    def _send(self, child: _Child, delivery: Delivery) -> None:
-        child.delivery = delivery
-        child.deadline = time.monotonic() + delivery.time_limit if delivery.time_limit else None
+    def _send(self, child: _Child, delivery: Delivery, data: bytes | None = None) -> None:
+        child.sent.append(delivery)
+        if child.delivery is None:  # it starts now: its time limit runs from now
+            self._started(child)
         try:
-            child.conn.send_bytes(pack_delivery(delivery))
+            child.conn.send_bytes(data or pack_delivery(delivery))
         except (OSError, ValueError):
             # The child is gone; the collector will see its sentinel and report the loss.
             pass
@@ -235,11 +295,19 @@ class PreforkPool(Pool):
             return 0.5
         return max(0.0, min(0.5, min(deadlines) - time.monotonic()))
 
+    @staticmethod
+    def _started(child: _Child) -> None:
+        """The first of ``child.sent`` runs from now (sent to it, or the one before it
+        answered)."""
+        delivery = child.delivery = child.sent[0] if child.sent else None
+        child.deadline = (time.monotonic() + delivery.time_limit
+                          if delivery is not None and delivery.time_limit else None)
+
     def _enforce_time_limits(self, children: list[_Child]) -> None:
         now = time.monotonic()
         for child in children:
             if child.deadline is not None and now >= child.deadline and not child.killed:
-                child.killed = Kind.TIME_LIMIT
+                child.killed, child.victim = Kind.TIME_LIMIT, child.delivery
                 logger.error("Job %s passed its hard time limit; killing child process %s",
                              child.delivery.headers.get("id") if child.delivery else "?",
                              child.process.pid)
@@ -254,19 +322,20 @@ class PreforkPool(Pool):
         except (EOFError, OSError):
             return False  # it died; its sentinel tells the rest
         with self._lock:
-            child.delivery = None
-            child.deadline = None
+            if child.sent:
+                child.sent.popleft()
+            self._started(child)
             child.done += 1
             if child.killed:  # it answered just as we killed it: the answer stands
                 self.completions.put((tag, outcome))
                 return True
             recycle = self.max_tasks_per_child and child.done >= self.max_tasks_per_child
-            if recycle:
+            if recycle:  # it was handed none beyond its last (_Child.room)
                 child.conn.send_bytes(STOP)
                 self._children.remove(child)
                 self._wanted += 1
-            elif self._backlog and not self._stopping:
-                self._send(child, self._backlog.popleft())
+            elif not self._stopping:
+                self._top_up(child)
         self.completions.put((tag, outcome))
         return True
 
@@ -278,12 +347,17 @@ class PreforkPool(Pool):
             if child not in self._children:
                 return
             self._children.remove(child)
-            lost, child.delivery = child.delivery, None
-            if lost is not None and child.process.exitcode == RECYCLE_EXIT:
-                # It left for its memory limit right after answering, before reading the
-                # delivery sent to it meanwhile: that one never started, another child runs it.
-                self._backlog.appendleft(lost)
+            sent, lost = list(child.sent), child.delivery
+            child.sent.clear()
+            child.delivery = None
+            if child.process.exitcode == RECYCLE_EXIT or (child.killed and lost is not None
+                                                          and lost is not child.victim):
+                # It left for its memory limit right after answering, before reading what
+                # was sent to it meanwhile; or we killed it for a job that had answered:
+                # those never started (or were cut short), other children run them.
                 lost = None
+            # What waited in its pipe behind the job it died in never started.
+            self._backlog.extendleft(reversed(sent[1:] if lost is not None else sent))
             if not self._stopping:
                 self._wanted += 1
         code = child.process.exitcode

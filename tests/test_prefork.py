@@ -1,0 +1,225 @@
+"""The prefork pool handing a busy child its next deliveries (its reserve), with real forked
+children: what waits in a child's pipe runs once, in order, and nothing is lost or run twice
+when the child dies, passes its time limit or is recycled."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import pytest
+
+from jobs.execution import Delivery
+from jobs.messages import JobMessage, encode
+from jobs.outcome import Kind
+from jobs.worker.pools.prefork import RESERVE_BYTES, RESERVE_MOST, PreforkPool
+from jobs.worker.worker import Worker
+from tests.jobs_app import jobs as test_jobs
+
+ACCEPT = {"application/json"}
+
+
+def delivery(job, *args, tag=None, time_limit=None) -> Delivery:
+    envelope = encode(JobMessage(id=str(uuid.uuid4()), name=job.name, args=args), "json")
+    return Delivery(tag=tag, headers=envelope.headers, body=envelope.payload.encode(),
+                    content_type=envelope.content_type,
+                    content_encoding=envelope.content_encoding, queue="default",
+                    time_limit=time_limit)
+
+
+@pytest.fixture
+def start_pool(transactional_db):
+    pools = []
+
+    def start(concurrency=1, reserve=RESERVE_MOST, **options):
+        pool = PreforkPool(concurrency, "jobs@prefork-test", ACCEPT, **options)
+        pools.append(pool)
+        pool.start()
+        pool.set_reserve(reserve)
+        return pool
+
+    yield start
+    for pool in pools:
+        pool.terminate()
+
+
+def outcomes(pool, count: int, timeout: float = 30) -> dict:
+    """The next ``count`` outcomes, by delivery tag, forking replacements meanwhile (as the
+    worker's main thread does)."""
+    found, deadline = {}, time.monotonic() + timeout
+    while len(found) < count:
+        assert time.monotonic() < deadline, f"only {len(found)} of {count} outcomes came"
+        pool.maintain()
+        try:
+            tag, outcome = pool.completions.get(timeout=0.1)
+        except Exception:
+            continue
+        assert tag not in found, f"{tag} answered twice"
+        found[tag] = outcome
+    return found
+
+
+def runs(directory, i) -> list[str]:
+    """The ids of the processes that ran mark ``i``, one line per run."""
+    path = os.path.join(directory, str(i))
+    return open(path).read().split() if os.path.exists(path) else []
+
+
+def test_a_busy_child_is_handed_its_next_deliveries_and_runs_them_in_order(start_pool,
+                                                                          tmp_path):
+    pool = start_pool(concurrency=1, reserve=3)
+    sent = [delivery(test_jobs.nap_quietly, str(tmp_path), i, 0.2, tag=i) for i in range(5)]
+    for d in sent:
+        pool.submit(d)
+
+    # One runs, three wait in the child's pipe (its reserve), the fifth in the parent.
+    assert [d.tag for d in pool.take_backlog()] == [4]
+    assert pool.running() == 1 and pool.waiting() == 3
+    assert [d.tag for d in pool.running_deliveries()] == [0, 1, 2, 3]
+
+    done = outcomes(pool, 4)
+    assert list(done) == [0, 1, 2, 3]
+    assert all(o.kind is Kind.SUCCEEDED for o in done.values())
+    pids = {pid for i in range(4) for pid in runs(tmp_path, i)}
+    assert len(pids) == 1 and all(len(runs(tmp_path, i)) == 1 for i in range(4))
+
+
+def test_without_a_reserve_a_busy_child_is_handed_nothing(start_pool, tmp_path):
+    pool = start_pool(concurrency=1, reserve=0)
+    for i in range(3):
+        pool.submit(delivery(test_jobs.nap_quietly, str(tmp_path), i, 0.2, tag=i))
+
+    assert [d.tag for d in pool.take_backlog()] == [1, 2]
+    assert list(outcomes(pool, 1)) == [0]
+
+
+def test_a_large_delivery_waits_in_the_parent_not_in_a_busy_childs_pipe(start_pool, tmp_path):
+    pool = start_pool(concurrency=1, reserve=3)
+    pool.submit(delivery(test_jobs.nap_quietly, str(tmp_path), 0, 0.2, tag=0))
+    large = delivery(test_jobs.nap_quietly, str(tmp_path), 1, 0, "x" * RESERVE_BYTES, tag=1)
+    pool.submit(large)
+    small = delivery(test_jobs.nap_quietly, str(tmp_path), 2, tag=2)
+    pool.submit(small)  # behind the large one: the order holds
+
+    assert [d.tag for d in pool.take_backlog()] == [1, 2]
+
+
+def test_the_deliveries_behind_a_job_past_its_time_limit_run_in_another_child(start_pool,
+                                                                             tmp_path):
+    pool = start_pool(concurrency=1, reserve=3)
+    pool.submit(delivery(test_jobs.nap_quietly, str(tmp_path), 0, 60, tag=0, time_limit=0.5))
+    for i in range(1, 4):
+        pool.submit(delivery(test_jobs.nap_quietly, str(tmp_path), i, tag=i))
+
+    done = outcomes(pool, 4)
+    assert done[0].kind is Kind.TIME_LIMIT
+    assert all(done[i].kind is Kind.SUCCEEDED for i in range(1, 4))
+    assert runs(tmp_path, 0) == []
+    killed_in = {pid for i in range(1, 4) for pid in runs(tmp_path, i)}
+    assert len(killed_in) == 1 and all(len(runs(tmp_path, i)) == 1 for i in range(1, 4))
+
+
+def test_a_child_that_dies_loses_only_the_job_it_ran(start_pool, tmp_path):
+    pool = start_pool(concurrency=1, reserve=3)
+    pool.submit(delivery(test_jobs.die_always_quietly, tag=0))
+    for i in range(1, 4):
+        pool.submit(delivery(test_jobs.nap_quietly, str(tmp_path), i, tag=i))
+
+    done = outcomes(pool, 4)
+    assert done[0].kind is Kind.LOST
+    assert all(done[i].kind is Kind.SUCCEEDED for i in range(1, 4))
+    assert all(len(runs(tmp_path, i)) == 1 for i in range(1, 4))
+
+
+def test_a_child_recycled_after_its_last_job_is_handed_none_beyond_it(start_pool, tmp_path):
+    pool = start_pool(concurrency=1, reserve=3, max_tasks_per_child=2)
+    for i in range(5):
+        pool.submit(delivery(test_jobs.nap_quietly, str(tmp_path), i, 0.05, tag=i))
+
+    # It runs one and holds one more, its last; three wait in the parent.
+    assert pool.running() == 1 and pool.waiting() == 4
+    assert [d.tag for d in pool.running_deliveries()] == [0, 1]
+
+    done = outcomes(pool, 5)
+    assert all(o.kind is Kind.SUCCEEDED for o in done.values())
+    assert all(len(runs(tmp_path, i)) == 1 for i in range(5))
+    by_pid = {}
+    for i in range(5):
+        by_pid.setdefault(runs(tmp_path, i)[0], []).append(i)
+    assert sorted(by_pid.values()) == [[0, 1], [2, 3], [4]]
+
+
+def test_the_worker_gives_its_slots_a_reserve_only_while_its_window_is_widened(settings):
+    settings.JOBS = {**settings.JOBS, "WORKER_PREFETCH_MULTIPLIER": None}
+    worker = Worker(concurrency=2, pool="prefork")
+    assert worker.prefetch == 8 and worker.pool.reserve == 0
+
+    worker.set_window(32)  # jobs.middleware.prefetch, while jobs are short
+    assert worker.pool.reserve == RESERVE_MOST
+    worker.set_window(16)
+    assert worker.pool.reserve == 4
+    worker.set_window(8)  # back at the base window: one at a time again
+    assert worker.pool.reserve == 0
+
+
+def test_a_child_leaving_for_its_memory_limit_hands_back_what_waited_in_its_pipe(start_pool,
+                                                                                tmp_path):
+    pool = start_pool(concurrency=1, reserve=3, max_memory_per_child=1)  # 1 KB: after each job
+    for i in range(4):
+        pool.submit(delivery(test_jobs.nap_quietly, str(tmp_path), i, 0.05, tag=i))
+
+    done = outcomes(pool, 4)
+    assert all(o.kind is Kind.SUCCEEDED for o in done.values())
+    assert all(len(runs(tmp_path, i)) == 1 for i in range(4))
+    assert len({runs(tmp_path, i)[0] for i in range(4)}) == 4  # a fresh child for each
+
+
+def test_a_stalled_worker_keeps_its_base_window_counting_what_waits_in_its_children():
+    from jobs.middleware.prefetch import AdaptivePrefetch
+
+    class Pool:  # two children, each running a long job and holding 2 more in its pipe
+        concurrency = 2
+        backlog = list(range(10))
+
+        def running(self):
+            return 2
+
+        def waiting(self):
+            return len(self.backlog) + 4
+
+        def take_backlog(self):
+            taken, self.backlog = self.backlog, []
+            return taken
+
+        def submit(self, delivery):
+            self.backlog.append(delivery)
+
+    class Worker:
+        prefetch = 8
+        pool = Pool()
+        requeued = []
+
+        def requeue(self, delivery):
+            self.requeued.append(delivery)
+
+    worker = Worker()
+    AdaptivePrefetch()._hand_back_extra(worker)
+
+    # The base window (8) holds the 2 running and the 4 in the pipes: 2 more stay.
+    assert worker.pool.backlog == [0, 1]
+    assert worker.requeued == list(range(2, 10))
+
+
+def test_a_large_delivery_waiting_in_the_parent_goes_to_a_child_only_when_it_is_free(
+        start_pool, tmp_path):
+    pool = start_pool(concurrency=1, reserve=3)
+    for i in range(2):
+        pool.submit(delivery(test_jobs.nap_quietly, str(tmp_path), i, 0.3, tag=i))
+    pool.submit(delivery(test_jobs.nap_quietly, str(tmp_path), 2, 0, "x" * RESERVE_BYTES,
+                         tag=2))
+
+    assert list(outcomes(pool, 1)) == [0]
+    # The child runs the one it held; the large one is not put behind it, but waits here.
+    assert [d.tag for d in pool.running_deliveries()] == [1]
+    assert list(outcomes(pool, 2)) == [1, 2]
