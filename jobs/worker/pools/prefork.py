@@ -129,8 +129,9 @@ class PreforkPool(Pool):
         if not self._children:
             return False
         child = min(self._children, key=lambda c: len(c.sent))
-        if child.room(self.reserve, self.max_tasks_per_child) <= 0 \
-                or not child.process.is_alive():
+        # A child dead meanwhile is not asked (a system call): what it was handed goes to
+        # another child when the collector buries it.
+        if child.room(self.reserve, self.max_tasks_per_child) <= 0:
             return False
         data = pack_delivery(delivery)
         if len(data) > RESERVE_BYTES:
