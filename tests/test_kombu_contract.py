@@ -217,6 +217,7 @@ def test_the_serializer_registry_keeps_its_tables():
     assert "json" in registry._encoders, "SerializerRegistry._encoders"
     assert kombu_compat.json_is_kombus(), "kombu's own JSON serializer, as registered"
     assert "application/json" in registry._decoders, "SerializerRegistry._decoders"
+    assert kombu_compat.json_decoder_is_kombus(), "kombu's own JSON decoder, as registered"
 
 
 # The adapter itself.

@@ -44,12 +44,45 @@ def test_a_body_is_the_text_kombus_json_serializer_writes(args):
 
 
 def test_a_json_serializer_registered_over_kombus_is_the_one_used():
-    saved = registry._encoders["json"]
+    saved = registry._encoders["json"], registry._decoders["application/json"]
     registry.register("json", lambda body: "custom", json.loads, "application/json", "utf-8")
     try:
         assert encode(JobMessage(id="1", name="a.b"), "json").payload == "custom"
+    finally:  # register() replaced the decoder too
+        registry._encoders["json"], registry._decoders["application/json"] = saved
+
+
+@pytest.mark.parametrize("body", [
+    '[[1, 2.5, "x", null, true, [1, {"a": [null]}], 1000000000000000000000000000000],'
+    ' {"k": "v"}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]',
+    '[["\\u00e9\\u2028"], {}, {}]',  # escaped: decoded by kombu's
+    '[["\u00e9"], {}, {}]',  # raw UTF-8
+    '[[NaN, Infinity], {}, {}]',
+    '[[{"__type__": "datetime", "__value__": "2026-01-02T03:04:00+00:00"}], {}, {}]',
+    '[[{"__type__": "decimal", "__value__": "1.5"}, "__type__"], {}, {}]',
+    '[[{"\\u005f_type__": "datetime", "__value__": "2026-01-02T03:04:00"}],'
+    ' {}, {}]',  # the key spelled with an escape
+])
+@pytest.mark.parametrize("as_bytes", [True, False], ids=["bytes", "str"])
+def test_a_json_body_decodes_as_kombus_decoder_decodes_it(body, as_bytes):
+    from kombu.serialization import loads
+
+    sent = body.encode() if as_bytes else body
+    message = decode({"task": "a", "id": "1"}, sent, "application/json", "utf-8", ACCEPT)
+    args, kwargs, _ = loads(sent, "application/json", "utf-8", accept=ACCEPT)
+    assert (message.args, message.kwargs) == (tuple(args), kwargs)
+    assert [type(a) for a in message.args] == [type(a) for a in args]
+
+
+def test_a_json_decoder_registered_over_kombus_is_the_one_used():
+    saved = registry._decoders["application/json"]
+    registry._decoders["application/json"] = lambda body: [["custom"], {}, {}]
+    try:
+        message = decode({"task": "a", "id": "1"}, b'[[1], {}, {}]', "application/json",
+                         "utf-8", ACCEPT)
     finally:
-        registry._encoders["json"] = saved
+        registry._decoders["application/json"] = saved
+    assert message.args == ("custom",)
 
 
 def test_a_circular_argument_is_an_encode_error_naming_it():

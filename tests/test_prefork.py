@@ -223,3 +223,18 @@ def test_a_large_delivery_waiting_in_the_parent_goes_to_a_child_only_when_it_is_
     # The child runs the one it held; the large one is not put behind it, but waits here.
     assert [d.tag for d in pool.running_deliveries()] == [1]
     assert list(outcomes(pool, 2)) == [1, 2]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_debug_on_a_worker_keeps_only_the_queries_of_the_job_it_runs(settings):
+    from django.db import connection
+
+    from jobs.worker.pools.base import Pool
+
+    settings.DEBUG = True  # Django logs every query of the process then
+    pool = Pool(1, "jobs@test", ACCEPT)
+    counts = []
+    for i in range(3):
+        assert pool._run(delivery(test_jobs.count_results, tag=i)).kind is Kind.SUCCEEDED
+        counts.append(len(connection.queries))
+    assert counts[0] > 0 and counts == [counts[0]] * 3

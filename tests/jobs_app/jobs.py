@@ -160,6 +160,14 @@ def nap_quietly(directory, i, seconds=0.0, padding=""):
 
 
 @job
+def count_results():
+    """One query of the ORM."""
+    from jobs.models import JobRecord
+
+    return JobRecord.objects.count()
+
+
+@job
 def stall_once(directory):
     """The first run leaves a file ``started`` in ``directory`` and hangs for a minute;
     any later run (the message delivered again) returns "again" at once."""

@@ -124,6 +124,13 @@ def json_is_kombus() -> bool:
 _KOMBU_JSON = ("application/json", "utf-8", kombu_json.dumps)
 
 
+def json_decoder_is_kombus() -> bool:
+    """Whether "application/json" is decoded by kombu's own ``loads`` (not replaced in its
+    registry): the standard library's decoder, with a hook restoring kombu's own types
+    (objects with a ``__type__`` key)."""
+    return serializer_registry._decoders.get("application/json") is kombu_json.loads
+
+
 def serializer_decodes(content_type: str) -> bool:
     """Whether kombu has a decoder registered for ``content_type`` (or a name of one)."""
     return content_type in serializer_registry._decoders
