@@ -281,6 +281,18 @@ def test_each_type_of_header_value_decodes_as_py_amqp_decodes_it(octet):
     assert basic_properties(raw, 0) == decode_properties_basic(raw, 0)
 
 
+def test_text_that_is_not_utf8_decodes_as_py_amqp_decodes_it_every_time():
+    entries = [b"\x03keyS" + struct.pack(">I", 2) + b"\xff\xfe",  # a value: its bytes
+               b"\x02\xff\xfeS" + struct.pack(">I", 1) + b"a",  # a key: its bytes
+               b"\x03keTS" + struct.pack(">I", 2) + b"\xed\xa0"]  # cut short
+    for entry in entries:
+        table = struct.pack(">I", len(entry)) + entry
+        raw = struct.pack(">H", 0x2000) + table
+        for _ in range(2):  # keys once read are looked up, not decoded
+            assert basic_properties(raw, 0) == decode_properties_basic(raw, 0)
+        assert basic_properties(bytearray(raw), 0) == decode_properties_basic(raw, 0)
+
+
 def test_a_message_received_has_its_headers_and_properties(wire):
     transport, peer = wire
     sent = amqp.Message(b'{"n": 1}', content_type="application/json", priority=3,

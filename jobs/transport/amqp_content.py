@@ -76,21 +76,36 @@ def _value(buf, offset):
     return read(buf, offset + 1)
 
 
+#: Keys of field tables read so far (the same twenty or so in every message), by their
+#: bytes: a lookup instead of a decode.
+_KEYS: dict[bytes, str] = {}
+
+
 def _table(buf, offset):
     """A field table: its length, then (short string key, type octet, value) entries."""
+    if buf.__class__ is not bytes:  # a bytearray's slices would be no dictionary keys
+        buf = bytes(buf)
     end = offset + 4 + _I(buf, offset)[0]
     offset += 4
     table = {}
-    readers = READERS
+    readers, keys = READERS, _KEYS
     while offset < end:
         start = offset + 1
         offset = start + buf[offset]
-        key = _text(buf[start:offset])
+        raw = buf[start:offset]
+        key = keys.get(raw)
+        if key is None:
+            key = _text(raw)
+            if len(keys) < 1024 and key.__class__ is str:
+                keys[raw] = key
         kind = buf[offset]
         if kind == 83:  # 'S', most values
             start = offset + 5
             offset = start + _I(buf, offset + 1)[0]
-            table[key] = _text(buf[start:offset])
+            try:
+                table[key] = buf[start:offset].decode("utf-8", "surrogatepass")
+            except UnicodeDecodeError:
+                table[key] = buf[start:offset]
         else:
             try:
                 read = readers[kind]
