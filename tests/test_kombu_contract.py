@@ -129,6 +129,20 @@ def test_a_virtual_channels_private_state(memory_channel):
     assert memory_channel._qos is memory_channel.qos, "Channel._qos"
 
 
+def test_a_py_amqp_channels_private_state():
+    from amqp import spec
+
+    channel = amqp.Channel(amqp.Connection(), channel_id=1)
+    assert channel._pending == {}, "AbstractChannel._pending (one-shot waits by method)"
+    assert channel._callbacks[spec.Basic.Deliver] == channel._on_basic_deliver, \
+        "AbstractChannel._callbacks (listeners by method)"
+    assert amqp_compat.deliver_handler(channel) == channel._on_basic_deliver
+    # Basic.Deliver's arguments, in the order jobs.transport.amqp.deliver reads them.
+    assert amqp.Channel._METHODS[spec.Basic.Deliver].args == "sLbss"
+    channel._pending[spec.Basic.Deliver] = print
+    assert amqp_compat.deliver_handler(channel) is None
+
+
 def test_a_virtual_qos_private_state(memory_channel):
     qos = memory_channel.qos
     assert isinstance(qos._delivered, OrderedDict), "QoS._delivered"
@@ -234,6 +248,8 @@ COVERED = {
     "kombu.transport.redis.Channel.Client.execute_command",
     "kombu.serialization.SerializerRegistry._encoders",
     "kombu.serialization.SerializerRegistry._decoders",
+    "amqp.abstract_channel.AbstractChannel._pending",
+    "amqp.abstract_channel.AbstractChannel._callbacks",
 }
 
 

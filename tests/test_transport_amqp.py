@@ -15,11 +15,11 @@ from decimal import Decimal
 import amqp
 import pytest
 from amqp.exceptions import UnexpectedFrame
-from amqp.serialization import decode_properties_basic
+from amqp.serialization import decode_properties_basic, dumps
 from kombu import Consumer, Producer, Queue
 
 from jobs.broker import get_broker, new_connection
-from jobs.transport.amqp import BufferedTCPTransport, Channel, frame_handler
+from jobs.transport.amqp import BufferedTCPTransport, Channel, Content as Message, frame_handler
 from jobs.transport.amqp_content import basic_properties
 
 amqp_broker = pytest.mark.parametrize("broker_url", ["amqp"], indirect=True)
@@ -301,7 +301,7 @@ def test_a_message_received_has_its_headers_and_properties(wire):
     header = struct.pack(">HHQ", 60, 0, len(sent.body)) + sent._serialize_properties()
     deliver = struct.pack(">HH", 60, 60) + b"\x03ctg" + struct.pack(">Q", 7)
     received = []
-    handler = frame_handler(types.SimpleNamespace(bytes_recv=0),
+    handler = frame_handler(types.SimpleNamespace(bytes_recv=0, channels={}),
                             lambda *method: received.append(method))
     assert handler((1, 1, deliver)) is False
     assert handler((2, 1, header)) is False
@@ -313,6 +313,52 @@ def test_a_message_received_has_its_headers_and_properties(wire):
         "content_type": "application/json", "priority": 3,
         "application_headers": {"task": "a.b", "retries": 2, "eta": None,
                                 "timelimit": [None, 30], "stamps": {}}}
+
+
+@pytest.mark.parametrize(("tags", "redelivered", "body", "encoding"), [
+    (("ctag", 7, "", "jobs"), False, b'{"n": 1}', "utf-8"),
+    (("c\u00e9", 2**63 + 5, "ex.change", "r" * 255), True, b"\xff\xfe", "utf-8"),
+    (("", 1, "x", "y"), True, b"\x00\x01", None),
+])
+def test_a_delivery_reaches_its_consumer_as_py_amqps_dispatch_hands_it(tags, redelivered,
+                                                                      body, encoding):
+    consumer_tag, delivery_tag, exchange, routing_key = tags
+    args = dumps("sLbss", [consumer_tag, delivery_tag, redelivered, exchange, routing_key])
+    method = struct.pack(">HH", 60, 60) + args
+    properties = {"content_encoding": encoding} if encoding else {}
+    sent = amqp.Message(body, application_headers={"task": "a.b"}, **properties)
+    header = struct.pack(">HHQ", 60, 0, len(body)) + sent._serialize_properties()
+
+    connection = amqp.Connection()
+    got = {}
+    for path, channel_id in (("ours", 1), ("py-amqp's", 2)):
+        channel = amqp.Channel(connection, channel_id=channel_id)
+        channel.callbacks[consumer_tag] = lambda message, path=path: got.setdefault(path, (
+            message.delivery_info, message.body, message.properties))
+    generic = []
+    handler = frame_handler(connection, lambda *method: generic.append(method))
+    for kind, payload in ((1, method), (2, header), (3, body)):
+        handler((kind, 1, payload))
+    assert generic == []  # taken by ours
+    message = Message(frame_method=(60, 60), frame_args=method)
+    message.inbound_header(header, 0)
+    message.inbound_body(body)
+    connection.channels[2].dispatch_method((60, 60), method, message)
+
+    assert got["ours"] == got["py-amqp's"]
+    assert got["ours"][0]["redelivered"] is redelivered
+
+
+def test_a_delivery_while_its_channel_closes_goes_to_py_amqps_dispatch():
+    connection = amqp.Connection()
+    channel = amqp.Channel(connection, channel_id=1)
+    channel.is_closing = True
+    method = struct.pack(">HH", 60, 60) + dumps("sLbss", ["c", 1, 0, "", "q"])
+    generic = []
+    handler = frame_handler(connection, lambda *method: generic.append(method))
+    handler((1, 1, method))
+    handler((2, 1, struct.pack(">HHQ", 60, 0, 0) + struct.pack(">H", 0)))
+    assert [m[1] for m in generic] == [(60, 60)]
 
 
 def test_a_frame_out_of_order_is_refused():

@@ -8,7 +8,7 @@ here against the installed py-amqp.
 
 from __future__ import annotations
 
-from amqp import transport as amqp_transport
+from amqp import spec, transport as amqp_transport
 
 from jobs.compat.kombu import _Hooks, _hooks, _note
 
@@ -26,3 +26,17 @@ class TCPTransport(_Hooks, amqp_transport.TCPTransport):
 #: The errnos of a read that found nothing yet (py-amqp's own set): not a broken connection.
 UNAVAILABLE = amqp_transport._UNAVAIL
 _note("amqp.transport._UNAVAIL")
+
+
+def deliver_handler(channel):
+    """What py-amqp's ``channel`` calls with a Basic.Deliver's arguments and its content
+    (the listener its ``dispatch_method`` looks up), or None where that generic dispatch
+    must take the method: the channel is closing, or a one-shot wait for a Basic.Deliver
+    is pending."""
+    if channel.is_closing or spec.Basic.Deliver in channel._pending:
+        return None
+    return channel._callbacks.get(spec.Basic.Deliver)
+
+
+_note("amqp.abstract_channel.AbstractChannel._pending",
+      "amqp.abstract_channel.AbstractChannel._callbacks")

@@ -30,7 +30,7 @@ from amqp.basic_message import Message
 from amqp.exceptions import UnexpectedFrame
 from kombu.transport import pyamqp
 
-from jobs.compat.amqp import UNAVAILABLE, TCPTransport
+from jobs.compat.amqp import UNAVAILABLE, TCPTransport, deliver_handler
 from jobs.transport.amqp_content import basic_properties
 
 #: Bytes asked of the socket at a time (a frame longer than that is read whole).
@@ -180,10 +180,40 @@ def frame_handler(connection, callback):
         if not message.ready:
             return False
         del assembling[channel]
-        callback(channel, message.frame_method, message.frame_args, message)
+        if message.frame_method != spec.Basic.Deliver or not deliver(connection, channel,
+                                                                     message):
+            callback(channel, message.frame_method, message.frame_args, message)
         return True
 
     return on_frame
+
+
+def deliver(connection, channel_id: int, message: Content) -> bool:
+    """Hand a message that came with Basic.Deliver to its channel's consumer, as py-amqp's
+    ``dispatch_method`` does, without its generic steps (lookups, and a reader through a
+    chain of type tests for each argument): the arguments Basic.Deliver declares (consumer
+    tag, delivery tag, redelivered, exchange, routing key) are read here. False where the
+    generic dispatch must take it (the connection or the channel closing, a one-shot wait)."""
+    channel = connection.channels.get(channel_id) if connection.channels else None
+    handler = deliver_handler(channel) if channel is not None else None
+    if handler is None:
+        return False
+    args = message.frame_args
+    start, end = 5, 5 + args[4]  # past the method's class and id
+    consumer_tag = args[start:end].decode("utf-8", "surrogatepass")
+    delivery_tag, = unpack_from(">Q", args, end)
+    redelivered = args[end + 8] & 1 == 1
+    start, end = end + 10, end + 10 + args[end + 9]
+    exchange = args[start:end].decode("utf-8", "surrogatepass")
+    start, end = end + 1, end + 1 + args[end]
+    routing_key = args[start:end].decode("utf-8", "surrogatepass")
+    if channel.auto_decode and "content_encoding" in message.properties:
+        try:
+            message.body = message.body.decode(message.properties["content_encoding"])
+        except Exception:
+            pass  # as py-amqp: the body stays bytes
+    handler(consumer_tag, delivery_tag, redelivered, exchange, routing_key, message)
+    return True
 
 
 class Channel(pyamqp.Channel):
