@@ -238,3 +238,33 @@ def test_with_debug_on_a_worker_keeps_only_the_queries_of_the_job_it_runs(settin
         assert pool._run(delivery(test_jobs.count_results, tag=i)).kind is Kind.SUCCEEDED
         counts.append(len(connection.queries))
     assert counts[0] > 0 and counts == [counts[0]] * 3
+
+
+def test_a_burst_of_short_jobs_widens_the_window_within_milliseconds(monkeypatch):
+    from jobs.middleware import prefetch
+
+    clock = [100.0]
+    monkeypatch.setattr(prefetch.time, "monotonic", lambda: clock[0])
+
+    class Worker:
+        adaptive_prefetch, prefetch, window, concurrency, processed = True, 8, 8, 2, 0
+
+        def set_window(self, size):
+            self.window = size
+
+    worker, middleware = Worker(), prefetch.AdaptivePrefetch()
+    middleware.worker_started(worker)
+    clock[0] += 0.01
+    worker.processed = 64  # four windows of 8 in 10 ms: too soon to judge a rate
+    middleware.tick(worker)
+    assert worker.window == 8
+    clock[0] += 0.015
+    middleware.tick(worker)  # 25 ms: jobs are short, so it widens now, not at 250 ms
+    assert worker.window == 32
+    clock[0] += 0.1
+    worker.processed += 20  # slower: fewer than four windows, no look before 250 ms
+    middleware.tick(worker)
+    assert worker.window == 32
+    clock[0] += 0.2
+    middleware.tick(worker)  # 20 jobs in 0.3 s: it narrows back at the usual look
+    assert worker.window == 8

@@ -7,7 +7,9 @@ more: it drains a fixed window per time a message spends in it. So, unless
 ``WORKER_PREFETCH_MULTIPLIER`` is set (a number set is kept as it is, as Celery keeps it),
 the worker holds more while its jobs are short: about as many as it finishes in
 :data:`HOLD` seconds, in steps of the base window, up to :data:`MOST` per slot. What waits in
-it is then never more than a few tens of milliseconds of work.
+it is then never more than a few tens of milliseconds of work. It looks at the rate every
+:data:`LOOK_EVERY` seconds, and sooner when the window has turned over :data:`TURNS` times
+since the last look, so that a burst of short jobs widens it within milliseconds.
 
 When jobs turn long, the window narrows back with the rate at which they finish; and if none
 finishes for :data:`STALLED` seconds while every slot is busy, the messages held beyond the
@@ -28,6 +30,10 @@ logger = logging.getLogger("jobs.worker")
 HOLD = 0.05  # seconds of work held beyond the running jobs
 MOST = 16  # messages per slot, at most
 LOOK_EVERY = 0.25  # seconds between two looks at the rate
+#: A look comes sooner, but not before LOOK_SOONEST seconds, once the window has turned over
+#: TURNS times since the last: a burst of short jobs widens it within milliseconds.
+LOOK_SOONEST = 0.02
+TURNS = 4
 STALLED = 1.0  # seconds with every slot busy and nothing finished: hand back the extra
 
 
@@ -73,10 +79,11 @@ class AdaptivePrefetch(Middleware):
         elif not pace.handed_back and now - pace.progress[1] >= STALLED:
             pace.handed_back = True
             self._hand_back_extra(worker)
-        if now < pace.next_look:
+        done, since = pace.counted
+        if now < pace.next_look and not (now - since >= LOOK_SOONEST
+                                         and worker.processed - done >= TURNS * worker.window):
             return
         pace.next_look = now + LOOK_EVERY
-        done, since = pace.counted
         pace.counted = (worker.processed, now)
         rate = (worker.processed - done) / (now - since)
         worker.set_window(window_for(worker.prefetch, worker.concurrency, rate))
