@@ -133,8 +133,8 @@ class PreforkPool(Pool):
         # another child when the collector buries it.
         if child.room(self.reserve, self.max_tasks_per_child) <= 0:
             return False
-        data = pack_delivery(delivery)
-        if len(data) > RESERVE_BYTES:
+        data = _small(delivery)
+        if data is None:
             return False
         self._send(child, delivery, data)
         return True
@@ -146,8 +146,8 @@ class PreforkPool(Pool):
             if child.delivery is None:
                 self._send(child, self._backlog.popleft())
                 continue
-            data = pack_delivery(self._backlog[0])
-            if len(data) > RESERVE_BYTES:
+            data = _small(self._backlog[0])
+            if data is None:
                 return
             self._send(child, self._backlog.popleft(), data)
 
@@ -379,6 +379,15 @@ class PreforkPool(Pool):
         elif not self._stopping:
             logger.warning("Child process %s exited (code %s); replacing it",
                            child.process.pid, code)
+
+
+def _small(delivery: Delivery) -> bytes | None:
+    """``delivery`` pickled, if that takes no more than RESERVE_BYTES (a larger body is
+    not pickled to find out: a large delivery waiting here is looked at after every job)."""
+    if len(delivery.body or b"") > RESERVE_BYTES:
+        return None
+    data = pack_delivery(delivery)
+    return data if len(data) <= RESERVE_BYTES else None
 
 
 def _watch(selector: selectors.BaseSelector, children: list[_Child]) -> None:
