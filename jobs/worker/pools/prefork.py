@@ -42,12 +42,16 @@ class _Child:
     def __init__(self, process, conn) -> None:
         self.process = process
         self.conn = conn
-        self.delivery: Delivery | None = None  # the one it runs: the first of ``sent``
         self.sent: deque[Delivery] = deque()  # handed to it and not answered, in order
         self.deadline: float | None = None  # monotonic time its job's time_limit passes
         self.killed: Kind | None = None  # why we killed it: TIME_LIMIT or REVOKED
         self.victim: Delivery | None = None  # the delivery it ran when we killed it
         self.done = 0
+
+    @property
+    def delivery(self) -> Delivery | None:
+        """The one it runs: the first it was handed and hasn't answered."""
+        return self.sent[0] if self.sent else None
 
     def room(self, reserve: int, most: int | None) -> int:
         """How many more deliveries it may be handed now."""
@@ -257,7 +261,7 @@ class PreforkPool(Pool):
 
     def _send(self, child: _Child, delivery: Delivery, data: bytes | None = None) -> None:
         child.sent.append(delivery)
-        if child.delivery is None:  # it starts now: its time limit runs from now
+        if len(child.sent) == 1:  # it starts now: its time limit runs from now
             self._started(child)
         try:
             child.conn.send_bytes(data or pack_delivery(delivery))
@@ -300,7 +304,7 @@ class PreforkPool(Pool):
     def _started(child: _Child) -> None:
         """The first of ``child.sent`` runs from now (sent to it, or the one before it
         answered)."""
-        delivery = child.delivery = child.sent[0] if child.sent else None
+        delivery = child.delivery
         child.deadline = (time.monotonic() + delivery.time_limit
                           if delivery is not None and delivery.time_limit else None)
 
@@ -350,7 +354,6 @@ class PreforkPool(Pool):
             self._children.remove(child)
             sent, lost = list(child.sent), child.delivery
             child.sent.clear()
-            child.delivery = None
             if child.process.exitcode == RECYCLE_EXIT or (child.killed and lost is not None
                                                           and lost is not child.victim):
                 # It left for its memory limit right after answering, before reading what
