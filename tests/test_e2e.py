@@ -56,6 +56,21 @@ def test_jobs_sent_in_bulk_all_run_in_the_order_sent(broker_url, start_worker):
     assert [row.args[0] for row in rows] == list(range(60))
 
 
+@pytest.mark.parametrize("broker_url", [p for p in broker_params() if p.id != "django"],
+                         indirect=True)
+def test_a_prefork_worker_takes_each_lone_job_the_moment_it_comes(broker_url, start_worker):
+    """Its main thread waits on the broker's socket and its children's pipes at once: a job
+    sent to an idle worker is taken as it arrives, not at the loop's next look (0.1 s). One
+    queue: on Redis a worker waits for the next message on one queue at a time, and looks
+    at the others every 0.25 s (jobs.transport.redis)."""
+    start_worker(broker_url, "-P", "prefork", "-c", "1", "-Q", "default")
+    assert demo.add.delay(0, 0).get(timeout=30) == 0
+    started = time.monotonic()
+    for i in range(40):
+        assert demo.add.delay(i, 1).get(timeout=10) == i + 1
+    assert time.monotonic() - started < 2.0, "40 round trips: a missed wake-up costs 0.1 s each"
+
+
 @pool_matrix()
 def test_a_failing_job_records_failure_with_its_traceback(broker_url, pool, start_worker):
     start_worker(broker_url, "-P", pool, "-c", "1")

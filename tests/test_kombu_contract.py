@@ -61,6 +61,7 @@ CALLED = {
     "kombu.transport.redis.Channel._flush_brpop_reauth": "(self)",
     "kombu.transport.redis.QoS.restore_visible": "(self, start=0, num=10, interval=10)",
     "kombu.transport.redis.QoS.restore_by_tag": "(self, tag, client=None, leftmost=False)",
+    "kombu.transport.redis.MultiChannelPoller.on_poll_start": "(self)",
 }
 
 #: Class attributes we read or extend, and their types.
@@ -75,6 +76,7 @@ CLASS_ATTRIBUTES = {
     "kombu.transport.redis.Channel._in_poll": object,
     "kombu.transport.redis.Channel._brpop_sent_at": object,
     "amqp.transport._UNAVAIL": set,
+    "kombu.transport.redis.MultiChannelPoller.fds": property,
 }
 
 

@@ -5,6 +5,8 @@ when the child dies, passes its time limit or is recycled."""
 from __future__ import annotations
 
 import os
+import socket
+import threading
 import time
 import uuid
 
@@ -28,13 +30,17 @@ def delivery(job, *args, tag=None, time_limit=None) -> Delivery:
                     time_limit=time_limit)
 
 
-@pytest.fixture
-def start_pool(transactional_db):
+@pytest.fixture(params=["collector thread", "caller collects"])
+def start_pool(transactional_db, request):
+    """Start a pool whose outcomes a thread of its own collects, as with ``django://``, or the
+    caller (the worker's main thread, as with Redis and RabbitMQ): every test runs with each."""
     pools = []
 
     def start(concurrency=1, reserve=RESERVE_MOST, **options):
         pool = PreforkPool(concurrency, "jobs@prefork-test", ACCEPT, **options)
         pools.append(pool)
+        if request.param == "caller collects":
+            assert pool.collect_here()
         pool.start()
         pool.set_reserve(reserve)
         return pool
@@ -51,8 +57,10 @@ def outcomes(pool, count: int, timeout: float = 30) -> dict:
     while len(found) < count:
         assert time.monotonic() < deadline, f"only {len(found)} of {count} outcomes came"
         pool.maintain()
+        if pool.collected_here:
+            pool.collect(0.1)
         try:
-            tag, outcome = pool.completions.get(timeout=0.1)
+            tag, outcome = pool.completions.get(timeout=0 if pool.collected_here else 0.1)
         except Exception:
             continue
         assert tag not in found, f"{tag} answered twice"
@@ -268,3 +276,37 @@ def test_a_burst_of_short_jobs_widens_the_window_within_milliseconds(monkeypatch
     clock[0] += 0.2
     middleware.tick(worker)  # 20 jobs in 0.3 s: it narrows back at the usual look
     assert worker.window == 8
+
+
+def test_the_caller_collecting_wakes_for_an_answer_or_for_the_brokers_socket(start_pool,
+                                                                             tmp_path):
+    pool = start_pool(concurrency=1)
+    if not pool.collected_here:
+        pytest.skip("the collector thread waits on the children alone")
+    assert not any(t.name == "jobs-collector" for t in threading.enumerate())
+    broker, sender = socket.socketpair()
+    with broker, sender:
+        pool.submit(delivery(test_jobs.nap_quietly, str(tmp_path), 0, 0.3, tag=0))
+        # The child's answer ends the wait, long before its timeout: no socket was readable.
+        started = time.monotonic()
+        while pool.completions.empty():
+            assert pool.collect(30, [broker.fileno()]) is False
+        assert time.monotonic() - started < 10
+        assert pool.completions.get_nowait()[0] == 0 and pool.running() == 0
+
+        # The broker's socket ends it as well, while a child runs a job.
+        pool.submit(delivery(test_jobs.nap_quietly, str(tmp_path), 1, 30, tag=1))
+        threading.Timer(0.2, sender.send, (b"+",)).start()
+        started = time.monotonic()
+        assert pool.collect(30, [broker.fileno()]) is True
+        assert time.monotonic() - started < 10
+        assert pool.completions.empty() and pool.running() == 1
+
+
+def test_stopping_waits_for_the_running_jobs_and_keeps_their_outcomes(start_pool, tmp_path):
+    pool = start_pool(concurrency=2)
+    for i in range(2):
+        pool.submit(delivery(test_jobs.nap_quietly, str(tmp_path), i, 0.3, tag=i))
+    assert pool.stop(30) is True
+    assert sorted(pool.completions.get_nowait()[0] for _ in range(2)) == [0, 1]
+    assert all(runs(tmp_path, i) for i in range(2))

@@ -66,6 +66,8 @@ class Broker:
     #: Commands to the workers travel on a fanout exchange (kombu's Mailbox); elsewhere
     #: through the database (:mod:`jobs.control.channels`).
     fanout_control = True
+    #: The worker can wait on the connection's sockets itself (:meth:`sockets`).
+    watches_sockets = False
 
     def __init__(self, url: str) -> None:
         from jobs.transport import register
@@ -264,6 +266,16 @@ class Broker:
         """What a user should know of ``exc``, the reason the worker's connection was lost,
         beyond its own message (and what to do about it); None: nothing more."""
         return None
+
+    def sockets(self, connection) -> list[int] | None:
+        """What the worker may wait on itself, beside its pool, before taking messages with
+        ``connection.drain_events(timeout=0)``: the sockets that become readable when the
+        broker has sent something (a wait for messages that needs asking is sent first). An
+        empty list: something was read already, take it now. None where the transport can't
+        tell (``django://``, kombu's other transports): the worker waits in ``drain_events``,
+        and a pool that has outcomes to collect collects them in a thread of its own."""
+        waitable = getattr(connection.transport, "waitable", None)
+        return None if waitable is None else waitable(connection.connection)
 
     def batch_acks(self, channel):
         """Have ``channel`` send acknowledgements in batches where it can: returns the

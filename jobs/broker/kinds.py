@@ -110,6 +110,8 @@ class RedisBroker(Broker):
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
+        # Over TLS the socket may not show a reply its layer holds already.
+        self.watches_sockets = self.scheme != "rediss"
         if self.scheme == "rediss":
             # kombu turns TLS on for rediss:// only when it picks the transport from the
             # URL's scheme; naming ours, say it here as kombu would (ssl_* options in the
@@ -192,6 +194,8 @@ class AmqpBroker(Broker):
         super().__init__(url)
         # kombu's transport with buffered reads and batched acks (jobs.transport.amqp).
         self.transport = "jobs-amqps" if self.scheme == "amqps" else "jobs-amqp"
+        # Over TLS the socket may not show what its layer holds already.
+        self.watches_sockets = self.scheme != "amqps"
         self.priority_levels = range(self.queue_max_priority + 1 if self.queue_max_priority else 0)
 
     def declare(self, connection, name: str) -> None:

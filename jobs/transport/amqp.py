@@ -362,7 +362,21 @@ class Transport(pyamqp.Transport):
         connection.drain_events(**kwargs)
         connection.drain_buffered()
 
+    def waitable(self, connection) -> list[int] | None:
+        """The socket to wait on for ``connection`` (:meth:`jobs.broker.Broker.sockets`):
+        none when a whole frame is read already; before waiting, the acknowledgements
+        deferred so far go out, as ``blocking_read`` sends them (the broker sends nothing
+        while its window is full, finished messages included)."""
+        transport = connection.transport
+        if not isinstance(transport, BufferedTCPTransport) or transport.sock is None:
+            return None  # TLS: its layer may hold what the socket no longer shows
+        if transport.frame_ready():
+            return []
+        connection.flush_acks()
+        return [transport.sock.fileno()]
+
 
 class SSLTransport(Transport, pyamqp.SSLTransport):
-    pass
+    def waitable(self, connection) -> None:
+        return None
 

@@ -35,7 +35,13 @@ from kombu.utils.json import loads
 from redis.exceptions import NoScriptError, ResponseError
 
 from jobs.batch import Stencil
-from jobs.compat.kombu.redis import RedisChannel, RedisQoS, execute_prefixed, forget_unacked
+from jobs.compat.kombu.redis import (
+    RedisChannel,
+    RedisQoS,
+    execute_prefixed,
+    forget_unacked,
+    wait_sockets,
+)
 from jobs.ids import new_id
 from jobs.messages import envelope_json as _envelope_json
 from jobs.transport.tolerant import tolerant
@@ -397,6 +403,12 @@ def _envelope_from_json(raw) -> dict:
 class Transport(kombu_redis.Transport):
     Channel = Channel
 
+    def waitable(self, connection) -> list[int] | None:
+        """The sockets to wait on (:meth:`jobs.broker.Broker.sockets`), once each channel's
+        claim (or its wait for a message) is sent, as kombu's event loop does before every
+        poll; None over TLS, whose layer may hold a reply the socket no longer shows."""
+        return None if self.client.ssl else wait_sockets(self)
+
 
 class SentinelChannel(Channel, kombu_redis.SentinelChannel):
     """The same channel on Redis behind Sentinel: kombu's Sentinel channel gives the
@@ -406,3 +418,4 @@ class SentinelChannel(Channel, kombu_redis.SentinelChannel):
 
 class SentinelTransport(kombu_redis.SentinelTransport):
     Channel = SentinelChannel
+    waitable = Transport.waitable

@@ -95,6 +95,8 @@ class Worker:
         self._flush = None  # the channel's batched acknowledgement, where it has one
         self._flush_at = 0.0
         self._shut_down = False
+        self._collecting = False  # this thread collects the pool's outcomes (run())
+        self._idle_reads = 0  # the broker's sockets were readable and gave nothing, in a row
         self.pool = POOLS[self.pool_name](
             autoscale[1] if autoscale else self.concurrency, self.hostname, self.accept,
             max_tasks_per_child=self.max_tasks_per_child,
@@ -114,6 +116,9 @@ class Worker:
         # then loaded once and shared with prefork children, not loaded again in each process.
         self.heart.start()
         self._connect_once()
+        # Where the broker's sockets can be watched here, this thread collects the pool's
+        # outcomes in the same wait (no thread of the pool's hands them over).
+        self._collecting = get_broker().watches_sockets and self.pool.collect_here()
         try:
             self.pool.start()
         except BaseException:
@@ -214,10 +219,7 @@ class Worker:
                 self._wait_for_completion(POLL)
                 conn.heartbeat_check()
             else:
-                try:
-                    conn.drain_events(timeout=POLL)
-                except TimeoutError:
-                    conn.heartbeat_check()
+                self._fetch(conn)
         consumer.cancel()
         self.middleware.call("stand_down", self)
         self._hand_back_backlog()
@@ -252,6 +254,30 @@ class Worker:
         inflight = len(self._inflight) - self._held_room()
         room = self.window - inflight
         return room <= 0 or (room < self.window // 2 and inflight > self.concurrency)
+
+    def _fetch(self, conn) -> None:
+        """Take what the broker has sent, waiting up to POLL for it; where this thread
+        collects the pool's outcomes, for whichever comes first, an outcome or the broker."""
+        timeout = POLL
+        if self._collecting:
+            sockets = get_broker().sockets(conn)
+            if sockets is None:  # can't tell now: the outcomes wait for this drain (rare)
+                timeout = POLL / 10
+            elif sockets:
+                if self._idle_reads >= 3:  # readable, yet nothing to take: not a busy loop
+                    sockets, self._idle_reads = (), 0
+                readable = self.pool.collect(POLL, sockets)
+                if not readable and not self.pool.completions.empty():
+                    return  # outcomes first; the broker again at the next turn
+                timeout = 0
+            else:
+                timeout = 0  # read already
+        try:
+            conn.drain_events(timeout=timeout)
+            self._idle_reads = 0
+        except TimeoutError:
+            self._idle_reads += 1
+            conn.heartbeat_check()
 
     def _tick(self) -> None:
         self._process_completions()
@@ -290,14 +316,22 @@ class Worker:
     # Completing --------------------------------------------------------------------------
 
     def _wait_for_completion(self, timeout: float) -> None:
-        try:
-            item = self.pool.completions.get(timeout=timeout)
-        except queue.Empty:
-            return
-        self._complete(*item)
-        self._process_completions()
+        if self._collecting:
+            self.pool.collect(timeout)
+        else:
+            try:
+                item = self.pool.completions.get(timeout=timeout)
+            except queue.Empty:
+                return
+            self._complete(*item)
+        self._complete_all()
 
     def _process_completions(self) -> None:
+        if self._collecting:
+            self.pool.collect(0)
+        self._complete_all()
+
+    def _complete_all(self) -> None:
         while True:
             try:
                 item = self.pool.completions.get_nowait()

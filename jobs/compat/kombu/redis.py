@@ -115,3 +115,15 @@ def restore_visible(channel, num: int, interval: int) -> None:
     """Put unacked messages whose visibility timeout passed (those of dead workers) back on
     their queues: at most ``num``, on one call in ``interval``."""
     channel.qos.restore_visible(num=num, interval=interval)
+
+
+def wait_sockets(transport) -> list[int]:
+    """The sockets kombu's Redis event loop polls, once each channel's wait (our claim) is
+    sent, as that loop sends it before every poll."""
+    cycle = transport.cycle
+    cycle.on_poll_start()
+    return list(cycle.fds)
+
+
+_note("kombu.transport.redis.MultiChannelPoller.on_poll_start",
+      "kombu.transport.redis.MultiChannelPoller.fds")

@@ -66,6 +66,18 @@ class Pool:
         """Let each slot be handed up to ``count`` deliveries beyond the one it runs, where
         the pool can (prefork); the others hand a slot one at a time."""
 
+    def collect_here(self) -> bool:
+        """Have the caller's thread collect the outcomes from now on (:meth:`collect`), in
+        its own wait, rather than a thread of the pool's, where the pool can (prefork, asked
+        before :meth:`start`); True if it does."""
+        return False
+
+    def collect(self, timeout: float, sockets=()) -> bool:
+        """Put the outcomes ready on ``completions``, waiting up to ``timeout`` seconds for
+        one, or for one of ``sockets`` to become readable; True if one of those is. Only
+        after :meth:`collect_here` said yes."""
+        raise NotImplementedError
+
     def take_backlog(self) -> list[Delivery]:
         """Deliveries not started yet, taken back (to return them to the broker)."""
         return []

@@ -4,12 +4,20 @@ While jobs are short a child may be handed the next few deliveries before it fin
 one it runs (:meth:`PreforkPool.set_reserve`): they wait in its pipe, and it reads the next
 as soon as it answers, without waiting for the parent to send it. Each hand-over otherwise
 costs a child, and the parent, a sleep and a wake-up per job.
+
+The children's outcomes are collected by the worker's main thread where it can wait on the
+broker's sockets itself (Redis, RabbitMQ): one wait, on the children's pipes and the broker
+at once (:meth:`PreforkPool.collect`). Elsewhere a collector thread of the pool's waits on
+the pipes while the main thread waits in the broker's ``drain_events``; handing each outcome
+from one thread to the other cost the parent half again its work per job, and three times
+its context switches.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import select
 import selectors
 import threading
 import time
@@ -74,6 +82,8 @@ class PreforkPool(Pool):
 
     #: Deliveries each child may hold beyond the one it runs (:meth:`set_reserve`).
     reserve = 0
+    #: The caller's thread collects the outcomes (:meth:`collect`): no collector thread.
+    collected_here = False
 
     def start(self) -> None:
         self._ctx = get_context("fork")
@@ -89,9 +99,17 @@ class PreforkPool(Pool):
         libc_prctl()  # loaded once here rather than in each child
         for _ in range(self.concurrency):
             self._children.append(self._fork())
-        self._collector = threading.Thread(target=self._collect, name="jobs-collector",
-                                           daemon=True)
-        self._collector.start()
+        self._polled: tuple = ((), ())  # (children, sockets) that _poller watches
+        self._poller = select.poll()
+        self._owners: dict[int, tuple[_Child, bool] | None] = {}  # fd -> (child, is its pipe)
+        if not self.collected_here:
+            self._collector = threading.Thread(target=self._collect, name="jobs-collector",
+                                               daemon=True)
+            self._collector.start()
+
+    def collect_here(self) -> bool:
+        self.collected_here = True
+        return True
 
     def _fork(self) -> _Child:
         parent_end, child_end = self._ctx.Pipe(duplex=True)
@@ -235,7 +253,10 @@ class PreforkPool(Pool):
         self._stopping = True
         deadline = time.monotonic() + timeout
         while self.running() and time.monotonic() < deadline:
-            time.sleep(0.05)
+            if self.collected_here:
+                self.collect(0.05)
+            else:
+                time.sleep(0.05)
         finished = not self.running()
         with self._lock:
             for child in self._children:
@@ -257,7 +278,50 @@ class PreforkPool(Pool):
         for child in list(self._children):
             child.process.join(1)
 
-    # Collector thread --------------------------------------------------------------------
+    # Collecting --------------------------------------------------------------------------
+
+    def collect(self, timeout: float, sockets=()) -> bool:
+        """Take the children's outcomes (onto ``completions``), bury the dead and kill those
+        past their time limit, waiting up to ``timeout`` seconds for one of them to answer or
+        die, or for one of ``sockets`` (the broker's) to become readable: True if one is."""
+        with self._lock:
+            children = list(self._children)
+        if (children, sockets) != self._polled:
+            self._watch_here(children, sockets)
+        if timeout:
+            timeout = min(timeout, self._wait_time(children))
+        try:
+            events = self._poller.poll(timeout * 1000)
+        except OSError:  # a socket closed under us: the broker's drain says why
+            return True
+        self._enforce_time_limits(children)
+        readable = False
+        owners = self._owners
+        for fd, _ in events:
+            owner = owners.get(fd)
+            if owner is None:
+                readable = True
+            elif owner[1]:
+                self._receive(owner[0])
+            elif owner[0] in self._children:
+                self._bury(owner[0])
+        return readable
+
+    def _watch_here(self, children: list[_Child], sockets) -> None:
+        """Have :meth:`collect`'s poller watch exactly these children and ``sockets``. A
+        poller keeps no state in the kernel: a socket closed and its number reused by a new
+        one needs nothing more than its number."""
+        poller, owners = select.poll(), {}
+        for child in children:
+            for fd, is_pipe in ((child.conn.fileno(), True), (child.process.sentinel, False)):
+                poller.register(fd, select.POLLIN)
+                owners[fd] = (child, is_pipe)
+        for fd in sockets:
+            poller.register(fd, select.POLLIN)
+            owners[fd] = None
+        self._poller, self._owners, self._polled = poller, owners, (children, sockets)
+
+    # Collector thread (where the main thread waits in the broker's drain_events) ---------
 
     def _send(self, child: _Child, delivery: Delivery, data: bytes | None = None) -> None:
         child.sent.append(delivery)
