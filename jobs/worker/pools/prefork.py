@@ -99,9 +99,11 @@ class PreforkPool(Pool):
         libc_prctl()  # loaded once here rather than in each child
         for _ in range(self.concurrency):
             self._children.append(self._fork())
-        self._polled: tuple = ((), ())  # (children, sockets) that _poller watches
-        self._poller = select.poll()
-        self._owners: dict[int, tuple[_Child, bool] | None] = {}  # fd -> (child, is its pipe)
+        # collect(): the children watched, fd -> (child, whether it is its pipe), and a
+        # poller for each set of the broker's sockets watched with them.
+        self._polled: list[_Child] = []
+        self._owners: dict[int, tuple[_Child, bool]] = {}
+        self._pollers: dict[tuple, select.poll] = {}
         if not self.collected_here:
             self._collector = threading.Thread(target=self._collect, name="jobs-collector",
                                                daemon=True)
@@ -286,12 +288,14 @@ class PreforkPool(Pool):
         die, or for one of ``sockets`` (the broker's) to become readable: True if one is."""
         with self._lock:
             children = list(self._children)
-        if (children, sockets) != self._polled:
-            self._watch_here(children, sockets)
+        if children != self._polled:
+            self._watch_here(children)
+        sockets = tuple(sockets)
+        poller = self._pollers.get(sockets) or self._poller_with(sockets)
         if timeout:
             timeout = min(timeout, self._wait_time(children))
         try:
-            events = self._poller.poll(timeout * 1000)
+            events = poller.poll(timeout * 1000)
         except OSError:  # a socket closed under us: the broker's drain says why
             return True
         self._enforce_time_limits(children)
@@ -307,19 +311,22 @@ class PreforkPool(Pool):
                 self._bury(owner[0])
         return readable
 
-    def _watch_here(self, children: list[_Child], sockets) -> None:
-        """Have :meth:`collect`'s poller watch exactly these children and ``sockets``. A
-        poller keeps no state in the kernel: a socket closed and its number reused by a new
-        one needs nothing more than its number."""
-        poller, owners = select.poll(), {}
-        for child in children:
-            for fd, is_pipe in ((child.conn.fileno(), True), (child.process.sentinel, False)):
-                poller.register(fd, select.POLLIN)
-                owners[fd] = (child, is_pipe)
-        for fd in sockets:
+    def _watch_here(self, children: list[_Child]) -> None:
+        """Have :meth:`collect` watch exactly these children, from now on."""
+        self._owners = {fd: (child, is_pipe) for child in children for fd, is_pipe in (
+            (child.conn.fileno(), True), (child.process.sentinel, False))}
+        self._pollers, self._polled = {}, children
+
+    def _poller_with(self, sockets: tuple) -> select.poll:
+        """A poller of the children's pipes and sentinels and of ``sockets`` (kept for the
+        next calls: the worker passes the same few). A poller keeps nothing in the kernel: a
+        socket closed and its number taken by a new one needs nothing but its number."""
+        if len(self._pollers) >= 4:
+            self._pollers.clear()
+        poller = self._pollers[sockets] = select.poll()
+        for fd in (*self._owners, *sockets):
             poller.register(fd, select.POLLIN)
-            owners[fd] = None
-        self._poller, self._owners, self._polled = poller, owners, (children, sockets)
+        return poller
 
     # Collector thread (where the main thread waits in the broker's drain_events) ---------
 
