@@ -278,11 +278,10 @@ def test_a_burst_of_short_jobs_widens_the_window_within_milliseconds(monkeypatch
     assert worker.window == 8
 
 
+@pytest.mark.parametrize("start_pool", ["caller collects"], indirect=True)
 def test_the_caller_collecting_wakes_for_an_answer_or_for_the_brokers_socket(start_pool,
                                                                              tmp_path):
     pool = start_pool(concurrency=1)
-    if not pool.collected_here:
-        pytest.skip("the collector thread waits on the children alone")
     assert not any(t.name == "jobs-collector" for t in threading.enumerate())
     broker, sender = socket.socketpair()
     with broker, sender:
