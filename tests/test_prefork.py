@@ -5,6 +5,7 @@ when the child dies, passes its time limit or is recycled."""
 from __future__ import annotations
 
 import os
+import queue
 import socket
 import threading
 import time
@@ -12,6 +13,7 @@ import uuid
 
 import pytest
 
+from jobs.broker import get_broker
 from jobs.execution import Delivery
 from jobs.messages import JobMessage, encode
 from jobs.outcome import Kind
@@ -309,3 +311,40 @@ def test_stopping_waits_for_the_running_jobs_and_keeps_their_outcomes(start_pool
     assert pool.stop(30) is True
     assert sorted(pool.completions.get_nowait()[0] for _ in range(2)) == [0, 1]
     assert all(runs(tmp_path, i) for i in range(2))
+
+
+class _Watching:
+    """A pool whose wait notes what it watched: the sockets readable or not, as told (and
+    never an outcome)."""
+
+    def __init__(self, readable: bool) -> None:
+        self.readable, self.watched = readable, []
+        self.completions = queue.SimpleQueue()
+
+    def collect(self, timeout, sockets=()):
+        self.watched.append(tuple(sockets))
+        return self.readable and bool(sockets)
+
+
+class _Quiet:
+    """A broker connection with nothing to deliver."""
+
+    def drain_events(self, timeout):
+        raise TimeoutError
+
+    def heartbeat_check(self):
+        pass
+
+
+@pytest.mark.parametrize("readable", [False, True], ids=["idle", "readable, nothing to take"])
+def test_the_worker_keeps_watching_the_brokers_socket_while_nothing_comes(monkeypatch,
+                                                                          readable):
+    worker = Worker(concurrency=1, pool="prefork")
+    worker._collecting, worker.pool = True, _Watching(readable)
+    monkeypatch.setattr(get_broker(), "sockets", lambda connection: [7])
+    for _ in range(8):
+        worker._fetch(_Quiet())
+    if not readable:  # an idle worker: a job sent now is seen at once, whenever it comes
+        assert worker.pool.watched == [(7,)] * 8
+    else:  # kombu holding back with the socket readable: not a busy loop
+        assert worker.pool.watched == [(7,)] * 3 + [()] + [(7,)] * 3 + [()]

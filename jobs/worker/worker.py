@@ -258,13 +258,15 @@ class Worker:
     def _fetch(self, conn) -> None:
         """Take what the broker has sent, waiting up to POLL for it; where this thread
         collects the pool's outcomes, for whichever comes first, an outcome or the broker."""
-        timeout = POLL
+        timeout, readable = POLL, False
         if self._collecting:
             sockets = get_broker().sockets(conn)
             if sockets is None:  # can't tell now: the outcomes wait for this drain (rare)
                 timeout = POLL / 10
             elif sockets:
-                if self._idle_reads >= 3:  # readable, yet nothing to take: not a busy loop
+                if self._idle_reads >= 3:
+                    # Readable three times in a row, yet nothing to take (kombu holds back
+                    # while its prefetch count is reached): the outcomes alone, this turn.
                     sockets, self._idle_reads = (), 0
                 readable = self.pool.collect(POLL, sockets)
                 if not readable and not self.pool.completions.empty():
@@ -276,7 +278,8 @@ class Worker:
             conn.drain_events(timeout=timeout)
             self._idle_reads = 0
         except TimeoutError:
-            self._idle_reads += 1
+            if readable:
+                self._idle_reads += 1
             conn.heartbeat_check()
 
     def _tick(self) -> None:
