@@ -18,7 +18,6 @@ from __future__ import annotations
 import gc
 import logging
 import select
-import selectors
 import threading
 import time
 from collections import deque
@@ -72,9 +71,10 @@ class _Child:
 class PreforkPool(Pool):
     """Jobs in forked child processes, one job per child at a time.
 
-    A collector thread waits on the children's pipes and their process sentinels: it reports
-    outcomes, hands the next waiting delivery to a child that finished, and notices a child
-    that died mid-job (reported as LOST, so the message is redelivered or failed per
+    :meth:`collect` waits on the children's pipes and their process sentinels, called by the
+    worker's main thread (:meth:`collect_here`) or else in a loop by a collector thread: it
+    reports outcomes, hands the next waiting delivery to a child that finished, and notices a
+    child that died mid-job (reported as LOST, so the message is redelivered or failed per
     ``reject_on_worker_lost``). The main thread forks replacements in :meth:`maintain`.
     """
 
@@ -330,6 +330,20 @@ class PreforkPool(Pool):
 
     # Collector thread (where the main thread waits in the broker's drain_events) ---------
 
+    def _collect(self) -> None:
+        """The collector thread: :meth:`collect`, until the pool stops and its children
+        are gone."""
+        while True:
+            with self._lock:
+                children = list(self._children)
+            if not children and self._stopping:
+                return
+            self.collect(0.5)
+            if self._stopping and not any(c.process.is_alive() for c in self._children):
+                return
+
+    # Either thread ----------------------------------------------------------------------
+
     def _send(self, child: _Child, delivery: Delivery, data: bytes | None = None) -> None:
         child.sent.append(delivery)
         if len(child.sent) == 1:  # it starts now: its time limit runs from now
@@ -339,31 +353,6 @@ class PreforkPool(Pool):
         except (OSError, ValueError):
             # The child is gone; the collector will see its sentinel and report the loss.
             pass
-
-    def _collect(self) -> None:
-        watched: list[_Child] = []
-        with selectors.DefaultSelector() as selector:  # kept: the children rarely change
-            while True:
-                with self._lock:
-                    children = list(self._children)
-                if not children and self._stopping:
-                    return
-                if children != watched:
-                    _watch(selector, children)
-                    watched = children
-                try:
-                    ready = selector.select(self._wait_time(children))
-                except OSError:
-                    continue
-                self._enforce_time_limits(children)
-                for key, _ in ready:
-                    child = key.data
-                    if key.fileobj is child.conn:
-                        self._receive(child)
-                    elif child in self._children:
-                        self._bury(child)
-                if self._stopping and not any(c.process.is_alive() for c in self._children):
-                    return
 
     def _wait_time(self, children: list[_Child]) -> float:
         deadlines = [c.deadline for c in children if c.deadline is not None]
@@ -463,11 +452,3 @@ def _small(delivery: Delivery) -> bytes | None:
     data = pack_delivery(delivery)
     return data if len(data) <= RESERVE_BYTES else None
 
-
-def _watch(selector: selectors.BaseSelector, children: list[_Child]) -> None:
-    """Have ``selector`` watch exactly these children's pipes and process sentinels."""
-    for key in list(selector.get_map().values()):
-        selector.unregister(key.fileobj)
-    for child in children:
-        selector.register(child.conn, selectors.EVENT_READ, child)
-        selector.register(child.process.sentinel, selectors.EVENT_READ, child)
