@@ -135,12 +135,15 @@ class Bench:
 
     # Figures -----------------------------------------------------------------------------------
 
-    def run_peer(self, peer) -> None:
+    def run_repetition(self, peer, rep: int) -> None:
+        """The ``rep``-th repetition of ``peer``'s figures (all but scale), if it has any."""
         wanted = self.figures & peer.figures
-        for rep in range(self.sizes.repeat if wanted - {"scale"} else 0):
+        if wanted - {"scale"}:
             self.log(f"  {peer.label}: repetition {rep + 1}/{self.sizes.repeat}")
             self._attempt(f"{peer.label}, repetition {rep + 1}", self._repetition, peer, wanted)
-        if "scale" in wanted:
+
+    def run_scale(self, peer) -> None:
+        if "scale" in self.figures & peer.figures:
             self.scale(peer)
 
     def _repetition(self, peer, wanted: set[str]) -> None:

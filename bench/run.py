@@ -165,13 +165,21 @@ def main(argv: list[str] | None = None) -> int:
     bench.results.notes.extend(f"Skipped {line}" for line in skipped)
     failed = []
     started = time.monotonic()
+    # Round robin: each repetition measures every peer in turn, so that a machine whose
+    # speed drifts during the run (shared hosts do, by a third within the hour) moves every
+    # peer's figures alike, and the ratios of one run compare moments close together.
+    steps = [(peer, bench.run_repetition, rep) for rep in range(sizes.repeat) for peer in peers]
+    steps += [(peer, bench.run_scale) for peer in peers]
+    broken = set()
     try:
-        for peer in peers:
-            print(f"{peer.label}", flush=True)
+        for peer, step, *rep in steps:
+            if peer.label in broken:
+                continue
             try:
-                bench.run_peer(peer)
+                step(peer, *rep)
             except Exception as exc:
                 traceback.print_exc()
+                broken.add(peer.label)
                 failed.append(f"{peer.label}: {type(exc).__name__}: {exc}".splitlines()[0])
     finally:
         try:
