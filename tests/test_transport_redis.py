@@ -55,3 +55,45 @@ def test_a_claim_that_empties_the_queue_is_followed_by_a_wait_not_by_another_cla
             received[0].ack()
     claims = [r for r in requests_sent if "EVALSHA" in r]
     assert claims and claims[0] == "BLMOVE+EVALSHA", requests_sent
+
+
+@redis_broker
+def test_deferred_acks_leave_no_record_even_when_the_connection_they_go_on_was_cut(
+        broker_url, requests_sent):
+    # A worker acknowledges in batches (QoS.defer_acks): the batch leaves kombu's unacked
+    # hash and index in one request, on a connection the channel keeps for it. A kept
+    # connection that Redis closed meanwhile (a restart, a timeout, CLIENT KILL) is replaced,
+    # and the batch sent again, rather than left to come back after the visibility timeout.
+    import redis
+
+    with new_connection() as connection:
+        queue = Queue("default", routing_key="default")
+        with connection.channel() as publishing:
+            producer = Producer(publishing)
+            for n in range(4):
+                producer.publish({"n": n}, routing_key="default", declare=[queue])
+        channel = connection.channel()
+        channel.qos.defer_acks = True
+        received = []
+        consumer = Consumer(channel, queues=[queue], accept=["json"],
+                            callbacks=[lambda body, message: received.append(message)])
+        channel.basic_qos(0, 8, False)
+        prefix = channel.global_keyprefix or ""
+        client = redis.Redis.from_url(broker_url)
+        records, index = prefix + channel.unacked_key, prefix + channel.unacked_index_key
+        with consumer:
+            while len(received) < 4:
+                connection.drain_events(timeout=5)
+            assert client.hlen(records) == client.zcard(index) == 4
+            received[0].ack()
+            received[1].ack()
+            channel.qos.flush_acks()
+            assert client.hlen(records) == client.zcard(index) == 2
+            kept = channel._ack_connection
+            kept.send_command("CLIENT", "ID")
+            assert client.client_kill_filter(_id=kept.read_response()) == 1
+            received[2].ack()
+            received[3].ack()
+            channel.qos.flush_acks()
+            assert client.hlen(records) == client.zcard(index) == 0
+    assert sum(1 for r in requests_sent if r == "MULTI+ZREM+HDEL+EXEC") >= 2

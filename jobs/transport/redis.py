@@ -32,14 +32,18 @@ from uuid import uuid4
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import (
+    ConnectionError as RedisConnectionError,
+    NoScriptError,
+    ResponseError,
+    TimeoutError as RedisTimeoutError,
+)
 
 from jobs.batch import Stencil
 from jobs.compat.kombu.redis import (
     RedisChannel,
     RedisQoS,
     execute_prefixed,
-    forget_unacked,
     wait_sockets,
 )
 from jobs.ids import new_id
@@ -126,7 +130,7 @@ class QoS(RedisQoS):
         ack does for one message), in one transaction (now, ``idle`` or not)."""
         tags, self._pending_acks = self._pending_acks, []
         if tags:
-            forget_unacked(self.channel, tags)
+            self.channel.forget(tags)
 
 
 class Channel(RedisChannel):
@@ -140,6 +144,7 @@ class Channel(RedisChannel):
         self._poll_keys: list[str] = []
         self._shared_client = None
         self._put_connection = None
+        self._ack_connection = None
         self._list_keys: dict = {}  # (queue, priority) -> list key
         super().__init__(*args, **kwargs)
 
@@ -210,6 +215,35 @@ class Channel(RedisChannel):
             connection.disconnect()
             self.pool.release(connection)
             raise
+
+    def forget(self, delivery_tags: list[str]) -> None:
+        """Remove acknowledged messages from kombu's unacked index and hash, in one
+        transaction (what kombu's ack does for one), sent on a connection this channel keeps
+        for it: through redis-py's pipeline, the acknowledgement of an idle worker's job cost
+        its main thread more than the job's claim and hand-over together."""
+        prefix = self.global_keyprefix or ""
+        index, records = prefix + self.unacked_index_key, prefix + self.unacked_key
+        commands = [("MULTI",), ("ZREM", index, *delivery_tags),
+                    ("HDEL", records, *delivery_tags), ("EXEC",)]
+        for attempt in (1, 2):  # once more on a fresh connection: the kept one may be dead
+            connection = self._ack_connection
+            if connection is None:
+                connection = self._ack_connection = self.pool.get_connection()
+            try:
+                connection.send_packed_command(connection.pack_commands(commands))
+                replies = [connection.read_response() for _ in range(3)]  # OK, QUEUED, QUEUED
+                done = connection.read_response()
+            except BaseException as exc:
+                self._ack_connection = None
+                connection.disconnect()
+                self.pool.release(connection)
+                if attempt == 1 and isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+                    continue  # both commands may run twice: removing is idempotent
+                raise
+            break
+        for reply in (*replies, *(done or ())):
+            if isinstance(reply, Exception):
+                raise reply
 
     def augment_message(self, message: dict, exchange, routing_key) -> None:
         """kombu's step before a message is stored (its body encoded, its delivery tag and
@@ -297,7 +331,7 @@ class Channel(RedisChannel):
 
     def disconnect_pools(self):
         self._shared_client = None
-        self._put_connection = None  # the pool's disconnect closes it
+        self._put_connection = self._ack_connection = None  # the pool's disconnect closes them
         super().disconnect_pools()
 
     def start_wait(self, timeout=None):
