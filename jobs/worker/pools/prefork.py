@@ -451,4 +451,3 @@ def _small(delivery: Delivery) -> bytes | None:
         return None
     data = pack_delivery(delivery)
     return data if len(data) <= RESERVE_BYTES else None
-
