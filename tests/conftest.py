@@ -53,13 +53,22 @@ def _reachable(port: int) -> bool:
 #: Tests marked ``serial`` restart a service every test shares: they take this lock alone, the
 #: others share it, so that with ``pytest -n N`` (or two runs at once) none runs beside one.
 SERVICES_LOCK = Path(tempfile.gettempdir()) / "jobs-tests-services.lock"
+#: Taken on the way to SERVICES_LOCK, and held by a serial test until it has that lock: the
+#: tests that come after it wait behind it. Without it a serial test waited for a moment when
+#: no other test ran, which the other workers, taking the shared lock one test after another,
+#: left it for up to two minutes.
+TURNSTILE = Path(tempfile.gettempdir()) / "jobs-tests-services.turnstile"
 
 
 @pytest.fixture(autouse=True)
 def _services_lock(request):
     exclusive = request.node.get_closest_marker("serial") is not None
-    with open(SERVICES_LOCK, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+    with open(TURNSTILE, "a") as turnstile, open(SERVICES_LOCK, "a") as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
         yield
 
 
