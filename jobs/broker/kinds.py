@@ -146,9 +146,7 @@ class RedisBroker(Broker):
         qos.flush_acks()
 
     def ack_lost(self, channel, delivery_tag) -> bool:
-        from jobs.compat.kombu import redis as kombu_redis_compat  # needs the redis extra
-
-        kombu_redis_compat.forget_unacked(channel, [delivery_tag])
+        channel.forget([delivery_tag])  # jobs.transport.redis.Channel
         return True
 
     def give_back_lost(self, channel, delivery_tag) -> bool:

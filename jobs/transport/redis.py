@@ -211,10 +211,15 @@ class Channel(RedisChannel):
             connection.send_packed_command([LPUSH % (len(key), key, len(data), data)])
             connection.read_response()
         except BaseException:
-            self._put_connection = None
-            connection.disconnect()
-            self.pool.release(connection)
+            self._drop_kept("_put_connection", connection)
             raise
+
+    def _drop_kept(self, name: str, connection) -> None:
+        """Close ``connection``, kept in attribute ``name``, after a failed request: the next
+        request takes a fresh one from the pool."""
+        setattr(self, name, None)
+        connection.disconnect()
+        self.pool.release(connection)
 
     def forget(self, delivery_tags: list[str]) -> None:
         """Remove acknowledged messages from kombu's unacked index and hash, in one
@@ -234,9 +239,7 @@ class Channel(RedisChannel):
                 replies = [connection.read_response() for _ in range(3)]  # OK, QUEUED, QUEUED
                 done = connection.read_response()
             except BaseException as exc:
-                self._ack_connection = None
-                connection.disconnect()
-                self.pool.release(connection)
+                self._drop_kept("_ack_connection", connection)
                 if attempt == 1 and isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
                     continue  # both commands may run twice: removing is idempotent
                 raise

@@ -95,16 +95,6 @@ def touch_unacked(channel, delivery_tags, now: float) -> None:
         client.zadd(channel.unacked_index_key, dict.fromkeys(delivery_tags, now), xx=True)
 
 
-def forget_unacked(channel, delivery_tags) -> None:
-    """Remove these messages from kombu's unacked records, in one transaction: what kombu's
-    ack does for one message."""
-    with channel.conn_or_acquire() as client:
-        pipe = client.pipeline()
-        pipe.zrem(channel.unacked_index_key, *delivery_tags)
-        pipe.hdel(channel.unacked_key, *delivery_tags)
-        pipe.execute()
-
-
 def restore_unacked(channel, delivery_tag) -> None:
     """Put the message of ``delivery_tag`` back on its queue from kombu's unacked records,
     where the next claim takes it first; nothing if it isn't there."""
