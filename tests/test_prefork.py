@@ -17,6 +17,7 @@ from jobs.broker import get_broker
 from jobs.execution import Delivery
 from jobs.messages import JobMessage, encode
 from jobs.outcome import Kind
+from jobs.worker.pools.pipe import HEADER, Pipe
 from jobs.worker.pools.prefork import RESERVE_BYTES, RESERVE_MOST, PreforkPool
 from jobs.worker.worker import Worker
 from tests.jobs_app import jobs as test_jobs
@@ -325,6 +326,9 @@ class _Watching:
         self.watched.append(tuple(sockets))
         return self.readable and bool(sockets)
 
+    def flush(self):
+        pass
+
 
 class _Quiet:
     """A broker connection with nothing to deliver."""
@@ -348,3 +352,28 @@ def test_the_worker_keeps_watching_the_brokers_socket_while_nothing_comes(monkey
         assert worker.pool.watched == [(7,)] * 8
     else:  # kombu holding back with the socket readable: not a busy loop
         assert worker.pool.watched == [(7,)] * 3 + [()] + [(7,)] * 3 + [()]
+
+
+def test_a_pipe_gives_every_frame_that_came_whole_in_order_and_waits_for_the_rest():
+    parent, child = Pipe.pair()
+    big = os.urandom(600_000)  # more than the socket holds: written while it is read
+    writer = threading.Thread(target=lambda: [parent.put(b"one"), parent.put(b""),
+                                              parent.put(big), parent.flush()])
+    writer.start()
+    frames = []
+    while len(frames) < 3:
+        frames += child.frames()
+    writer.join()
+    assert frames == [b"one", b"", big]
+
+    assert child.frames(block=False) == []
+    parent.sock.sendall(HEADER.pack(5) + b"ab")  # a frame cut short: not given yet
+    assert child.frames(block=False) == []
+    parent.sock.sendall(b"cde" + HEADER.pack(1))
+    assert child.frames(block=False) == [b"abcde"]
+    parent.sock.sendall(b"!")
+    parent.close()
+    assert child.frames() == [b"!"]  # what came before the end, then the end
+    with pytest.raises(EOFError):
+        child.frames(block=False)
+    child.close()

@@ -281,6 +281,8 @@ class Worker:
             if readable:
                 self._idle_reads += 1
             conn.heartbeat_check()
+        finally:
+            self.pool.flush()  # what came in this drain, handed over together
 
     def _tick(self) -> None:
         self._process_completions()

@@ -66,6 +66,10 @@ class Pool:
         """Let each slot be handed up to ``count`` deliveries beyond the one it runs, where
         the pool can (prefork); the others hand a slot one at a time."""
 
+    def flush(self) -> None:
+        """Pass on what :meth:`submit` was handed in this turn and holds back to pass on
+        together (prefork: the deliveries for children that are busy)."""
+
     def collect_here(self) -> bool:
         """Have the caller's thread collect the outcomes from now on (:meth:`collect`), in
         its own wait, rather than a thread of the pool's, where the pool can (prefork, asked

@@ -11,6 +11,7 @@ from jobs import connections
 from jobs.execution import Delivery
 from jobs.outcome import Kind, Outcome
 from jobs.worker.pools.base import Completion, Pool
+from jobs.worker.pools.pipe import Pipe
 
 RECYCLE_EXIT = 75  # a child leaving to be replaced by a fresh one
 
@@ -40,8 +41,9 @@ def unpack_outcome(data: bytes) -> Completion:
     return tag, Outcome(Kind(kind), *rest)
 
 
-def child_main(conn, hostname: str, accept: set[str], max_memory_kb: int | None) -> None:
-    """The loop of a prefork child: receive a delivery, run it, send back the outcome."""
+def child_main(pipe: Pipe, hostname: str, accept: set[str], max_memory_kb: int | None) -> None:
+    """The loop of a prefork child: receive a delivery, run it, send back the outcome. What
+    the parent handed over meanwhile waits in the pipe, read together when this one ends."""
     from jobs.middleware import stack
 
     # The parent decides when we stop: a Ctrl-C or a SIGTERM sent to the whole process
@@ -52,22 +54,22 @@ def child_main(conn, hostname: str, accept: set[str], max_memory_kb: int | None)
     _die_with_parent()
     stack().notify("process_started")
     pool = Pool(1, hostname, accept)
-    while True:
-        try:
-            delivery = unpack_delivery(conn.recv_bytes())
-        except (EOFError, OSError):
-            break
-        if delivery is None:
-            break
-        outcome = pool._run(delivery)
-        try:
-            conn.send_bytes(pack_outcome(delivery.tag, outcome))
-        except (OSError, ValueError):
-            break
-        if max_memory_kb and _peak_rss_kb() > max_memory_kb:
-            connections.close_all()
-            os._exit(RECYCLE_EXIT)
-    connections.close_all()
+    try:
+        while True:
+            for data in pipe.frames():
+                delivery = unpack_delivery(data)
+                if delivery is None:
+                    return
+                outcome = pool._run(delivery)
+                pipe.send(pack_outcome(delivery.tag, outcome))
+                if max_memory_kb and _peak_rss_kb() > max_memory_kb:
+                    # What was read behind it never ran: the parent hands it to another.
+                    connections.close_all()
+                    os._exit(RECYCLE_EXIT)
+    except (EOFError, OSError):
+        pass  # the parent is gone
+    finally:
+        connections.close_all()
 
 
 def _peak_rss_kb() -> int:

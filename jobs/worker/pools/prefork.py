@@ -35,6 +35,7 @@ from jobs.worker.pools.child import (
     pack_delivery,
     unpack_outcome,
 )
+from jobs.worker.pools.pipe import Pipe
 
 logger = logging.getLogger("jobs.worker")
 
@@ -46,9 +47,9 @@ RESERVE_BYTES = 8192
 
 
 class _Child:
-    def __init__(self, process, conn) -> None:
+    def __init__(self, process, pipe: Pipe) -> None:
         self.process = process
-        self.conn = conn
+        self.pipe = pipe
         self.sent: deque[Delivery] = deque()  # handed to it and not answered, in order
         self.deadline: float | None = None  # monotonic time its job's time_limit passes
         self.killed: Kind | None = None  # why we killed it: TIME_LIMIT or REVOKED
@@ -90,6 +91,7 @@ class PreforkPool(Pool):
         self._lock = threading.Lock()
         self._children: list[_Child] = []
         self._backlog: deque[Delivery] = deque()
+        self._unflushed: set[_Child] = set()  # handed deliveries not written yet (flush())
         self._stopping = False
         self._wanted = 0
         self._retired: list = []  # stopped by resize(), not reaped yet
@@ -114,7 +116,7 @@ class PreforkPool(Pool):
         return True
 
     def _fork(self) -> _Child:
-        parent_end, child_end = self._ctx.Pipe(duplex=True)
+        parent_end, child_end = Pipe.pair()
         process = self._ctx.Process(
             target=child_main, daemon=True,
             args=(child_end, self.hostname, self.accept, self.max_memory_per_child),
@@ -189,6 +191,7 @@ class PreforkPool(Pool):
                 self._children.extend(fresh)
                 for child in fresh:
                     self._top_up(child)
+            self.flush()
 
     def running(self) -> int:
         with self._lock:
@@ -208,7 +211,7 @@ class PreforkPool(Pool):
             for child in idle:
                 self._children.remove(child)
                 try:
-                    child.conn.send_bytes(STOP)
+                    child.pipe.send(STOP)
                 except OSError:
                     pass
             self.concurrency -= len(idle)
@@ -264,7 +267,7 @@ class PreforkPool(Pool):
             for child in self._children:
                 if child.delivery is None:
                     try:
-                        child.conn.send_bytes(STOP)
+                        child.pipe.send(STOP)
                     except OSError:
                         pass
         for child in list(self._children):
@@ -309,12 +312,13 @@ class PreforkPool(Pool):
                 self._receive(owner[0])
             elif owner[0] in self._children:
                 self._bury(owner[0])
+        self.flush()
         return readable
 
     def _watch_here(self, children: list[_Child]) -> None:
         """Have :meth:`collect` watch exactly these children, from now on."""
         self._owners = {fd: (child, is_pipe) for child in children for fd, is_pipe in (
-            (child.conn.fileno(), True), (child.process.sentinel, False))}
+            (child.pipe.fileno(), True), (child.process.sentinel, False))}
         self._pollers, self._polled = {}, children
 
     def _poller_with(self, sockets: tuple) -> select.poll:
@@ -345,12 +349,29 @@ class PreforkPool(Pool):
     # Either thread ----------------------------------------------------------------------
 
     def _send(self, child: _Child, delivery: Delivery, data: bytes | None = None) -> None:
+        """Hand ``delivery`` to ``child``: at once if it is idle; else it goes with the
+        others handed to it in this turn, on the next :meth:`flush` (a busy child reads
+        them only when its job ends)."""
         child.sent.append(delivery)
+        child.pipe.put(data or pack_delivery(delivery))
         if len(child.sent) == 1:  # it starts now: its time limit runs from now
             self._started(child)
+            self._write(child)
+        else:
+            self._unflushed.add(child)
+
+    def flush(self) -> None:
+        if self._unflushed:
+            with self._lock:
+                for child in self._unflushed:
+                    self._write(child)
+                self._unflushed.clear()
+
+    @staticmethod
+    def _write(child: _Child) -> None:
         try:
-            child.conn.send_bytes(data or pack_delivery(delivery))
-        except (OSError, ValueError):
+            child.pipe.flush()
+        except OSError:
             # The child is gone; the collector will see its sentinel and report the loss.
             pass
 
@@ -378,14 +399,17 @@ class PreforkPool(Pool):
                              child.process.pid)
                 child.process.kill()
 
-    def _receive(self, child: _Child, block: bool = True) -> bool:
-        """Take one outcome from ``child``; False if there was none (or it died)."""
+    def _receive(self, child: _Child) -> bool:
+        """Take the outcomes ``child`` has sent; False if there were none (or it died)."""
         try:
-            if not block and not child.conn.poll():
-                return False
-            tag, outcome = unpack_outcome(child.conn.recv_bytes())
+            frames = child.pipe.frames(block=False)
         except (EOFError, OSError):
             return False  # it died; its sentinel tells the rest
+        for data in frames:
+            self._answered(child, *unpack_outcome(data))
+        return bool(frames)
+
+    def _answered(self, child: _Child, tag, outcome: Outcome) -> None:
         with self._lock:
             if child.sent:
                 child.sent.popleft()
@@ -393,20 +417,22 @@ class PreforkPool(Pool):
             child.done += 1
             if child.killed:  # it answered just as we killed it: the answer stands
                 self.completions.put((tag, outcome))
-                return True
+                return
             recycle = self.max_tasks_per_child and child.done >= self.max_tasks_per_child
             if recycle:  # it was handed none beyond its last (_Child.room)
-                child.conn.send_bytes(STOP)
+                try:
+                    child.pipe.send(STOP)
+                except OSError:
+                    pass
                 self._children.remove(child)
                 self._wanted += 1
             elif not self._stopping:
                 self._top_up(child)
         self.completions.put((tag, outcome))
-        return True
 
     def _bury(self, child: _Child) -> None:
         child.process.join(0.1)
-        while self._receive(child, block=False):  # outcomes sent just before it exited
+        while self._receive(child):  # outcomes sent just before it exited
             pass
         with self._lock:
             if child not in self._children:
