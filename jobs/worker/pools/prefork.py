@@ -3,7 +3,8 @@
 While jobs are short a child may be handed the next few deliveries before it finishes the
 one it runs (:meth:`PreforkPool.set_reserve`): they wait in its pipe, and it reads the next
 as soon as it answers, without waiting for the parent to send it. Each hand-over otherwise
-costs a child, and the parent, a sleep and a wake-up per job.
+costs a child, and the parent, a sleep and a wake-up per job. What a child is handed in one
+turn goes in one write, and what it has answered is read in one (:mod:`.pipe`).
 
 The children's outcomes are collected by the worker's main thread where it can wait on the
 broker's sockets itself (Redis, RabbitMQ): one wait, on the children's pipes and the broker
