@@ -298,3 +298,20 @@ def test_a_missing_name_fails_when_used_and_says_which():
     kombu_compat.USED.discard(f"{Old.__module__}.{Old.__qualname__}._gone")
     with pytest.raises(kombu_compat.KombuContractError, match=r"Old\._gone"):
         stand_in()
+
+
+def test_a_redis_py_connection_keeps_its_socket_where_the_adapter_reads_it():
+    require("redis")
+    import redis
+
+    from jobs.compat.kombu.redis import socket_of
+
+    pool = redis.ConnectionPool.from_url(REDIS_URL)
+    connection = pool.get_connection()
+    try:
+        assert socket_of(connection).fileno() > 0, "redis-py Connection._sock"
+        connection.disconnect()
+        with pytest.raises(redis.ConnectionError):
+            socket_of(connection)
+    finally:
+        pool.disconnect()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 
 import pytest
@@ -136,3 +137,60 @@ def test_a_rabbitmq_queue_declared_without_priorities_is_used_as_it_is_and_says_
     assert moving and f"rabbitmqctl delete_queue {queue}" in moving[0]
     assert "exists without x-max-priority=10" in moving[0]
     assert get_broker().queue_for(queue).no_declare
+
+
+def _waits(send, rounds: int) -> float:
+    """Seconds the jobs ``send()`` sends take to come back, one after the other, each sent
+    the moment the one before came back: the worker has just begun its wait for the next
+    message then, on the list of its first queue's messages without a priority."""
+    started = time.monotonic()
+    for _ in range(rounds):
+        send().get(timeout=30)
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
+@pytest.mark.parametrize("pool", ["solo", "threads"])
+def test_an_idle_redis_worker_takes_a_message_on_any_list_at_once(broker_url, pool):
+    # Redis can wait on one list without taking from it, not on several: a message with a
+    # priority, or on the worker's other queue, lies on a list the worker doesn't wait on.
+    # Its watchers see it; before, it waited for the end of the wait (1 s; 0.25 s with two
+    # queues, which the wait took in turn).
+    first, second = f"wake-{uuid.uuid4().hex[:8]}", f"wake-{uuid.uuid4().hex[:8]}"
+    with running_worker(queues=[first], pool=pool, concurrency=1):
+        note.apply_async(("warm",), queue=first).get(timeout=30)
+        assert _waits(lambda: note.apply_async(("urgent",), queue=first, priority=9), 5) < 1.0
+    with running_worker(queues=[first, second], pool=pool, concurrency=1):
+        note.apply_async(("warm",), queue=first).get(timeout=30)
+        # After a message of the first queue, the wait is on the second's list.
+        assert _waits(lambda: note.apply_async(("first",), queue=first), 5) < 0.5
+
+
+@pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
+def test_a_prefork_worker_takes_a_message_with_a_priority_at_once(broker_url, start_worker):
+    start_worker(broker_url, "-c", "1")
+    demo.add.delay(1, 1).get(timeout=30)
+    assert _waits(lambda: demo.add.apply_async((1, 2), priority=9), 5) < 1.0
+
+
+@pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
+def test_without_the_client_command_a_worker_still_takes_every_list_in_turn(
+        broker_url, settings, caplog):
+    import redis
+
+    user = f"jobs-{uuid.uuid4().hex[:8]}"
+    admin = redis.Redis.from_url(broker_url)
+    admin.execute_command("ACL", "SETUSER", user, "on", ">secret", "~*", "&*", "+@all",
+                          "-client")
+    try:
+        settings.JOBS = {**settings.JOBS,
+                         "BROKER_URL": broker_url.replace("redis://", f"redis://{user}:secret@")}
+        queue = f"noclient-{uuid.uuid4().hex[:8]}"
+        with caplog.at_level(logging.WARNING, logger="jobs.worker"), \
+                running_worker(queues=[queue], concurrency=1):
+            note.apply_async(("warm",), queue=queue).get(timeout=30)
+            assert note.apply_async(("urgent",), queue=queue, priority=9).get(timeout=30) \
+                == "urgent"
+        assert "refused the CLIENT command" in caplog.text
+    finally:
+        admin.execute_command("ACL", "DELUSER", user)

@@ -10,7 +10,10 @@ The layout of queues and of the unacked records is kombu's, so Celery producers 
 share the queues, and kombu's ack, reject and restore work unchanged. While a queue is
 empty, the channel waits with ``BLMOVE key key RIGHT RIGHT`` (Redis 6.2+), which returns as
 soon as the first queue key has a message but leaves the list untouched, and sends the claim
-script right behind it: the server runs the claim as the wait returns. An item that is
+script right behind it: the server runs the claim as the wait returns. A worker's other
+lists (its other queues', each queue's priority steps) are watched meanwhile, each by a
+connection blocked in the same wait, which wakes the first with CLIENT UNBLOCK (see
+"Watching the other lists" below). An item that is
 not one of kombu's envelopes (pushed on the list by another program) is handed to the worker
 as a message without headers, which dead-letters it, rather than failing the claim.
 
@@ -23,6 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import select
 from base64 import b64encode
 from contextlib import contextmanager
 from queue import Empty
@@ -44,11 +49,14 @@ from jobs.compat.kombu.redis import (
     RedisChannel,
     RedisQoS,
     execute_prefixed,
+    socket_of,
     wait_sockets,
 )
 from jobs.ids import new_id
 from jobs.messages import envelope_json as _envelope_json
 from jobs.transport.tolerant import tolerant
+
+logger = logging.getLogger("jobs.worker")
 
 #: KEYS: the queue keys in order, then the unacked hash and index.
 #: ARGV: the time now, the number of queue keys, how many messages to take at most.
@@ -100,7 +108,7 @@ CLAIM_MAX = 16
 
 #: Seconds to wait for a message on one key before looking at all of them again.
 WAIT = 1.0
-WAIT_MANY = 0.25  # when there are several queues or priorities to look at
+WAIT_MANY = 0.25  # when there are several queues to look at and no watchers (below)
 
 
 class QoS(RedisQoS):
@@ -146,6 +154,15 @@ class Channel(RedisChannel):
         self._put_connection = None
         self._ack_connection = None
         self._list_keys: dict = {}  # (queue, priority) -> list key
+        #: The other lists' watchers (:meth:`watch`): list key -> connection, armed or not.
+        self._watchers: dict[str, object] = {}
+        self._armed: set[str] = set()
+        self._watching = False  # a worker polls their sockets (Transport.waitable)
+        self._refused = False  # the server refused CLIENT: no watchers
+        self._in_wait = False  # the waiting connection is in its BLMOVE
+        self._waiter_id = None  # its client id, for CLIENT UNBLOCK
+        self._waiter = None  # the connection that id is of
+        self._fired = False  # a watcher saw a message since the last claim was sent
         super().__init__(*args, **kwargs)
 
     @property
@@ -335,6 +352,7 @@ class Channel(RedisChannel):
     def disconnect_pools(self):
         self._shared_client = None
         self._put_connection = self._ack_connection = None  # the pool's disconnect closes them
+        self._watchers, self._armed = {}, set()  # likewise
         super().disconnect_pools()
 
     def start_wait(self, timeout=None):
@@ -346,23 +364,151 @@ class Channel(RedisChannel):
         self._want = self._room()
         claim = self._claim_args(keys, self._want)
         self._poll_keys = keys
+        prefix = self.global_keyprefix or ""
+        # On the first queue's list of messages without a priority, where most arrive.
+        key = prefix + self.queue_key(queues[0], 0)
+        watched = False
+        if self._waiting and self._watching:
+            watched = self._watch([prefix + k for k in keys if prefix + k != key], connection)
         self.wait_sent(connection)
-        if self._waiting:
+        if self._waiting and not self._fired:
             # The claim goes right behind the wait: the server runs it the moment the wait
             # returns (a message came, or the time is up), without another round trip.
-            # On the first queue's list of messages without a priority, where most arrive.
-            key = self.queue_key(queues[0], 0)
-            key = self.global_keyprefix + key if self.global_keyprefix else key
-            wait = WAIT if len(self.active_queues) == 1 else WAIT_MANY
+            wait = WAIT if watched or len(self.active_queues) == 1 else WAIT_MANY
             connection.send_packed_command(connection.pack_commands(
                 [("BLMOVE", key, key, "RIGHT", "RIGHT", wait), claim]))
+            self._in_wait = True
         else:
+            self._waiting = False  # for read_wait: no wait's reply to read
             connection.send_command(*claim)
+        self._fired = False
+
+    # Watching the other lists -------------------------------------------------------------
+    #
+    # Redis can wait for one list without taking from it (BLMOVE key key), not for several:
+    # a worker that consumes several queues, or a queue whose messages have priorities
+    # (a list per priority step), would see a message on any list but the one it waits on
+    # only when the wait's time is up. So while it waits, each other list has a watcher: a
+    # connection of its own, blocked in the same BLMOVE on that list. When one returns, the
+    # waiting connection is woken with CLIENT UNBLOCK, and the claim behind its wait runs
+    # at once. A server that refuses CLIENT (an ACL without it) leaves the lists to be
+    # looked at in turn, as before.
+
+    def _watch(self, keys: list[str], connection) -> bool:
+        """Arm a watcher on each of ``keys`` (with the key prefix) that has none armed;
+        True if they are all watched from now on."""
+        if not keys:
+            return True
+        try:
+            if self._waiter is not connection or self._waiter_id is None:
+                connection.register_connect_callback(self._reconnected)
+                connection.send_command("CLIENT", "ID")
+                self._waiter_id, self._waiter = connection.read_response(), connection
+            for key in keys:
+                if key in self._armed:
+                    continue
+                watcher = self._watchers.get(key)
+                if watcher is None:
+                    watcher = self._watchers[key] = self.pool.get_connection()
+                watcher.send_command("BLMOVE", key, key, "RIGHT", "RIGHT", WAIT)
+                self._armed.add(key)
+            for key in list(self._watchers):  # a queue no longer consumed
+                if key not in keys and key not in self._armed:
+                    self.pool.release(self._watchers.pop(key))
+            return True
+        except ResponseError as exc:  # CLIENT refused: look at the lists in turn
+            self._refuse(exc)
+            return False
+        except self.connection_errors:
+            self._unwatch()  # the waiting connection fails too, and says so
+            return False
+
+    def _reconnected(self, connection) -> None:
+        """The waiting connection connected again: its client id changed."""
+        self._waiter_id = None
+
+    def watch_sockets(self) -> list[int]:
+        """The sockets of the watchers armed while the waiting connection waits, for the
+        worker's poll (:meth:`Transport.waitable`); when one is readable and kombu finds
+        nothing to read, the transport calls :meth:`wake`."""
+        self._watching = not self._refused
+        if not self._armed or not self._in_wait:
+            return []  # nothing to watch; or claims go on, which take from every list
+        try:
+            return [socket_of(self._watchers[key]).fileno() for key in self._armed]
+        except self.connection_errors:
+            self._unwatch()
+            return []
+
+    def wake(self) -> bool:
+        """Read what the watchers have; if one saw a message while the waiting connection
+        waits, wake that with CLIENT UNBLOCK: the claim behind its wait runs now, and takes
+        what the watcher saw. True if anything was read."""
+        if not self._armed:
+            return False
+        try:
+            read = self._service_watchers()
+            if self._fired and self._in_wait:
+                # On a watcher that returned (the others are blocked in their wait).
+                watcher = next(w for k, w in self._watchers.items() if k not in self._armed)
+                watcher.send_command("CLIENT", "UNBLOCK", self._waiter_id)
+                watcher.read_response()
+                self._in_wait = self._fired = False
+            return read
+        except ResponseError as exc:
+            self._refuse(exc)
+        except self.connection_errors:
+            self._unwatch()
+        return True
+
+    def _service_watchers(self) -> bool:
+        """Read the replies of the armed watchers that have one: a message seen (noted in
+        ``_fired``), or the time up (armed again while the waiting connection waits). True
+        if there was one."""
+        if not self._armed:
+            return False
+        poller = select.poll()
+        by_fd = {}
+        for key in self._armed:
+            fd = socket_of(self._watchers[key]).fileno()
+            by_fd[fd] = key
+            poller.register(fd, select.POLLIN)
+        events = poller.poll(0)
+        for fd, _ in events:
+            key = by_fd[fd]
+            watcher = self._watchers[key]
+            if watcher.read_response() is not None:
+                self._armed.discard(key)
+                self._fired = True
+            elif self._in_wait:  # the time is up: watch on
+                watcher.send_command("BLMOVE", key, key, "RIGHT", "RIGHT", WAIT)
+            else:
+                self._armed.discard(key)
+        return bool(events)
+
+    def _refuse(self, exc: Exception) -> None:
+        logger.warning("Redis refused the CLIENT command (%s): without it, a message on a "
+                       "list other than the one the worker waits on (another queue's, or "
+                       "one with a priority) is taken when that wait is up, within %s s",
+                       exc, WAIT)
+        self._unwatch()
+        self._watching, self._refused = False, True
+
+    def close(self):
+        self._unwatch()
+        super().close()
+
+    def _unwatch(self) -> None:
+        for watcher in self._watchers.values():
+            watcher.disconnect()
+            self.pool.release(watcher)
+        self._watchers, self._armed, self._fired = {}, set(), False
 
     def read_wait(self, **options):
         connection = self.client.connection
         try:
             try:
+                self._in_wait = False
                 if self._waiting:  # the wait's reply: the claim's, next, says what came
                     try:
                         self.client.parse_response(connection, "BLMOVE", **options)
@@ -440,11 +586,28 @@ def _envelope_from_json(raw) -> dict:
 class Transport(kombu_redis.Transport):
     Channel = Channel
 
+    def drain_events(self, connection, timeout=None):
+        """kombu's; when it finds nothing, what the channels' watchers have is read (a
+        watcher's socket woke the worker's poll): that counts as something read."""
+        try:
+            return super().drain_events(connection, timeout)
+        except TimeoutError:
+            woken = False
+            for channel in self.channels:
+                woken = channel.wake() or woken
+            if not woken:
+                raise
+
     def waitable(self, connection) -> list[int] | None:
         """The sockets to wait on (:meth:`jobs.broker.Broker.sockets`), once each channel's
         claim (or its wait for a message) is sent, as kombu's event loop does before every
         poll; None over TLS, whose layer may hold a reply the socket no longer shows."""
-        return None if self.client.ssl else wait_sockets(self)
+        if self.client.ssl:
+            return None
+        sockets = wait_sockets(self)
+        for channel in self.channels:
+            sockets += channel.watch_sockets()
+        return sockets
 
 
 class SentinelChannel(Channel, kombu_redis.SentinelChannel):

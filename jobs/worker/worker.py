@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import select
 import signal
 import socket
 import threading
@@ -22,6 +23,7 @@ from collections import Counter
 
 from kombu import Consumer
 from kombu.serialization import prepare_accept_content
+from kombu.utils.compat import detect_environment
 
 from jobs import lifecycle
 from jobs.broker import get_broker, new_connection
@@ -42,6 +44,21 @@ DEFAULT_PREFETCH_MULTIPLIER = 4  # Celery's
 POLL = 0.1  # seconds the main thread waits on the broker before looking at completions
 ACK_WINDOW = 0.02  # seconds acknowledgements may wait to be sent together
 HELD_ROOM = 100  # deliveries held back that don't count against the prefetch window (at least)
+
+
+def readable_within(sockets, timeout: float) -> bool:
+    """Whether one of ``sockets`` (file descriptors) becomes readable within ``timeout``
+    seconds. Under gevent or eventlet through ``select``, which they make cooperative, as
+    kombu's own poller does there."""
+    if detect_environment() != "default":
+        return bool(select.select(sockets, (), (), timeout)[0])
+    poller = select.poll()
+    for fd in sockets:
+        poller.register(fd, select.POLLIN)
+    try:
+        return bool(poller.poll(timeout * 1000))
+    except OSError:  # a socket closed under us: the broker's drain says why
+        return True
 
 
 class ColdShutdown(BaseException):
@@ -96,6 +113,7 @@ class Worker:
         self._flush_at = 0.0
         self._shut_down = False
         self._collecting = False  # this thread collects the pool's outcomes (run())
+        self._watching = False  # this thread waits on the broker's sockets itself (run())
         self._idle_reads = 0  # the broker's sockets were readable and gave nothing, in a row
         self.pool = POOLS[self.pool_name](
             autoscale[1] if autoscale else self.concurrency, self.hostname, self.accept,
@@ -118,7 +136,8 @@ class Worker:
         self._connect_once()
         # Where the broker's sockets can be watched here, this thread collects the pool's
         # outcomes in the same wait (no thread of the pool's hands them over).
-        self._collecting = get_broker().watches_sockets and self.pool.collect_here()
+        self._watching = get_broker().watches_sockets
+        self._collecting = self._watching and self.pool.collect_here()
         try:
             self.pool.start()
         except BaseException:
@@ -257,18 +276,26 @@ class Worker:
 
     def _fetch(self, conn) -> None:
         """Take what the broker has sent, waiting up to POLL for it; where this thread
-        collects the pool's outcomes, for whichever comes first, an outcome or the broker."""
+        collects the pool's outcomes, for whichever comes first, an outcome or the broker.
+        Where the broker's sockets can be watched, this thread waits on them itself (what
+        the transport watches besides kombu's own connection included)."""
         timeout, readable = POLL, False
-        if self._collecting:
+        if self._collecting or self._watching:
             sockets = get_broker().sockets(conn)
             if sockets is None:  # can't tell now: the outcomes wait for this drain (rare)
-                timeout = POLL / 10
+                timeout = POLL / 10 if self._collecting else POLL
             elif sockets:
                 if self._idle_reads >= 3:
                     # Readable three times in a row, yet nothing to take (kombu holds back
                     # while its prefetch count is reached): the outcomes alone, this turn.
                     sockets, self._idle_reads = (), 0
-                readable = self.pool.collect(POLL, sockets)
+                if self._collecting:
+                    readable = self.pool.collect(POLL, sockets)
+                elif not sockets:
+                    self._wait_for_completion(POLL)
+                    return
+                else:
+                    readable = readable_within(sockets, POLL)
                 if not readable and not self.pool.completions.empty():
                     return  # outcomes first; the broker again at the next turn
                 timeout = 0

@@ -107,6 +107,17 @@ def restore_visible(channel, num: int, interval: int) -> None:
     channel.qos.restore_visible(num=num, interval=interval)
 
 
+def socket_of(connection):
+    """The socket of a redis-py ``connection``, read where kombu's own event loop reads it
+    (``connection._sock``); ConnectionError if it has none (closed)."""
+    sock = connection._sock
+    if sock is None:
+        from redis.exceptions import ConnectionError
+
+        raise ConnectionError("the connection is closed")
+    return sock
+
+
 def wait_sockets(transport) -> list[int]:
     """The sockets kombu's Redis event loop polls, once each channel's wait (our claim) is
     sent, as that loop sends it before every poll."""
