@@ -154,7 +154,7 @@ class Channel(RedisChannel):
         self._put_connection = None
         self._ack_connection = None
         self._list_keys: dict = {}  # (queue, priority) -> list key
-        #: The other lists' watchers (:meth:`watch`): list key -> connection, armed or not.
+        #: The other lists' watchers (:meth:`_watch`): list key -> connection, armed or not.
         self._watchers: dict[str, object] = {}
         self._armed: set[str] = set()
         self._watching = False  # a worker polls their sockets (Transport.waitable)
@@ -448,18 +448,23 @@ class Channel(RedisChannel):
             return False
         try:
             read = self._service_watchers()
-            if self._fired and self._in_wait:
-                # On a watcher that returned (the others are blocked in their wait).
-                watcher = next(w for k, w in self._watchers.items() if k not in self._armed)
+        except (ResponseError, *self.connection_errors):  # a failover's old master, say
+            self._unwatch()  # armed again on a fresh connection at the next wait
+            return True
+        if self._fired and self._in_wait:
+            # On a watcher that returned (the others are blocked in their wait).
+            watcher = next(w for k, w in self._watchers.items() if k not in self._armed)
+            try:
                 watcher.send_command("CLIENT", "UNBLOCK", self._waiter_id)
                 watcher.read_response()
-                self._in_wait = self._fired = False
-            return read
-        except ResponseError as exc:
-            self._refuse(exc)
-        except self.connection_errors:
-            self._unwatch()
-        return True
+            except ResponseError as exc:
+                self._refuse(exc)
+                return True
+            except self.connection_errors:
+                self._unwatch()
+                return True
+            self._in_wait = self._fired = False
+        return read
 
     def _service_watchers(self) -> bool:
         """Read the replies of the armed watchers that have one: a message seen (noted in
