@@ -235,6 +235,10 @@ class Channel(RedisChannel):
         """Close ``connection``, kept in attribute ``name``, after a failed request: the next
         request takes a fresh one from the pool."""
         setattr(self, name, None)
+        self._discard(connection)
+
+    def _discard(self, connection) -> None:
+        """Close ``connection`` and hand it back to the pool, which makes it afresh."""
         connection.disconnect()
         self.pool.release(connection)
 
@@ -505,8 +509,7 @@ class Channel(RedisChannel):
 
     def _unwatch(self) -> None:
         for watcher in self._watchers.values():
-            watcher.disconnect()
-            self.pool.release(watcher)
+            self._discard(watcher)
         self._watchers, self._armed, self._fired = {}, set(), False
 
     def read_wait(self, **options):

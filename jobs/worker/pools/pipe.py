@@ -37,11 +37,6 @@ class Pipe:
     def close(self) -> None:
         self.sock.close()
 
-    @property
-    def pending(self) -> bool:
-        """Frames are put and not flushed yet."""
-        return bool(self._out)
-
     def put(self, data: bytes) -> None:
         """Add a frame to those the next :meth:`flush` writes."""
         self._out += (HEADER.pack(len(data)), data)
