@@ -15,11 +15,15 @@ The rules, written once:
 A job's two writes (STARTED, then its outcome) are the worker's per-job cost on the
 database. They are written as one SQL statement each, built once from the model's fields,
 with values prepared by those fields as the ORM prepares them: going through a QuerySet
-(query building, model instances) took longer than the database took to run them.
+(query building, model instances) took longer than the database took to run them. On
+PostgreSQL each is a call of a function of migration 0011, sent through libpq with its
+values as text (:func:`jobs.compat.django.call_function`): JSON encoded by the field's
+encoder, as Django's backend encodes it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from contextlib import nullcontext
 from functools import cache
@@ -29,7 +33,7 @@ from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from jobs import signals
-from jobs.compat.django import execute_bound, in_atomic_block
+from jobs.compat.django import call_function, execute_bound, in_atomic_block
 from jobs.messages import JobMessage
 from jobs.models import READY_STATES, WAITING_STATES, DeadLetter, JobRecord, States
 from jobs.results import exception_to_dict
@@ -62,9 +66,12 @@ UPSERTING = ("postgresql", "sqlite")
 
 def _update(message: JobMessage, fields: dict, db) -> int:
     """``_attempt(message).update(**fields)`` as one statement built once; rows updated."""
-    sql = _update_sql(db.alias, tuple(fields))
-    done = execute_bound(db, sql, [*_prepared(fields, db), message.id, message.retries])
-    return done.rows[0][0] if done.rows else done.rowcount  # a function answers with it
+    names = tuple(fields)
+    if names == OUTCOME and db.vendor == "postgresql":
+        return call_function(db, RECORD_OUTCOME, [*_as_text(fields), message.id,
+                                                  message.retries])
+    sql = _update_sql(db.alias, names)
+    return execute_bound(db, sql, [*_prepared(fields, db), message.id, message.retries]).rowcount
 
 
 #: The fields of a final outcome (mark_succeeded, mark_failed), in the order they set them.
@@ -94,10 +101,24 @@ def _plain_types() -> dict[str, type]:
             for field_class, kind in kinds.items() if isinstance(f, field_class)}
 
 
+def _as_text(fields: dict) -> list:
+    """The values for :func:`call_function`: JSON as its text, encoded by the field's
+    encoder as Django's PostgreSQL backend encodes it; the others as they are."""
+    encoders = _json_encoders()
+    return [value if value is None or name not in encoders
+            else json.dumps(value, cls=encoders[name])
+            for name, value in fields.items()]
+
+
+@cache
+def _json_encoders() -> dict:
+    """JSON field name -> its encoder."""
+    return {f.name: f.encoder for f in JobRecord._meta.concrete_fields
+            if isinstance(f, models.JSONField)}
+
+
 @cache
 def _update_sql(alias: str, names: tuple[str, ...]) -> str:
-    if names == OUTCOME and connections[alias].vendor == "postgresql":
-        return RECORD_OUTCOME
     quote = connections[alias].ops.quote_name
     column = _columns(quote)
     assignments = ", ".join(f"{column[name]} = %s" for name in names)
@@ -218,12 +239,11 @@ def _start(message: JobMessage, fields: dict, db) -> int | None:
     PostgreSQL in the function of migration 0011 (planned once per connection)."""
     if db.vendor == "postgresql":
         identity = _identity(message)
-        args, kwargs = _prepared({"args": identity["args"], "kwargs": identity["kwargs"]}, db)
-        found = execute_bound(db, RECORD_START, [
+        args, kwargs = _as_text({"args": identity["args"], "kwargs": identity["kwargs"]})
+        return call_function(db, RECORD_START, [
             message.id, identity["name"], args, kwargs, identity["queue"],
             identity["parent_id"], identity["root_id"], identity["group_id"],
-            fields["worker"], fields["date_started"], fields["retries"]]).rows
-        return found[0][0]
+            fields["worker"], fields["date_started"], fields["retries"]])
     row = {"job_id": message.id, **_identity(message), **fields, "deliveries": 1,
            "date_created": fields["date_started"], "result": None, "traceback": "",
            "meta": None, "runtime": None}

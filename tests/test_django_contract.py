@@ -177,3 +177,94 @@ def test_a_repeated_statement_is_prepared_on_the_server_where_the_settings_ask()
     finally:
         connection.connection.prepare_threshold = None
     assert any("INSERT INTO jobs_deadletter" in text for text in prepared), prepared
+
+
+# call_function: a job's two writes on PostgreSQL, through libpq ---------------------------
+
+def needs_postgresql():
+    if connection.vendor != "postgresql":
+        pytest.skip("libpq: PostgreSQL only (DATABASE_URL=postgres://... pytest -m pg)")
+
+
+@pytest.mark.pg
+@pytest.mark.django_db
+def test_a_function_call_sends_each_kind_of_parameter_and_answers_its_integer():
+    from django.utils import timezone
+
+    needs_postgresql()
+    call = django_compat.call_function
+    at = timezone.now()
+    assert call(connection, "SELECT length(%s::text) + %s::integer + "
+                "round(%s::double precision * 10)::integer", ["héllo €", 2, 0.3]) == 12
+    assert call(connection, "SELECT extract(epoch FROM %s::timestamptz)::integer",
+                [at]) == int(at.timestamp())
+    assert call(connection, "SELECT (%s::jsonb ->> 'a')::integer + length('100%%')",
+                ['{"a": 5}']) == 9
+    assert call(connection, "SELECT (%s::jsonb IS NULL)::integer", [None]) == 1
+    assert call(connection, "SELECT NULLIF(%s::integer, 0)", [0]) is None
+    assert call(connection, "SELECT (%s::double precision = 'Infinity')::integer",
+                [float("inf")]) == 1
+    with pytest.raises(TypeError):
+        call(connection, "SELECT %s::integer", [True])
+
+
+@pytest.mark.pg
+@pytest.mark.django_db(transaction=True)
+def test_a_function_call_raises_djangos_errors_as_a_cursor_would():
+    from django.db import DataError, IntegrityError
+
+    needs_postgresql()
+    call = django_compat.call_function
+    with pytest.raises(DataError):  # refused by psycopg as by a cursor, never cut short
+        call(connection, "SELECT length(%s::text)", ["a\x00b"])
+    with pytest.raises(DataError):  # refused by the server
+        call(connection, "SELECT jsonb_typeof(%s::jsonb)::integer", ["NaN"])
+    taken = insert_letter("contract-5").rows[0][0]
+    insert_letter("contract-6")
+    with pytest.raises(IntegrityError):
+        call(connection, "WITH u AS (UPDATE jobs_deadletter SET id = %s WHERE job_id = %s "
+             "RETURNING id) SELECT count(*)::integer FROM u", [taken, "contract-6"])
+    assert call(connection, "SELECT %s::integer", [7]) == 7  # usable afterwards
+
+
+@pytest.mark.pg
+@pytest.mark.django_db(transaction=True)
+def test_a_function_call_on_a_connection_the_server_dropped_is_a_connection_error():
+    import psycopg
+    from django.db import OperationalError
+
+    from jobs.connections import once_more_if_disconnected
+    from jobs.database import is_connection_error
+
+    needs_postgresql()
+    call = django_compat.call_function
+    assert call(connection, "SELECT pg_backend_pid()", []) > 0
+    pid = call(connection, "SELECT pg_backend_pid()", [])
+    params = django_compat.connection_params(connection)
+    params.pop("context", None)
+    with psycopg.connect(**params, autocommit=True) as other:  # what a restart does
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
+    with pytest.raises(OperationalError) as raised:
+        call(connection, "SELECT %s::integer", [1])
+    assert is_connection_error(raised.value)
+    # As the worker's first write does: on a fresh connection, once more.
+    assert once_more_if_disconnected(call, connection, "SELECT pg_backend_pid()", []) != pid
+
+
+@pytest.mark.pg
+@pytest.mark.django_db
+def test_a_function_call_is_prepared_on_the_server_where_the_settings_ask():
+    needs_postgresql()
+    call = django_compat.call_function
+    connection.ensure_connection()
+    assert call(connection, "SELECT %s::integer + 40", [2]) == 42
+    connection.connection.prepare_threshold = 1
+    try:
+        for n in range(2):
+            assert call(connection, "SELECT %s::integer + 41", [n]) == 41 + n
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT statement FROM pg_prepared_statements")
+            prepared = [row[0] for row in cursor.fetchall()]
+    finally:
+        connection.connection.prepare_threshold = None
+    assert any("+ 41" in text for text in prepared) and not any("+ 40" in t for t in prepared)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import datetime
 from functools import lru_cache, partial
 from operator import attrgetter
 from typing import NamedTuple
@@ -167,6 +168,79 @@ def execute_bound(connection, sql: str, params: list):
         cursor = _bound_cursor(connection, raw)
         cursor.execute(sql, params)
         return _done(cursor)
+
+
+def call_function(connection, sql: str, params: list) -> int | None:
+    """Run ``sql``, a SELECT of one function that answers an integer, with ``params`` (each
+    a str, int, float, datetime or None; JSON as its text): the integer, or None for NULL.
+
+    For the two writes of every job on PostgreSQL (:mod:`jobs.lifecycle`): with psycopg 3,
+    and prepared statements off (Django's default), the statement goes to libpq itself
+    (``PGconn.exec_params``), its parameters as text, and its one value comes back as text.
+    psycopg's cursor (converting the query, choosing dumpers, its wait loop) took half the
+    CPU of a job's two writes, on the way of every round trip. Errors are raised as a
+    cursor raises them, then as Django's: the class of their SQLSTATE (``IntegrityError``,
+    ``DataError``...), ``OperationalError`` where the connection broke. With
+    ``prepare_threshold`` in the database's OPTIONS, or another driver, a cursor runs it.
+    """
+    raw = driver_connection(connection)
+    if getattr(raw, "prepare_threshold", 0) is not None or connection.vendor != "postgresql":
+        rows = execute_bound(connection, sql, params).rows
+        return rows[0][0] if rows else None
+    with connection.wrap_database_errors:
+        return _call(raw.pgconn, _numbered(sql), [_text(value) for value in params])
+
+
+def _call(pgconn, sql: bytes, params: list) -> int | None:
+    from psycopg import pq
+
+    result = pgconn.exec_params(sql, params)  # the wait releases the interpreter's lock
+    if result.status == pq.ExecStatus.TUPLES_OK:
+        value = result.get_value(0, 0) if result.ntuples and result.nfields else None
+        return None if value is None else int(value)
+    raise _error(pgconn, result)
+
+
+def _error(pgconn, result) -> Exception:
+    """psycopg's exception for the failed ``result``, as its cursor would raise it."""
+    import psycopg
+    from psycopg import pq
+
+    message = result.error_message.decode("utf-8", "replace").strip() or "the statement failed"
+    state = result.error_field(pq.DiagnosticField.SQLSTATE)
+    if pgconn.status == pq.ConnStatus.BAD or result.status != pq.ExecStatus.FATAL_ERROR \
+            or not state:  # no SQLSTATE: libpq's own error, the connection lost
+        return psycopg.OperationalError(message)
+    try:
+        return psycopg.errors.lookup(state.decode())(message)
+    except KeyError:
+        return psycopg.DatabaseError(message)
+
+
+def _text(value) -> bytes | None:
+    """A parameter of :func:`call_function` as PostgreSQL's text input takes it."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            import psycopg
+
+            raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+        return str.encode(value)  # a TextChoices member: its value
+    if value is None:
+        return None
+    if isinstance(value, float):  # every digit; inf and nan as PostgreSQL spells them too
+        return float.__repr__(value).encode()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int.__repr__(value).encode()
+    if isinstance(value, datetime):  # naive (USE_TZ = False): in the connection's zone
+        return value.isoformat().encode()
+    raise TypeError(f"not a parameter of call_function(): {value!r}")
+
+
+@lru_cache(maxsize=64)
+def _numbered(sql: str) -> bytes:
+    """``sql`` with libpq's placeholders ($1, $2...) for the ``%s`` of Django's style."""
+    count = iter(range(1, sql.count("%s") + 1))
+    return re.sub(r"(?<!%)%s", lambda _: f"${next(count)}", sql).replace("%%", "%").encode()
 
 
 def _bound_cursor(connection, raw):
