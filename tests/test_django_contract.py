@@ -193,11 +193,13 @@ def test_a_function_call_sends_each_kind_of_parameter_and_answers_its_integer():
 
     needs_postgresql()
     call = django_compat.call_function
-    at = timezone.now()
+    at = timezone.now().replace(microsecond=842832)
     assert call(connection, "SELECT length(%s::text) + %s::integer + "
                 "round(%s::double precision * 10)::integer", ["héllo €", 2, 0.3]) == 12
-    assert call(connection, "SELECT extract(epoch FROM %s::timestamptz)::integer",
+    assert call(connection, "SELECT floor(extract(epoch FROM %s::timestamptz))::bigint",
                 [at]) == int(at.timestamp())
+    assert call(connection, "SELECT extract(microseconds FROM %s::timestamptz)::integer",
+                [at]) == at.second * 1_000_000 + at.microsecond
     assert call(connection, "SELECT (%s::jsonb ->> 'a')::integer + length('100%%')",
                 ['{"a": 5}']) == 9
     assert call(connection, "SELECT (%s::jsonb IS NULL)::integer", [None]) == 1
@@ -211,7 +213,7 @@ def test_a_function_call_sends_each_kind_of_parameter_and_answers_its_integer():
 @pytest.mark.pg
 @pytest.mark.django_db(transaction=True)
 def test_a_function_call_raises_djangos_errors_as_a_cursor_would():
-    from django.db import DataError, IntegrityError
+    from django.db import DataError, IntegrityError, ProgrammingError
 
     needs_postgresql()
     call = django_compat.call_function
@@ -224,6 +226,8 @@ def test_a_function_call_raises_djangos_errors_as_a_cursor_would():
     with pytest.raises(IntegrityError):
         call(connection, "WITH u AS (UPDATE jobs_deadletter SET id = %s WHERE job_id = %s "
              "RETURNING id) SELECT count(*)::integer FROM u", [taken, "contract-6"])
+    with pytest.raises(ProgrammingError):  # not a SELECT: never taken for an outage
+        call(connection, "DO $$ BEGIN END $$", [])
     assert call(connection, "SELECT %s::integer", [7]) == 7  # usable afterwards
 
 

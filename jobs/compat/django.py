@@ -208,8 +208,12 @@ def _error(pgconn, result) -> Exception:
 
     message = result.error_message.decode("utf-8", "replace").strip() or "the statement failed"
     state = result.error_field(pq.DiagnosticField.SQLSTATE)
-    if pgconn.status == pq.ConnStatus.BAD or result.status != pq.ExecStatus.FATAL_ERROR \
-            or not state:  # no SQLSTATE: libpq's own error, the connection lost
+    if pgconn.status == pq.ConnStatus.BAD:
+        return psycopg.OperationalError(message)
+    if result.status != pq.ExecStatus.FATAL_ERROR:  # not a SELECT
+        status = pq.ExecStatus(result.status).name
+        return psycopg.ProgrammingError(f"the statement answered {status}, not a row")
+    if not state:  # libpq's own error: the connection lost
         return psycopg.OperationalError(message)
     try:
         return psycopg.errors.lookup(state.decode())(message)
