@@ -381,20 +381,32 @@ def _wait_for_commit(changes: Changes, since: float, seconds: float, job_id: str
 
 
 def _wait_for_notification(pg, seconds: float, job_id: str) -> dict | None:
-    """The notification that ``job_id`` is done (its payload), or None after ``seconds``."""
+    """The notification that ``job_id`` is done (its payload), or None after ``seconds``.
+
+    One that arrived while get()'s own statement ran (the job finished during its LISTEN
+    and read) was kept by libpq, where psycopg's ``notifies()`` doesn't look: it is taken
+    first, or the wait would last until the next read of the row, ``interval`` later."""
     deadline = time.monotonic() + seconds
     try:
+        while (kept := pg.pgconn.notifies()) is not None:
+            if (payload := _payload_for(job_id, kept.extra.decode(errors="replace"))):
+                return payload
         while (left := deadline - time.monotonic()) > 0:
             for notify in pg.notifies(timeout=left):
-                try:
-                    payload = json.loads(notify.payload)
-                except ValueError:
-                    continue
-                if isinstance(payload, dict) and payload.get("id") == job_id:
+                if (payload := _payload_for(job_id, notify.payload)):
                     return payload
     except Exception:  # the connection broke: the caller's next read tells
         time.sleep(max(0.0, deadline - time.monotonic()))
     return None
+
+
+def _payload_for(job_id: str, text: str) -> dict | None:
+    """A notification's payload, if it is ``job_id``'s."""
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) and payload.get("id") == job_id else None
 
 
 class EagerResult(JobResult):

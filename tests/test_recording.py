@@ -283,3 +283,31 @@ def test_get_polls_where_listening_fails_and_leaves_no_failed_transaction_behind
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_listening_channels()")
         assert cursor.fetchall() == []
+
+
+def test_get_takes_a_notification_that_came_while_it_was_listening(monkeypatch):
+    # The job finishes while get()'s own LISTEN-and-read is on its way: the notification
+    # comes in the same reply, and libpq keeps it aside. Here the read itself NOTIFYs the
+    # job's channel; the row stays STARTED, so only the notification can end the wait.
+    import json
+
+    from jobs import results
+
+    connection = connections["default"]
+    if connection.vendor != "postgresql":
+        pytest.skip("LISTEN/NOTIFY: PostgreSQL only (DATABASE_URL=postgres://... pytest -m pg)")
+    msg = message()
+    recording.mark_started(msg, "w", track=True)
+    channel = results.result_channel(msg.id)
+    payload = json.dumps({"id": msg.id, "state": States.SUCCESS, "result": 42})
+    run = results._run
+
+    def finishing_meanwhile(pg, sql):
+        if sql.startswith("BEGIN; LISTEN"):
+            sql = sql.replace("COMMIT; ", f"COMMIT; NOTIFY {channel}, '{payload}'; ", 1)
+        return run(pg, sql)
+
+    monkeypatch.setattr(results, "_run", finishing_meanwhile)
+    started = time.monotonic()
+    assert JobResult(msg.id).get(timeout=4, interval=3) == 42
+    assert time.monotonic() - started < 1.5  # not at the next read of the row, 3 s later
