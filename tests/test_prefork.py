@@ -344,7 +344,8 @@ class _Quiet:
 def test_the_worker_keeps_watching_the_brokers_socket_while_nothing_comes(monkeypatch,
                                                                           readable):
     worker = Worker(concurrency=1, pool="prefork")
-    worker._collecting, worker.pool = True, _Watching(readable)
+    worker._watching = worker._collecting = True  # as run() sets them for prefork on Redis
+    worker.pool = _Watching(readable)
     monkeypatch.setattr(get_broker(), "sockets", lambda connection: [7])
     for _ in range(8):
         worker._fetch(_Quiet())

@@ -159,6 +159,14 @@ def test_a_progress_state_never_overwrites_a_final_one():
 
 # PostgreSQL: the notification of a final state ---------------------------------------------
 
+def postgresql():
+    """The default connection, which must be PostgreSQL's (LISTEN/NOTIFY): else skip."""
+    connection = connections["default"]
+    if connection.vendor != "postgresql":
+        pytest.skip("LISTEN/NOTIFY: PostgreSQL only (DATABASE_URL=postgres://... pytest -m pg)")
+    return connection
+
+
 @pytest.fixture
 def listener():
     """A connection of its own; yields ``listen(*job_ids)``, which LISTENs on those jobs'
@@ -168,13 +176,11 @@ def listener():
     import json
 
     import psycopg
-    from django.db import connection
 
     from jobs.compat.django import connection_params
     from jobs.results import result_channel
 
-    if connection.vendor != "postgresql":
-        pytest.skip("LISTEN/NOTIFY: PostgreSQL only (DATABASE_URL=postgres://... pytest -m pg)")
+    connection = postgresql()
     params = connection_params(connection)
     params.pop("context", None)
     with psycopg.connect(**params, autocommit=True) as pg:
@@ -236,12 +242,9 @@ def test_a_value_too_large_for_a_notification_is_notified_by_its_id(listener):
 
 
 def test_a_jobs_channel_is_the_md5_of_its_id_as_postgresql_computes_it():
-    from django.db import connection
-
     from jobs.results import result_channel
 
-    if connection.vendor != "postgresql":
-        pytest.skip("LISTEN/NOTIFY: PostgreSQL only (DATABASE_URL=postgres://... pytest -m pg)")
+    connection = postgresql()
     ids = ["0c6b2a4e-1f7e-4c1e-9f43-0b8f6ad0f3b1", "my-own-id", "é€ unicode"]
     with connection.cursor() as cursor:
         for job_id in ids:
@@ -271,9 +274,7 @@ def test_get_polls_where_listening_fails_and_leaves_no_failed_transaction_behind
     # the failed transaction, where every later statement would be refused.
     from jobs import results
 
-    connection = connections["default"]
-    if connection.vendor != "postgresql":
-        pytest.skip("LISTEN/NOTIFY: PostgreSQL only (DATABASE_URL=postgres://... pytest -m pg)")
+    connection = postgresql()
     msg = message()
     recording.mark_started(msg, "w", track=True)
     recording.mark_succeeded(msg, {"total": 3}, 0.1, "w")
@@ -293,9 +294,7 @@ def test_get_takes_a_notification_that_came_while_it_was_listening(monkeypatch):
 
     from jobs import results
 
-    connection = connections["default"]
-    if connection.vendor != "postgresql":
-        pytest.skip("LISTEN/NOTIFY: PostgreSQL only (DATABASE_URL=postgres://... pytest -m pg)")
+    postgresql()
     msg = message()
     recording.mark_started(msg, "w", track=True)
     channel = results.result_channel(msg.id)

@@ -280,7 +280,7 @@ class Worker:
         Where the broker's sockets can be watched, this thread waits on them itself (what
         the transport watches besides kombu's own connection included)."""
         timeout, readable = POLL, False
-        if self._collecting or self._watching:
+        if self._watching:  # (collecting implies it)
             sockets = get_broker().sockets(conn)
             if sockets is None:  # can't tell now: the outcomes wait for this drain (rare)
                 timeout = POLL / 10 if self._collecting else POLL
