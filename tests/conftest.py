@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -125,18 +126,63 @@ def pool_matrix(pools=POOLS, every_broker: bool = True):
 
 @pytest.fixture
 def broker_url(request, settings, transactional_db):
-    """A clean broker for one test; the test process publishes to it as the worker reads it."""
+    """A clean broker for one test; the test process publishes to it as the worker reads it.
+    Besides the names of :data:`BROKERS`, ``"rediss"``: Redis over TLS (:func:`_tls_redis`)."""
     name = request.param
     if name in BROKER_SERVICE:
         require(BROKER_SERVICE[name])
     if name == "amqp":
         request.getfixturevalue("_amqp_vhost")
-    url = BROKERS[name]
+    url = request.getfixturevalue("_tls_redis") if name == "rediss" else BROKERS[name]
     settings.JOBS = {**settings.JOBS, "BROKER_URL": url,
                      "BROKER_TRANSPORT_OPTIONS": TEST_TRANSPORT_OPTIONS}
     purge(url)
     yield url
     purge(url)
+
+
+@pytest.fixture(scope="session")
+def _tls_redis(tmp_path_factory):
+    """A Redis server of this test process's own that speaks only TLS, with a certificate
+    made for it: its ``rediss://`` URL, which checks that certificate."""
+    missing = [name for name in ("redis-server", "openssl") if shutil.which(name) is None]
+    if missing:
+        message = f"Redis over TLS needs {' and '.join(missing)}: apt-get install redis-server openssl"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    where = tmp_path_factory.mktemp("tls-redis")
+    cert, key = where / "cert.pem", where / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
+         "--tls-auth-clients", "no", "--save", "", "--appendonly", "no", "--dir", str(where)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={cert}"
+    import redis
+
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"redis-server over TLS did not start on port {port}")
+            time.sleep(0.05)
+        finally:
+            client.close()
+    yield url
+    server.terminate()
+    server.wait(10)
 
 
 # Short enough that a killed worker's job comes back within a test, long enough that a live

@@ -44,7 +44,8 @@ def report(**figures) -> None:
         out.write(json.dumps(figures) + "\n")
 
 
-@brokers
+@pytest.mark.parametrize("broker_url", [*broker_params(), pytest.param("rediss", id="rediss")],
+                         indirect=True)  # rediss: Redis over TLS
 def test_workers_killed_three_times_lose_no_job(broker_url, start_worker):
     start_worker(broker_url, "-c", "2", "-n", "steady@chaos")
     victim = start_worker(broker_url, "-c", "2", "-n", "victim-0@chaos")

@@ -245,6 +245,7 @@ COVERED = {
     *(f"kombu.transport.virtual.base.QoS.{n}" for n in ("_delivered", "_delivered.restored",
                                                       "_dirty", "_quick_ack", "_on_collect")),
     "kombu.transport.virtual.base.Transport.cycle",
+    "kombu.transport.redis.MultiChannelPoller._chan_to_sock",
     "kombu.transport.redis.Channel._expires", "kombu.transport.redis.Channel._queue_cycle",
     "kombu.transport.redis.monotonic", "kombu.transport.redis.Channel._put(_publish_batch=)",
     "kombu.transport.redis.Channel.Client.execute_command",
@@ -315,3 +316,20 @@ def test_a_redis_py_connection_keeps_its_socket_where_the_adapter_reads_it():
             socket_of(connection)
     finally:
         pool.disconnect()
+
+
+def test_kombus_redis_event_loop_keeps_the_sockets_it_polls_where_the_adapter_reads_them():
+    require("redis")
+    from kombu import Queue
+
+    queue = f"contract-{uuid.uuid4().hex[:8]}"
+    with Connection(REDIS_URL, transport=kombu_redis.Transport) as connection:
+        channel = connection.default_channel
+        Queue(queue)(channel).declare()
+        channel.basic_consume(queue, False, lambda message: None, "contract")
+        transport = connection.transport
+        fds = kombu_redis_compat.wait_sockets(transport)  # the wait sent, its socket polled
+        sockets = kombu_redis_compat.polled_sockets(transport)
+        assert fds and sorted(fds) == sorted(s.fileno() for s in sockets), \
+            "kombu.transport.redis.MultiChannelPoller._chan_to_sock"
+        channel.queue_delete(queue)

@@ -149,13 +149,13 @@ def _waits(send, rounds: int) -> float:
     return time.monotonic() - started
 
 
-@pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
+@pytest.mark.parametrize("broker_url", ["redis", "rediss"], indirect=True)
 @pytest.mark.parametrize("pool", ["solo", "threads"])
 def test_an_idle_redis_worker_takes_a_message_on_any_list_at_once(broker_url, pool):
     # Redis can wait on one list without taking from it, not on several: a message with a
     # priority, or on the worker's other queue, lies on a list the worker doesn't wait on.
     # Its watchers see it; before, it waited for the end of the wait (1 s; 0.25 s with two
-    # queues, which the wait took in turn).
+    # queues, which the wait took in turn); over TLS it did until the watchers were watched.
     first, second = f"wake-{uuid.uuid4().hex[:8]}", f"wake-{uuid.uuid4().hex[:8]}"
     with running_worker(queues=[first], pool=pool, concurrency=1):
         note.apply_async(("warm",), queue=first).get(timeout=30)
@@ -166,7 +166,7 @@ def test_an_idle_redis_worker_takes_a_message_on_any_list_at_once(broker_url, po
         assert _waits(lambda: note.apply_async(("first",), queue=first), 5) < 0.5
 
 
-@pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
+@pytest.mark.parametrize("broker_url", ["redis", "rediss"], indirect=True)
 def test_a_prefork_worker_takes_a_message_with_a_priority_at_once(broker_url, start_worker):
     start_worker(broker_url, "-c", "1")
     demo.add.delay(1, 1).get(timeout=30)

@@ -92,6 +92,7 @@ class RedisBroker(Broker):
     priority_levels = range(10)
     transport = "jobs-redis"
     pipelines_batches = True
+    watches_sockets = True  # over TLS too (jobs.transport.redis.Transport.waitable)
     default_transport_options: ClassVar[dict] = {
         # kombu's default (one hour) would hold a dead worker's jobs that long; the worker
         # renews the visibility of its in-flight messages, so a short timeout is safe.
@@ -110,8 +111,6 @@ class RedisBroker(Broker):
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
-        # Over TLS the socket may not show a reply its layer holds already.
-        self.watches_sockets = self.scheme != "rediss"
         if self.scheme == "rediss":
             # kombu turns TLS on for rediss:// only when it picks the transport from the
             # URL's scheme; naming ours, say it here as kombu would (ssl_* options in the

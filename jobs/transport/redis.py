@@ -49,6 +49,7 @@ from jobs.compat.kombu.redis import (
     RedisChannel,
     RedisQoS,
     execute_prefixed,
+    polled_sockets,
     socket_of,
     wait_sockets,
 )
@@ -482,8 +483,10 @@ class Channel(RedisChannel):
             fd = socket_of(self._watchers[key]).fileno()
             by_fd[fd] = key
             poller.register(fd, select.POLLIN)
-        events = poller.poll(0)
-        for fd, _ in events:
+        ready = {fd for fd, _ in poller.poll(0)}
+        ready.update(fd for fd, key in by_fd.items()
+                     if holds_data(socket_of(self._watchers[key])))  # over TLS
+        for fd in ready:
             key = by_fd[fd]
             watcher = self._watchers[key]
             if watcher.read_response() is not None:
@@ -493,7 +496,7 @@ class Channel(RedisChannel):
                 watcher.send_command("BLMOVE", key, key, "RIGHT", "RIGHT", WAIT)
             else:
                 self._armed.discard(key)
-        return bool(events)
+        return bool(ready)
 
     def _refuse(self, exc: Exception) -> None:
         logger.warning("Redis refused the CLIENT command (%s): without it, a message on a "
@@ -609,13 +612,23 @@ class Transport(kombu_redis.Transport):
     def waitable(self, connection) -> list[int] | None:
         """The sockets to wait on (:meth:`jobs.broker.Broker.sockets`), once each channel's
         claim (or its wait for a message) is sent, as kombu's event loop does before every
-        poll; None over TLS, whose layer may hold a reply the socket no longer shows."""
-        if self.client.ssl:
-            return None
+        poll. Over TLS, None while the TLS layer of one of them holds bytes already read from
+        it (a socket shows only what is still to read): the worker then waits in kombu's
+        own loop, as it would without this method. redis-py reads a whole TLS record at a
+        time, so that is not expected to happen."""
         sockets = wait_sockets(self)
         for channel in self.channels:
             sockets += channel.watch_sockets()
+        if self.client.ssl and any(map(holds_data, polled_sockets(self))):
+            return None
         return sockets
+
+
+def holds_data(sock) -> bool:
+    """Whether the TLS layer of ``sock`` holds bytes it has read and not yet handed over
+    (False for a plain socket)."""
+    pending = getattr(sock, "pending", None)  # ssl.SSLSocket
+    return pending is not None and pending() > 0
 
 
 class SentinelChannel(Channel, kombu_redis.SentinelChannel):

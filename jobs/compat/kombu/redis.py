@@ -118,6 +118,12 @@ def socket_of(connection):
     return sock
 
 
+def polled_sockets(transport) -> list:
+    """The socket objects kombu's Redis event loop polls (each channel's waiting connection,
+    and its subscriber connection for broadcast queues)."""
+    return list(transport.cycle._chan_to_sock.values())
+
+
 def wait_sockets(transport) -> list[int]:
     """The sockets kombu's Redis event loop polls, once each channel's wait (our claim) is
     sent, as that loop sends it before every poll."""
@@ -127,4 +133,5 @@ def wait_sockets(transport) -> list[int]:
 
 
 _note("kombu.transport.redis.MultiChannelPoller.on_poll_start",
-      "kombu.transport.redis.MultiChannelPoller.fds")
+      "kombu.transport.redis.MultiChannelPoller.fds",
+      "kombu.transport.redis.MultiChannelPoller._chan_to_sock")
