@@ -162,7 +162,8 @@ def _tls_redis(tmp_path_factory):
     server = subprocess.Popen(
         ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
          "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
-         "--tls-auth-clients", "no", "--save", "", "--appendonly", "no", "--dir", str(where)],
+         "--tls-auth-clients", "no", "--save", "", "--appendonly", "no", "--dir", str(where),
+         "--logfile", str(where / "redis.log")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={cert}"
     import redis
@@ -176,7 +177,8 @@ def _tls_redis(tmp_path_factory):
         except redis.ConnectionError:
             if server.poll() is not None or time.monotonic() > deadline:
                 server.kill()
-                pytest.fail(f"redis-server over TLS did not start on port {port}")
+                pytest.fail(f"redis-server over TLS did not start on port {port} (its log: "
+                            f"{where / 'redis.log'})")
             time.sleep(0.05)
         finally:
             client.close()

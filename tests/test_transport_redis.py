@@ -97,3 +97,58 @@ def test_deferred_acks_leave_no_record_even_when_the_connection_they_go_on_was_c
             channel.qos.flush_acks()
             assert client.hlen(records) == client.zcard(index) == 0
     assert sum(1 for r in requests_sent if r == "MULTI+ZREM+HDEL+EXEC") >= 2
+
+
+
+@redis_broker
+def test_a_watchers_unblock_that_found_no_wait_is_sent_again(broker_url, monkeypatch):
+    # An idle consumer waits on one list, its watchers on the others. A watcher that saw a
+    # message wakes the wait with CLIENT UNBLOCK, on another connection, sent right after
+    # the wait; Redis reads its connections in no set order and may take the UNBLOCK first,
+    # answer 0 (nothing blocked) and then block the wait for its whole second, the message
+    # beside it. Here the first UNBLOCK names no client, which Redis answers the same way.
+    import select
+    import time
+
+    unblocks = []
+    send_command = AbstractConnection.send_command
+
+    def first_unblock_finds_nothing(self, *args, **kwargs):
+        if args[:2] == ("CLIENT", "UNBLOCK"):
+            unblocks.append(args[2])
+            if len(unblocks) == 1:
+                args = ("CLIENT", "UNBLOCK", 2**62)
+        return send_command(self, *args, **kwargs)
+
+    received = []
+    with new_connection() as connection:
+        queue = Queue("default", routing_key="default")
+        channel = connection.channel()
+        consumer = Consumer(channel, queues=[queue], accept=["json"],
+                            callbacks=[lambda body, message: received.append(body)])
+        channel.basic_qos(0, 8, False)
+
+        def turn() -> None:  # as the worker's loop does it
+            sockets = connection.transport.waitable(connection.connection)
+            if sockets:
+                select.select(sockets, [], [], 0.1)
+            try:
+                connection.drain_events(timeout=0)
+            except TimeoutError:
+                pass
+
+        with consumer:
+            deadline = time.monotonic() + 10
+            while not (channel._in_wait and channel._armed):  # waiting, its watchers armed
+                assert time.monotonic() < deadline, "the consumer never waited"
+                turn()
+            monkeypatch.setattr(AbstractConnection, "send_command", first_unblock_finds_nothing)
+            with connection.channel() as publishing:  # on a watched list: priority 9
+                Producer(publishing).publish({"n": 1}, routing_key="default", priority=9)
+            started = time.monotonic()
+            while not received and time.monotonic() - started < 5:
+                turn()
+            took = time.monotonic() - started
+    assert received == [{"n": 1}]
+    assert took < 0.5, f"{took:.2f} s: the wait blocked on for its second"
+    assert len(unblocks) == 2

@@ -449,7 +449,7 @@ class Channel(RedisChannel):
         """Read what the watchers have; if one saw a message while the waiting connection
         waits, wake that with CLIENT UNBLOCK: the claim behind its wait runs now, and takes
         what the watcher saw. True if anything was read."""
-        if not self._armed:
+        if not self._armed and not self._fired:
             return False
         try:
             read = self._service_watchers()
@@ -460,15 +460,23 @@ class Channel(RedisChannel):
             # On a watcher that returned (the others are blocked in their wait).
             watcher = next(w for k, w in self._watchers.items() if k not in self._armed)
             try:
-                watcher.send_command("CLIENT", "UNBLOCK", self._waiter_id)
-                watcher.read_response()
+                # Redis reads its connections in no set order: the UNBLOCK, sent right
+                # behind the wait on another connection, may be taken before the wait and
+                # find nothing to unblock; once more then, the wait taken by now. Still
+                # nothing (the wait returned on its own, or Redis holds it back): again at
+                # the next turn, until it is unblocked or its reply is read.
+                for _ in range(2):
+                    watcher.send_command("CLIENT", "UNBLOCK", self._waiter_id)
+                    if watcher.read_response():
+                        self._in_wait = self._fired = False
+                        break
             except ResponseError as exc:
                 self._refuse(exc)
                 return True
             except self.connection_errors:
                 self._unwatch()
                 return True
-            self._in_wait = self._fired = False
+            read = True
         return read
 
     def _service_watchers(self) -> bool:
