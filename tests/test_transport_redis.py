@@ -99,7 +99,6 @@ def test_deferred_acks_leave_no_record_even_when_the_connection_they_go_on_was_c
     assert sum(1 for r in requests_sent if r == "MULTI+ZREM+HDEL+EXEC") >= 2
 
 
-
 @redis_broker
 def test_a_watchers_unblock_that_found_no_wait_is_sent_again(broker_url, monkeypatch):
     # An idle consumer waits on one list, its watchers on the others. A watcher that saw a

@@ -486,14 +486,14 @@ class Channel(RedisChannel):
         if not self._armed:
             return False
         poller = select.poll()
-        by_fd = {}
+        by_fd, ready = {}, set()
         for key in self._armed:
-            fd = socket_of(self._watchers[key]).fileno()
-            by_fd[fd] = key
-            poller.register(fd, select.POLLIN)
-        ready = {fd for fd, _ in poller.poll(0)}
-        ready.update(fd for fd, key in by_fd.items()
-                     if holds_data(socket_of(self._watchers[key])))  # over TLS
+            sock = socket_of(self._watchers[key])
+            by_fd[sock.fileno()] = key
+            poller.register(sock, select.POLLIN)
+            if holds_data(sock):  # over TLS: read already, the socket doesn't show it
+                ready.add(sock.fileno())
+        ready.update(fd for fd, _ in poller.poll(0))
         for fd in ready:
             key = by_fd[fd]
             watcher = self._watchers[key]
