@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -145,46 +146,66 @@ def broker_url(request, settings, transactional_db):
 def _tls_redis(tmp_path_factory):
     """A Redis server of this test process's own that speaks only TLS, with a certificate
     made for it: its ``rediss://`` URL, which checks that certificate."""
-    missing = [name for name in ("redis-server", "openssl") if shutil.which(name) is None]
+    with own_redis_server(tmp_path_factory.mktemp("tls-redis"), tls=True) as url:
+        yield url
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A Redis server for one test alone (one the test may pause, or crash): its URL."""
+    with own_redis_server(tmp_path) as url:
+        yield url
+
+
+@contextmanager
+def own_redis_server(where: Path, tls: bool = False):
+    """Run a ``redis-server`` of our own on a free port, keeping nothing on disk, its log in
+    ``where``; give its URL (over TLS only, with a certificate made for it, if ``tls``)."""
+    missing = [name for name in ("redis-server", "openssl") if shutil.which(name) is None
+               and (tls or name == "redis-server")]
     if missing:
-        message = f"Redis over TLS needs {' and '.join(missing)}: apt-get install redis-server openssl"
+        message = f"this test needs {' and '.join(missing)}: apt-get install redis-server openssl"
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
-    where = tmp_path_factory.mktemp("tls-redis")
-    cert, key = where / "cert.pem", where / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
     with socket.socket() as probe:  # a free port
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-         "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
-         "--tls-auth-clients", "no", "--save", "", "--appendonly", "no", "--dir", str(where),
-         "--logfile", str(where / "redis.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={cert}"
+    command = ["redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+               "--dir", str(where), "--logfile", str(where / "redis.log")]
+    if tls:
+        cert, key = where / "cert.pem", where / "key.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+        command += ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert),
+                    "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
+                    "--tls-auth-clients", "no"]
+        url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={cert}"
+    else:
+        command += ["--port", str(port)]
+        url = f"redis://127.0.0.1:{port}/0"
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     import redis
 
     client = redis.Redis.from_url(url)
     deadline = time.monotonic() + 20
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"redis-server over TLS did not start on port {port} (its log: "
-                            f"{where / 'redis.log'})")
-            time.sleep(0.05)
-        finally:
-            client.close()
-    yield url
-    server.terminate()
-    server.wait(10)
+    try:
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"redis-server did not start on port {port} (its log: "
+                                f"{where / 'redis.log'})")
+                time.sleep(0.05)
+            finally:
+                client.close()
+        yield url
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 # Short enough that a killed worker's job comes back within a test, long enough that a live

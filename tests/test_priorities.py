@@ -173,6 +173,35 @@ def test_a_prefork_worker_takes_a_message_with_a_priority_at_once(broker_url, st
     assert _waits(lambda: demo.add.apply_async((1, 2), priority=9), 5) < 1.0
 
 
+@pytest.mark.parametrize("pool", ["solo", "threads"])
+def test_a_worker_goes_on_through_a_pause_of_its_redis_and_leaves_the_server_up(
+        own_redis, settings, transactional_db, pool):
+    # A watcher sees a job on the worker's other queue while the worker is busy; writes are
+    # paused (CLIENT PAUSE WRITE, as FAILOVER does) as its job ends. The job's
+    # acknowledgement, the next wait and the watcher's wake all wait for the pause to end,
+    # and then the job on the other queue runs. (The consumer's own test holds the wait
+    # itself with a pause: test_transport_redis.)
+    import redis
+
+    from tests.conftest import TEST_TRANSPORT_OPTIONS
+
+    settings.JOBS = {**settings.JOBS, "BROKER_URL": own_redis,
+                     "BROKER_TRANSPORT_OPTIONS": TEST_TRANSPORT_OPTIONS}
+    admin = redis.Redis.from_url(own_redis)
+    first, second = f"pause-{uuid.uuid4().hex[:8]}", f"pause-{uuid.uuid4().hex[:8]}"
+    gate.clear()
+    with running_worker(queues=[first, second], pool=pool, concurrency=1):
+        note.apply_async(("warm",), queue=first).get(timeout=30)
+        busy = hold.apply_async(queue=first)
+        wait_for(lambda: busy.state == "STARTED", message="the first job never started")
+        other = note.apply_async(("other",), queue=second)
+        admin.execute_command("CLIENT", "PAUSE", 1000, "WRITE")
+        gate.set()
+        assert other.get(timeout=30) == "other"
+        assert busy.get(timeout=30) is None
+    assert admin.ping()
+
+
 @pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
 def test_without_the_client_command_a_worker_still_takes_every_list_in_turn(
         broker_url, settings, caplog):
@@ -191,6 +220,6 @@ def test_without_the_client_command_a_worker_still_takes_every_list_in_turn(
             note.apply_async(("warm",), queue=queue).get(timeout=30)
             assert note.apply_async(("urgent",), queue=queue, priority=9).get(timeout=30) \
                 == "urgent"
-        assert "refused the CLIENT command" in caplog.text
+        assert "refused a command that wakes a waiting worker" in caplog.text
     finally:
         admin.execute_command("ACL", "DELUSER", user)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import select
 
 import pytest
 from kombu import Consumer, Producer, Queue
@@ -29,6 +30,18 @@ def requests_sent(monkeypatch):
 
     monkeypatch.setattr(AbstractConnection, "send_packed_command", send_packed_command)
     return sent
+
+
+def turn(connection) -> None:
+    """One turn of a consumer's loop, as the worker's: wait on the broker's sockets (those of
+    the wait and of its watchers) for up to 0.1 s, then read what came."""
+    sockets = connection.transport.waitable(connection.connection)
+    if sockets:
+        select.select(sockets, [], [], 0.1)
+    try:
+        connection.drain_events(timeout=0)
+    except TimeoutError:
+        pass
 
 
 @redis_broker
@@ -99,6 +112,56 @@ def test_deferred_acks_leave_no_record_even_when_the_connection_they_go_on_was_c
     assert sum(1 for r in requests_sent if r == "MULTI+ZREM+HDEL+EXEC") >= 2
 
 
+def test_a_wait_held_by_a_pause_of_redis_is_not_woken_and_the_server_stays_up(
+        own_redis, settings):
+    # An idle consumer waits on one list, its watchers on the others. Here a watcher sees a
+    # message while the consumer is busy (its reply unread), writes are paused (CLIENT PAUSE
+    # WRITE, as FAILOVER does), and the consumer waits again: the pause holds that wait.
+    # Redis before its fix of July 2025 (redis/redis#14164) crashed when CLIENT UNBLOCK, the
+    # watcher's way to wake the wait, named a client a pause held. The message is taken
+    # when the pause ends, not when the wait's second is up.
+    import time
+
+    import redis
+
+    from tests.conftest import TEST_TRANSPORT_OPTIONS
+
+    settings.JOBS = {**settings.JOBS, "BROKER_URL": own_redis,
+                     "BROKER_TRANSPORT_OPTIONS": TEST_TRANSPORT_OPTIONS}
+    admin = redis.Redis.from_url(own_redis)
+    received = []
+    with new_connection() as connection:
+        first, second = Queue("first", routing_key="first"), Queue("second", routing_key="second")
+        channel = connection.channel()
+        consumer = Consumer(channel, queues=[first, second], accept=["json"],
+                            callbacks=[lambda body, message: received.append(body)])
+        channel.basic_qos(0, 8, False)
+
+        def send(body: dict, queue: Queue, priority: int = 0) -> None:
+            with connection.channel() as publishing:
+                Producer(publishing).publish(body, routing_key=queue.name, declare=[queue],
+                                             priority=priority)
+
+        with consumer:
+            deadline = time.monotonic() + 10
+            while admin.info("clients")["blocked_clients"] < 2:  # waiting on both lists
+                assert time.monotonic() < deadline, "the consumer never waited"
+                turn(connection)
+            send({"n": 1}, first)
+            while not received:
+                assert time.monotonic() < deadline, "the first message never came"
+                turn(connection)
+            send({"n": 2}, second, priority=9)
+            admin.execute_command("CLIENT", "PAUSE", 500, "WRITE")
+            paused = time.monotonic()
+            while len(received) < 2 and time.monotonic() - paused < 5:
+                turn(connection)
+    assert admin.ping()
+    assert received == [{"n": 1}, {"n": 2}]
+    took = time.monotonic() - paused
+    assert took < 1.2, f"{took:.2f} s: the second message waited for the end of a wait"
+
+
 @redis_broker
 def test_a_watchers_unblock_that_found_no_wait_is_sent_again(broker_url, monkeypatch):
     # An idle consumer waits on one list, its watchers on the others. A watcher that saw a
@@ -106,18 +169,19 @@ def test_a_watchers_unblock_that_found_no_wait_is_sent_again(broker_url, monkeyp
     # the wait; Redis reads its connections in no set order and may take the UNBLOCK first,
     # answer 0 (nothing blocked) and then block the wait for its whole second, the message
     # beside it. Here the first UNBLOCK names no client, which Redis answers the same way.
-    import select
     import time
 
     unblocks = []
-    send_command = AbstractConnection.send_command
+    pack_commands = AbstractConnection.pack_commands
 
-    def first_unblock_finds_nothing(self, *args, **kwargs):
-        if args[:2] == ("CLIENT", "UNBLOCK"):
-            unblocks.append(args[2])
-            if len(unblocks) == 1:
-                args = ("CLIENT", "UNBLOCK", 2**62)
-        return send_command(self, *args, **kwargs)
+    def first_unblock_finds_nothing(self, commands):
+        commands = list(commands)
+        for i, args in enumerate(commands):
+            if args[:2] == ("CLIENT", "UNBLOCK"):
+                unblocks.append(args[2])
+                if len(unblocks) == 1:
+                    commands[i] = ("CLIENT", "UNBLOCK", 2**62)
+        return pack_commands(self, commands)
 
     received = []
     with new_connection() as connection:
@@ -127,26 +191,17 @@ def test_a_watchers_unblock_that_found_no_wait_is_sent_again(broker_url, monkeyp
                             callbacks=[lambda body, message: received.append(body)])
         channel.basic_qos(0, 8, False)
 
-        def turn() -> None:  # as the worker's loop does it
-            sockets = connection.transport.waitable(connection.connection)
-            if sockets:
-                select.select(sockets, [], [], 0.1)
-            try:
-                connection.drain_events(timeout=0)
-            except TimeoutError:
-                pass
-
         with consumer:
             deadline = time.monotonic() + 10
             while not (channel._in_wait and channel._armed):  # waiting, its watchers armed
                 assert time.monotonic() < deadline, "the consumer never waited"
-                turn()
-            monkeypatch.setattr(AbstractConnection, "send_command", first_unblock_finds_nothing)
+                turn(connection)
+            monkeypatch.setattr(AbstractConnection, "pack_commands", first_unblock_finds_nothing)
             with connection.channel() as publishing:  # on a watched list: priority 9
                 Producer(publishing).publish({"n": 1}, routing_key="default", priority=9)
             started = time.monotonic()
             while not received and time.monotonic() - started < 5:
-                turn()
+                turn(connection)
             took = time.monotonic() - started
     assert received == [{"n": 1}]
     assert took < 0.5, f"{took:.2f} s: the wait blocked on for its second"

@@ -107,6 +107,9 @@ PUSH_CHUNK = 1000
 #: The most messages one claim takes (fewer when the prefetch count leaves less room).
 CLAIM_MAX = 16
 
+#: A key no one writes: deleting it is a write that changes nothing (:meth:`Channel._unblock`).
+WAKE_KEY = "jobs.wake"
+
 #: Seconds to wait for a message on one key before looking at all of them again.
 WAIT = 1.0
 WAIT_MANY = 0.25  # when there are several queues to look at and no watchers (below)
@@ -395,8 +398,8 @@ class Channel(RedisChannel):
     # (a list per priority step), would see a message on any list but the one it waits on
     # only when the wait's time is up. So while it waits, each other list has a watcher: a
     # connection of its own, blocked in the same BLMOVE on that list. When one returns, the
-    # waiting connection is woken with CLIENT UNBLOCK, and the claim behind its wait runs
-    # at once. A server that refuses CLIENT (an ACL without it) leaves the lists to be
+    # waiting connection is woken with CLIENT UNBLOCK (:meth:`_unblock`), and the claim
+    # behind its wait runs at once. A server that refuses CLIENT (an ACL without it) leaves the lists to be
     # looked at in turn, as before.
 
     def _watch(self, keys: list[str], connection) -> bool:
@@ -466,18 +469,41 @@ class Channel(RedisChannel):
                 # nothing (the wait returned on its own, or Redis holds it back): again at
                 # the next turn, until it is unblocked or its reply is read.
                 for _ in range(2):
-                    watcher.send_command("CLIENT", "UNBLOCK", self._waiter_id)
-                    if watcher.read_response():
+                    if self._unblock(watcher):
                         self._in_wait = self._fired = False
                         break
             except ResponseError as exc:
-                self._refuse(exc)
+                if "NOPERM" in str(exc) or "unknown command" in str(exc):
+                    self._refuse(exc)
+                else:  # READONLY: a failover's old master; the next wait arms them anew
+                    self._unwatch()
                 return True
             except self.connection_errors:
                 self._unwatch()
                 return True
             read = True
         return read
+
+    def _unblock(self, watcher) -> bool:
+        """Send CLIENT UNBLOCK for the waiting connection on ``watcher``; True if it was
+        blocked. The UNBLOCK goes in a transaction with a write that changes nothing, so
+        that while writes are paused (CLIENT PAUSE, FAILOVER) the pause holds it too, until
+        it no longer holds the wait: Redis before its fix of July 2025 (redis/redis#14164)
+        crashed on an UNBLOCK naming a client that a pause held."""
+        prefix = self.global_keyprefix or ""
+        watcher.send_packed_command(watcher.pack_commands([
+            ("MULTI",), ("DEL", prefix + WAKE_KEY), ("CLIENT", "UNBLOCK", self._waiter_id),
+            ("EXEC",)]))
+        replies = []
+        for _ in range(4):  # every reply read, an error's too: the connection stays in step
+            try:
+                replies.append(watcher.read_response())
+            except ResponseError as exc:
+                replies.append(exc)
+        error = next((r for r in replies if isinstance(r, ResponseError)), None)
+        if error is not None:
+            raise error
+        return bool(replies[-1][-1])
 
     def _service_watchers(self) -> bool:
         """Read the replies of the armed watchers that have one: a message seen (noted in
@@ -507,10 +533,10 @@ class Channel(RedisChannel):
         return bool(ready)
 
     def _refuse(self, exc: Exception) -> None:
-        logger.warning("Redis refused the CLIENT command (%s): without it, a message on a "
-                       "list other than the one the worker waits on (another queue's, or "
-                       "one with a priority) is taken when that wait is up, within %s s",
-                       exc, WAIT)
+        logger.warning("Redis refused a command that wakes a waiting worker (CLIENT, or "
+                       "DEL %s): %s. Without it, a message on a list other than the one the "
+                       "worker waits on (another queue's, or one with a priority) is taken "
+                       "when that wait is up, within %s s", WAKE_KEY, exc, WAIT)
         self._unwatch()
         self._watching, self._refused = False, True
 
