@@ -7,6 +7,7 @@ import functools
 import hashlib
 import json
 import time
+import weakref
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -17,7 +18,7 @@ from django.utils import timezone
 
 from jobs import context, exceptions
 from jobs.changes import Changes, watchable
-from jobs.compat.django import in_atomic_block
+from jobs.compat.django import add_execute_wrapper, in_atomic_block
 from jobs.models import EXCEPTION_STATES, READY_STATES, JobRecord, States
 
 
@@ -288,9 +289,11 @@ def _notifications(job_id: str):
     SQLite's snapshot stays the same); and the job's state if it was read on the way
     (:data:`UNREAD` otherwise).
 
-    On PostgreSQL one round trip listens on the job's own channel and reads its state; the
-    channel is closed when the block ends, so that a connection left idle, or in a long
-    transaction, holds back none of the database's notifications."""
+    On PostgreSQL one round trip listens on the job's own channel and reads its state. The
+    channel is closed after the block, before the connection's next statement: with the
+    next get()'s LISTEN, or ahead of whatever else runs on it first (:func:`_unlisten_later`).
+    So the caller has its outcome a round trip sooner, and a connection that goes on to a
+    long transaction holds back none of the database's notifications."""
     connection = connections[router.db_for_read(JobRecord)]
     if in_atomic_block(connection):
         yield None, UNREAD
@@ -309,13 +312,36 @@ def _notifications(job_id: str):
     if found is UNREAD:  # not psycopg 3
         yield None, UNREAD
         return
+    pg = connection.connection
     try:
-        yield functools.partial(_wait_for_notification, connection.connection), found
+        yield functools.partial(_wait_for_notification, pg), found
     finally:
+        _unlisten_later(connection, pg, result_channel(job_id))
+
+
+#: psycopg connection -> the channel it listens on still, closed before its next statement.
+_listening: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _unlisten_later(connection, pg, channel: str) -> None:
+    """Close ``channel`` on ``pg`` (the driver's connection of Django's ``connection``)
+    before the next statement that goes through it: the next get()'s LISTEN takes it along,
+    or, ahead of any other statement of Django's, :func:`_unlisten_first` sends it alone."""
+    _listening[pg] = channel
+    add_execute_wrapper(connection, _unlisten_first)
+
+
+def _unlisten_first(execute, sql, params, many, context):
+    """Django's execute wrapper: send the UNLISTEN a get() left on this connection, then the
+    statement. Outside any transaction: psycopg opens one only with the statement."""
+    pg = context["connection"].connection
+    channel = _listening.pop(pg, None) if pg is not None else None
+    if channel is not None:
         try:
-            _run(connection.connection, f"UNLISTEN {result_channel(job_id)}")
-        except Exception:  # the connection broke: Django replaces it
+            _run(pg, f"UNLISTEN {channel}")
+        except Exception:  # the connection broke: the statement says so
             pass
+    return execute(sql, params, many, context)
 
 
 def _listen(connection, job_id: str):
@@ -333,8 +359,10 @@ def _listen(connection, job_id: str):
     from psycopg.sql import Literal
 
     select = _select_sql(connection.alias, ("state",)) % Literal(job_id).as_string(pg)
+    earlier = _listening.pop(pg, None)  # the channel of the last get() on this connection
+    unlisten = f"UNLISTEN {earlier}; " if earlier is not None else ""
     try:
-        found = _run(pg, f"BEGIN; LISTEN {result_channel(job_id)}; COMMIT; {select}")
+        found = _run(pg, f"BEGIN; {unlisten}LISTEN {result_channel(job_id)}; COMMIT; {select}")
     except DatabaseError:
         try:
             if pg.info.transaction_status != TransactionStatus.IDLE:  # the LISTEN failed

@@ -25,6 +25,7 @@ ATTRIBUTES = {
     "BaseDatabaseWrapper.errors_occurred": bool,
     "BaseDatabaseWrapper.connection": object,  # the driver's, once connected
     "BaseDatabaseWrapper.wrap_database_errors": DatabaseErrorWrapper,
+    "BaseDatabaseWrapper.execute_wrappers": list,
 }
 
 #: Methods we call, and their parameters.

@@ -267,6 +267,25 @@ def test_postgresqls_start_function_writes_every_column_of_the_row():
     assert columns == {f.column for f in JobRecord._meta.concrete_fields if not f.primary_key}
 
 
+def test_get_stops_listening_before_the_connections_next_statement():
+    # get() returns as soon as it has the outcome, and closes the job's channel with the
+    # connection's next statement: the next get()'s LISTEN, or ahead of anything else (here
+    # a transaction), so that a connection that goes on to a long transaction holds back
+    # none of the database's notifications.
+    from django.db import transaction
+
+    connection = postgresql()
+    first, second = message(), message()
+    for msg, value in ((first, 1), (second, 2)):
+        recording.mark_started(msg, "w", track=True)
+        recording.mark_succeeded(msg, value, 0.1, "w")
+    assert JobResult(first.id).get(timeout=5) == 1
+    assert JobResult(second.id).get(timeout=5) == 2
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_listening_channels()")
+        assert cursor.fetchall() == []
+
+
 def test_get_polls_where_listening_fails_and_leaves_no_failed_transaction_behind(monkeypatch):
     # get() sends its LISTEN in a transaction of its own, committed before its read. When a
     # statement in it fails (a standby refuses LISTEN; here a division by zero goes in with

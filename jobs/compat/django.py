@@ -39,6 +39,7 @@ USED = frozenset({
     "BaseDatabaseWrapper.inc_thread_sharing",
     "BaseDatabaseWrapper.wrap_database_errors",
     "BaseDatabaseWrapper.connection",
+    "BaseDatabaseWrapper.execute_wrappers",
 })
 
 
@@ -53,6 +54,16 @@ errors_occurred = attrgetter("errors_occurred")
 #: () -> list: this thread's database connections that were used (the others have nothing
 #: to tidy). A partial: the worker asks before and after every job.
 initialized_connections = partial(connections.all, initialized_only=True)
+
+
+def add_execute_wrapper(connection, wrapper) -> None:
+    """Have ``wrapper`` wrap every statement run on ``connection`` through Django from now on
+    (as ``connection.execute_wrapper(wrapper)`` does for a block), once however often it is
+    added. It stays as long as the connection object: make it cheap when it has nothing to
+    do."""
+    wrappers = connection.execute_wrappers
+    if wrapper not in wrappers:
+        wrappers.append(wrapper)
 
 
 def check_health_before_next_use(connection) -> None:
