@@ -206,3 +206,26 @@ def test_a_watchers_unblock_that_found_no_wait_is_sent_again(broker_url, monkeyp
     assert received == [{"n": 1}]
     assert took < 0.5, f"{took:.2f} s: the wait blocked on for its second"
     assert len(unblocks) == 2
+
+
+@redis_broker
+def test_the_packed_wait_and_claim_are_what_redis_py_would_send(broker_url, monkeypatch):
+    # The wait and the claim are packed once per list of queues, only the time and the
+    # number to take written in at each wait (ClaimRequests): byte for byte redis-py's
+    # packing of the same arguments, a queue named outside ASCII included.
+    from redis.connection import Connection
+
+    from jobs.transport import redis as transport
+
+    monkeypatch.setattr(transport, "time", lambda: 1796676504.5124013)
+    with new_connection() as connection:
+        channel = connection.channel()
+        queues = ["default", "tâches-é"]
+        requests = transport.ClaimRequests(channel, queues)
+        keys = [channel.queue_key(q, pri) for pri in channel.claim_order for q in queues]
+        assert requests.key == (channel.global_keyprefix or "") + "default"
+        for want, wait in ((5, 0.25), (1, 1.0)):
+            claim = channel._claim_args(keys, want)
+            assert requests.wait_then_claim(wait, want) == b"".join(Connection().pack_commands(
+                [("BLMOVE", requests.key, requests.key, "RIGHT", "RIGHT", wait), claim]))
+            assert requests.claim(want) == b"".join(Connection().pack_commands([claim]))

@@ -153,7 +153,7 @@ class Channel(RedisChannel):
         self.claimed: dict[str, bool] = {}  # tags the claim script recorded
         self._waiting = False
         self._want = 1  # how many messages the claim in flight asked for
-        self._poll_keys: list[str] = []
+        self._requests: dict[tuple, ClaimRequests] = {}  # by the queues, in claim order
         self._shared_client = None
         self._put_connection = None
         self._ack_connection = None
@@ -367,29 +367,29 @@ class Channel(RedisChannel):
         queues = self.queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
-        keys = [self.queue_key(queue, pri) for pri in self.claim_order for queue in queues]
+        requests = self._requests.get(tuple(queues)) or self._requests_for(queues)
         connection = self.client.connection
         self._want = self._room()
-        claim = self._claim_args(keys, self._want)
-        self._poll_keys = keys
-        prefix = self.global_keyprefix or ""
-        # On the first queue's list of messages without a priority, where most arrive.
-        key = prefix + self.queue_key(queues[0], 0)
         watched = False
         if self._waiting and self._watching:
-            watched = self._watch([prefix + k for k in keys if prefix + k != key], connection)
+            watched = self._watch(requests.others, connection)
         self.wait_sent(connection)
         if self._waiting and not self._fired:
             # The claim goes right behind the wait: the server runs it the moment the wait
             # returns (a message came, or the time is up), without another round trip.
             wait = WAIT if watched or len(self.active_queues) == 1 else WAIT_MANY
-            connection.send_packed_command(connection.pack_commands(
-                [("BLMOVE", key, key, "RIGHT", "RIGHT", wait), claim]))
+            connection.send_packed_command([requests.wait_then_claim(wait, self._want)])
             self._in_wait = True
         else:
             self._waiting = False  # for read_wait: no wait's reply to read
-            connection.send_command(*claim)
+            connection.send_packed_command([requests.claim(self._want)])
         self._fired = False
+
+    def _requests_for(self, queues: list[str]) -> ClaimRequests:
+        if len(self._requests) >= 64:  # queues consumed and cancelled over a long life
+            self._requests.clear()
+        requests = self._requests[tuple(queues)] = ClaimRequests(self, queues)
+        return requests
 
     # Watching the other lists -------------------------------------------------------------
     #
@@ -619,6 +619,48 @@ class Channel(RedisChannel):
         if not reply:
             raise Empty()
         return self._claimed_envelope(reply[1], reply[2], queue)
+
+
+def _bulk(value: bytes) -> bytes:
+    """One argument of a command, in the protocol's own terms (RESP)."""
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+class ClaimRequests:
+    """A channel's claim on one list of queues, and its wait for a message, packed once
+    (RESP): redis-py's packing of the claim's dozen arguments cost an idle worker more than
+    sending it, at every wait. Between two claims only the time and how many to take
+    change."""
+
+    __slots__ = ("key", "others", "_head", "_lists", "_waits")
+
+    def __init__(self, channel: Channel, queues: list[str]) -> None:
+        prefix = channel.global_keyprefix or ""
+        keys = [prefix + channel.queue_key(queue, pri)
+                for pri in channel.claim_order for queue in queues]
+        names = [*keys, *(prefix + name for name in channel.unacked_keys())]
+        #: Waited on: the first queue's list of messages without a priority, where most
+        #: arrive; the others are watched (Channel._watch).
+        self.key = prefix + channel.queue_key(queues[0], 0)
+        self.others = [key for key in keys if key != self.key]
+        self._head = b"*%d\r\n" % (len(names) + 6) + b"".join(map(_bulk, (
+            b"EVALSHA", CLAIM_SHA.encode(), b"%d" % len(names), *map(str.encode, names))))
+        self._lists = _bulk(b"%d" % len(keys))
+        self._waits: dict[float, bytes] = {}
+
+    def claim(self, want: int) -> bytes:
+        """The claim script's request (see CLAIM), for at most ``want`` messages."""
+        return self._head + _bulk(repr(time()).encode()) + self._lists + _bulk(b"%d" % want)
+
+    def wait_then_claim(self, seconds: float, want: int) -> bytes:
+        """A wait of up to ``seconds`` for a message on :attr:`key`, then the claim."""
+        wait = self._waits.get(seconds)
+        if wait is None:
+            key = _bulk(self.key.encode())
+            wait = self._waits[seconds] = b"*6\r\n" + b"".join((
+                _bulk(b"BLMOVE"), key, key, _bulk(b"RIGHT"), _bulk(b"RIGHT"),
+                _bulk(repr(seconds).encode())))
+        return wait + self.claim(want)
 
 
 def _envelope_from_json(raw) -> dict:
