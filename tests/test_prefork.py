@@ -143,6 +143,22 @@ def test_a_child_that_dies_loses_only_the_job_it_ran(start_pool, tmp_path):
     assert all(len(runs(tmp_path, i)) == 1 for i in range(1, 4))
 
 
+def test_a_job_handed_to_a_child_that_died_idle_runs_in_its_replacement(start_pool, tmp_path):
+    # A child killed while idle (the OOM killer, an operator) is buried at the next collect;
+    # the pool doesn't ask whether a child is alive before handing it a job (two system
+    # calls per job). A job handed to it meanwhile never reached it: it runs in the child
+    # that replaces it, and is not reported lost.
+    import multiprocessing
+
+    pool = start_pool(concurrency=1)
+    (child,) = multiprocessing.active_children()
+    child.kill()
+    child.join(10)
+    pool.submit(delivery(test_jobs.nap_quietly, str(tmp_path), 1, tag=1))
+    assert outcomes(pool, 1)[1].kind is Kind.SUCCEEDED
+    assert len(runs(tmp_path, 1)) == 1
+
+
 def test_a_child_recycled_after_its_last_job_is_handed_none_beyond_it(start_pool, tmp_path):
     pool = start_pool(concurrency=1, reserve=3, max_tasks_per_child=2)
     for i in range(5):

@@ -554,13 +554,15 @@ class Channel(RedisChannel):
         try:
             try:
                 self._in_wait = False
+                # Read as they come: redis-py's client reads them the same way, and has
+                # nothing to convert in either reply.
                 if self._waiting:  # the wait's reply: the claim's, next, says what came
                     try:
-                        self.client.parse_response(connection, "BLMOVE", **options)
+                        connection.read_response()
                     except ResponseError:
                         connection.disconnect()  # the claim's reply is still unread
                         raise
-                reply = self.client.parse_response(connection, "EVALSHA", **options)
+                reply = connection.read_response()
             except NoScriptError:
                 self.client.script_load(CLAIM)
                 raise Empty() from None  # claim again at the next turn

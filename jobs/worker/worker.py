@@ -113,6 +113,7 @@ class Worker:
         self._flush_at = 0.0
         self._shut_down = False
         self._collecting = False  # this thread collects the pool's outcomes (run())
+        self._collected = False  # _fetch collected them just now: _tick needn't look again
         self._watching = False  # this thread waits on the broker's sockets itself (run())
         self._idle_reads = 0  # the broker's sockets were readable and gave nothing, in a row
         self.pool = POOLS[self.pool_name](
@@ -291,6 +292,7 @@ class Worker:
                     sockets, self._idle_reads = (), 0
                 if self._collecting:
                     readable = self.pool.collect(POLL, sockets)
+                    self._collected = True
                 elif not sockets:
                     self._wait_for_completion(POLL)
                     return
@@ -359,8 +361,9 @@ class Worker:
         self._complete_all()
 
     def _process_completions(self) -> None:
-        if self._collecting:
+        if self._collecting and not self._collected:  # (unless _fetch just did)
             self.pool.collect(0)
+        self._collected = False
         self._complete_all()
 
     def _complete_all(self) -> None:

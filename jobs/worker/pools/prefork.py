@@ -54,6 +54,7 @@ class _Child:
         self.sent: deque[Delivery] = deque()  # handed to it and not answered, in order
         self.deadline: float | None = None  # monotonic time its job's time_limit passes
         self.killed: Kind | None = None  # why we killed it: TIME_LIMIT or REVOKED
+        self.unread = False  # it was gone before the job it was to run could reach it
         self.victim: Delivery | None = None  # the delivery it ran when we killed it
         self.done = 0
 
@@ -137,8 +138,10 @@ class PreforkPool(Pool):
 
     def submit(self, delivery: Delivery) -> None:
         with self._lock:
-            child = next((c for c in self._children if c.delivery is None
-                          and c.process.is_alive()), None)
+            # Not asked whether it is alive (two system calls, on the way of every job): one
+            # that died since the last collect() is buried at the next, and what it could
+            # not read goes to another (_Child.unread).
+            child = next((c for c in self._children if c.delivery is None), None)
             if child is not None:
                 self._send(child, delivery)
             elif not self.reserve or self._backlog or not self._reserve_for(delivery):
@@ -357,7 +360,8 @@ class PreforkPool(Pool):
         child.pipe.put(data or pack_delivery(delivery))
         if len(child.sent) == 1:  # it starts now: its time limit runs from now
             self._started(child)
-            self._write(child)
+            if not self._write(child):
+                child.unread = True
         else:
             self._unflushed.add(child)
 
@@ -369,12 +373,14 @@ class PreforkPool(Pool):
                 self._unflushed.clear()
 
     @staticmethod
-    def _write(child: _Child) -> None:
+    def _write(child: _Child) -> bool:
+        """Write what ``child`` was handed; False if it is gone (its end of the pipe closed):
+        the collector sees its sentinel, and reports or hands on what it had."""
         try:
             child.pipe.flush()
+            return True
         except OSError:
-            # The child is gone; the collector will see its sentinel and report the loss.
-            pass
+            return False
 
     def _wait_time(self, children: list[_Child]) -> float:
         deadlines = [c.deadline for c in children if c.deadline is not None]
@@ -441,11 +447,12 @@ class PreforkPool(Pool):
             self._children.remove(child)
             sent, lost = list(child.sent), child.delivery
             child.sent.clear()
-            if child.process.exitcode == RECYCLE_EXIT or (child.killed and lost is not None
-                                                          and lost is not child.victim):
+            if child.process.exitcode == RECYCLE_EXIT or child.unread or (
+                    child.killed and lost is not None and lost is not child.victim):
                 # It left for its memory limit right after answering, before reading what
-                # was sent to it meanwhile; or we killed it for a job that had answered:
-                # those never started (or were cut short), other children run them.
+                # was sent to it meanwhile; or it was gone before the job it was to run
+                # was written to it; or we killed it for a job that had answered: those
+                # never started (or were cut short), other children run them.
                 lost = None
             # What waited in its pipe behind the job it died in never started.
             self._backlog.extendleft(reversed(sent[1:] if lost is not None else sent))
