@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import select
 import signal
 import socket
 import threading
@@ -23,7 +22,6 @@ from collections import Counter
 
 from kombu import Consumer
 from kombu.serialization import prepare_accept_content
-from kombu.utils.compat import detect_environment
 
 from jobs import lifecycle
 from jobs.broker import get_broker, new_connection
@@ -34,6 +32,7 @@ from jobs.messages import decode
 from jobs.middleware import stack
 from jobs.outcome import Kind, Outcome
 from jobs.registry import registry
+from jobs.waiting import readable_within
 from jobs.worker import heartbeat
 from jobs.worker.pools import POOLS
 from jobs.worker.receiving import delivery_of, refusal
@@ -44,21 +43,6 @@ DEFAULT_PREFETCH_MULTIPLIER = 4  # Celery's
 POLL = 0.1  # seconds the main thread waits on the broker before looking at completions
 ACK_WINDOW = 0.02  # seconds acknowledgements may wait to be sent together
 HELD_ROOM = 100  # deliveries held back that don't count against the prefetch window (at least)
-
-
-def readable_within(sockets, timeout: float) -> bool:
-    """Whether one of ``sockets`` (file descriptors) becomes readable within ``timeout``
-    seconds. Under gevent or eventlet through ``select``, which they make cooperative, as
-    kombu's own poller does there."""
-    if detect_environment() != "default":
-        return bool(select.select(sockets, (), (), timeout)[0])
-    poller = select.poll()
-    for fd in sockets:
-        poller.register(fd, select.POLLIN)
-    try:
-        return bool(poller.poll(timeout * 1000))
-    except OSError:  # a socket closed under us: the broker's drain says why
-        return True
 
 
 class ColdShutdown(BaseException):
