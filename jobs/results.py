@@ -13,12 +13,13 @@ from datetime import datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.core.signals import request_finished
 from django.db import DatabaseError, connections, router
 from django.utils import timezone
 
 from jobs import context, exceptions
 from jobs.changes import Changes, watchable
-from jobs.compat.django import add_execute_wrapper, in_atomic_block
+from jobs.compat.django import add_execute_wrapper, in_atomic_block, initialized_connections
 from jobs.models import EXCEPTION_STATES, READY_STATES, JobRecord, States
 from jobs.waiting import readable_within
 
@@ -292,9 +293,10 @@ def _notifications(job_id: str):
 
     On PostgreSQL one round trip listens on the job's own channel and reads its state. The
     channel is closed after the block, before the connection's next statement: with the
-    next get()'s LISTEN, or ahead of whatever else runs on it first (:func:`_unlisten_later`).
-    So the caller has its outcome a round trip sooner, and a connection that goes on to a
-    long transaction holds back none of the database's notifications."""
+    next get()'s LISTEN, or ahead of whatever else runs on it first, or when the request
+    ends (:func:`_unlisten_later`). So the caller has its outcome a round trip sooner, and a
+    connection that goes on to a long transaction holds back none of the database's
+    notifications."""
     connection = connections[router.db_for_read(JobRecord)]
     if in_atomic_block(connection):
         yield None, UNREAD
@@ -327,9 +329,27 @@ _listening: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def _unlisten_later(connection, pg, channel: str) -> None:
     """Close ``channel`` on ``pg`` (the driver's connection of Django's ``connection``)
     before the next statement that goes through it: the next get()'s LISTEN takes it along,
-    or, ahead of any other statement of Django's, :func:`_unlisten_first` sends it alone."""
+    or, ahead of any other statement of Django's, :func:`_unlisten_first` sends it alone;
+    at the latest when the request ends (:func:`_unlisten_now`)."""
     _listening[pg] = channel
     add_execute_wrapper(connection, _unlisten_first)
+
+
+def _unlisten_now(**kwargs) -> None:
+    """At the end of a request, before this thread's connections wait idle for the next:
+    close the channels get() left open on them. PostgreSQL wakes every listening session
+    for each NOTIFY of the database, whatever its channel."""
+    for connection in initialized_connections():
+        pg = connection.connection
+        channel = _listening.pop(pg, None) if pg is not None else None
+        if channel is not None:
+            try:
+                _run(pg, f"UNLISTEN {channel}")
+            except Exception:  # the connection broke: Django replaces it
+                pass
+
+
+request_finished.connect(_unlisten_now, dispatch_uid="jobs.results.unlisten")
 
 
 def _unlisten_first(execute, sql, params, many, context):

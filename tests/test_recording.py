@@ -286,6 +286,26 @@ def test_get_stops_listening_before_the_connections_next_statement():
         assert cursor.fetchall() == []
 
 
+def test_get_stops_listening_when_the_request_ends():
+    # Until its connection's next statement, a get() leaves its job's channel open: closed
+    # when the request ends, before the connection waits idle for the next one (PostgreSQL
+    # wakes every listening session for each NOTIFY of the database).
+    from django.core.signals import request_finished
+
+    connection = postgresql()
+    msg = message()
+    recording.mark_started(msg, "w", track=True)
+    recording.mark_succeeded(msg, 1, 0.1, "w")
+    assert JobResult(msg.id).get(timeout=5) == 1
+
+    def listening() -> list:  # through the driver, not Django: no statement of Django's
+        return connection.connection.execute("SELECT pg_listening_channels()").fetchall()
+
+    assert listening() != []
+    request_finished.send(sender=None)
+    assert listening() == []
+
+
 def test_get_polls_where_listening_fails_and_leaves_no_failed_transaction_behind(monkeypatch):
     # get() sends its LISTEN in a transaction of its own, committed before its read. When a
     # statement in it fails (a standby refuses LISTEN; here a division by zero goes in with

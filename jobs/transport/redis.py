@@ -399,8 +399,8 @@ class Channel(RedisChannel):
     # only when the wait's time is up. So while it waits, each other list has a watcher: a
     # connection of its own, blocked in the same BLMOVE on that list. When one returns, the
     # waiting connection is woken with CLIENT UNBLOCK (:meth:`_unblock`), and the claim
-    # behind its wait runs at once. A server that refuses CLIENT (an ACL without it) leaves the lists to be
-    # looked at in turn, as before.
+    # behind its wait runs at once. A server that refuses CLIENT (an ACL without it) leaves
+    # the lists to be looked at in turn, as before.
 
     def _watch(self, keys: list[str], connection) -> bool:
         """Arm a watcher on each of ``keys`` (with the key prefix) that has none armed;
