@@ -339,9 +339,13 @@ def _unlisten_now(**kwargs) -> None:
     """At the end of a request, before this thread's connections wait idle for the next:
     close the channels get() left open on them. PostgreSQL wakes every listening session
     for each NOTIFY of the database, whatever its channel."""
+    if not _listening:
+        return
     for connection in initialized_connections():
         pg = connection.connection
-        channel = _listening.pop(pg, None) if pg is not None else None
+        if pg is None or connection.vendor != "postgresql":
+            continue  # (SQLite's connections can't even be weakly referred to)
+        channel = _listening.pop(pg, None)
         if channel is not None:
             try:
                 _run(pg, f"UNLISTEN {channel}")
