@@ -342,15 +342,8 @@ def _unlisten_now(**kwargs) -> None:
     if not _listening:
         return
     for connection in initialized_connections():
-        pg = connection.connection
-        if pg is None or connection.vendor != "postgresql":
-            continue  # (SQLite's connections can't even be weakly referred to)
-        channel = _listening.pop(pg, None)
-        if channel is not None:
-            try:
-                _run(pg, f"UNLISTEN {channel}")
-            except Exception:  # the connection broke: Django replaces it
-                pass
+        if connection.vendor == "postgresql":  # (SQLite's can't even be weakly referred to)
+            _unlisten_left(connection.connection)
 
 
 request_finished.connect(_unlisten_now, dispatch_uid="jobs.results.unlisten")
@@ -359,14 +352,18 @@ request_finished.connect(_unlisten_now, dispatch_uid="jobs.results.unlisten")
 def _unlisten_first(execute, sql, params, many, context):
     """Django's execute wrapper: send the UNLISTEN a get() left on this connection, then the
     statement. Outside any transaction: psycopg opens one only with the statement."""
-    pg = context["connection"].connection
+    _unlisten_left(context["connection"].connection)
+    return execute(sql, params, many, context)
+
+
+def _unlisten_left(pg) -> None:
+    """Close the channel a get() left open on ``pg`` (a psycopg connection, or None), if any."""
     channel = _listening.pop(pg, None) if pg is not None else None
     if channel is not None:
         try:
             _run(pg, f"UNLISTEN {channel}")
-        except Exception:  # the connection broke: the statement says so
+        except Exception:  # the connection broke: Django replaces it, its next use says so
             pass
-    return execute(sql, params, many, context)
 
 
 def _listen(connection, job_id: str):
@@ -389,6 +386,8 @@ def _listen(connection, job_id: str):
     try:
         found = _run(pg, f"BEGIN; {unlisten}LISTEN {result_channel(job_id)}; COMMIT; {select}")
     except DatabaseError:
+        if earlier is not None:  # its UNLISTEN went with the failed transaction
+            _listening[pg] = earlier
         try:
             if pg.info.transaction_status != TransactionStatus.IDLE:  # the LISTEN failed
                 pg.execute("ROLLBACK")  # (a standby refuses it): not left in its transaction

@@ -314,9 +314,13 @@ def test_get_polls_where_listening_fails_and_leaves_no_failed_transaction_behind
     from jobs import results
 
     connection = postgresql()
-    msg = message()
-    recording.mark_started(msg, "w", track=True)
-    recording.mark_succeeded(msg, {"total": 3}, 0.1, "w")
+    msg, before = message(), message()
+    for done in (msg, before):
+        recording.mark_started(done, "w", track=True)
+        recording.mark_succeeded(done, {"total": 3}, 0.1, "w")
+    # A get() before it leaves its channel open, for the next statement to close: that
+    # statement fails here, and the channel is still closed before any other.
+    assert JobResult(before.id).get(timeout=5) == {"total": 3}
     monkeypatch.setattr(results, "result_channel", lambda job_id: "x; SELECT 1/0; LISTEN y")
     assert JobResult(msg.id).get(timeout=5) == {"total": 3}
     assert connection.connection.info.transaction_status.name == "IDLE"

@@ -623,6 +623,11 @@ class Channel(RedisChannel):
         return self._claimed_envelope(reply[1], reply[2], queue)
 
 
+def _encoded(value) -> bytes:
+    """An argument of a command as redis-py encodes it (str, int or float)."""
+    return value.encode() if isinstance(value, str) else repr(value).encode()
+
+
 def _bulk(value: bytes) -> bytes:
     """One argument of a command, in the protocol's own terms (RESP)."""
     return b"$%d\r\n%b\r\n" % (len(value), value)
@@ -637,31 +642,29 @@ class ClaimRequests:
     __slots__ = ("key", "others", "_head", "_lists", "_waits")
 
     def __init__(self, channel: Channel, queues: list[str]) -> None:
+        keys = [channel.queue_key(queue, pri) for pri in channel.claim_order for queue in queues]
+        # The claim's arguments as redis-py would be given them: all but the last three
+        # (the time, the number of lists, how many to take) packed here for good.
+        *head, _, lists, _ = map(_encoded, channel._claim_args(keys))
+        self._head = b"*%d\r\n" % (len(head) + 3) + b"".join(map(_bulk, head))
+        self._lists = _bulk(lists)
+        self._waits: dict[float, bytes] = {}
         prefix = channel.global_keyprefix or ""
-        keys = [prefix + channel.queue_key(queue, pri)
-                for pri in channel.claim_order for queue in queues]
-        names = [*keys, *(prefix + name for name in channel.unacked_keys())]
         #: Waited on: the first queue's list of messages without a priority, where most
         #: arrive; the others are watched (Channel._watch).
         self.key = prefix + channel.queue_key(queues[0], 0)
-        self.others = [key for key in keys if key != self.key]
-        self._head = b"*%d\r\n" % (len(names) + 6) + b"".join(map(_bulk, (
-            b"EVALSHA", CLAIM_SHA.encode(), b"%d" % len(names), *map(str.encode, names))))
-        self._lists = _bulk(b"%d" % len(keys))
-        self._waits: dict[float, bytes] = {}
+        self.others = [prefix + key for key in keys if prefix + key != self.key]
 
     def claim(self, want: int) -> bytes:
         """The claim script's request (see CLAIM), for at most ``want`` messages."""
-        return self._head + _bulk(repr(time()).encode()) + self._lists + _bulk(b"%d" % want)
+        return self._head + _bulk(_encoded(time())) + self._lists + _bulk(b"%d" % want)
 
     def wait_then_claim(self, seconds: float, want: int) -> bytes:
         """A wait of up to ``seconds`` for a message on :attr:`key`, then the claim."""
         wait = self._waits.get(seconds)
         if wait is None:
-            key = _bulk(self.key.encode())
-            wait = self._waits[seconds] = b"*6\r\n" + b"".join((
-                _bulk(b"BLMOVE"), key, key, _bulk(b"RIGHT"), _bulk(b"RIGHT"),
-                _bulk(repr(seconds).encode())))
+            wait = self._waits[seconds] = b"*6\r\n" + b"".join(map(_bulk, map(_encoded, (
+                "BLMOVE", self.key, self.key, "RIGHT", "RIGHT", seconds))))
         return wait + self.claim(want)
 
 
