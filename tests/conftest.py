@@ -62,6 +62,18 @@ SERVICES_LOCK = Path(tempfile.gettempdir()) / "jobs-tests-services.lock"
 TURNSTILE = Path(tempfile.gettempdir()) / "jobs-tests-services.turnstile"
 
 
+def pytest_configure(config):
+    """Compile the project's modules once, before the workers start: the tests start hundreds
+    of Python processes (workers, schedulers, commands), and where bytecode is not written
+    (PYTHONDONTWRITEBYTECODE) each would compile them again: a fifth of a worker's start."""
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: its controller did it
+        return
+    import compileall
+
+    for package in ("jobs", "jobs_beat", "project", "tests", "bench"):
+        compileall.compile_dir(ROOT / package, quiet=1)
+
+
 @pytest.fixture(autouse=True)
 def _services_lock(request):
     exclusive = request.node.get_closest_marker("serial") is not None
@@ -157,55 +169,156 @@ def own_redis(tmp_path):
         yield url
 
 
+@pytest.fixture
+def own_redis_process(tmp_path):
+    """A Redis server for one test alone that it may also stop and start again, keeping its
+    data (:class:`RedisServer`): the test breaks nobody else's connections."""
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @contextmanager
 def own_redis_server(where: Path, tls: bool = False):
     """Run a ``redis-server`` of our own on a free port, keeping nothing on disk, its log in
     ``where``; give its URL (over TLS only, with a certificate made for it, if ``tls``)."""
-    missing = [name for name in ("redis-server", "openssl") if shutil.which(name) is None
-               and (tls or name == "redis-server")]
-    if missing:
-        message = f"this test needs {' and '.join(missing)}: apt-get install redis-server openssl"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    with socket.socket() as probe:  # a free port
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = ["redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-               "--dir", str(where), "--logfile", str(where / "redis.log")]
-    if tls:
-        cert, key = where / "cert.pem", where / "key.pem"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                        "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-        command += ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert),
-                    "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
-                    "--tls-auth-clients", "no"]
-        url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={cert}"
-    else:
-        command += ["--port", str(port)]
-        url = f"redis://127.0.0.1:{port}/0"
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import redis
-
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 20
+    server = RedisServer(where, tls)
+    server.start()
     try:
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"redis-server did not start on port {port} (its log: "
-                                f"{where / 'redis.log'})")
-                time.sleep(0.05)
-            finally:
-                client.close()
-        yield url
+        yield server.url
     finally:
-        server.terminate()
-        server.wait(10)
+        server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class RedisServer:
+    """A ``redis-server`` of our own on a free port, its files in ``where`` (over TLS only,
+    with a certificate made for it, if ``tls``): started, stopped and started again on the
+    same port and files."""
+
+    def __init__(self, where: Path, tls: bool = False) -> None:
+        missing = [name for name in ("redis-server", "openssl") if shutil.which(name) is None
+                   and (tls or name == "redis-server")]
+        if missing:
+            message = f"this test needs {' and '.join(missing)}: apt-get install redis-server openssl"
+            if IN_CI:
+                pytest.fail(message)
+            pytest.skip(message)
+        self.where, port = where, free_port()
+        self.command = ["redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                        "--dir", str(where), "--logfile", str(where / "redis.log")]
+        if tls:
+            cert, key = where / "cert.pem", where / "key.pem"
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
+                            "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                            "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+            self.command += ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert),
+                             "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
+                             "--tls-auth-clients", "no"]
+            self.url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={cert}"
+        else:
+            self.command += ["--port", str(port)]
+            self.url = f"redis://127.0.0.1:{port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        """Start the server (with the data a ``stop(save=True)`` left) and wait until it
+        answers, its data loaded."""
+        import redis
+
+        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 20
+        try:
+            while True:
+                try:
+                    if client.info("persistence")["loading"] == 0:
+                        return
+                except redis.ConnectionError:
+                    if self.process.poll() is not None or time.monotonic() > deadline:
+                        pytest.fail(f"redis-server did not start ({self.url}; its log: "
+                                    f"{self.where / 'redis.log'})")
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def stop(self, save: bool = False) -> None:
+        """Stop the server; with ``save``, as a server with persistence does: its data
+        written to disk for the next start."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        if save:
+            import redis
+
+            client = redis.Redis.from_url(self.url)
+            try:
+                client.shutdown(save=True)
+            except redis.ConnectionError:
+                pass  # the server closes the connection as it goes
+        else:
+            self.process.terminate()
+        self.process.wait(30)
+
+
+class PostgresCluster:
+    """A PostgreSQL cluster of one test's own (Debian's ``pg_createcluster``, trust auth, on a
+    free port), which the test may stop and restart without touching the server every other
+    test uses; dropped after. Needs root, as ``pg_ctlcluster`` does."""
+
+    def __init__(self) -> None:
+        versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
+        if not versions or shutil.which("pg_createcluster") is None or os.geteuid() != 0:
+            cannot = ("needs Debian's pg_createcluster and pg_ctlcluster, as root "
+                      "(apt-get install postgresql)")
+            if IN_CI:
+                pytest.fail(cannot)
+            pytest.skip(cannot)
+        self.version, self.name = versions[-1], f"jobs-test-{uuid.uuid4().hex[:8]}"
+        self.port = free_port()
+
+    def create(self) -> None:
+        self._run("pg_createcluster", self.version, self.name, "-p", str(self.port),
+                  "--start-conf=manual", "--", "--auth=trust")
+        self.ctl("start")
+
+    def ctl(self, action: str) -> None:
+        """``pg_ctlcluster`` ``action`` (start, stop, restart) on this cluster."""
+        self._run("pg_ctlcluster", "--skip-systemctl-redirect", self.version, self.name, action)
+
+    @property
+    def running(self) -> bool:
+        return subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", self.version,
+                               self.name, "status"], capture_output=True).returncode == 0
+
+    def drop(self) -> None:
+        subprocess.run(["pg_dropcluster", "--stop", self.version, self.name],
+                       capture_output=True, timeout=120)
+
+    @staticmethod
+    def _run(*command: str) -> None:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        if done.returncode:
+            pytest.fail(f"{' '.join(command)} failed: {done.stderr or done.stdout}")
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL cluster for one test alone (:class:`PostgresCluster`), started."""
+    cluster = PostgresCluster()
+    try:
+        cluster.create()
+        yield cluster
+    finally:
+        cluster.drop()
 
 
 # Short enough that a killed worker's job comes back within a test, long enough that a live
@@ -403,8 +516,13 @@ def unique(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-django orders the tests its way
 def pytest_collection_modifyitems(config, items):
-    """A session on PostgreSQL (DATABASE_URL=postgres://...) needs the server up."""
+    """The modules marked ``long`` go first: pytest-xdist hands out whole modules in this
+    order (``--dist loadfile --no-loadscope-reorder``), and one that started last would
+    keep a worker busy alone after the others are done. And a session on PostgreSQL
+    (DATABASE_URL=postgres://...) needs the server up."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)  # a stable sort
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         return
     port, start = SERVICES["postgres"]

@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import IN_CI, ROOT, require
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 
 JOBS = ("jobs (defaults, results in ORM)", "jobs, results off",
         "jobs, STARTED untracked (`TASK_TRACK_STARTED = False`)")

@@ -14,10 +14,10 @@ from kombu import Connection
 from jobs.broker import Broker, queue_for
 from jobs.models import DeadLetter, JobRecord
 from project.demo import jobs as demo
-from tests.conftest import ROOT, SERVICES, broker_params, wait_for
+from tests.conftest import ROOT, TEST_TRANSPORT_OPTIONS, broker_params, wait_for
 from tests.jobs_app import jobs as testjobs
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 brokers = pytest.mark.parametrize("broker_url", broker_params(), indirect=True)
 
 N = int(os.environ.get("CHAOS_JOBS", "2000"))  # bench/chaos.py runs it bigger
@@ -79,42 +79,47 @@ def _wait_port(port: int, up: bool, timeout: float = 60) -> None:
     wait_for(state, timeout=timeout, interval=0.2, message=f"port {port} never went {up}")
 
 
-def restart_redis() -> None:
-    """Stop Redis keeping its data (as a production server with persistence would) and
-    start it again with the command the machine's services use."""
-    subprocess.run(["redis-cli", "-p", "6379", "shutdown", "save"], check=False,
-                   capture_output=True)
-    _wait_port(6379, up=False)
-    subprocess.run(SERVICES["redis"][1], shell=True, check=True)
-    _wait_port(6379, up=True)
-    # Redis listens before it has read the dump: removing it any sooner loses the jobs.
-    wait_for(lambda: b"loading:0" in subprocess.run(["redis-cli", "info", "persistence"],
-                                                    capture_output=True).stdout, timeout=30)
-    dump = "/var/lib/redis/dump.rdb"
-    if os.path.exists(dump):
-        os.remove(dump)  # don't bring these jobs back at the next start
-
-
 def restart_rabbitmq() -> None:
     subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True)
     subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True)
     _wait_port(5672, up=True)
 
 
-@pytest.mark.serial
-@pytest.mark.parametrize("broker_url", ["redis", "amqp"], indirect=True)
-def test_a_broker_restart_mid_run_loses_no_job(broker_url, start_worker):
+def run_through_a_restart(broker_url: str, start_worker, restart) -> None:
+    """Two workers drain N jobs; ``restart()`` restarts their broker a fifth of the way
+    through; every job must end, once recorded, with its result."""
     start_worker(broker_url, "-c", "2")
     start_worker(broker_url, "-c", "2")
     handles = testjobs.work.delay_many([(i, 0.002) for i in range(N)])
     wait_for(lambda: done("tests.jobs_app.jobs.work") >= N // 5, timeout=120, interval=0.1)
-    (restart_redis if broker_url.startswith("redis") else restart_rabbitmq)()
+    restart()
     wait_for(lambda: done("tests.jobs_app.jobs.work") == N, timeout=180, interval=0.2,
              message="not every job finished after the restart")
     rows = {r.job_id: r for r in JobRecord.objects.filter(name="tests.jobs_app.jobs.work")}
     assert sorted(rows[h.id].result for h in handles) == list(range(N))
     report(test="broker restart", broker=broker_url.split(":")[0], jobs=N, lost=0,
            ran_more_than_once=sum(1 for r in rows.values() if r.deliveries > 1))
+
+
+def test_a_redis_restart_mid_run_loses_no_job(own_redis_process, settings, start_worker):
+    # A server of the test's own, stopped keeping its data (as a production server with
+    # persistence is) and started again: a restart of the shared one would cut every other
+    # test's connections.
+    server = own_redis_process
+    settings.JOBS = {**settings.JOBS, "BROKER_URL": server.url,
+                     "BROKER_TRANSPORT_OPTIONS": TEST_TRANSPORT_OPTIONS}
+
+    def restart():
+        server.stop(save=True)
+        server.start()
+
+    run_through_a_restart(server.url, start_worker, restart)
+
+
+@pytest.mark.serial  # RabbitMQ is the machine's: no other test runs meanwhile
+@pytest.mark.parametrize("broker_url", ["amqp"], indirect=True)
+def test_a_rabbitmq_restart_mid_run_loses_no_job(broker_url, start_worker):
+    run_through_a_restart(broker_url, start_worker, restart_rabbitmq)
 
 
 @pytest.mark.parametrize("broker_url", ["redis"], indirect=True)

@@ -6,15 +6,14 @@ nothing, hold or hand back their messages and use next to no CPU; they resume by
 themselves once it is back, and say so once each way. The scheduler (``jobs_beat``, and
 ``jobs_worker --beat``) sends each due run once.
 
-These tests restart the PostgreSQL server of the test database: they run only in the
-PostgreSQL session (``DATABASE_URL=postgres://... pytest -m pg``) and always start the
-server again, whatever happens.
+Each test restarts or stops a PostgreSQL server of its own (a cluster made for it, which
+the test process and its workers use as their database), never the one the other tests
+share: they run beside them, in the PostgreSQL session (``DATABASE_URL=postgres://... pytest
+-m pg``).
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from contextlib import contextmanager
 from datetime import datetime
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from django.core.management import call_command
 from django.db import connection, connections
 from django.utils import timezone
 
@@ -31,9 +31,9 @@ from jobs_beat.models import PeriodicTask
 from tests.conftest import (
     AMQP_URL,
     BROKERS,
-    IN_CI,
     SESSION,
     TEST_TRANSPORT_OPTIONS,
+    PostgresCluster,
     purge,
     require,
     wait_for,
@@ -42,7 +42,7 @@ from tests.factories import every
 from tests.jobs_app import jobs as testjobs
 from tests.test_chaos import report
 
-pytestmark = [pytest.mark.pg, pytest.mark.e2e, pytest.mark.serial]
+pytestmark = [pytest.mark.pg, pytest.mark.e2e, pytest.mark.long]
 
 N = 400  # jobs per broker
 JOB_SECONDS = 0.05
@@ -66,15 +66,9 @@ DATABASE_QUEUE = "outage-db"
 DOWN_TEXT = "Database unreachable"
 BACK_TEXT = "Database back"
 
-PG_VERSION = next(iter(os.listdir("/etc/postgresql")), "") if os.path.isdir("/etc/postgresql") else ""
 
 
 # The server --------------------------------------------------------------------------------
-
-
-def pg_ctl(action: str) -> None:
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", PG_VERSION, "main", action],
-                   check=True, capture_output=True, timeout=120)
 
 
 def accepts_connections() -> bool:
@@ -82,18 +76,17 @@ def accepts_connections() -> bool:
 
     conf = connection.settings_dict
     try:
-        psycopg.connect(host=conf["HOST"] or "127.0.0.1", port=conf["PORT"] or 5432,
-                        user=conf["USER"] or None, dbname=conf["NAME"], connect_timeout=2).close()
+        psycopg.connect(host=conf["HOST"], port=conf["PORT"], user=conf["USER"] or None,
+                        dbname=conf["NAME"], connect_timeout=2).close()
         return True
     except psycopg.Error:
         return False
 
 
-def restore_server() -> datetime:
+def restore_server(server: PostgresCluster) -> datetime:
     """Start the server if it is stopped and wait until it takes connections; returns when."""
-    if subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", PG_VERSION, "main",
-                       "status"], capture_output=True).returncode != 0:
-        pg_ctl("start")
+    if not server.running:
+        server.ctl("start")
     wait_for(accepts_connections, timeout=60, interval=0.1,
              message="PostgreSQL did not come back")
     connections.close_all()  # this process's connection died with the server
@@ -101,31 +94,49 @@ def restore_server() -> datetime:
 
 
 @contextmanager
-def server_stopped():
-    """Stop PostgreSQL for the ``with`` block; it is started again however the block ends.
+def server_stopped(server: PostgresCluster):
+    """Stop the server for the ``with`` block; it is started again however the block ends.
     Yields a dict that receives ``back``: when the server took connections again."""
     when: dict = {}
-    pg_ctl("stop")
+    server.ctl("stop")
     try:
         yield when
     finally:
-        when["back"] = restore_server()
+        when["back"] = restore_server(server)
+
+
+@pytest.fixture
+def server(own_postgres, transactional_db):
+    """The test's database on a server of its own, migrated: this process's connection and
+    every worker it starts (:func:`tests.conftest.database_url`) use it until the test ends."""
+    import psycopg
+
+    if connection.vendor != "postgresql":
+        pytest.skip("restarts a PostgreSQL server: run with DATABASE_URL=postgres://...")
+    conf = connection.settings_dict
+    saved = dict(conf)
+    with psycopg.connect(host="127.0.0.1", port=own_postgres.port, user="postgres",
+                         dbname="postgres", autocommit=True) as admin:
+        admin.execute("CREATE DATABASE jobs_outage")
+    connections.close_all()
+    conf.update(HOST="127.0.0.1", PORT=str(own_postgres.port), USER="postgres", PASSWORD="",
+                NAME="jobs_outage")
+    try:
+        call_command("migrate", verbosity=0)
+        yield own_postgres
+    finally:
+        connections.close_all()
+        conf.clear()
+        conf.update(saved)
 
 
 # Brokers, workers, side effects ----------------------------------------------------------
 
 
 @pytest.fixture
-def brokers(settings, transactional_db, request):
-    """The three brokers, clean, for workers that all record into the PostgreSQL test
+def brokers(settings, server, request):
+    """The three brokers, clean, for workers that all record into the test's own PostgreSQL
     database."""
-    if connection.vendor != "postgresql":
-        pytest.skip("restarts the PostgreSQL server: run with DATABASE_URL=postgres://...")
-    if not PG_VERSION or os.geteuid() != 0:
-        cannot = "needs pg_ctlcluster and the rights to restart the local server (root)"
-        if IN_CI:
-            pytest.fail(cannot)
-        pytest.skip(cannot)
     require("redis")
     require("rabbitmq")
     request.getfixturevalue("_amqp_vhost")
@@ -134,7 +145,7 @@ def brokers(settings, transactional_db, request):
     for url in urls.values():
         purge(url)
     yield urls
-    restore_server()
+    restore_server(server)
     for url in urls.values():
         purge(url)
 
@@ -244,7 +255,7 @@ def check_each_due_time_sent_once_and_resumed(directory: Path, back: datetime) -
 
 
 def test_a_postgresql_restart_mid_run_loses_no_job_on_any_broker(
-        brokers, settings, start_worker, start_beat, tmp_path):
+        server, brokers, settings, start_worker, start_beat, tmp_path):
     dues = tmp_path / "dues"
     schedule_every_second(dues)
     workers = start_workers(start_worker, brokers)
@@ -256,9 +267,9 @@ def test_a_postgresql_restart_mid_run_loses_no_job_on_any_broker(
              timeout=60, interval=0.05, message="the jobs did not start")
 
     try:
-        pg_ctl("restart")
+        server.ctl("restart")
     finally:
-        back = restore_server()
+        back = restore_server(server)
 
     for name, jobs in handles.items():
         wait_for(lambda: succeeded(jobs) == N, timeout=60, interval=0.25,  # noqa: B023
@@ -275,7 +286,7 @@ def test_a_postgresql_restart_mid_run_loses_no_job_on_any_broker(
 
 
 def test_a_thirty_second_stop_pauses_every_worker_at_a_trickle_of_cpu(
-        brokers, settings, start_worker, tmp_path):
+        server, brokers, settings, start_worker, tmp_path):
     dues = tmp_path / "dues"
     schedule_every_second(dues)
     workers = start_workers(start_worker, brokers, beat="redis")
@@ -290,7 +301,7 @@ def test_a_thirty_second_stop_pauses_every_worker_at_a_trickle_of_cpu(
     wait_for(lambda: all(runs(d) >= STARTED_BEFORE_OUTAGE for d in marks.values()),
              timeout=60, interval=0.05, message="the jobs did not start")
 
-    with server_stopped() as outage:
+    with server_stopped(server) as outage:
         began = time.monotonic()
         cpu_before = {name: cpu_seconds(w.process.pid) for name, w in workers.items()}
         wait_for(lambda: all(DOWN_TEXT in w.output for w in workers.values()), timeout=15,

@@ -16,7 +16,7 @@ from project.demo import jobs as demo
 from tests.conftest import broker_params, pool_matrix, wait_for
 from tests.jobs_app import jobs as testjobs
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 brokers = pytest.mark.parametrize("broker_url", broker_params(), indirect=True)
 
 

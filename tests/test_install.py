@@ -28,7 +28,7 @@ import pytest
 
 from tests.conftest import ROOT, require, wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 
 #: This module's own place on each broker: Redis database 14 under a key prefix of this run,
 #: and a RabbitMQ virtual host of this run, so that no other test, nor another run, shares it.

@@ -22,6 +22,7 @@ from project.settings import SHARED_TEST_CACHE
 from tests.conftest import broker_params, require, wait_for
 from tests.jobs_app import jobs as testjobs
 
+pytestmark = pytest.mark.long
 brokers = pytest.mark.parametrize("broker_url", broker_params(), indirect=True)
 
 

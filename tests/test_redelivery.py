@@ -18,12 +18,14 @@ from jobs.middleware.redelivery import Redeliveries
 from jobs.models import JobRecord
 from jobs.outcome import Kind, Outcome
 from jobs.testing import running_worker
-from tests.conftest import IN_CI, REDIS_URL, require, wait_for
+from tests.conftest import IN_CI, TEST_TRANSPORT_OPTIONS, require, wait_for
 from tests.jobs_app import jobs as testjobs
 from tests.test_broadcast import (
     broadcasting,  # noqa: F401 (a fixture)
     delayed_broadcast_runs,
 )
+
+pytestmark = pytest.mark.long
 
 AMQP = [pytest.param("amqp", id="amqp")]
 
@@ -73,9 +75,18 @@ def quick_heartbeat(settings):
     settings.JOBS = {**settings.JOBS, "WORKER_HEARTBEAT_INTERVAL": 0.5}
 
 
-def kill_redis_clients() -> redis.Redis:
+@pytest.fixture
+def own_redis_broker(own_redis, settings, transactional_db):
+    """A Redis server of the test's own as the broker: the test closes every connection to
+    it, which on the shared server would cut other tests' too."""
+    settings.JOBS = {**settings.JOBS, "BROKER_URL": own_redis,
+                     "BROKER_TRANSPORT_OPTIONS": TEST_TRANSPORT_OPTIONS}
+    return own_redis
+
+
+def kill_redis_clients(url: str) -> redis.Redis:
     """Close every worker's Redis connection, as a network cut would; the client that did."""
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(url)
     client.client_kill_filter(_type="normal", skipme=True)
     return client
 
@@ -222,10 +233,8 @@ def test_a_message_that_waited_for_a_run_whose_outcome_never_came_runs(monkeypat
     assert worker.given_back == [running]
 
 
-@pytest.mark.serial
-@pytest.mark.parametrize("broker_url", [pytest.param("redis", id="redis")], indirect=True)
 def test_a_long_job_whose_worker_lost_its_redis_connection_runs_once(
-        broker_url, settings, quick_heartbeat, tmp_path):
+        own_redis_broker, settings, quick_heartbeat, tmp_path):
     # The message's visibility timeout (4 s here) was renewed for the current connection's
     # messages only: another worker took the job and ran it again, and once the first run
     # ended, its message was left to come back once more.
@@ -234,7 +243,7 @@ def test_a_long_job_whose_worker_lost_its_redis_connection_runs_once(
         result = testjobs.leave_mark.delay(str(tmp_path), 1, 9)
         wait_for(lambda: JobRecord.objects.filter(job_id=result.id, state="STARTED").exists(),
                  timeout=20, message="the job did not start")
-        client = kill_redis_clients()
+        client = kill_redis_clients(own_redis_broker)
         assert result.get(timeout=30) == 1
         assert testjobs.leave_mark.delay(str(tmp_path), 2, 0).get(timeout=30) == 2
         unacked = f"{settings.JOBS['BROKER_TRANSPORT_OPTIONS']['global_keyprefix']}jobs.unacked"
@@ -244,10 +253,8 @@ def test_a_long_job_whose_worker_lost_its_redis_connection_runs_once(
     assert runs(tmp_path, 1) == 1
 
 
-@pytest.mark.serial
-@pytest.mark.parametrize("broker_url", [pytest.param("redis", id="redis")], indirect=True)
 def test_jobs_waiting_in_a_worker_that_lost_its_connection_run_once(
-        broker_url, quick_heartbeat, tmp_path):
+        own_redis_broker, quick_heartbeat, tmp_path):
     # They ran from the worker's own backlog once the running job was done, and again when
     # their messages, handed back with the connection, came to it a second time.
     # Room left in its prefetch window: it is reading from the broker, and sees the loss.
@@ -256,7 +263,7 @@ def test_jobs_waiting_in_a_worker_that_lost_its_connection_run_once(
         waiting = [testjobs.leave_mark.delay(str(tmp_path), i, 0) for i in (1, 2, 3)]
         wait_for(lambda: worker.pool.waiting() == 3, timeout=20,
                  message="the jobs did not reach the worker")
-        kill_redis_clients()
+        kill_redis_clients(own_redis_broker)
         assert [r.get(timeout=30) for r in (first, *waiting)] == [0, 1, 2, 3]
         worker.stop()  # and finish what it has
 
@@ -265,7 +272,8 @@ def test_jobs_waiting_in_a_worker_that_lost_its_connection_run_once(
 
 def kill_postgresql_clients() -> None:
     """Close every other connection to the test database, as a network cut or a proxy's
-    restart would: the workers' (the ``django://`` broker's among them)."""
+    restart would: the workers' (the ``django://`` broker's among them). The database is
+    this test process's alone (one per pytest-xdist worker): no other test's connection."""
     from django.db import connection
 
     with connection.cursor() as cursor:
@@ -273,7 +281,6 @@ def kill_postgresql_clients() -> None:
                        "WHERE datname = current_database() AND pid <> pg_backend_pid()")
 
 
-@pytest.mark.serial
 @pytest.mark.parametrize("broker_url", [pytest.param(name, id=name, marks=pytest.mark.pg)
                                         for name in ("django", "redis")], indirect=True)
 def test_a_long_job_whose_worker_lost_its_database_connection_runs_once(
