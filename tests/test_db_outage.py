@@ -67,7 +67,6 @@ DOWN_TEXT = "Database unreachable"
 BACK_TEXT = "Database back"
 
 
-
 # The server --------------------------------------------------------------------------------
 
 
@@ -106,13 +105,14 @@ def server_stopped(server: PostgresCluster):
 
 
 @pytest.fixture
-def server(own_postgres, transactional_db):
+def server(transactional_db, request):
     """The test's database on a server of its own, migrated: this process's connection and
     every worker it starts (:func:`tests.conftest.database_url`) use it until the test ends."""
     import psycopg
 
     if connection.vendor != "postgresql":
         pytest.skip("restarts a PostgreSQL server: run with DATABASE_URL=postgres://...")
+    own_postgres = request.getfixturevalue("own_postgres")
     conf = connection.settings_dict
     saved = dict(conf)
     with psycopg.connect(host="127.0.0.1", port=own_postgres.port, user="postgres",
