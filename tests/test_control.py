@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from jobs.control import broadcast
 from jobs.management.commands.jobs_inspect import PARKED
-from jobs.models import ControlMessage, ControlReply, JobRecord
+from jobs.models import ControlMessage, ControlReply, JobRecord, Worker
 from project.demo import jobs as demo
 from tests.conftest import broker_params, pool_matrix, wait_for
 from tests.jobs_app import jobs as testjobs
@@ -30,6 +30,10 @@ def inspect(*args: str) -> dict:
     return json.loads(out.getvalue())
 
 
+def online_names() -> set[str]:
+    return set(Worker.objects.online().values_list("hostname", flat=True))
+
+
 def control(*args: str) -> dict:
     out = StringIO()
     call_command("jobs_control", *args, "--json", "--timeout", "5", stdout=out)
@@ -40,12 +44,16 @@ def control(*args: str) -> dict:
 def test_every_live_worker_answers_by_name_within_a_second(broker_url, start_worker):
     start_worker(broker_url, "-c", "1", "-n", "one@control")
     start_worker(broker_url, "-c", "1", "-n", "two@control")
+    # The broadcast waits for as many answers as there are workers online: these two.
+    both = {"one@control", "two@control"}
+    online = wait_for(lambda: (names := online_names()) == both and names,
+                      message="the two workers are not both online")
     began = time.monotonic()
     answers = broadcast("ping", timeout=10)
     assert answers == {"one@control": "pong", "two@control": "pong"}
     # Back once every online worker has answered (within a second, unless the machine is
     # very busy), not after the timeout.
-    assert time.monotonic() - began < 3
+    assert time.monotonic() - began < 3, f"online before: {online}; now: {online_names()}"
     assert inspect("ping", "-d", "two@control") == {"two@control": "pong"}
     assert not ControlMessage.objects.exists() and not ControlReply.objects.exists()
 
