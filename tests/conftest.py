@@ -16,7 +16,6 @@ import sys
 import tempfile
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -137,6 +136,13 @@ def pool_matrix(pools=POOLS, every_broker: bool = True):
     return pytest.mark.parametrize(("broker_url", "pool"), pairs, indirect=["broker_url"])
 
 
+def use_broker(settings, url: str) -> None:
+    """Send to and consume from ``url`` (with the tests' transport options), in this
+    process; the workers a test starts are given it too."""
+    settings.JOBS = {**settings.JOBS, "BROKER_URL": url,
+                     "BROKER_TRANSPORT_OPTIONS": TEST_TRANSPORT_OPTIONS}
+
+
 @pytest.fixture
 def broker_url(request, settings, transactional_db):
     """A clean broker for one test; the test process publishes to it as the worker reads it.
@@ -147,8 +153,7 @@ def broker_url(request, settings, transactional_db):
     if name == "amqp":
         request.getfixturevalue("_amqp_vhost")
     url = request.getfixturevalue("_tls_redis") if name == "rediss" else BROKERS[name]
-    settings.JOBS = {**settings.JOBS, "BROKER_URL": url,
-                     "BROKER_TRANSPORT_OPTIONS": TEST_TRANSPORT_OPTIONS}
+    use_broker(settings, url)
     purge(url)
     yield url
     purge(url)
@@ -158,39 +163,23 @@ def broker_url(request, settings, transactional_db):
 def _tls_redis(tmp_path_factory):
     """A Redis server of this test process's own that speaks only TLS, with a certificate
     made for it: its ``rediss://`` URL, which checks that certificate."""
-    with own_redis_server(tmp_path_factory.mktemp("tls-redis"), tls=True) as url:
-        yield url
+    with RedisServer(tmp_path_factory.mktemp("tls-redis"), tls=True) as server:
+        yield server.url
 
 
 @pytest.fixture
 def own_redis(tmp_path):
     """A Redis server for one test alone (one the test may pause, or crash): its URL."""
-    with own_redis_server(tmp_path) as url:
-        yield url
+    with RedisServer(tmp_path) as server:
+        yield server.url
 
 
 @pytest.fixture
 def own_redis_process(tmp_path):
     """A Redis server for one test alone that it may also stop and start again, keeping its
     data (:class:`RedisServer`): the test breaks nobody else's connections."""
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
+    with RedisServer(tmp_path) as server:
         yield server
-    finally:
-        server.stop()
-
-
-@contextmanager
-def own_redis_server(where: Path, tls: bool = False):
-    """Run a ``redis-server`` of our own on a free port, keeping nothing on disk, its log in
-    ``where``; give its URL (over TLS only, with a certificate made for it, if ``tls``)."""
-    server = RedisServer(where, tls)
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 def free_port() -> int:
@@ -202,7 +191,7 @@ def free_port() -> int:
 class RedisServer:
     """A ``redis-server`` of our own on a free port, its files in ``where`` (over TLS only,
     with a certificate made for it, if ``tls``): started, stopped and started again on the
-    same port and files."""
+    same port and files. As a context manager: started, and stopped at the end."""
 
     def __init__(self, where: Path, tls: bool = False) -> None:
         missing = [name for name in ("redis-server", "openssl") if shutil.which(name) is None
@@ -250,6 +239,13 @@ class RedisServer:
                 time.sleep(0.05)
         finally:
             client.close()
+
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
 
     def stop(self, save: bool = False) -> None:
         """Stop the server; with ``save``, as a server with persistence does: its data

@@ -14,7 +14,7 @@ from kombu import Connection
 from jobs.broker import Broker, queue_for
 from jobs.models import DeadLetter, JobRecord
 from project.demo import jobs as demo
-from tests.conftest import ROOT, TEST_TRANSPORT_OPTIONS, broker_params, wait_for
+from tests.conftest import ROOT, broker_params, use_broker, wait_for
 from tests.jobs_app import jobs as testjobs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.long]
@@ -106,8 +106,7 @@ def test_a_redis_restart_mid_run_loses_no_job(own_redis_process, settings, start
     # persistence is) and started again: a restart of the shared one would cut every other
     # test's connections.
     server = own_redis_process
-    settings.JOBS = {**settings.JOBS, "BROKER_URL": server.url,
-                     "BROKER_TRANSPORT_OPTIONS": TEST_TRANSPORT_OPTIONS}
+    use_broker(settings, server.url)
 
     def restart():
         server.stop(save=True)

@@ -32,10 +32,10 @@ from tests.conftest import (
     AMQP_URL,
     BROKERS,
     SESSION,
-    TEST_TRANSPORT_OPTIONS,
     PostgresCluster,
     purge,
     require,
+    use_broker,
     wait_for,
 )
 from tests.factories import every
@@ -156,8 +156,7 @@ def queues(name: str) -> list[str]:
 
 def enqueue(settings, name: str, url: str, directory: Path, n: int = N, **options) -> list:
     """``n`` jobs leaving their marks in ``directory``, sent to broker ``name``."""
-    settings.JOBS = {**settings.JOBS, "BROKER_URL": url,
-                     "BROKER_TRANSPORT_OPTIONS": TEST_TRANSPORT_OPTIONS}
+    use_broker(settings, url)
     directory.mkdir()
     if name == "django":
         options["queue"] = DATABASE_QUEUE

@@ -17,7 +17,7 @@ from jobs.broker import Broker, get_broker
 from jobs.registry import registry
 from jobs.testing import capture_jobs, running_worker
 from project.demo import jobs as demo
-from tests.conftest import broker_params, wait_for
+from tests.conftest import broker_params, use_broker, wait_for
 
 gate = threading.Event()
 ran: list[str] = []
@@ -183,10 +183,7 @@ def test_a_worker_goes_on_through_a_pause_of_its_redis_and_leaves_the_server_up(
     # itself with a pause: test_transport_redis.)
     import redis
 
-    from tests.conftest import TEST_TRANSPORT_OPTIONS
-
-    settings.JOBS = {**settings.JOBS, "BROKER_URL": own_redis,
-                     "BROKER_TRANSPORT_OPTIONS": TEST_TRANSPORT_OPTIONS}
+    use_broker(settings, own_redis)
     admin = redis.Redis.from_url(own_redis)
     first, second = f"pause-{uuid.uuid4().hex[:8]}", f"pause-{uuid.uuid4().hex[:8]}"
     gate.clear()

@@ -18,7 +18,7 @@ from jobs.middleware.redelivery import Redeliveries
 from jobs.models import JobRecord
 from jobs.outcome import Kind, Outcome
 from jobs.testing import running_worker
-from tests.conftest import IN_CI, TEST_TRANSPORT_OPTIONS, require, wait_for
+from tests.conftest import IN_CI, require, use_broker, wait_for
 from tests.jobs_app import jobs as testjobs
 from tests.test_broadcast import (
     broadcasting,  # noqa: F401 (a fixture)
@@ -79,8 +79,7 @@ def quick_heartbeat(settings):
 def own_redis_broker(own_redis, settings, transactional_db):
     """A Redis server of the test's own as the broker: the test closes every connection to
     it, which on the shared server would cut other tests' too."""
-    settings.JOBS = {**settings.JOBS, "BROKER_URL": own_redis,
-                     "BROKER_TRANSPORT_OPTIONS": TEST_TRANSPORT_OPTIONS}
+    use_broker(settings, own_redis)
     return own_redis
 
 

@@ -124,10 +124,9 @@ def test_a_wait_held_by_a_pause_of_redis_is_not_woken_and_the_server_stays_up(
 
     import redis
 
-    from tests.conftest import TEST_TRANSPORT_OPTIONS
+    from tests.conftest import use_broker
 
-    settings.JOBS = {**settings.JOBS, "BROKER_URL": own_redis,
-                     "BROKER_TRANSPORT_OPTIONS": TEST_TRANSPORT_OPTIONS}
+    use_broker(settings, own_redis)
     admin = redis.Redis.from_url(own_redis)
     received = []
     with new_connection() as connection:
