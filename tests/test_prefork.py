@@ -394,3 +394,35 @@ def test_a_pipe_gives_every_frame_that_came_whole_in_order_and_waits_for_the_res
     with pytest.raises(EOFError):
         child.frames(block=False)
     child.close()
+
+
+def test_a_child_forked_while_the_collector_writes_a_log_line_can_log(start_pool, tmp_path):
+    # A buffered log stream (a FileHandler's, or stderr without PYTHONUNBUFFERED) holds a
+    # lock while it writes. A child forked meanwhile inherits the lock held, by a thread
+    # that doesn't exist there: its first line to that stream would wait forever, with its
+    # job. Here the collector's "replacing it" line takes 0.3 s to write.
+    import io
+    import logging
+
+    class SlowSink(io.RawIOBase):
+        def writable(self):
+            return True
+
+        def write(self, data):
+            time.sleep(0.3)
+            return len(data)
+
+    handler = logging.StreamHandler(io.TextIOWrapper(io.BufferedWriter(SlowSink())))
+    logger = logging.getLogger("jobs.worker")
+    logger.addHandler(handler)
+    try:
+        import multiprocessing
+
+        pool = start_pool(concurrency=1)
+        (child,) = multiprocessing.active_children()
+        child.kill()
+        child.join(10)
+        pool.submit(delivery(test_jobs.nap_quietly, str(tmp_path), 1, tag=1))
+        assert outcomes(pool, 1, timeout=10)[1].kind is Kind.SUCCEEDED
+    finally:
+        logger.removeHandler(handler)

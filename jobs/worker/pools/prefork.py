@@ -91,6 +91,10 @@ class PreforkPool(Pool):
     def start(self) -> None:
         self._ctx = get_context("fork")
         self._lock = threading.Lock()
+        # Held while the collector thread works (all but its wait in poll()), and by a fork:
+        # a child forked while another thread held a lock of the C library's or of a
+        # buffered stream (a log line being written) would find it held forever.
+        self._working = threading.Lock()
         self._children: list[_Child] = []
         self._backlog: deque[Delivery] = deque()
         self._unflushed: set[_Child] = set()  # handed deliveries not written yet (flush())
@@ -130,7 +134,8 @@ class PreforkPool(Pool):
         # their pages stay shared (a full collection in a child copied ~30 MB of them).
         gc.collect()
         gc.freeze()
-        process.start()
+        with self._working:
+            process.start()
         child_end.close()
         return _Child(process, parent_end)
 
@@ -305,18 +310,19 @@ class PreforkPool(Pool):
             events = poller.poll(timeout * 1000)
         except OSError:  # a socket closed under us: the broker's drain says why
             return True
-        self._enforce_time_limits(children)
-        readable = False
-        owners = self._owners
-        for fd, _ in events:
-            owner = owners.get(fd)
-            if owner is None:
-                readable = True
-            elif owner[1]:
-                self._receive(owner[0])
-            elif owner[0] in self._children:
-                self._bury(owner[0])
-        self.flush()
+        with self._working:
+            self._enforce_time_limits(children)
+            readable = False
+            owners = self._owners
+            for fd, _ in events:
+                owner = owners.get(fd)
+                if owner is None:
+                    readable = True
+                elif owner[1]:
+                    self._receive(owner[0])
+                elif owner[0] in self._children:
+                    self._bury(owner[0])
+            self.flush()
         return readable
 
     def _watch_here(self, children: list[_Child]) -> None:
