@@ -4,6 +4,9 @@ when the child dies, passes its time limit or is recycled."""
 
 from __future__ import annotations
 
+import io
+import logging
+import multiprocessing
 import os
 import queue
 import socket
@@ -148,8 +151,6 @@ def test_a_job_handed_to_a_child_that_died_idle_runs_in_its_replacement(start_po
     # the pool doesn't ask whether a child is alive before handing it a job (two system
     # calls per job). A job handed to it meanwhile never reached it: it runs in the child
     # that replaces it, and is not reported lost.
-    import multiprocessing
-
     pool = start_pool(concurrency=1)
     (child,) = multiprocessing.active_children()
     child.kill()
@@ -401,9 +402,6 @@ def test_a_child_forked_while_the_collector_writes_a_log_line_can_log(start_pool
     # lock while it writes. A child forked meanwhile inherits the lock held, by a thread
     # that doesn't exist there: its first line to that stream would wait forever, with its
     # job. Here the collector's "replacing it" line takes 0.3 s to write.
-    import io
-    import logging
-
     class SlowSink(io.RawIOBase):
         def writable(self):
             return True
@@ -416,8 +414,6 @@ def test_a_child_forked_while_the_collector_writes_a_log_line_can_log(start_pool
     logger = logging.getLogger("jobs.worker")
     logger.addHandler(handler)
     try:
-        import multiprocessing
-
         pool = start_pool(concurrency=1)
         (child,) = multiprocessing.active_children()
         child.kill()

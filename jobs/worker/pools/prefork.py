@@ -92,8 +92,8 @@ class PreforkPool(Pool):
         self._ctx = get_context("fork")
         self._lock = threading.Lock()
         # Held while the collector thread works (all but its wait in poll()), and by a fork:
-        # a child forked while another thread held a lock of the C library's or of a
-        # buffered stream (a log line being written) would find it held forever.
+        # a child forked while that thread held a lock (a buffered stream's, writing a log
+        # line) would find it held forever.
         self._working = threading.Lock()
         self._children: list[_Child] = []
         self._backlog: deque[Delivery] = deque()
