@@ -169,15 +169,8 @@ def _tls_redis(tmp_path_factory):
 
 @pytest.fixture
 def own_redis(tmp_path):
-    """A Redis server for one test alone (one the test may pause, or crash): its URL."""
-    with RedisServer(tmp_path) as server:
-        yield server.url
-
-
-@pytest.fixture
-def own_redis_process(tmp_path):
-    """A Redis server for one test alone that it may also stop and start again, keeping its
-    data (:class:`RedisServer`): the test breaks nobody else's connections."""
+    """A Redis server for one test alone (:class:`RedisServer`), which the test may pause,
+    cut off, or stop and start again without breaking anybody else's connections."""
     with RedisServer(tmp_path) as server:
         yield server
 

@@ -101,18 +101,17 @@ def run_through_a_restart(broker_url: str, start_worker, restart) -> None:
            ran_more_than_once=sum(1 for r in rows.values() if r.deliveries > 1))
 
 
-def test_a_redis_restart_mid_run_loses_no_job(own_redis_process, settings, start_worker):
+def test_a_redis_restart_mid_run_loses_no_job(own_redis, settings, start_worker):
     # A server of the test's own, stopped keeping its data (as a production server with
     # persistence is) and started again: a restart of the shared one would cut every other
     # test's connections.
-    server = own_redis_process
-    use_broker(settings, server.url)
+    use_broker(settings, own_redis.url)
 
     def restart():
-        server.stop(save=True)
-        server.start()
+        own_redis.stop(save=True)
+        own_redis.start()
 
-    run_through_a_restart(server.url, start_worker, restart)
+    run_through_a_restart(own_redis.url, start_worker, restart)
 
 
 @pytest.mark.serial  # RabbitMQ is the machine's: no other test runs meanwhile

@@ -183,8 +183,8 @@ def test_a_worker_goes_on_through_a_pause_of_its_redis_and_leaves_the_server_up(
     # itself with a pause: test_transport_redis.)
     import redis
 
-    use_broker(settings, own_redis)
-    admin = redis.Redis.from_url(own_redis)
+    use_broker(settings, own_redis.url)
+    admin = redis.Redis.from_url(own_redis.url)
     first, second = f"pause-{uuid.uuid4().hex[:8]}", f"pause-{uuid.uuid4().hex[:8]}"
     gate.clear()
     with running_worker(queues=[first, second], pool=pool, concurrency=1):

@@ -79,8 +79,8 @@ def quick_heartbeat(settings):
 def own_redis_broker(own_redis, settings, transactional_db):
     """A Redis server of the test's own as the broker: the test closes every connection to
     it, which on the shared server would cut other tests' too."""
-    use_broker(settings, own_redis)
-    return own_redis
+    use_broker(settings, own_redis.url)
+    return own_redis.url
 
 
 def kill_redis_clients(url: str) -> redis.Redis:

@@ -126,8 +126,8 @@ def test_a_wait_held_by_a_pause_of_redis_is_not_woken_and_the_server_stays_up(
 
     from tests.conftest import use_broker
 
-    use_broker(settings, own_redis)
-    admin = redis.Redis.from_url(own_redis)
+    use_broker(settings, own_redis.url)
+    admin = redis.Redis.from_url(own_redis.url)
     received = []
     with new_connection() as connection:
         first, second = Queue("first", routing_key="first"), Queue("second", routing_key="second")
